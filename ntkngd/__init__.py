@@ -1,0 +1,11 @@
+"""ntkngd: natural gradient descent with exact and approximate Fisher information in wide networks."""
+from ._checks import TheoryConditionWarning
+from .function_space import Operator
+from .kernels import Kernels, analytic_kernels
+from .methods import METHODS, BlockPattern, block_pattern
+from .methods.patterns import alpha as pattern_alpha
+from .methods.patterns import tridiagonal as tridiagonal_pattern
+from .network import ACTIVATIONS, Network, mlp
+from .operators import operator
+from .dynamics import Trajectory, mse, predict
+from .diagnostics import IsotropyReport, isotropy

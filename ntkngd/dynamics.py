@@ -1,0 +1,179 @@
+"""Training dynamics in function space for a fixed operator (MSE loss).
+
+Discrete steps (t = 0, 1, 2, ...):  g_{t+1} = (I - lr G) g_t,   f'_{t+1} = f'_t - lr G' g_t,
+so  g_t = (I - lr G)^t g_0  and  f'_t = f'_0 - G' [(I - (I - lr G)^t) G^{-1}] g_0.
+Continuous time tau (df/dtau = -lr G g):  g(tau) = exp(-lr G tau) g_0,
+f'(tau) = f'_0 - G' [(I - exp(-lr G tau)) G^{-1}] g_0.   (Both well defined for singular G.)
+Isotropic G = alpha I: g_t = (1 - lr alpha)^t g_0 and exp(-lr alpha tau) g_0.
+Loss = 1/(2N) sum_n ||f(x_n) - y_n||^2.
+
+Relation to `neural_tangents.predict.gradient_descent_mse(k, y, learning_rate=eta)`: it integrates
+df/dt = -eta Theta (f - y) / (N C) (mean over all N C targets), so its time t at rate eta equals
+GD here (G = Theta / N) at continuous time tau = t with lr = eta / C.
+
+`predict` decomposes G once (scalar for isotropic G, eigh for symmetric G, eig otherwise) and then
+evaluates any number of time points for O(m^2) each.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from . import _checks
+from .function_space import Operator
+
+# Relative deviation ||G - alpha I|| / ||alpha I|| below which G is treated as exactly alpha I.
+ISOTROPIC_TOL = 1e-12
+_EIG_COND_MAX = 1e10
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """Outputs and losses at the requested time points (leading axis T)."""
+
+    t: np.ndarray
+    train: np.ndarray
+    train_loss: np.ndarray
+    test: Optional[np.ndarray] = None
+    test_loss: Optional[np.ndarray] = None
+    continuous: bool = False
+    lr: float = 1.0
+
+
+def mse(f: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """1/(2N) sum ||f - y||^2 over the last two axes (points, outputs)."""
+    return 0.5 * np.sum((f - y) ** 2, axis=(-2, -1)) / f.shape[-2]
+
+
+class _Propagator:
+    """Evaluates phi(G) r and G' psi(G) r for the step/flow functions phi, psi."""
+
+    def __init__(self, op: Operator, r0: np.ndarray):
+        g = op.train
+        self.alpha = None
+        self.dense = None
+        if op.deviation <= ISOTROPIC_TOL:
+            self.alpha = op.alpha
+            self.r0 = r0
+            self.test_r0 = None if op.test is None else op.test @ r0
+            return
+        if op.is_symmetric:
+            lam, vecs = np.linalg.eigh(0.5 * (g + g.T))
+            inv = vecs.T
+        else:
+            lam, vecs = np.linalg.eig(g)
+            if np.linalg.cond(vecs) > _EIG_COND_MAX:   # defective: evaluate matrix functions
+                self.dense = (g, op.test, r0)
+                return
+            inv = np.linalg.inv(vecs)
+        self.lam, self.vecs = lam, vecs
+        self.coef = inv @ r0                             # (m, C)
+        self.test_vecs = None if op.test is None else op.test @ vecs
+
+    def __call__(self, phi, psi, want_test: bool):
+        if self.alpha is not None:
+            lam = np.array([self.alpha])
+            p, q = phi(lam)[:, 0], psi(lam)[:, 0]         # (T,)
+            train = p[:, None, None] * self.r0
+            test = q[:, None, None] * self.test_r0 if want_test else None
+            return _real(train), _real(test)
+        if self.dense is not None:
+            return self._dense(phi, psi, want_test)
+        p, q = phi(self.lam), psi(self.lam)               # (T, m)
+        train = np.einsum("ij,tj,jc->tic", self.vecs, p, self.coef)
+        test = np.einsum("ij,tj,jc->tic", self.test_vecs, q, self.coef) if want_test else None
+        return _real(train), _real(test)
+
+    def _dense(self, phi, psi, want_test):
+        from scipy.linalg import funm
+        g, gt, r0 = self.dense
+        trains, tests = [], []
+        for k in range(phi(np.zeros(1)).shape[0]):
+            trains.append(funm(g, lambda z: phi(z)[k]) @ r0)
+            if want_test:
+                tests.append(gt @ (funm(g, lambda z: psi(z)[k]) @ r0))
+        return _real(np.stack(trains)), _real(np.stack(tests)) if want_test else None
+
+
+def _real(a):
+    if a is None or not np.iscomplexobj(a):
+        return a
+    return a.real
+
+
+def _step_functions(t: np.ndarray, lr: float, continuous: bool):
+    """phi(lam) (T, m): residual factor; psi(lam): accumulated test factor (sum of lr phi)."""
+    def phi(lam):
+        x = lr * np.asarray(lam)[None, :]
+        tt = t[:, None]
+        return np.exp(-x * tt) if continuous else np.power(1 - x + 0j, tt)
+
+    def psi(lam):
+        lam = np.asarray(lam)[None, :]
+        x = lr * lam
+        tt = t[:, None]
+        small = np.abs(x) < 1e-12
+        safe = np.where(small, 1.0, lam)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if continuous:
+                val = -np.expm1(-x * tt) / safe
+            else:   # 1 - (1 - x)^t, via expm1/log1p where x is small (no cancellation)
+                xs = np.where(small, 0.0, x) + 0j
+                near = np.abs(xs) < 0.5
+                val = np.where(near, -np.expm1(tt * np.log1p(-np.where(near, xs, 0))),
+                               1 - np.power(1 - xs, tt)) / safe
+        return np.where(small, lr * tt, val)
+
+    return phi, psi
+
+
+def predict(op: Operator, f0_train: Any, y_train: Any, f0_test: Any = None, *,
+            lr: Optional[float] = None, steps: Any = None, times: Any = None,
+            continuous: bool = False, y_test: Any = None) -> Trajectory:
+    """Train (and test) outputs and losses under the linear function-space dynamics of `op`.
+
+    steps: an int T (evaluates t = 0..T) or a sequence of step indices (discrete map);
+    times: continuous times tau (implies continuous=True); continuous=True with steps evaluates
+    the flow at those times. lr defaults to op.lr (1/alpha). Outputs are (N, C) arrays
+    (a 1-D vector when C = 1 is accepted); y_test adds test losses.
+    """
+    if not isinstance(op, Operator):
+        raise TypeError(f"op must be an ntkngd Operator, got {type(op).__name__}")
+    lr = op.lr if lr is None else _checks.positive(lr, "lr")
+    if (steps is None) == (times is None):
+        raise ValueError("give exactly one of steps (discrete) or times (continuous)")
+    if times is not None:
+        continuous = True
+        t = _checks.as_array(times, "times", ndim=1).astype(float)
+    elif np.ndim(steps) == 0:
+        t = np.arange(_checks.positive_int(int(steps), "steps") + 1, dtype=float)
+    else:
+        t = _checks.as_array(steps, "steps", ndim=1).astype(float)
+    if np.any(t < 0):
+        raise ValueError("time points must be >= 0")
+    if not continuous and np.any(t != np.round(t)):
+        raise ValueError("discrete steps must be integers (use times=... for continuous time)")
+    c = op.out_dim
+    n = op.n_train
+    f0 = _checks.outputs(f0_train, "f0_train", n, c)
+    y = _checks.outputs(y_train, "y_train", n, c)
+    want_test = f0_test is not None
+    if want_test and op.test is None:
+        raise ValueError(f"operator {op.name!r} has no test operator G' (e.g. unit_wise on "
+                         "infinite-width kernels); call predict without f0_test")
+    if want_test:
+        n_test = op.test.shape[0] // (1 if op.kron_outputs else c)
+        f0t = _checks.outputs(f0_test, "f0_test", n_test, c)
+    r0 = f0 - y
+    r0v = r0 if op.kron_outputs else r0.reshape(-1, 1)
+    phi, psi = _step_functions(t, lr, continuous)
+    res, dtest = _Propagator(op, r0v)(phi, psi, want_test)
+    train = y[None] + res.reshape(len(t), n, c)
+    test = test_loss = None
+    if want_test:
+        test = f0t[None] - dtest.reshape(len(t), -1, c)
+        if y_test is not None:
+            test_loss = mse(test, _checks.outputs(y_test, "y_test", test.shape[1], c)[None])
+    return Trajectory(t, train, mse(train, y[None]), test, test_loss, continuous, lr)

@@ -1,0 +1,76 @@
+"""K-FAC: F_l ~ A_{l-1} (x) B_l, A = Ht^T Ht / N (layer input with the bias column, scaled as in the
+forward pass), B = D^T D / N (D: derivatives df/du_l, all C outputs stacked as rows).
+
+Damping is factored Tikhonov: (A + lam I) (x) (B + lam I) with lam = sqrt(rho). By push-through,
+    J_l F_l^{-1} J_l^T / N = N [Q_l (Q_l + N lam I)^{-1}] o [DD^T (DD^T + N lam I)^{-1}],
+with Q_l = Ht Ht^T the forward kernel (expanded over outputs) and DD^T the backward Gram; lam = 0
+gives projectors (pseudo-inverses). The output layer has DD^T = 1 1^T (x) I_C and contributes the
+projector of Q_L, so with full-rank factors (N <= d for the first layer, N C <= widths)
+    G = (N (L - 1) + 1) I          (literal K-FAC; the paper rescales the output layer to get N L).
+Test operator: the same with Q_l(X', X), DD^T(X', X) on the left. At infinite width DD^T = B_l (x) I_C.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from .. import linalg
+from .._checks import TheoryConditionWarning
+from ..function_space import Operator
+
+
+def _expand(q: np.ndarray, c: int) -> np.ndarray:
+    """Forward kernel over samples -> over (sample, output) pairs: Q (x) 1 1^T (sample-major)."""
+    return q if c == 1 else np.kron(q, np.ones((c, c)))
+
+
+def _smoother(gram: np.ndarray, shift: float) -> tuple[np.ndarray, int]:
+    """(gram + shift I)^{+}, the pseudo-inverse when shift == 0, and the numerical rank."""
+    w, u = linalg.psd_eigh(gram)
+    keep = linalg.rank_mask(w)
+    inv = 1.0 / (w + shift) if shift > 0 else np.where(keep, 1.0 / np.where(keep, w, 1.0), 0.0)
+    return (u * inv) @ u.T, int(keep.sum())
+
+
+def operator(K, damping: float = 0.0) -> Operator:
+    n, L = K.n_train, K.depth
+    c = 1 if K.kron_outputs else K.out_dim
+    shift = n * np.sqrt(damping)
+    fwd, bwd = np.asarray(K.fwd_train, float), np.asarray(K.bwd_train, float)
+    m = bwd.shape[1]
+    train = np.zeros((m, m))
+    test = np.zeros((K.n_test * c, m)) if K.has_test else None
+    ranks_q, ranks_b = [], []
+    for l in range(L):
+        q_inv, rq = _smoother(fwd[l], shift)
+        b_inv, rb = _smoother(bwd[l], shift)
+        ranks_q.append(rq)
+        ranks_b.append(rb)
+        train += n * _expand(fwd[l] @ q_inv, c) * (bwd[l] @ b_inv)
+        if test is not None:
+            qt, bt = np.asarray(K.fwd_test[l], float), np.asarray(K.bwd_test[l], float)
+            test += n * _expand(qt @ q_inv, c) * (bt @ b_inv)
+    hidden_full = all(rb == m for rb in ranks_b[:-1])
+    first_full = ranks_q[0] == n
+    conditions = {
+        "N <= d (first-layer input Gram invertible)": first_full,
+        "every forward Gram invertible": all(r == n for r in ranks_q),
+        "N C <= width (backward Grams invertible)": hidden_full,
+        "damping == 0": damping == 0,
+    }
+    notes = ["literal K-FAC: the output layer contributes 1 (the paper's N L rescales it to N)"]
+    if not first_full:
+        msg = (f"K-FAC: the first-layer input Gram has rank {ranks_q[0]} < N = {n} (fewer input "
+               "dimensions than points): the first layer contributes N diag(P_X), diagonal but not "
+               "isotropic; put the inputs in isotropic position (ntkngd.data.forster_transform) to "
+               "make it constant")
+        warnings.warn(msg, TheoryConditionWarning)
+        notes.append(msg)
+    if not hidden_full or not all(r == n for r in ranks_q[1:]):
+        msg = "K-FAC: a hidden-layer factor is rank deficient (N C > width?): not isotropic"
+        warnings.warn(msg, TheoryConditionWarning)
+        notes.append(msg)
+    alpha = float(n * (L - 1) + 1) if all(conditions.values()) else None
+    return Operator("kfac", train, test, alpha, float(damping), K.out_dim, K.kron_outputs,
+                    conditions, tuple(notes))

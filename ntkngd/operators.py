@@ -1,0 +1,26 @@
+"""`operator(method, kernels, damping)`: the function-space operator of any method."""
+from __future__ import annotations
+
+from typing import Union
+
+from . import _checks
+from .function_space import Operator
+from .kernels import Kernels
+from .methods import OPERATORS, BlockPattern, canonical
+from .methods.block import pattern_operator
+
+
+def operator(method: Union[str, BlockPattern], kernels: Kernels, damping: float = 0.0) -> Operator:
+    """G, G', alpha (theory and measured) and lr for `method` on `kernels`.
+
+    method: "gd", "exact", "block_diagonal", "block_tridiagonal", "kfac", "unit_wise" (aliases
+    "bd", "btd", "ngd") or `ntkngd.block_pattern(S)`. damping rho >= 0 is added to the Fisher in
+    parameter space (F + rho I; N rho I in the dual space; factored sqrt(rho) for K-FAC).
+    """
+    if not isinstance(kernels, Kernels):
+        raise TypeError(f"kernels must be an ntkngd.Kernels (from analytic_kernels or "
+                        f"empirical_kernels), got {type(kernels).__name__}")
+    damping = _checks.non_negative(damping, "damping")
+    if isinstance(method, BlockPattern):
+        return pattern_operator(kernels, method, damping)
+    return OPERATORS[canonical(method)](kernels, damping)
