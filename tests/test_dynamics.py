@@ -1,0 +1,94 @@
+"""Function-space dynamics: closed forms against step-by-step iteration and neural-tangents."""
+import neural_tangents as nt
+import numpy as np
+import pytest
+
+import ntkngd as ng
+from conftest import sphere_points
+
+
+@pytest.fixture(scope="module")
+def setup():
+    rng = np.random.RandomState(0)
+    x, xt = sphere_points(10, 6, 0), sphere_points(4, 6, 1)   # d < N: K-FAC anisotropic
+    net = ng.mlp(5, 32, "relu", b_std=0.1, out_dim=2)
+    K = ng.analytic_kernels(net, x, xt)
+    y = np.eye(2)[rng.randint(0, 2, 10)] - 0.5
+    f0, f0t = 0.3 * rng.randn(10, 2), 0.3 * rng.randn(4, 2)
+    return K, y, f0, f0t
+
+
+def iterate(op, f0, y, f0t, lr, steps):
+    f, ft, out = f0.copy(), f0t.copy(), []
+    for _ in range(steps + 1):
+        out.append((f.copy(), ft.copy()))
+        r = f - y
+        f, ft = f - lr * op.train @ r, ft - lr * op.test @ r
+    return out
+
+
+@pytest.mark.parametrize("method,damping", [("gd", 0.0), ("kfac", 0.0), ("btd", 1e-3),
+                                            ("exact", 0.0), ("bd", 1e-2)])
+def test_discrete_closed_form_matches_iteration(setup, method, damping):
+    K, y, f0, f0t = setup
+    with np.errstate(all="ignore"):
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            op = ng.operator(method, K, damping=damping)
+    lr = 0.7 * op.lr
+    traj = ng.predict(op, f0, y, f0t, lr=lr, steps=12, y_test=np.zeros((4, 2)))
+    ref = iterate(op, f0, y, f0t, lr, 12)
+    for t, (f, ft) in enumerate(ref):
+        np.testing.assert_allclose(traj.train[t], f, atol=1e-10)
+        np.testing.assert_allclose(traj.test[t], ft, atol=1e-9)
+    np.testing.assert_allclose(traj.train_loss, [ng.mse(f, y) for f, _ in ref], rtol=1e-9)
+    assert traj.test_loss.shape == (13,)
+
+
+def test_gd_agrees_with_neural_tangents(setup):
+    K, y, f0, f0t = setup
+    op = ng.operator("gd", K)
+    times = np.array([0.0, 0.5, 3.0, 40.0])
+    eta = 2.0
+    # neural-tangents: df/dt = -eta Theta (f - y) / (N C); here: -lr Theta (f - y) / N -> lr = eta / C
+    traj = ng.predict(op, f0, y, f0t, lr=eta / 2, times=times)
+    fn = nt.predict.gradient_descent_mse(np.asarray(K.ntk_train), y, learning_rate=eta)
+    a, b = fn(times, f0, f0t, np.asarray(K.ntk_test))
+    np.testing.assert_allclose(traj.train, a, atol=1e-10)
+    np.testing.assert_allclose(traj.test, b, atol=1e-10)
+
+
+def test_isotropic_flow_and_one_direction_on_test(setup):
+    K, y, f0, f0t = setup
+    op = ng.operator("bd", K)      # alpha = L = 5
+    tau = np.array([0.0, 0.1, 1.0, 2.5])
+    lr = 0.4
+    traj = ng.predict(op, f0, y, f0t, lr=lr, times=tau)
+    r0 = f0 - y
+    for k, t in enumerate(tau):
+        np.testing.assert_allclose(traj.train[k] - y, np.exp(-lr * 5 * t) * r0, atol=1e-12)
+        step = (1 - np.exp(-lr * 5 * t)) / 5
+        np.testing.assert_allclose(traj.test[k], f0t - step * op.test @ r0, atol=1e-12)
+    one = ng.predict(op, f0, y, f0t, steps=1)
+    assert one.lr == pytest.approx(0.2) and one.train_loss[1] < 1e-25
+
+
+def test_predict_bad_input(setup):
+    K, y, f0, f0t = setup
+    op = ng.operator("exact", K)
+    with pytest.raises(ValueError, match="lr must be a positive"):
+        ng.predict(op, f0, y, steps=3, lr=0.0)
+    with pytest.raises(ValueError, match="lr must be a positive"):
+        ng.predict(op, f0, y, steps=3, lr=-1.0)
+    with pytest.raises(ValueError, match=r"f0_train must have shape \(10, 2\)"):
+        ng.predict(op, f0[:5], y, steps=3)
+    with pytest.raises(ValueError, match="NaN"):
+        ng.predict(op, np.full_like(f0, np.nan), y, steps=3)
+    with pytest.raises(ValueError, match="exactly one of steps"):
+        ng.predict(op, f0, y)
+    with pytest.raises(ValueError, match="integers"):
+        ng.predict(op, f0, y, steps=[0.5])
+    uw = ng.operator("unit_wise", K)
+    with pytest.raises(ValueError, match="no test operator"):
+        ng.predict(uw, f0, y, f0t, steps=2)
