@@ -9,3 +9,8 @@ from .network import ACTIVATIONS, Network, mlp
 from .operators import operator
 from .dynamics import Trajectory, mse, predict
 from .diagnostics import IsotropyReport, isotropy
+from .empirical import empirical_kernels
+from .engine import TrainLog, ngd_direction, ngd_transform, train
+from .cross_entropy import (CEOperator, CETrajectory, ce_operator, ce_predict, ce_residual,
+                            cross_entropy, softmax_hessian)
+from . import data

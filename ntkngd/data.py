@@ -24,7 +24,8 @@ import numpy as np
 
 __all__ = [
     "Dataset", "flatten", "standardize", "unit_norm_rows", "select_classes", "binary_targets",
-    "one_hot", "forster_transform", "isotropy_error", "digits", "gaussian", "sphere",
+    "one_hot", "forster_transform", "forster_fit", "forster_apply", "forster_dataset",
+    "isotropy_error", "digits", "gaussian", "sphere",
     "load_mnist", "load_cifar10", "load_npz", "load", "DATASETS",
 ]
 
@@ -189,13 +190,14 @@ def isotropy_error(x: Any) -> float:
     return float(np.linalg.norm(dev) / (target * np.sqrt(d)))
 
 
-def forster_transform(x: Any, iters: int = 5000, tol: float = 1e-10) -> np.ndarray:
-    """Put the rows of an (N, d) array in isotropic (radial) position: Forster's transform.
+def forster_fit(x: Any, iters: int = 5000, tol: float = 1e-10) -> np.ndarray:
+    """The d x d matrix M of Forster's transform x -> x M / ||x M||, fitted on the rows of x.
 
-    Output rows have unit norm and X^T X = (N/d) I. Iterates X <- rownormalize(X (X^T X)^{-1/2})
-    until isotropy_error(X) < tol. Needs N >= d and X^T X non-singular (ValueError otherwise);
-    points must be in general position for a solution to exist; a UserWarning is issued if
-    the iteration has not reached `tol` after `iters` steps (the last iterate is returned).
+    After the map the rows have unit norm and X^T X = (N/d) I (isotropic position). Iterates
+    X <- rownormalize(X (X^T X)^{-1/2}), accumulating M, until isotropy_error(X) < tol. Needs
+    N >= d and X^T X non-singular (ValueError otherwise); points must be in general position for
+    a solution to exist; a UserWarning is issued if `tol` is not reached after `iters` steps.
+    Apply the same M to test points with `forster_apply`.
     """
     arr = _finite(x, "x")
     if arr.ndim != 2:
@@ -208,26 +210,48 @@ def forster_transform(x: Any, iters: int = 5000, tol: float = 1e-10) -> np.ndarr
         raise ValueError(f"iters must be >= 1 and tol > 0, got iters={iters}, tol={tol}")
     arr = unit_norm_rows(arr)
     target = n / d
-    err = np.inf
+    total = np.eye(d)
     for _ in range(iters):
         gram = arr.T @ arr
         err = np.linalg.norm(gram - target * np.eye(d)) / (target * np.sqrt(d))
         if err < tol:
-            return arr
+            return total
         evals, evecs = np.linalg.eigh(gram)
         if evals[0] <= evals[-1] * max(n, d) * np.finfo(np.float64).eps:
             rank = int(np.sum(evals > evals[-1] * max(n, d) * np.finfo(np.float64).eps))
             raise ValueError(f"degenerate data: X^T X is singular (numerical rank {rank} < d={d}); "
                              f"the points must span R^d and be in general position")
         inv_sqrt = (evecs / np.sqrt(evals)) @ evecs.T
+        total = total @ inv_sqrt
+        total /= np.linalg.norm(total, 2)          # scale is irrelevant; keep it O(1)
         arr = unit_norm_rows(arr @ inv_sqrt)
     err = isotropy_error(arr)
-    if err < tol:
-        return arr
-    warnings.warn(f"forster_transform did not converge in {iters} iterations: isotropy error "
-                  f"{err:.3e} >= tol {tol:.1e} (points may not be in general position)",
-                  UserWarning, stacklevel=2)
-    return arr
+    if err >= tol:
+        warnings.warn(f"forster_transform did not converge in {iters} iterations: isotropy error "
+                      f"{err:.3e} >= tol {tol:.1e} (points may not be in general position)",
+                      UserWarning, stacklevel=2)
+    return total
+
+
+def forster_apply(x: Any, matrix: np.ndarray) -> np.ndarray:
+    """x -> x M / ||x M|| row-wise (M from `forster_fit`)."""
+    return unit_norm_rows(_finite(x, "x") @ matrix)
+
+
+def forster_transform(x: Any, iters: int = 5000, tol: float = 1e-10) -> np.ndarray:
+    """Put the rows of an (N, d) array in isotropic (radial) position: Forster's transform.
+
+    Output rows have unit norm and X^T X = (N/d) I. See `forster_fit` for the algorithm and errors.
+    """
+    return forster_apply(x, forster_fit(x, iters, tol))
+
+
+def forster_dataset(ds: "Dataset", iters: int = 5000, tol: float = 1e-10) -> "Dataset":
+    """Fit Forster's transform on the training inputs and apply it to both splits."""
+    import dataclasses
+    m = forster_fit(ds.x_train, iters, tol)
+    return dataclasses.replace(ds, x_train=forster_apply(ds.x_train, m),
+                               x_test=forster_apply(ds.x_test, m), name=ds.name + " (Forster)")
 
 
 # ----------------------------------------------------------------------------- shared pipeline

@@ -59,11 +59,10 @@ class _Propagator:
             self.r0 = r0
             self.test_r0 = None if op.test is None else op.test @ r0
             return
+        lam, vecs = op.eig
         if op.is_symmetric:
-            lam, vecs = np.linalg.eigh(0.5 * (g + g.T))
             inv = vecs.T
         else:
-            lam, vecs = np.linalg.eig(g)
             if np.linalg.cond(vecs) > _EIG_COND_MAX:   # defective: evaluate matrix functions
                 self.dense = (g, op.test, r0)
                 return
@@ -82,8 +81,10 @@ class _Propagator:
         if self.dense is not None:
             return self._dense(phi, psi, want_test)
         p, q = phi(self.lam), psi(self.lam)               # (T, m)
-        train = np.einsum("ij,tj,jc->tic", self.vecs, p, self.coef)
-        test = np.einsum("ij,tj,jc->tic", self.test_vecs, q, self.coef) if want_test else None
+        if not np.iscomplexobj(self.vecs):
+            p, q = p.real, q.real
+        train = np.matmul(self.vecs, p[:, :, None] * self.coef[None])
+        test = np.matmul(self.test_vecs, q[:, :, None] * self.coef[None]) if want_test else None
         return _real(train), _real(test)
 
     def _dense(self, phi, psi, want_test):

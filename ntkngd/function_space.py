@@ -55,13 +55,17 @@ class Operator:
         return bool(np.linalg.norm(g - g.T) <= 1e-10 * max(np.linalg.norm(g), 1e-300))
 
     @cached_property
+    def eig(self) -> tuple[np.ndarray, np.ndarray]:
+        """Eigen-decomposition (eigenvalues, eigenvectors) of G, computed once: eigh when G is
+        symmetric, eig (complex) otherwise."""
+        if self.is_symmetric:
+            return np.linalg.eigh(0.5 * (self.train + self.train.T))
+        return np.linalg.eig(self.train)
+
+    @cached_property
     def spectrum(self) -> np.ndarray:
         """Eigenvalues of G, descending (real parts when G is not symmetric)."""
-        if self.is_symmetric:
-            w = np.linalg.eigvalsh(0.5 * (self.train + self.train.T))
-        else:
-            w = np.linalg.eigvals(self.train).real
-        return np.sort(w)[::-1]
+        return np.sort(np.real(self.eig[0]))[::-1]
 
     @cached_property
     def deviation(self) -> float:

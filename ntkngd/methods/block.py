@@ -1,8 +1,16 @@
-"""Function-space operators of GD, exact NGD and every layer block pattern (BD, BTD, any S)."""
+"""GD, exact NGD and every layer block pattern (BD, BTD, any S): function-space operators and the
+parameter-space update directions, both from the same dual vectors (`pattern_duals`).
+
+Update (THEORY.md, block patterns): Delta theta_l = -lr J_l^T v_l with
+[(S (x) I) blockdiag(Theta_l) + N rho I] v = 1 (x) g, so Delta f = -lr sum_l Theta_l v_l.
+Exact NGD is S = 1 1^T, solved as one block (the total NTK) whose v is shared by every layer.
+GD is v_l = g / N for every layer (the loss gradient J^T g / N).
+"""
 from __future__ import annotations
 
 import numpy as np
 
+from .. import empirical
 from ..function_space import Operator
 from . import patterns
 from ._cache import block_factors
@@ -10,6 +18,28 @@ from ._cache import block_factors
 
 def _as_np(a):
     return None if a is None else np.asarray(a, dtype=np.float64)
+
+
+def _is_exact(S: np.ndarray) -> bool:
+    return S.shape[0] == 1 or bool(np.all(S == 1))
+
+
+@empirical.serial_blas()
+def pattern_duals(K, pattern: patterns.BlockPattern, damping: float, rhs: np.ndarray):
+    """Per-layer dual vectors v (L, m, k) for right-hand sides rhs (m, k), and notes.
+
+    The single place where a pattern's dual system is solved: `pattern_operator` uses rhs = I,
+    `pattern_signals` uses rhs = g. For exact NGD every layer gets the same v (total NTK solve)."""
+    S = pattern.matrix
+    if S.shape[0] != K.depth:
+        raise ValueError(f"block pattern is {S.shape[0]} x {S.shape[0]} but the network has "
+                         f"{K.depth} layers")
+    blocks = _as_np(K.blocks_train)
+    if _is_exact(S):   # S = 1 1^T is exact NGD: one block, the total NTK (same rho -> 0 limit)
+        v, notes = patterns.duals(blocks.sum(0)[None], np.ones((1, 1)), K.n_train, damping, rhs,
+                                  block_factors(K, "total"))
+        return np.repeat(v, K.depth, 0), notes
+    return patterns.duals(blocks, S, K.n_train, damping, rhs, block_factors(K, "layers"))
 
 
 def gd(K, damping: float = 0.0) -> Operator:
@@ -22,27 +52,16 @@ def gd(K, damping: float = 0.0) -> Operator:
                     {}, ("anisotropic: G is the NTK's spectrum / N",))
 
 
+@empirical.serial_blas()
 def pattern_operator(K, pattern: patterns.BlockPattern, damping: float = 0.0,
                      name: str | None = None) -> Operator:
-    """G = sum_l Theta_l V_l, G' = sum_l Theta_l(X', X) V_l with V from `patterns.duals` (rhs = I)."""
+    """G = sum_l Theta_l V_l, G' = sum_l Theta_l(X', X) V_l with V from `pattern_duals` (rhs = I)."""
     S = pattern.matrix
-    if S.shape[0] != K.depth:
-        raise ValueError(f"block pattern is {S.shape[0]} x {S.shape[0]} but the network has "
-                         f"{K.depth} layers")
-    blocks = _as_np(K.blocks_train)
-    exact = S.shape[0] == 1 or np.all(S == 1)
-    if exact:      # S = 1 1^T is exact NGD: one block, the total NTK (same rho -> 0 limit)
-        blocks, S_used, factors = blocks.sum(0)[None], np.ones((1, 1)), block_factors(K, "total")
-    else:
-        S_used, factors = S, block_factors(K, "layers")
-    m = blocks.shape[1]
-    v, notes = patterns.duals(blocks, S_used, K.n_train, damping, np.eye(m), factors)
-    train = np.einsum("lij,ljk->ik", blocks, v)
-    test = None
-    if K.has_test:
-        tb = _as_np(K.blocks_test)
-        tb = tb.sum(0)[None] if exact else tb
-        test = np.einsum("lij,ljk->ik", tb, v)
+    m = K.blocks_train.shape[1]
+    v, notes = pattern_duals(K, pattern, damping, np.eye(m))
+    train = np.einsum("lij,ljk->ik", _as_np(K.blocks_train), v)
+    test = np.einsum("lij,ljk->ik", _as_np(K.blocks_test), v) if K.has_test else None
+    factors = block_factors(K, "total" if _is_exact(S) else "layers")
     ok_range = patterns.ones_in_range(S)
     conditions = {"1 in range(S)": ok_range,
                   "every NTK block invertible": all(f is not None for f in factors),
@@ -62,3 +81,34 @@ def block_diagonal(K, damping: float = 0.0) -> Operator:
 
 def block_tridiagonal(K, damping: float = 0.0) -> Operator:
     return pattern_operator(K, patterns.tridiagonal(K.depth), damping, "block_tridiagonal")
+
+
+# ---------------------------------------------------------------- parameter space (finite width)
+def _residual(K, g) -> np.ndarray:
+    return np.asarray(g, np.float64).reshape(-1, 1)
+
+
+def gd_signals(K, damping: float, g: np.ndarray) -> list:
+    """Per-layer signals A_l of the loss gradient: v_l = g / N (Delta theta = -lr J^T g / N)."""
+    empirical.require_features(K, "a parameter-space update")
+    v = _residual(K, g)[:, 0] / K.n_train
+    return empirical.dual_signals(K.backprops_train, [v] * K.depth, K.out_dim)
+
+
+def pattern_signals(K, pattern: patterns.BlockPattern, damping: float, g: np.ndarray) -> list:
+    """Per-layer signals A_l with d theta_l = J_l^T v_l, v from `pattern_duals` (rhs = g)."""
+    empirical.require_features(K, "a parameter-space update")
+    v, _ = pattern_duals(K, pattern, damping, _residual(K, g))
+    return empirical.dual_signals(K.backprops_train, list(v[:, :, 0]), K.out_dim)
+
+
+def exact_signals(K, damping: float, g: np.ndarray) -> list:
+    return pattern_signals(K, patterns.full(K.depth), damping, g)
+
+
+def block_diagonal_signals(K, damping: float, g: np.ndarray) -> list:
+    return pattern_signals(K, patterns.diagonal(K.depth), damping, g)
+
+
+def block_tridiagonal_signals(K, damping: float, g: np.ndarray) -> list:
+    return pattern_signals(K, patterns.tridiagonal(K.depth), damping, g)

@@ -8,6 +8,14 @@ gives projectors (pseudo-inverses). The output layer has DD^T = 1 1^T (x) I_C an
 projector of Q_L, so with full-rank factors (N <= d for the first layer, N C <= widths)
     G = (N (L - 1) + 1) I          (literal K-FAC; the paper rescales the output layer to get N L).
 Test operator: the same with Q_l(X', X), DD^T(X', X) on the left. At infinite width DD^T = B_l (x) I_C.
+
+Parameter space (finite width, augmented weight [W_l; b_l] of shape (M_{l-1}[+1], M_l), so that
+(A (x) B) vec(W) <-> A W B): the gradient is Ht^T P^T D / N with P[(n, c), n'] = g_{nc} delta_{nn'},
+and Woodbury ((Ht^T Ht / N + lam)^{-1} Ht^T = N Ht^T (Q + N lam)^{-1}, and the same for D) gives
+    d[W_l; b_l] = (A + lam)^{-1} Ht^T P^T D (B + lam)^{-1} / N = Ht^T X^T D,
+    X = N (DD^T + N lam I)^{-1} P (Q + N lam I)^{-1}       (N C x N),
+pseudo-inverses when lam = 0. So the per-sample signal is A_l = X^T D (N x M_l) and the update is the
+same contraction Ht^T A_l as every other method; J dtheta reproduces G g above.
 """
 from __future__ import annotations
 
@@ -17,6 +25,7 @@ import numpy as np
 
 from .. import linalg
 from .._checks import TheoryConditionWarning
+from ..empirical import serial_blas
 from ..function_space import Operator
 
 
@@ -33,18 +42,41 @@ def _smoother(gram: np.ndarray, shift: float) -> tuple[np.ndarray, int]:
     return (u * inv) @ u.T, int(keep.sum())
 
 
+def factor_inverses(K, damping: float) -> list:
+    """Per layer ((Q_l + N lam I)^+, rank, (DD^T_l + N lam I)^+, rank), lam = sqrt(rho): the one
+    place where the K-FAC factors are inverted (operator and parameter update share it)."""
+    shift = K.n_train * np.sqrt(damping)
+    fwd, bwd = np.asarray(K.fwd_train, float), np.asarray(K.bwd_train, float)
+    return [_smoother(fwd[l], shift) + _smoother(bwd[l], shift) for l in range(K.depth)]
+
+
+@serial_blas()
+def signals(K, damping: float, g: np.ndarray) -> list:
+    """Per-layer signals A_l = X_l^T D_l (N, M_l), X_l = N (DD^T + N lam)^+ P (Q + N lam)^+, so that
+    d[W_l; b_l] = Ht_l^T A_l is the K-FAC direction F_l^{-1} grad_l (see the module docstring)."""
+    from .. import empirical   # noqa: local to keep the module's imports minimal
+    empirical.require_features(K, "a K-FAC parameter-space update")
+    n, c = K.n_train, K.out_dim
+    r = np.asarray(g, np.float64).reshape(n, c)
+    out = []
+    for (q_inv, _, b_inv, _), d in zip(factor_inverses(K, damping), K.backprops_train):
+        d64 = np.asarray(d, np.float64)
+        y = (b_inv @ d64).reshape(n, c, -1)                 # (DD^T + N lam)^+ D, sample-major
+        a = n * q_inv @ np.einsum("nc,ncm->nm", r, y)      # N (Q + N lam)^+ P^T (...)
+        out.append(a)
+    return out
+
+
+@serial_blas()
 def operator(K, damping: float = 0.0) -> Operator:
     n, L = K.n_train, K.depth
     c = 1 if K.kron_outputs else K.out_dim
-    shift = n * np.sqrt(damping)
     fwd, bwd = np.asarray(K.fwd_train, float), np.asarray(K.bwd_train, float)
     m = bwd.shape[1]
     train = np.zeros((m, m))
     test = np.zeros((K.n_test * c, m)) if K.has_test else None
     ranks_q, ranks_b = [], []
-    for l in range(L):
-        q_inv, rq = _smoother(fwd[l], shift)
-        b_inv, rb = _smoother(bwd[l], shift)
+    for l, (q_inv, rq, b_inv, rb) in enumerate(factor_inverses(K, damping)):
         ranks_q.append(rq)
         ranks_b.append(rb)
         train += n * _expand(fwd[l] @ q_inv, c) * (bwd[l] @ b_inv)

@@ -9,6 +9,18 @@ onto one direction in output space (isotropic at infinite width), hence the 1/C;
 contributes exactly 1. Needs every K_{l-1} invertible on the active sets (first layer: N <= d).
 On infinite-width kernels only this training operator exists (rho -> 0); the test operator needs the
 finite-width per-unit kernels.
+
+Finite width (empirical kernels with layer inputs Ht_l and backprops D_l): unit i of layer l owns
+column i of the augmented weight [W_l; b_l]; its Jacobian rows are Ht_l[n] D_l[(n, c), i], so
+    Theta_{l,i} = (d_i d_i^T) o (Q_l (x) 1 1^T),   d_i = D_l[:, i]  (N C),
+and with the parameter-space damping rho (dual shift s = N rho, as for the block patterns)
+    v_{l,i} = (Theta_{l,i} + s I)^+ g,   d[W_l; b_l][:, i] = sum_(n,c) v_{l,i}[(n,c)] d_i[(n,c)] Ht_l[n],
+    G = sum_{l,i} Theta_{l,i} (Theta_{l,i} + s I)^+,  G' = sum_{l,i} Theta_{l,i}(X', X) (...)^+.
+The per-unit solves are batched (chunks of units, float64 numpy). Units with d_i = 0 (inactive on
+every sample) contribute nothing and are skipped. With s = 0 the pseudo-inverse (eigh) is used:
+exact but slow for wide layers, and at finite width nearly singular blocks give huge updates;
+`default_damping(K)` (dual shift = 1e-6 x the NTK's mean diagonal) is what `ntkngd.train` and
+`ntkngd.ngd_direction` use for unit_wise when damping=None (THEORY.md: restores a near-isotropic G).
 """
 from __future__ import annotations
 
@@ -16,7 +28,9 @@ import warnings
 
 import numpy as np
 
+from .. import linalg
 from .._checks import TheoryConditionWarning
+from ..empirical import serial_blas
 from ..function_space import Operator
 
 
@@ -24,7 +38,135 @@ def predicted_alpha(net) -> float:
     return float(net.gamma * sum(net.widths) / net.out_dim + 1.0)
 
 
+_CHUNK_BYTES = 64 * 2 ** 20
+DEFAULT_RELATIVE_DAMPING = 1e-6
+
+
+def default_damping(K) -> float:
+    """rho with dual shift N rho = 1e-6 x the total NTK's mean diagonal, i.e. rho = 1e-6 mean
+    diag(Theta) / N (THEORY.md's "1e-6 of the NTK's mean diagonal" is the shift of the per-unit
+    N x N blocks; width 1024, N = 100, d = 784: alpha 974 against 1024 counted)."""
+    diag = np.mean(np.diag(np.asarray(K.ntk_train, float)))
+    return float(DEFAULT_RELATIVE_DAMPING * diag / K.n_train)
+
+
+def _layer_units(K):
+    """Per layer: (Qe = Q (x) 1 1^T (m, m), d (m, M_l) float64, active unit indices, Qe' test)."""
+    c = K.out_dim
+    for l in range(K.depth):
+        q = np.asarray(K.fwd_train[l], np.float64)
+        d = np.asarray(K.backprops_train[l], np.float64)
+        active = np.flatnonzero(np.any(d != 0, axis=0))
+        qt = None
+        if K.has_test:
+            qt = np.kron(np.asarray(K.fwd_test[l], np.float64), np.ones((c, c)))
+        yield np.kron(q, np.ones((c, c))), d, active, qt, l
+
+
+def _chunks(idx: np.ndarray, m: int):
+    step = max(1, _CHUNK_BYTES // (8 * m * m))
+    for s in range(0, len(idx), step):
+        yield idx[s:s + step]
+
+
+def _unit_blocks(qe: np.ndarray, dc: np.ndarray) -> np.ndarray:
+    """Theta_{l,i} = (d_i d_i^T) o Qe for a chunk of unit columns dc (m, k) -> (k, m, m)."""
+    return dc.T[:, :, None] * qe[None] * dc.T[:, None, :]
+
+
+@serial_blas()
+def _pinv_batch(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Batched pseudo-inverses and range projectors of PSD blocks (k, m, m) (eigh, rank cut)."""
+    w, u = np.linalg.eigh(theta)
+    w = np.clip(w, 0.0, None)
+    keep = w > linalg.RANK_RTOL * np.maximum(w.max(-1, keepdims=True), np.finfo(float).tiny)
+    inv = np.where(keep, 1.0 / np.where(keep, w, 1.0), 0.0)
+    return (u * inv[:, None, :]) @ np.swapaxes(u, 1, 2), \
+        (u * keep[:, None, :]) @ np.swapaxes(u, 1, 2)
+
+
+def _finite_operator(K, damping: float):
+    """G, G' of the finite-width unit-wise Fisher (see the module docstring)."""
+    m = K.blocks_train.shape[1]
+    shift = K.n_train * damping
+    train = np.zeros((m, m))
+    test = np.zeros((K.blocks_test.shape[1], m)) if K.has_test else None
+    for qe, d, active, qt, l in _layer_units(K):
+        dt = None if qt is None else np.asarray(K.backprops_test[l], np.float64)
+        for idx in _chunks(active, m):
+            theta = _unit_blocks(qe, d[:, idx])
+            if shift > 0:
+                theta_s = theta.copy()
+                theta_s[:, np.arange(m), np.arange(m)] += shift
+                inv = np.linalg.solve(theta_s, np.broadcast_to(np.eye(m), theta.shape))
+                train += len(idx) * np.eye(m) - shift * inv.sum(0)   # Theta (Theta + s)^-1 = I - s (.)^-1
+            else:
+                inv, proj = _pinv_batch(theta)
+                train += proj.sum(0)
+            if test is not None:
+                theta_t = dt[:, idx].T[:, :, None] * qt[None] * d[:, idx].T[:, None, :]
+                test += np.einsum("kab,kbc->ac", theta_t, inv)
+    return train, test
+
+
+def active_counts(K) -> np.ndarray:
+    """Per sample n: the number of (unit, layer) pairs with a non-zero derivative on x_n
+    (any output) -- the diagonal of the undamped unit-wise G for C = 1 (THEORY.md)."""
+    n, c = K.n_train, K.out_dim
+    return sum(np.any(np.asarray(d).reshape(n, c, -1) != 0, axis=1).sum(1)
+               for d in K.backprops_train).astype(float)
+
+
+def signals(K, damping: float, g: np.ndarray) -> list:
+    """Per-layer signals A_l (N, M_l): A_l[n, i] = sum_c v_{l,i}[(n, c)] D_l[(n, c), i], so that
+    d[W_l; b_l] = Ht_l^T A_l is the unit-wise direction (batched per-unit dual solves)."""
+    from .. import empirical
+    empirical.require_features(K, "a unit-wise parameter-space update")
+    n, c = K.n_train, K.out_dim
+    m = n * c
+    r = np.asarray(g, np.float64).reshape(m)
+    shift = n * damping
+    out = []
+    for qe, d, active, _, _ in _layer_units(K):
+        a = np.zeros((n, d.shape[1]))
+        for idx in _chunks(active, m):
+            theta = _unit_blocks(qe, d[:, idx])
+            if shift > 0:
+                theta[:, np.arange(m), np.arange(m)] += shift
+                v = np.linalg.solve(theta,
+                                    np.broadcast_to(r[:, None], (len(idx), m, 1)))[..., 0]
+            else:
+                v = np.einsum("kab,b->ka", _pinv_batch(theta)[0], r)
+            a[:, idx] = (v.T * d[:, idx]).reshape(n, c, -1).sum(1)
+        out.append(a)
+    return out
+
+
+@serial_blas()
 def operator(K, damping: float = 0.0) -> Operator:
+    if not K.kron_outputs:
+        return _empirical_operator(K, damping)
+    return _infinite_operator(K, damping)
+
+
+def _empirical_operator(K, damping: float) -> Operator:
+    from .. import empirical
+    empirical.require_features(K, "the finite-width unit-wise operator")
+    train, test = _finite_operator(K, damping)
+    counts = active_counts(K)
+    first_ok = np.linalg.matrix_rank(np.asarray(K.fwd_train[0], float)) == K.n_train
+    conditions = {"N <= d (first-layer input Gram invertible)": bool(first_ok),
+                  "damping == 0": damping == 0, "C == 1": K.out_dim == 1}
+    notes = [f"finite-width unit-wise, damping rho = {damping:.3g} (dual shift N rho)",
+             f"active (unit, layer) pairs per sample: mean {counts.mean():.6g}, "
+             f"min {counts.min():.6g}, max {counts.max():.6g}",
+             f"infinite-width alpha gamma sum M / C + 1 = {predicted_alpha(K.network):.6g}"]
+    alpha = float(counts.mean()) if K.out_dim == 1 else None
+    return Operator("unit_wise", train, test, alpha, float(damping), K.out_dim, False,
+                    conditions, tuple(notes))
+
+
+def _infinite_operator(K, damping: float) -> Operator:
     net = K.network
     if damping != 0:
         raise ValueError("unit_wise on infinite-width kernels is the damping -> 0 limit only; "

@@ -1,0 +1,100 @@
+"""Shared pieces of the figure experiments: data, styles, saving."""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .. import data as data_mod  # noqa: E402
+from ..store import Cache, atomic_path  # noqa: E402
+from .profiles import Profile  # noqa: E402
+
+METHOD_ORDER = ("gd", "exact", "block_diagonal", "block_tridiagonal", "kfac", "unit_wise")
+LABELS = {"gd": "GD", "exact": "exact NGD", "block_diagonal": "block diagonal",
+          "block_tridiagonal": "block tri-diagonal", "kfac": "K-FAC", "unit_wise": "unit-wise"}
+COLORS = {"gd": "0.45", "exact": "k", "block_diagonal": "tab:blue",
+          "block_tridiagonal": "tab:orange", "kfac": "tab:green", "unit_wise": "tab:red"}
+MARKERS = {"gd": "x", "exact": "o", "block_diagonal": "s", "block_tridiagonal": "^",
+           "kfac": "D", "unit_wise": "v"}
+
+
+@dataclass
+class Context:
+    """What a figure's compute and plot functions get: the profile, where to write, a cache."""
+
+    profile: Profile
+    out_dir: str
+    cache: Cache
+    progress: Callable[[Any], Any] = lambda it, **_: it
+
+
+def binary_data(profile: Profile, n_train: int | None = None) -> data_mod.Dataset:
+    """0-vs-1 data with +-0.5 targets: MNIST from profile.data_dir, else scikit-learn's digits
+    (standardized: the 8 x 8 digits have constant border pixels and an ill-conditioned Gram
+    otherwise). Rows have unit norm. When N > d the inputs are put in isotropic position (Forster),
+    if the data allow it, so that K-FAC's first-layer condition holds in its isotropic variant."""
+    n = n_train or profile.n_train
+    if profile.data_dir:
+        ds = data_mod.load_mnist(profile.data_dir, n_train=n, n_test=profile.n_test, classes=(0, 1))
+    else:
+        ds = data_mod.digits(n_train=n, n_test=profile.n_test, classes=(0, 1), seed=0,
+                             standardize=True)
+    if ds.n_train > ds.input_dim:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = data_mod.forster_dataset(ds)
+        except ValueError:      # rank-deficient inputs: keep them; K-FAC reports its deviation
+            pass
+    return ds
+
+
+def save_figure(fig, ctx: Context, name: str) -> list[str]:
+    """Write NAME.png and NAME.pdf atomically; returns the paths."""
+    paths = []
+    for ext in ("png", "pdf"):
+        path = os.path.join(ctx.out_dir, f"{name}.{ext}")
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext, dpi=130, bbox_inches="tight")
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def subplots(ncols: int = 1, nrows: int = 1, width: float = 5.0, height: float = 3.8):
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+    return fig, axes.ravel()
+
+
+def legend(ax, **kw):
+    ax.legend(fontsize=8, frameon=False, **kw)
+
+
+def init_params(net, input_dim: int, seed: int):
+    """Standard-normal stax parameters of `net` (NTK parameterization)."""
+    import jax
+    return net.init_fn(jax.random.PRNGKey(seed), (-1, input_dim))[1]
+
+
+def step_params(params, direction, lr: float):
+    """params - lr * direction (stax parameter lists; activation layers carry ())."""
+    import jax
+    return jax.tree_util.tree_map(lambda p, d: p - lr * d, params, direction)
+
+
+def quiet(fn, *args, **kwargs):
+    """Call fn with the theory-condition warnings silenced (the figures report the numbers)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+
+
+def floor_at(values, floor: float):
+    return np.maximum(np.asarray(values, float), floor)

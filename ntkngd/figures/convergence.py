@@ -1,0 +1,64 @@
+"""(a) Training loss against step for every method, at its lr = 1/alpha and at half of it:
+infinite-width theory (lines, from the network's own initial outputs) against the finite network
+trained in parameter space (markers)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import analytic_kernels, mlp, operator
+from ..engine import train
+from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, Context, binary_data, floor_at,
+                     init_params, legend, quiet, save_figure, subplots)
+
+NAME = "convergence"
+TITLE = "training loss against step, theory against finite-width training"
+FRACTIONS = (1.0, 0.5)
+FLOOR = 1e-12
+
+
+def compute(ctx: Context) -> dict:
+    p = ctx.profile
+    ds = binary_data(p)
+    net = mlp(p.depth, p.width, "relu")
+    params = init_params(net, ds.input_dim, seed=0)
+    data = (ds.x_train, ds.y_train, ds.x_test, ds.y_test)
+    out = {"steps": np.arange(p.steps + 1)}
+    Ka = analytic_kernels(net, ds.x_train, ds.x_test)
+    for m in ctx.progress(METHOD_ORDER, desc=NAME):
+        damping = None if m == "unit_wise" else 0.0
+
+        def run(m=m, damping=damping):
+            res = {}
+            lr_opt = quiet(operator, m, Ka, 0.0).lr      # theory's 1/alpha (GD: 1/lambda_max)
+            for frac in FRACTIONS:
+                log = quiet(train, m, net, params, data, steps=p.steps, lr=frac * lr_opt,
+                            damping=damping)
+                tag = f"{frac:g}"
+                res.update({f"lr_{tag}": log.lr, f"loss_{tag}": log.train_loss,
+                            f"theory_{tag}": log.pred_inf_train_loss,
+                            f"theory_emp_{tag}": log.pred_emp_train_loss})
+            return res
+        for k, v in ctx.cache.get_or_compute(m, run).items():
+            out[f"{m}/{k}"] = v
+    return out
+
+
+def plot(res: dict, ctx: Context) -> list:
+    fig, axes = subplots(len(FRACTIONS), width=5.2)
+    t = res["steps"]
+    for ax, frac in zip(axes, FRACTIONS):
+        tag = f"{frac:g}"
+        for m in METHOD_ORDER:
+            ax.plot(t, floor_at(res[f"{m}/theory_{tag}"], FLOOR), "-", color=COLORS[m], lw=1.4)
+            ax.plot(t, floor_at(res[f"{m}/loss_{tag}"], FLOOR), MARKERS[m], color=COLORS[m],
+                    ms=6, mfc="none", label=LABELS[m])
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss")
+        ax.set_title(f"lr = {frac:g} / alpha (GD: {frac:g} / lambda_max)")
+        ax.grid(alpha=0.3)
+    axes[0].plot([], [], "-", color="k", label="theory (infinite width)")
+    legend(axes[0], loc="lower left", ncol=1)
+    fig.suptitle(f"Training loss, width {ctx.profile.width}, N = {ctx.profile.n_train} "
+                 f"(theory below {FLOOR:g} drawn at {FLOOR:g})", fontsize=10)
+    return save_figure(fig, ctx, NAME)

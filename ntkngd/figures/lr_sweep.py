@@ -1,0 +1,71 @@
+"""(b) One-step training loss against lr / lr_opt: every isotropic method falls on the single
+curve (1 - lr/lr_opt)^2 (theory line); markers are finite-width networks."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import analytic_kernels, mlp, operator, predict
+from ..dynamics import mse
+from ..empirical import empirical_kernels, outputs
+from ..engine import ngd_direction
+from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, Context, binary_data, init_params,
+                     legend, quiet, save_figure, step_params, subplots)
+
+NAME = "lr_sweep"
+TITLE = "one-step loss against lr / lr_opt"
+
+
+def compute(ctx: Context) -> dict:
+    p = ctx.profile
+    ds = binary_data(p)
+    net = mlp(p.depth, p.width, "relu")
+    params = init_params(net, ds.input_dim, seed=1)
+    fr = np.asarray(p.lr_fractions, float)
+    f0 = np.asarray(outputs(net, params, ds.x_train))
+    loss0 = mse(f0, ds.y_train)
+    Ka = analytic_kernels(net, ds.x_train)
+    Ke = empirical_kernels(net, params, ds.x_train)
+    out = {"fractions": fr, "loss0": loss0}
+    for m in ctx.progress(METHOD_ORDER, desc=NAME):
+        damping = None if m == "unit_wise" else 0.0
+
+        def run(m=m, damping=damping):
+            op_inf = quiet(operator, m, Ka, 0.0)
+            lr_opt = op_inf.lr
+            d = quiet(ngd_direction, m, net, params, ds.x_train, ds.y_train, damping=damping)
+            measured = [mse(np.asarray(outputs(net, step_params(params, d, s * lr_opt), ds.x_train)),
+                            ds.y_train) / loss0 for s in fr]
+            theory = [predict(op_inf, f0, ds.y_train, lr=s * lr_opt, steps=1).train_loss[1] / loss0
+                      for s in fr]
+            op_emp = quiet(operator, m, Ke, damping if damping is not None else _default(Ke))
+            return {"lr_opt": lr_opt, "measured": measured, "theory": theory,
+                    "alpha_emp": op_emp.alpha, "alpha_inf": op_inf.alpha}
+        for k, v in ctx.cache.get_or_compute(m, run).items():
+            out[f"{m}/{k}"] = v
+    return out
+
+
+def _default(K):
+    from ..methods.unitwise import default_damping
+    return default_damping(K)
+
+
+def plot(res: dict, ctx: Context) -> list:
+    fig, (ax,) = subplots(width=6.0, height=4.4)
+    fine = np.linspace(0, max(res["fractions"]) * 1.05, 200)
+    ax.plot(fine, (1 - fine) ** 2, "-", color="k", lw=1.5,
+            label=r"isotropic theory $(1 - \eta/\eta^*)^2$")
+    for m in METHOD_ORDER:
+        if m == "gd":
+            ax.plot(res["fractions"], res[f"{m}/theory"], "--", color=COLORS[m], lw=1)
+        ax.plot(res["fractions"], res[f"{m}/measured"], MARKERS[m], color=COLORS[m], ms=7,
+                mfc="none", label=f"{LABELS[m]} (width {ctx.profile.width})")
+    ax.set_yscale("log")
+    ax.set_ylim(1e-5, 2)
+    ax.set_xlabel(r"$\eta / \eta^*$   ($\eta^* = 1/\alpha$; GD: $1/\lambda_{max}$)")
+    ax.set_ylabel("loss after one step / initial loss")
+    ax.set_title("One step of each method: isotropic methods collapse onto one curve")
+    ax.grid(alpha=0.3)
+    ax.plot([], [], "--", color=COLORS["gd"], label="GD theory")
+    legend(ax, loc="lower left")
+    return save_figure(fig, ctx, NAME)

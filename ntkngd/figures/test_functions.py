@@ -1,0 +1,71 @@
+"""(e) Test loss and accuracy per method: the NGD methods train equally fast but put different
+functions on the test points. Theory (infinite-width G', lines / hatched bars) against the
+finite network (markers / solid bars)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import analytic_kernels, mlp, operator, predict
+from ..engine import accuracy, train
+from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, Context, binary_data, init_params,
+                     legend, quiet, save_figure, subplots)
+
+NAME = "test_functions"
+TITLE = "test loss and accuracy per method"
+
+
+def compute(ctx: Context) -> dict:
+    p = ctx.profile
+    ds = binary_data(p)
+    net = mlp(p.depth, p.width, "relu")
+    params = init_params(net, ds.input_dim, seed=3)
+    data = (ds.x_train, ds.y_train, ds.x_test, ds.y_test)
+    Ka = analytic_kernels(net, ds.x_train, ds.x_test)
+    out = {"steps": np.arange(p.steps + 1)}
+    for m in ctx.progress(METHOD_ORDER, desc=NAME):
+        def run(m=m):
+            damping = None if m == "unit_wise" else 0.0
+            op = quiet(operator, m, Ka, 0.0)
+            log = quiet(train, m, net, params, data, steps=p.steps, lr=op.lr, damping=damping)
+            res = {"test_loss": log.test_loss, "theory_test_loss": log.pred_inf_test_loss,
+                   "test_acc": log.test_acc, "train_loss": log.train_loss, "lr": log.lr}
+            if op.test is not None:
+                f0 = np.asarray(net.apply_fn(params, ds.x_train), float)
+                f0t = np.asarray(net.apply_fn(params, ds.x_test), float)
+                traj = predict(op, f0, ds.y_train, f0t, lr=log.lr, steps=p.steps)
+                res["theory_test_acc"] = np.array([accuracy(f, ds.y_test) for f in traj.test])
+            else:
+                res["theory_test_acc"] = np.full(p.steps + 1, np.nan)
+            return res
+        for k, v in ctx.cache.get_or_compute(m, run).items():
+            out[f"{m}/{k}"] = v
+    return out
+
+
+def plot(res: dict, ctx: Context) -> list:
+    fig, (ax, ax2) = subplots(2, width=5.2)
+    t = res["steps"]
+    for m in METHOD_ORDER:
+        th = res[f"{m}/theory_test_loss"]
+        if not np.all(np.isnan(th)):
+            ax.plot(t, th, "-", color=COLORS[m], lw=1.4)
+        ax.plot(t, res[f"{m}/test_loss"], MARKERS[m], color=COLORS[m], mfc="none", ms=6,
+                label=LABELS[m])
+    ax.set_xlabel("step (lr = 1/alpha)")
+    ax.set_ylabel("test loss")
+    ax.set_title("test loss: lines theory, markers finite width")
+    ax.grid(alpha=0.3)
+    legend(ax)
+    x = np.arange(len(METHOD_ORDER))
+    meas = [res[f"{m}/test_acc"][-1] for m in METHOD_ORDER]
+    theo = [res[f"{m}/theory_test_acc"][-1] for m in METHOD_ORDER]
+    ax2.bar(x - 0.2, meas, 0.4, color=[COLORS[m] for m in METHOD_ORDER], label="finite width")
+    ax2.bar(x + 0.2, np.nan_to_num(theo), 0.4, color="white",
+            edgecolor=[COLORS[m] for m in METHOD_ORDER], hatch="//", label="theory")
+    ax2.set_xticks(x, [LABELS[m] for m in METHOD_ORDER], rotation=30, ha="right", fontsize=8)
+    lo = min(meas + [v for v in theo if not np.isnan(v)])
+    ax2.set_ylim(max(0.0, lo - 0.1), 1.0)
+    ax2.set_ylabel(f"test accuracy after {int(t[-1])} steps")
+    ax2.set_title("test accuracy per method")
+    legend(ax2, loc="lower right")
+    return save_figure(fig, ctx, NAME)

@@ -1,0 +1,74 @@
+"""(c) The finite-width gap to the infinite-width theory against width (log-log): after one step at
+lr = 1/alpha, || f_1(finite) - f_1(theory) || / || f_0 - y || on training and test points."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import analytic_kernels, mlp, operator
+from ..empirical import outputs
+from ..engine import ngd_direction
+from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, Context, binary_data, init_params,
+                     legend, quiet, save_figure, step_params, subplots)
+
+NAME = "width_gap"
+TITLE = "finite-width gap to theory against width"
+
+
+def _one(m, width, seed, ds, depth):
+    net = mlp(depth, width, "relu")
+    params = init_params(net, ds.input_dim, seed)
+    Ka = analytic_kernels(net, ds.x_train, ds.x_test)
+    op = quiet(operator, m, Ka, 0.0)
+    f0 = np.asarray(outputs(net, params, ds.x_train), float)
+    f0t = np.asarray(outputs(net, params, ds.x_test), float)
+    g = f0 - ds.y_train
+    d = quiet(ngd_direction, m, net, params, ds.x_train, ds.y_train,
+              damping=None if m == "unit_wise" else 0.0)
+    p1 = step_params(params, d, op.lr)
+    f1 = np.asarray(outputs(net, p1, ds.x_train), float)
+    f1t = np.asarray(outputs(net, p1, ds.x_test), float)
+    train_gap = np.linalg.norm(f1 - (f0 - op.lr * op.train @ g)) / np.linalg.norm(g)
+    test_gap = np.nan
+    if op.test is not None:
+        test_gap = np.linalg.norm(f1t - (f0t - op.lr * op.test @ g)) / np.linalg.norm(g)
+    return {"train": train_gap, "test": test_gap}
+
+
+def compute(ctx: Context) -> dict:
+    p = ctx.profile
+    ds = binary_data(p)
+    widths = np.asarray(p.gap_widths)
+    out = {"widths": widths}
+    jobs = [(m, w, s) for m in METHOD_ORDER for w in widths for s in range(p.seeds)]
+    rows = {}
+    for m, w, s in ctx.progress(jobs, desc=NAME):
+        rows[m, w, s] = ctx.cache.get_or_compute(f"{m}_w{w}_s{s}",
+                                                 lambda m=m, w=w, s=s: _one(m, int(w), 100 + s, ds, p.depth))
+    for m in METHOD_ORDER:
+        for split in ("train", "test"):
+            vals = np.array([[rows[m, w, s][split] for s in range(p.seeds)] for w in widths])
+            out[f"{m}/{split}"] = vals.mean(1)
+    return out
+
+
+def plot(res: dict, ctx: Context) -> list:
+    fig, axes = subplots(2, width=5.0)
+    w = res["widths"].astype(float)
+    for ax, split in zip(axes, ("train", "test")):
+        for m in METHOD_ORDER:
+            v = res[f"{m}/{split}"]
+            if np.all(np.isnan(v)):
+                continue
+            ax.plot(w, v, "-" + MARKERS[m], color=COLORS[m], mfc="none", ms=6, label=LABELS[m])
+        ref = np.nanmax([res[f"{m}/{split}"][0] for m in METHOD_ORDER])
+        ax.plot(w, ref * (w / w[0]) ** -0.5, ":", color="0.3", label=r"$\propto M^{-1/2}$")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("width M")
+        ax.set_ylabel(r"$\|f_1 - f_1^{theory}\| / \|f_0 - y\|$")
+        ax.set_title(f"one step at lr = 1/alpha, {split} points")
+        ax.grid(alpha=0.3, which="both")
+    legend(axes[0], loc="lower left")
+    fig.suptitle(f"Gap between finite-width NGD and the infinite-width theory "
+                 f"(mean of {ctx.profile.seeds} networks)", fontsize=10)
+    return save_figure(fig, ctx, NAME)
