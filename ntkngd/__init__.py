@@ -12,5 +12,5 @@ from .diagnostics import IsotropyReport, isotropy
 from .empirical import empirical_kernels
 from .engine import TrainLog, ngd_direction, ngd_transform, train
 from .cross_entropy import (CEOperator, CETrajectory, ce_operator, ce_predict, ce_residual,
-                            cross_entropy, softmax_hessian)
+                            softmax_hessian)
 from . import data

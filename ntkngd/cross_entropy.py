@@ -512,3 +512,115 @@ def ce_predict(method: Union[str, BlockPattern, CEOperator], K: Optional[Kernels
         tl, ta = np.asarray(cross_entropy(te, yt[None])), np.asarray(accuracy(te, yt[None]))
     return CETrajectory(t, tr, loss, acc, te, tl, ta, continuous, float(lr), op.name, op.alpha,
                         op.damping, n_steps)
+
+
+# ----------------------------------------------------------------------------- finite width, rho -> 0
+# (added for the finite-width engine, ntkngd/ce_engine.py)
+def complement_basis(c: int) -> np.ndarray:
+    """Orthonormal basis U_C (C, C-1) of the complement of the all-ones vector in R^C (Helmert):
+    U_C^T 1 = 0, U_C^T U_C = I, U_C U_C^T = I - 1 1^T / C."""
+    c = int(c)
+    u = np.zeros((c, c - 1))
+    for k in range(1, c):
+        u[:k, k - 1] = 1.0
+        u[k, k - 1] = -float(k)
+        u[:, k - 1] /= np.sqrt(k * (k + 1.0))
+    return u
+
+
+def project_blocks(blocks: Any, c: int) -> np.ndarray:
+    """U^T Theta_l U for sample-major blocks (..., N C, N C), U = I_N (x) U_C: the blocks restricted
+    to the logit directions that change the softmax ((..., N (C-1), N (C-1)))."""
+    b = np.asarray(blocks, np.float64)
+    n = b.shape[-1] // c
+    uc = complement_basis(c)
+    b5 = b.reshape(b.shape[:-2] + (n, c, n, c))
+    out = np.einsum("...acbd,ci,dj->...aibj", b5, uc, uc)
+    return out.reshape(b.shape[:-2] + (n * (c - 1), n * (c - 1)))
+
+
+def _resolve_pattern(method, depth: int):
+    """(name, BlockPattern or None for GD); K-FAC / unit-wise raise NotImplementedError."""
+    if isinstance(method, BlockPattern):
+        if method.depth != depth:
+            raise ValueError(f"block pattern is {method.depth} x {method.depth} but the network "
+                             f"has {depth} layers")
+        return method.name, method
+    name = canonical(method)
+    if name in _NOT_FOR_CE:
+        raise NotImplementedError(
+            f"{_NOT_FOR_CE[name]} with cross-entropy has no function-space operator (THEORY.md: "
+            "open); use ntkngd.ce_engine (finite-width parameter space)")
+    pattern = {"gd": None, "exact": patterns.full(depth),
+               "block_diagonal": patterns.diagonal(depth),
+               "block_tridiagonal": patterns.tridiagonal(depth)}[name]
+    return name, pattern
+
+
+def min_norm_duals(blocks: Any, S: np.ndarray, c: int, rhs: np.ndarray,
+                   factors: Optional[list] = None) -> tuple[np.ndarray, list]:
+    """rho -> 0 limit of the damped cross-entropy pattern system on finite-width blocks.
+
+    The damped update Delta theta_l = -lr J_l^T v_l, [(S (x) I) blockdiag(Hs Theta_l) + N rho] v =
+    1 (x) r tends, as rho -> 0, to the parameter-space minimum-norm solution: minimise
+    sum_l w_l^T Theta_l^{-1} w_l (w_l = Theta_l v_l) subject to (S (x) Hs) w = 1 (x) r. With
+    U = I_N (x) U_C (`complement_basis`) and Hs = U Ht U^T (Ht invertible when every p > 0) the
+    constraint reads (S (x) U^T) w = 1 (x) z', z' = U^T Hs^+ r; minimising first over the span(1)
+    part of each w_l (a partial minimisation of a quadratic form in Theta_l^{-1} leaves the
+    inverse of the sub-block U^T Theta_l U) leaves the MSE pattern problem on the projected blocks
+    Theta'_l = U^T Theta_l U with right-hand side z'. So
+        v_l = U v'_l,   v' = MSE pattern duals of (Theta'_l, S) for z' (patterns.duals, rho = 0),
+    and sum_l U^T Theta_l v_l = (1^T S^+ 1) z': the training step is alpha Hs^+ r up to a
+    per-sample shift of all logits (which leaves the softmax, loss and accuracy unchanged), at
+    any width. blocks: (L, N C, N C) sample-major (exact NGD: pass the total NTK as one block with
+    S = [[1]]); rhs: (N (C-1), k) in the projected coordinates. Returns v' (L, N (C-1), k), notes.
+    """
+    pb = project_blocks(blocks, c)
+    return patterns.duals(pb, np.asarray(S, float), pb.shape[-1] // (c - 1), 0.0, rhs, factors)
+
+
+def ce_min_norm_operator(method: Union[str, BlockPattern], K: Kernels) -> CEOperator:
+    """The rho -> 0 cross-entropy operator on finite-width kernels (kron_outputs=False), which
+    `ce_operator` refuses: G_CE(f) r = M Hs(f)^+ r with the constant matrices
+        M = sum_l Theta_l U V'_l U^T,   M' = sum_l Theta_l(X', X) U V'_l U^T,
+    V'_l the MSE pattern duals of the projected blocks U^T Theta_l U (rhs = I; `min_norm_duals`).
+    On training points U^T M = alpha U^T (alpha = 1^T S^+ 1): the finite-width linearized CE
+    dynamics of every pattern equal the infinite-width alpha Hs^+ flow up to per-sample logit
+    shifts; the test operator M' is the width-dependent part. GD: `ce_operator("gd", K)`.
+    Infinite-width kernels are passed on to ce_operator(method, K, 0). Returns a CEOperator of
+    kind "pinv" (kron False) usable with ce_predict / iterate_steps / integrate_flow.
+    """
+    if not isinstance(K, Kernels):
+        raise TypeError(f"K must be an ntkngd.Kernels, got {type(K).__name__}")
+    if K.kron_outputs:
+        return ce_operator(method, K, 0.0)
+    c = int(K.out_dim)
+    if c < 2:
+        raise ValueError(f"cross-entropy needs C >= 2 outputs; the network has out_dim = {c}")
+    name, pattern = _resolve_pattern(method, K.depth)
+    if pattern is None:
+        return ce_operator("gd", K, 0.0)
+    S = pattern.matrix
+    if not patterns.ones_in_range(S):
+        raise ValueError("1 is not in the range of the block pattern S: the undamped "
+                         "cross-entropy update does not exist; use damping > 0")
+    blocks = np.asarray(K.blocks_train, np.float64)
+    tblocks = None if not K.has_test else np.asarray(K.blocks_test, np.float64)
+    exact = S.shape[0] == 1 or bool(np.all(S == 1))
+    if exact:
+        blocks, S = blocks.sum(0)[None], np.ones((1, 1))
+        tblocks = None if tblocks is None else tblocks.sum(0)[None]
+    n = K.n_train
+    u = np.kron(np.eye(n), complement_basis(c))                    # (N C, N (C-1))
+    v, notes = min_norm_duals(blocks, S, c, np.eye(u.shape[1]))     # (L, k, k)
+    w = np.einsum("ai,lij,bj->lab", u, v, u)                        # U V'_l U^T
+    train = np.einsum("lab,lbc->ac", blocks, w)
+    test = None if tblocks is None else np.einsum("lab,lbc->ac", tblocks, w)
+    return CEOperator(name=name, kind="pinv", train=jnp.asarray(train),
+                      test=None if test is None else jnp.asarray(test), pattern=None,
+                      alpha=patterns.alpha(S), damping=0.0, out_dim=c, n_train=n,
+                      n_test=K.n_test, kron=False,
+                      notes=tuple(notes) + ("finite-width rho -> 0 limit (minimum-norm)",))
+
+
+__all__ += ["complement_basis", "project_blocks", "min_norm_duals", "ce_min_norm_operator"]

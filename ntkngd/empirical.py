@@ -27,24 +27,7 @@ from .kernels import Kernels
 from .network import Network
 
 DenseParams = list  # [(W_1, b_1 or None), ..., (W_L, b_L or None)]
-_BLAS_CONTROLLER = None
-
-
-@contextmanager
-def serial_blas():
-    """Run the small dense dual solves (N C up to a few hundred) on one BLAS thread. Multi-threaded
-    OpenBLAS is pathological on small matrices on busy machines (a 100 x 100 eigh took 0.7 s with
-    two threads against 1.5 ms with one). Usable as a decorator."""
-    global _BLAS_CONTROLLER
-    try:
-        import threadpoolctl
-    except ImportError:   # pragma: no cover - threadpoolctl ships with scikit-learn
-        yield
-        return
-    if _BLAS_CONTROLLER is None:
-        _BLAS_CONTROLLER = threadpoolctl.ThreadpoolController()
-    with _BLAS_CONTROLLER.limit(limits=1, user_api="blas"):
-        yield
+from .linalg import serial_blas  # noqa: F401  (re-exported)
 
 
 @jax.jit

@@ -37,15 +37,15 @@ class Context:
 
 def binary_data(profile: Profile, n_train: int | None = None) -> data_mod.Dataset:
     """0-vs-1 data with +-0.5 targets: MNIST from profile.data_dir, else scikit-learn's digits
-    (standardized: the 8 x 8 digits have constant border pixels and an ill-conditioned Gram
-    otherwise). Rows have unit norm. When N > d the inputs are put in isotropic position (Forster),
+    (PCA-whitened, d = 51: the 8 x 8 digits have constant border pixels and an ill-conditioned
+    Gram otherwise). Rows have unit norm. When N > d the inputs are put in isotropic position (Forster),
     if the data allow it, so that K-FAC's first-layer condition holds in its isotropic variant."""
     n = n_train or profile.n_train
     if profile.data_dir:
         ds = data_mod.load_mnist(profile.data_dir, n_train=n, n_test=profile.n_test, classes=(0, 1))
     else:
         ds = data_mod.digits(n_train=n, n_test=profile.n_test, classes=(0, 1), seed=0,
-                             standardize=True)
+                             whiten=True)
     if ds.n_train > ds.input_dim:
         try:
             with warnings.catch_warnings():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import empirical
+from .. import empirical, linalg
 from ..function_space import Operator
 from . import patterns
 from ._cache import block_factors
@@ -24,7 +24,6 @@ def _is_exact(S: np.ndarray) -> bool:
     return S.shape[0] == 1 or bool(np.all(S == 1))
 
 
-@empirical.serial_blas()
 def pattern_duals(K, pattern: patterns.BlockPattern, damping: float, rhs: np.ndarray):
     """Per-layer dual vectors v (L, m, k) for right-hand sides rhs (m, k), and notes.
 
@@ -35,6 +34,11 @@ def pattern_duals(K, pattern: patterns.BlockPattern, damping: float, rhs: np.nda
         raise ValueError(f"block pattern is {S.shape[0]} x {S.shape[0]} but the network has "
                          f"{K.depth} layers")
     blocks = _as_np(K.blocks_train)
+    with linalg.serial_blas(blocks.shape[-1]):
+        return _pattern_duals(K, S, blocks, damping, rhs)
+
+
+def _pattern_duals(K, S, blocks, damping, rhs):
     if _is_exact(S):   # S = 1 1^T is exact NGD: one block, the total NTK (same rho -> 0 limit)
         v, notes = patterns.duals(blocks.sum(0)[None], np.ones((1, 1)), K.n_train, damping, rhs,
                                   block_factors(K, "total"))
@@ -52,15 +56,14 @@ def gd(K, damping: float = 0.0) -> Operator:
                     {}, ("anisotropic: G is the NTK's spectrum / N",))
 
 
-@empirical.serial_blas()
 def pattern_operator(K, pattern: patterns.BlockPattern, damping: float = 0.0,
                      name: str | None = None) -> Operator:
     """G = sum_l Theta_l V_l, G' = sum_l Theta_l(X', X) V_l with V from `pattern_duals` (rhs = I)."""
     S = pattern.matrix
     m = K.blocks_train.shape[1]
     v, notes = pattern_duals(K, pattern, damping, np.eye(m))
-    train = np.einsum("lij,ljk->ik", _as_np(K.blocks_train), v)
-    test = np.einsum("lij,ljk->ik", _as_np(K.blocks_test), v) if K.has_test else None
+    train = linalg.layer_sum(_as_np(K.blocks_train), v)
+    test = linalg.layer_sum(_as_np(K.blocks_test), v) if K.has_test else None
     factors = block_factors(K, "total" if _is_exact(S) else "layers")
     ok_range = patterns.ones_in_range(S)
     conditions = {"1 in range(S)": ok_range,

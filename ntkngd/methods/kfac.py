@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import linalg
 from .._checks import TheoryConditionWarning
-from ..empirical import serial_blas
+from ..linalg import serial_blas
 from ..function_space import Operator
 
 
@@ -35,7 +35,19 @@ def _expand(q: np.ndarray, c: int) -> np.ndarray:
 
 
 def _smoother(gram: np.ndarray, shift: float) -> tuple[np.ndarray, int]:
-    """(gram + shift I)^{+}, the pseudo-inverse when shift == 0, and the numerical rank."""
+    """(gram + shift I)^{+}, the pseudo-inverse when shift == 0, and the numerical rank.
+
+    Fast paths: a constant matrix g 1 1^T (the output layer's backward kernel) in closed form,
+    a well-conditioned Gram by Cholesky; otherwise an eigendecomposition with a rank cut."""
+    n = gram.shape[0]
+    g0 = gram.flat[0]
+    if g0 > 0 and np.all(gram == g0):
+        if shift > 0:
+            return (np.eye(n) - g0 / (shift + n * g0)) / shift, n
+        return np.full((n, n), 1.0 / (n * n * g0)), 1
+    chol = linalg.try_cholesky(gram + shift * np.eye(n))
+    if chol is not None:
+        return linalg.cho_solve(chol, np.eye(n)), n
     w, u = linalg.psd_eigh(gram)
     keep = linalg.rank_mask(w)
     inv = 1.0 / (w + shift) if shift > 0 else np.where(keep, 1.0 / np.where(keep, w, 1.0), 0.0)
@@ -50,12 +62,16 @@ def factor_inverses(K, damping: float) -> list:
     return [_smoother(fwd[l], shift) + _smoother(bwd[l], shift) for l in range(K.depth)]
 
 
-@serial_blas()
 def signals(K, damping: float, g: np.ndarray) -> list:
     """Per-layer signals A_l = X_l^T D_l (N, M_l), X_l = N (DD^T + N lam)^+ P (Q + N lam)^+, so that
     d[W_l; b_l] = Ht_l^T A_l is the K-FAC direction F_l^{-1} grad_l (see the module docstring)."""
     from .. import empirical   # noqa: local to keep the module's imports minimal
     empirical.require_features(K, "a K-FAC parameter-space update")
+    with serial_blas(K.bwd_train.shape[-1]):
+        return _signals(K, damping, g)
+
+
+def _signals(K, damping: float, g: np.ndarray) -> list:
     n, c = K.n_train, K.out_dim
     r = np.asarray(g, np.float64).reshape(n, c)
     out = []
@@ -67,8 +83,12 @@ def signals(K, damping: float, g: np.ndarray) -> list:
     return out
 
 
-@serial_blas()
 def operator(K, damping: float = 0.0) -> Operator:
+    with serial_blas(K.bwd_train.shape[-1]):
+        return _operator(K, damping)
+
+
+def _operator(K, damping: float) -> Operator:
     n, L = K.n_train, K.depth
     c = 1 if K.kron_outputs else K.out_dim
     fwd, bwd = np.asarray(K.fwd_train, float), np.asarray(K.bwd_train, float)
@@ -94,7 +114,7 @@ def operator(K, damping: float = 0.0) -> Operator:
     notes = ["literal K-FAC: the output layer contributes 1 (the paper's N L rescales it to N)"]
     if not first_full:
         msg = (f"K-FAC: the first-layer input Gram has rank {ranks_q[0]} < N = {n} (fewer input "
-               "dimensions than points): the first layer contributes N diag(P_X), diagonal but not "
+               "dimensions than points, or inputs centred on their own mean): the first layer contributes N diag(P_X), diagonal but not "
                "isotropic; put the inputs in isotropic position (ntkngd.data.forster_transform) to "
                "make it constant")
         warnings.warn(msg, TheoryConditionWarning)

@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import linalg
 from .._checks import TheoryConditionWarning
-from ..empirical import serial_blas
+from ..linalg import serial_blas
 from ..function_space import Operator
 
 
