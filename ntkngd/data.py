@@ -354,7 +354,7 @@ def digits(n_train: int = 100, n_test: int = 100, classes: Sequence[int] | None 
     one-hot over `classes`; None: binary iff two classes. Inputs are flattened, optionally
     standardized, then scaled to unit norm (the paper's preprocessing). whiten=True first
     PCA-whitens with the statistics of every image of `classes` outside the test split (labels
-    unused; d becomes the number of non-degenerate components, 51 for 0-vs-1): the raw 8 x 8
+    unused; d becomes the number of non-degenerate components, about 50 for 0-vs-1): the raw 8 x 8
     digits have constant border pixels and an input Gram with condition number ~1e5.
     """
     from sklearn.datasets import load_digits  # lazy: sklearn is only needed here

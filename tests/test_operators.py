@@ -182,3 +182,9 @@ def test_bad_input_errors(kernels_by_depth):
         ng.operator(ng.block_pattern(np.eye(2)), K)
     with pytest.raises(TypeError, match="Kernels"):
         ng.operator("exact", np.eye(3))
+
+
+def test_default_damping_is_zero_on_infinite_width(kernels_by_depth):
+    K = kernels_by_depth[3]
+    for m in ["exact", "kfac", "unit_wise"]:
+        assert ng.operator(m, K, damping=None).damping == 0.0

@@ -47,7 +47,10 @@ def plot(res: dict, ctx: Context) -> list:
     t = res["steps"]
     for m in METHOD_ORDER:
         th = res[f"{m}/theory_test_loss"]
-        if not np.all(np.isnan(th)):
+        if m == "unit_wise":   # no infinite-width test operator: finite-width kernels' prediction
+            ax.plot(t, th, "--", color=COLORS[m], lw=1.2,
+                    label="unit-wise: empirical-kernel prediction")
+        elif not np.all(np.isnan(th)):
             ax.plot(t, th, "-", color=COLORS[m], lw=1.4)
         ax.plot(t, res[f"{m}/test_loss"], MARKERS[m], color=COLORS[m], mfc="none", ms=6,
                 label=LABELS[m])
@@ -62,6 +65,10 @@ def plot(res: dict, ctx: Context) -> list:
     ax2.bar(x - 0.2, meas, 0.4, color=[COLORS[m] for m in METHOD_ORDER], label="finite width")
     ax2.bar(x + 0.2, np.nan_to_num(theo), 0.4, color="white",
             edgecolor=[COLORS[m] for m in METHOD_ORDER], hatch="//", label="theory")
+    for i, v in enumerate(theo):
+        if np.isnan(v):
+            ax2.text(x[i] + 0.2, 0.05, "no theory", rotation=90,
+                     ha="center", va="bottom", fontsize=7, transform=ax2.get_xaxis_transform())
     ax2.set_xticks(x, [LABELS[m] for m in METHOD_ORDER], rotation=30, ha="right", fontsize=8)
     lo = min(meas + [v for v in theo if not np.isnan(v)])
     ax2.set_ylim(max(0.0, lo - 0.1), 1.0)
