@@ -13,4 +13,6 @@ from .empirical import empirical_kernels
 from .engine import TrainLog, ngd_direction, ngd_transform, train
 from .cross_entropy import (CEOperator, CETrajectory, ce_operator, ce_predict, ce_residual,
                             softmax_hessian)
+from .ce_engine import CETrainLog, ce_direction, train_ce
+from .cross_entropy import ce_min_norm_operator
 from . import data

@@ -18,8 +18,10 @@ def _dataset(args):
     from . import data
     kw = dict(n_train=args.n_train, n_test=args.n_test)
     name = args.data
+    one_hot = getattr(args, "loss", "mse") == "ce"
     if name == "digits":
-        ds = data.digits(classes=tuple(args.classes), binary=len(args.classes) == 2, **kw)
+        ds = data.digits(classes=tuple(args.classes), binary=len(args.classes) == 2 and not one_hot,
+                         whiten=args.whiten, **kw)
     elif name == "sphere":
         ds = data.sphere(args.n_train, args.n_test, args.dim, seed=args.seed)
     elif name == "gaussian":
@@ -28,7 +30,8 @@ def _dataset(args):
         if not args.data_dir:
             raise SystemExit(f"--data {name} needs --data-dir pointing at the files you have")
         loader = data.load_mnist if name == "mnist" else data.load_cifar10
-        ds = loader(args.data_dir, classes=tuple(args.classes), **kw)
+        ds = loader(args.data_dir, classes=tuple(args.classes),
+                    binary=len(args.classes) == 2 and not one_hot, **kw)
     else:
         raise SystemExit(f"unknown data set {name!r}")
     if args.forster:
@@ -66,7 +69,7 @@ def cmd_train(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         log = train(args.method, net, params, (ds.x_train, ds.y_train, ds.x_test, ds.y_test),
-                    steps=args.steps, lr=args.lr, damping=args.damping)
+                    steps=args.steps, lr=args.lr, damping=args.damping, loss=args.loss)
     print(f"data {ds.name}: N = {ds.n_train}, N' = {ds.n_test}, d = {ds.input_dim}, "
           f"C = {ds.out_dim}; network L = {net.depth}, width {args.width}, {net.activation}")
     print(log.table())
@@ -113,6 +116,8 @@ def _data_args(p):
     p.add_argument("--n-test", type=int, default=100)
     p.add_argument("--dim", type=int, default=64, help="input dimension of synthetic data")
     p.add_argument("--forster", action="store_true", help="put inputs in isotropic position")
+    p.add_argument("--whiten", action=argparse.BooleanOptionalAction, default=True,
+                   help="PCA-whiten the digits (default; the raw 8x8 Gram is ill-conditioned)")
     p.add_argument("--depth", type=int, default=3)
     p.add_argument("--width", type=int, default=1024)
     p.add_argument("--activation", default="relu")
@@ -143,6 +148,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--damping", type=float, default=None,
                    help="default: 0 (unit_wise: 1e-6 x the NTK's mean diagonal)")
     t.add_argument("--float32", action="store_true")
+    t.add_argument("--loss", default="mse", choices=["mse", "ce"],
+                   help="ce: softmax cross-entropy with one-hot targets (C >= 2)")
     _data_args(t)
     t.set_defaults(fn=cmd_train)
     c = sub.add_parser("check", help="isotropy report of every method")

@@ -177,7 +177,7 @@ def _predictions(op, f0, y, f0t, yt, lr, steps):
 
 
 def train(method: Method, net: Network, params: Any, data: tuple, steps: int = 5,
-          lr: Optional[float] = None, damping: Optional[float] = 0.0) -> TrainLog:
+          lr: Optional[float] = None, damping: Optional[float] = 0.0, loss: str = "mse"):
     """T steps of `method` on a finite network, logged beside the function-space predictions.
 
     data = (x_train, y_train, x_test, y_test). lr=None uses the empirical operator's lr at
@@ -185,8 +185,14 @@ def train(method: Method, net: Network, params: Any, data: tuple, steps: int = 5
     unit-wise default). Predictions: `predict` with the empirical operator at initialization, and
     with the infinite-width operator (analytic kernels) started from the network's own outputs; for
     unit_wise the infinite-width operator has no test side and its test prediction is the
-    empirical one.
+    empirical one. loss="ce" trains with softmax cross-entropy instead (`ce_engine.train_ce`;
+    one-hot targets, returns a `CETrainLog`).
     """
+    if loss == "ce":          # cross-entropy: ntkngd.ce_engine.train_ce (lr default 0.5/alpha)
+        from .ce_engine import train_ce
+        return train_ce(method, net, params, data, steps, lr, damping)
+    if loss != "mse":
+        raise ValueError(f"unknown loss {loss!r}; choose 'mse' or 'ce'")
     if not isinstance(data, (tuple, list)) or len(data) != 4:
         raise ValueError("data must be a tuple (x_train, y_train, x_test, y_test)")
     steps = _checks.positive_int(steps, "steps")

@@ -159,3 +159,14 @@ def test_cli_help_lists_commands(capsys):
     out = capsys.readouterr().out
     for cmd in ("figures", "train", "check"):
         assert cmd in out
+
+
+def test_cli_train_cross_entropy(capsys):
+    assert cli.main(["train", "--method", "exact", "--loss", "ce", "--classes", "0", "1", "2",
+                     "--n-train", "9", "--n-test", "9", "--steps", "2", "--width", "64"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert len(rows) == 3
+    train_ce = [float(r[1]) for r in rows]
+    assert train_ce[0] > train_ce[1] > train_ce[2]
+    assert float(rows[0][1]) == pytest.approx(float(rows[0][3]))   # prediction starts at f_0

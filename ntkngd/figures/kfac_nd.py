@@ -36,6 +36,16 @@ def compute(ctx: Context) -> dict:
     return {"n": ns, "d": d, **{k: np.array([r[k] for r in rows]) for k in rows[0]}}
 
 
+def _ratio_axis(ax, ratio) -> None:
+    """Log x-axis of N/d with plain tick labels at powers of two."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+    ax.set_xscale("log")
+    ticks = [2.0 ** k for k in range(-4, 5) if ratio.min() / 1.01 <= 2.0 ** k <= ratio.max() * 1.01]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([f"{t:g}" for t in ticks])
+
+
 def plot(res: dict, ctx: Context) -> list:
     fig, (ax, ax2) = subplots(2, width=4.8)
     ratio = res["n"] / float(res["d"])
@@ -44,7 +54,7 @@ def plot(res: dict, ctx: Context) -> list:
     ax.semilogy(ratio, np.maximum(res["forster"], floor), "s--", color="tab:purple",
                 label="Forster transform")
     ax.axvline(1.0, color="0.6", lw=1, ls=":")
-    ax.set_xscale("log")
+    _ratio_axis(ax, ratio)
     ax.set_xlabel("N / d")
     ax.set_ylabel(r"$\|G - \alpha I\|_F / \|\alpha I\|_F$")
     ax.set_title(f"K-FAC isotropy (d = {int(res['d'])}, L = {ctx.profile.depth})")
@@ -57,8 +67,8 @@ def plot(res: dict, ctx: Context) -> list:
     ax2.plot(ratio, n * (L - 1) + 1, "-", color="k", lw=1, label=r"$N(L-1)+1$ (N $\leq$ d)")
     ax2.plot(ratio, np.minimum(n, d) + n * (L - 2) + 1, "--", color="0.4", lw=1,
              label=r"$\min(N,d) + N(L-2) + 1$")
-    ax2.set_xscale("log")
     ax2.set_yscale("log")
+    _ratio_axis(ax2, ratio)
     ax2.set_xlabel("N / d")
     ax2.set_ylabel(r"measured $\alpha$ = tr G / N")
     legend(ax2)
