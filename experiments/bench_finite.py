@@ -63,7 +63,7 @@ def main() -> None:
 
         def step():
             d = engine.ngd_direction(method, net, params, x, y, damping)
-            return engine._apply(params, d, 1.0)
+            return engine.apply_update(params, d, 1.0)
 
         t = _timed(step, args.repeats)
         print(f"{method:>18s} step: {t:.4f} s   ratio to gradient step {t / t_grad:6.2f}")

@@ -16,3 +16,12 @@ from .cross_entropy import (CEOperator, CETrajectory, ce_operator, ce_predict, c
 from .ce_engine import CETrainLog, ce_direction, train_ce
 from .cross_entropy import ce_min_norm_operator
 from . import data
+
+__all__ = [
+    "ACTIVATIONS", "BlockPattern", "CEOperator", "CETrainLog", "CETrajectory", "IsotropyReport",
+    "Kernels", "METHODS", "Network", "Operator", "TheoryConditionWarning", "TrainLog",
+    "Trajectory", "analytic_kernels", "block_pattern", "ce_direction", "ce_min_norm_operator",
+    "ce_operator", "ce_predict", "ce_residual", "data", "empirical_kernels", "isotropy", "mlp",
+    "mse", "ngd_direction", "ngd_transform", "operator", "pattern_alpha", "predict",
+    "softmax_hessian", "train", "train_ce", "tridiagonal_pattern",
+]

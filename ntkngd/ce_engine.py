@@ -55,7 +55,6 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
-import jax.numpy as jnp
 import numpy as np
 
 from . import _checks, empirical, linalg
@@ -63,6 +62,7 @@ from ._checks import TheoryConditionWarning
 from .cross_entropy import (accuracy, ce_min_norm_operator, ce_operator,
                             ce_predict, check_one_hot, complement_basis, cross_entropy,
                             min_norm_duals)
+from .engine import apply_update
 from .kernels import Kernels, analytic_kernels
 from .methods import BlockPattern, canonical, patterns, unitwise
 from .network import Network
@@ -362,17 +362,6 @@ class CETrainLog:
         return "\n".join([head] + rows + [f"  note: {n}" for n in self.notes])
 
 
-def _apply(params: Any, d: Any, lr: float) -> list:
-    out = []
-    for p, dp in zip(params, d):
-        if p in ((), []):
-            out.append(p)
-        else:
-            out.append(tuple(None if a is None else a - jnp.asarray(lr, a.dtype) * b
-                             for a, b in zip(p, dp)))
-    return out
-
-
 def _prediction(op, f0, y, f0t, yt, lr, steps, with_test=True):
     traj = ce_predict(op, None, f0, y, f0t if with_test else None,
                       y_test=yt if with_test else None, lr=lr, steps=steps)
@@ -462,7 +451,7 @@ def train_ce(method: Method, net: Network, params: Any, data: tuple, steps: int 
             measure(K, f, sig)
         dense = empirical.dense_params(net, p, xtr.shape[1])
         d = empirical.split_update(net, dense, empirical.contract(K.layer_inputs_train, sig))
-        p = _apply(p, d, lr)
+        p = apply_update(p, d, lr)
     name = key.name if isinstance(key, BlockPattern) else key
     arr = np.asarray
     return CETrainLog(name, float(lr), float(rho), alpha, pred_alpha, np.arange(steps + 1),

@@ -17,7 +17,7 @@ evaluates any number of time points for O(m^2) each.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 

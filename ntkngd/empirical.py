@@ -14,7 +14,6 @@ d[W_l; b_l] = Ht_l^T A_l (`contract`).
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from functools import partial
 from typing import Any, Optional, Sequence
 

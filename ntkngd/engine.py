@@ -116,7 +116,8 @@ def ngd_transform(method: Method, net: Network,
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _apply(params: Any, d: Any, lr: float) -> list:
+def apply_update(params: Any, d: Any, lr: float) -> list:
+    """params - lr * d for stax parameter lists (activation layers carry (); a missing bias None)."""
     out = []
     for p, dp in zip(params, d):
         if p in ((), []):
@@ -224,7 +225,7 @@ def train(method: Method, net: Network, params: Any, data: tuple, steps: int = 5
             logs[k].append(float(v))
         if t < steps:
             d = _direction(key, net, p, xtr, ytr, rho)[0]
-            p = _apply(p, d, lr)
+            p = apply_update(p, d, lr)
     name = key.name if isinstance(key, BlockPattern) else key
     return TrainLog(name, float(lr), rho, op_emp.alpha, np.arange(steps + 1),
                     *(np.asarray(logs[k]) for k in ("tr", "te", "atr", "ate")),

@@ -17,10 +17,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional
 
-import jax
 import jax.numpy as jnp
 import neural_tangents as nt
-import numpy as np
 
 from . import _checks
 from .network import Network

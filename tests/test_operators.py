@@ -1,5 +1,4 @@
 """Function-space operators: THEORY.md's constants, one-step convergence, conditions, bad input."""
-import warnings
 
 import numpy as np
 import pytest

@@ -47,7 +47,7 @@ def one_step_falls(width: int, seed: int = 0) -> dict:
             alpha = ng.operator(m, K, rho).alpha
             sig = engine.signals(m, K, rho, g)
         d = empirical.split_update(net, dense, empirical.contract(K.layer_inputs_train, sig))
-        new = engine._apply(params, d, 1.0 / alpha)
+        new = engine.apply_update(params, d, 1.0 / alpha)
         loss1 = float(mse(np.asarray(empirical.outputs(net, new, x)), y))
         out[m] = (loss0 / loss1, alpha)
         print(f"width {width:5d} {m:>18s}: alpha {alpha:9.4g}  loss {loss0:.4g} -> {loss1:.4g} "

@@ -85,8 +85,8 @@ def init_params(net, input_dim: int, seed: int):
 
 def step_params(params, direction, lr: float):
     """params - lr * direction (stax parameter lists; activation layers carry ())."""
-    import jax
-    return jax.tree_util.tree_map(lambda p, d: p - lr * d, params, direction)
+    from ..engine import apply_update
+    return apply_update(params, direction, lr)
 
 
 def quiet(fn, *args, **kwargs):
@@ -98,3 +98,24 @@ def quiet(fn, *args, **kwargs):
 
 def floor_at(values, floor: float):
     return np.maximum(np.asarray(values, float), floor)
+
+
+@dataclass
+class Setup:
+    """The standard experiment: binary data, the profile's ReLU network, its initial parameters,
+    the (x_train, y_train, x_test, y_test) tuple and the infinite-width kernels."""
+
+    ds: data_mod.Dataset
+    net: Any
+    params: Any
+    data: tuple
+    kernels: Any
+
+
+def standard_setup(profile: Profile, seed: int) -> Setup:
+    from .. import analytic_kernels, mlp
+    ds = binary_data(profile)
+    net = mlp(profile.depth, profile.width, "relu")
+    params = init_params(net, ds.input_dim, seed)
+    return Setup(ds, net, params, (ds.x_train, ds.y_train, ds.x_test, ds.y_test),
+                 analytic_kernels(net, ds.x_train, ds.x_test))

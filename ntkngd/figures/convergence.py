@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import analytic_kernels, mlp, operator
+from .. import operator
 from ..engine import train
-from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, Context, binary_data, floor_at,
-                     init_params, legend, quiet, save_figure, subplots)
+from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, Context, floor_at, legend, quiet,
+                     save_figure, standard_setup, subplots)
 
 NAME = "convergence"
 TITLE = "training loss against step, theory against finite-width training"
@@ -18,12 +18,9 @@ FLOOR = 1e-12
 
 def compute(ctx: Context) -> dict:
     p = ctx.profile
-    ds = binary_data(p)
-    net = mlp(p.depth, p.width, "relu")
-    params = init_params(net, ds.input_dim, seed=0)
-    data = (ds.x_train, ds.y_train, ds.x_test, ds.y_test)
+    s = standard_setup(p, seed=0)
+    net, params, data, Ka = s.net, s.params, s.data, s.kernels
     out = {"steps": np.arange(p.steps + 1)}
-    Ka = analytic_kernels(net, ds.x_train, ds.x_test)
     for m in ctx.progress(METHOD_ORDER, desc=NAME):
         damping = None if m == "unit_wise" else 0.0
 
@@ -57,8 +54,8 @@ def plot(res: dict, ctx: Context) -> list:
         ax.set_ylabel("training loss")
         ax.set_title(f"lr = {frac:g} / alpha (GD: {frac:g} / lambda_max)")
         ax.grid(alpha=0.3)
-    axes[0].plot([], [], "-", color="k", label="theory (infinite width)")
-    legend(axes[0], loc="lower left", ncol=1)
+    axes[1].plot([], [], "-", color="k", label="theory (infinite width)")
+    legend(axes[1], loc="upper right", ncol=1)
     fig.suptitle(f"Training loss, width {ctx.profile.width}, N = {ctx.profile.n_train} "
                  f"(theory below {FLOOR:g} drawn at {FLOOR:g})", fontsize=10)
     return save_figure(fig, ctx, NAME)

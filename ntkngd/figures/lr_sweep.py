@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import analytic_kernels, mlp, operator, predict
+from .. import operator, predict
 from ..dynamics import mse
 from ..empirical import empirical_kernels, outputs
 from ..engine import ngd_direction
-from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, Context, binary_data, init_params,
-                     legend, quiet, save_figure, step_params, subplots)
+from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, Context, legend, quiet, save_figure,
+                     standard_setup, step_params, subplots)
 
 NAME = "lr_sweep"
 TITLE = "one-step loss against lr / lr_opt"
@@ -17,13 +17,11 @@ TITLE = "one-step loss against lr / lr_opt"
 
 def compute(ctx: Context) -> dict:
     p = ctx.profile
-    ds = binary_data(p)
-    net = mlp(p.depth, p.width, "relu")
-    params = init_params(net, ds.input_dim, seed=1)
+    s = standard_setup(p, seed=1)
+    ds, net, params, Ka = s.ds, s.net, s.params, s.kernels
     fr = np.asarray(p.lr_fractions, float)
     f0 = np.asarray(outputs(net, params, ds.x_train))
     loss0 = mse(f0, ds.y_train)
-    Ka = analytic_kernels(net, ds.x_train)
     Ke = empirical_kernels(net, params, ds.x_train)
     out = {"fractions": fr, "loss0": loss0}
     for m in ctx.progress(METHOD_ORDER, desc=NAME):

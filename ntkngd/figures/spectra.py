@@ -4,25 +4,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import analytic_kernels, mlp, operator
+from .. import operator
 from ..empirical import empirical_kernels
 from ..methods.unitwise import default_damping
-from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, Context, binary_data, init_params,
-                     legend, quiet, save_figure, subplots)
+from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, Context, legend, quiet, save_figure,
+                     standard_setup, subplots)
 
 NAME = "spectra"
 TITLE = "spectra of the function-space operators"
 
 
 def compute(ctx: Context) -> dict:
-    p = ctx.profile
-    ds = binary_data(p)
-    net = mlp(p.depth, p.width, "relu")
-    params = init_params(net, ds.input_dim, seed=2)
     out = {}
 
     def run():
-        Ka = analytic_kernels(net, ds.x_train)
+        s = standard_setup(ctx.profile, seed=2)
+        ds, net, params, Ka = s.ds, s.net, s.params, s.kernels
         Ke = empirical_kernels(net, params, ds.x_train)
         res = {}
         for m in METHOD_ORDER:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import analytic_kernels, mlp, operator, predict
+from .. import operator, predict
 from ..engine import accuracy, train
-from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, Context, binary_data, init_params,
-                     legend, quiet, save_figure, subplots)
+from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, Context, legend, quiet, save_figure,
+                     standard_setup, subplots)
 
 NAME = "test_functions"
 TITLE = "test loss and accuracy per method"
@@ -16,11 +16,8 @@ TITLE = "test loss and accuracy per method"
 
 def compute(ctx: Context) -> dict:
     p = ctx.profile
-    ds = binary_data(p)
-    net = mlp(p.depth, p.width, "relu")
-    params = init_params(net, ds.input_dim, seed=3)
-    data = (ds.x_train, ds.y_train, ds.x_test, ds.y_test)
-    Ka = analytic_kernels(net, ds.x_train, ds.x_test)
+    s = standard_setup(p, seed=3)
+    ds, net, params, data, Ka = s.ds, s.net, s.params, s.data, s.kernels
     out = {"steps": np.arange(p.steps + 1)}
     for m in ctx.progress(METHOD_ORDER, desc=NAME):
         def run(m=m):
@@ -74,5 +71,5 @@ def plot(res: dict, ctx: Context) -> list:
     ax2.set_ylim(max(0.0, lo - 0.1), 1.0)
     ax2.set_ylabel(f"test accuracy after {int(t[-1])} steps")
     ax2.set_title("test accuracy per method")
-    legend(ax2, loc="lower right")
+    legend(ax2, loc="upper left")
     return save_figure(fig, ctx, NAME)

@@ -154,7 +154,7 @@ def _empirical_operator(K, damping: float) -> Operator:
     empirical.require_features(K, "the finite-width unit-wise operator")
     train, test = _finite_operator(K, damping)
     counts = active_counts(K)
-    first_ok = np.linalg.matrix_rank(np.asarray(K.fwd_train[0], float)) == K.n_train
+    first_ok = linalg.try_cholesky(np.asarray(K.fwd_train[0], float)) is not None
     conditions = {"N <= d (first-layer input Gram invertible)": bool(first_ok),
                   "damping == 0": damping == 0, "C == 1": K.out_dim == 1}
     notes = [f"finite-width unit-wise, damping rho = {damping:.3g} (dual shift N rho)",
@@ -171,9 +171,8 @@ def _infinite_operator(K, damping: float) -> Operator:
     if damping != 0:
         raise ValueError("unit_wise on infinite-width kernels is the damping -> 0 limit only; "
                          "use finite-width (empirical) kernels for a damped unit-wise operator")
-    n = K.n_train
     alpha = predicted_alpha(net)
-    first_ok = np.linalg.matrix_rank(np.asarray(K.fwd_train[0], float)) == n
+    first_ok = linalg.try_cholesky(np.asarray(K.fwd_train[0], float)) is not None
     conditions = {"N <= d (first-layer input Gram invertible)": bool(first_ok),
                   "infinite width (M -> infinity)": False}
     notes = [f"unit-wise from gamma = {net.gamma} and widths {net.widths}: G = alpha I holds only "
