@@ -58,6 +58,10 @@ def test_rerun_is_cached_and_force_recomputes(tiny_run):
     assert status == {"btd_depth": "cached"}
     status = figures.run(["btd_depth"], "tiny", tiny_run, force=True, log=logs.append)
     assert status == {"btd_depth": "computed"}
+    # figures without this machine's part cache (e.g. committed ones in a fresh clone) regenerate
+    import shutil
+    shutil.rmtree(os.path.join(tiny_run, ".cache", "btd_depth"))
+    assert figures.run(["btd_depth"], "tiny", tiny_run, log=logs.append) == {"btd_depth": "computed"}
     # a different configuration is not served from the cache
     prof = figures.get("tiny", max_depth=4)
     assert figures.run(["btd_depth"], prof, tiny_run, log=logs.append) == {"btd_depth": "computed"}

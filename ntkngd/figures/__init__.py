@@ -44,13 +44,16 @@ def run_one(name: str, profile: Profile, out_dir: str, force: bool = False,
     key = config_hash(config)
     json_path = os.path.join(out_dir, f"{name}.json")
     outputs = [os.path.join(out_dir, f"{name}.{ext}") for ext in ("png", "pdf")]
-    if not force and os.path.exists(json_path) and all(map(os.path.exists, outputs)):
+    cache = Cache(os.path.join(out_dir, ".cache", name), config, force=force)
+    # reuse only what was computed here (the part cache exists): a fresh clone regenerates the
+    # committed figures instead of trusting them
+    if (not force and os.path.isdir(cache.directory) and os.path.exists(json_path)
+            and all(map(os.path.exists, outputs))):
         try:
             if read_json(json_path).get("hash") == key:
                 return "cached"
         except (OSError, ValueError):
             pass
-    cache = Cache(os.path.join(out_dir, ".cache", name), config, force=force)
     ctx = Context(profile, out_dir, cache, _progress(progress))
     t0 = time.perf_counter()
     results = mod.compute(ctx)
