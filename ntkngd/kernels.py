@@ -17,6 +17,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional
 
+import jax
 import jax.numpy as jnp
 import neural_tangents as nt
 
@@ -132,7 +133,8 @@ def _layer_kernels(net: Network, x1, x2, batch_size: int) -> _LayerKernels:
     if batch_size and max(n1, n2) > batch_size:
         fn = nt.batch(lambda a, b: _tap_layers(net, a, b), batch_size=batch_size,
                       store_on_device=False)
-        out = fn(_pad_rows(x1, batch_size), None if x2 is None else _pad_rows(x2, batch_size))
+        tile = batch_size * jax.local_device_count()   # nt.batch spreads tiles over devices
+        out = fn(_pad_rows(x1, tile), None if x2 is None else _pad_rows(x2, tile))
         return _LayerKernels(*(jnp.asarray(v)[:n1, :n2] for v in out))
     # Not jitted on purpose: XLA's fused arithmetic turns the exact zero of prod - nngp^2 on the
     # diagonal of arc-cosine kernels into round-off, whose square root costs ~1e-8 relative.

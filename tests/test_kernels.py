@@ -1,4 +1,6 @@
 """Analytic per-layer kernels against neural-tangents and against brute-force finite networks."""
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -99,3 +101,25 @@ def test_mlp_options_and_errors():
         ng.mlp(0, 8)
     with pytest.raises(ValueError, match="W_std"):
         ng.mlp(2, 8, W_std=-1.0)
+
+
+def test_batched_kernels_on_two_simulated_devices():
+    """nt.batch tiles over all local devices: two simulated CPU devices give the same kernels."""
+    import subprocess
+    import sys
+    code = (
+        "import jax; jax.config.update('jax_enable_x64', True)\n"
+        "import numpy as np, ntkngd as ng\n"
+        "assert jax.local_device_count() == 2\n"
+        "r = np.random.RandomState(0); x, xt = r.randn(12, 3), r.randn(8, 3)\n"
+        "net = ng.mlp(3, 16, 'erf', b_std=0.1)\n"
+        "a, b = ng.analytic_kernels(net, x, xt), ng.analytic_kernels(net, x, xt, batch_size=4)\n"
+        "print(float(np.abs(a.blocks_test - b.blocks_test).max()),"
+        " float(np.abs(a.blocks_train - b.blocks_train).max()))\n")
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               TF_CPP_MIN_LOG_LEVEL="3")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    errs = [float(v) for v in out.stdout.split()[-2:]]
+    assert max(errs) < 1e-10, errs
