@@ -187,3 +187,25 @@ def test_default_damping_is_zero_on_infinite_width(kernels_by_depth):
     K = kernels_by_depth[3]
     for m in ["exact", "kfac", "unit_wise"]:
         assert ng.operator(m, K, damping=None).damping == 0.0
+
+
+def test_unit_wise_alpha_for_several_outputs_matches_finite_width():
+    """C > 1 (open in THEORY.md): each hidden unit projects, per sample, onto one direction of the
+    C-dim output space, so tr G = N (gamma sum M_l + C) and alpha = gamma sum M_l / C + 1; the
+    deviation from isotropy (directions not exactly isotropic) shrinks with width."""
+    import jax
+    x = sphere_points(12, 30, seed=4)
+    devs = {}
+    for act in ["erf", "relu"]:
+        for C in [2, 3]:
+            for width in [128, 1024]:
+                net = ng.mlp(3, width, act, out_dim=C)
+                params = net.init_fn(jax.random.PRNGKey(C), (-1, 30))[1]
+                op = ng.operator("unit_wise", ng.empirical_kernels(net, params, x), damping=0.0)
+                pred = ng.methods.unitwise.predicted_alpha(net)
+                tol = 1e-9 if act == "erf" else 0.05      # relu: active fraction fluctuates
+                assert abs(op.alpha - pred) < tol * pred, (act, C, width, op.alpha, pred)
+                devs[act, C, width] = op.deviation
+    for act in ["erf", "relu"]:
+        for C in [2, 3]:
+            assert devs[act, C, 1024] < devs[act, C, 128]
