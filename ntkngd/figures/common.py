@@ -59,6 +59,7 @@ def binary_data(profile: Profile, n_train: int | None = None) -> data_mod.Datase
 def save_figure(fig, ctx: Context, name: str) -> list[str]:
     """Write NAME.png and NAME.pdf atomically; returns the paths."""
     paths = []
+    fig.tight_layout()
     for ext in ("png", "pdf"):
         path = os.path.join(ctx.out_dir, f"{name}.{ext}")
         with atomic_path(path) as tmp:
@@ -119,3 +120,13 @@ def standard_setup(profile: Profile, seed: int) -> Setup:
     params = init_params(net, ds.input_dim, seed)
     return Setup(ds, net, params, (ds.x_train, ds.y_train, ds.x_test, ds.y_test),
                  analytic_kernels(net, ds.x_train, ds.x_test))
+
+
+def log_axis_at(ax, values, axis: str = "x") -> None:
+    """Log scale with plain tick labels exactly at `values` (no crowded minor labels)."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+    getattr(ax, f"set_{axis}scale")("log")
+    a = getattr(ax, f"{axis}axis")
+    a.set_major_locator(FixedLocator(list(values)))
+    a.set_minor_locator(NullLocator())
+    getattr(ax, f"set_{axis}ticklabels")([f"{v:g}" for v in values])

@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 
 from .. import analytic_kernels, data, mlp, operator
-from .common import Context, legend, save_figure, subplots
+from .common import Context, legend, log_axis_at, save_figure, subplots
 
 NAME = "kfac_nd"
 TITLE = "K-FAC deviation from isotropy against N/d"
@@ -38,12 +38,8 @@ def compute(ctx: Context) -> dict:
 
 def _ratio_axis(ax, ratio) -> None:
     """Log x-axis of N/d with plain tick labels at powers of two."""
-    from matplotlib.ticker import FixedLocator, NullLocator
-    ax.set_xscale("log")
-    ticks = [2.0 ** k for k in range(-4, 5) if ratio.min() / 1.01 <= 2.0 ** k <= ratio.max() * 1.01]
-    ax.xaxis.set_major_locator(FixedLocator(ticks))
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xticklabels([f"{t:g}" for t in ticks])
+    log_axis_at(ax, [2.0 ** k for k in range(-4, 5)
+                     if ratio.min() / 1.01 <= 2.0 ** k <= ratio.max() * 1.01])
 
 
 def plot(res: dict, ctx: Context) -> list:

@@ -8,7 +8,8 @@ import numpy as np
 from .. import mlp, operator
 from ..empirical import empirical_kernels
 from ..methods.unitwise import predicted_alpha
-from .common import Context, binary_data, init_params, legend, quiet, save_figure, subplots
+from .common import (Context, binary_data, init_params, legend, log_axis_at, quiet, save_figure,
+                     subplots)
 
 NAME = "unit_wise_width"
 TITLE = "unit-wise alpha / width against width"
@@ -45,14 +46,14 @@ def plot(res: dict, ctx: Context) -> list:
         ax2.plot(w, res[f"{act}/deviation"], "o-", color=color, mfc="none", label=act)
     ax2.plot(w, res["relu/deviation"][0] * (w / w[0]) ** -0.5, ":", color="0.3",
              label=r"$\propto M^{-1/2}$")
-    ax.set_xscale("log")
+    log_axis_at(ax, res["widths"].tolist())
     ax.set_xlabel("width M")
     ax.set_ylabel(r"$\alpha / M$")
     ax.set_title(rf"unit-wise $\alpha$ / width (L = {ctx.profile.depth}, $\rho$ = 0)")
     ax.grid(alpha=0.3)
     legend(ax)
     for a in (ax2,):
-        a.set_xscale("log")
+        log_axis_at(a, res["widths"].tolist())
         a.set_yscale("log")
         a.set_xlabel("width M")
         a.set_ylabel(r"$\|G - \alpha I\|_F / \|\alpha I\|_F$")

@@ -8,7 +8,7 @@ from .. import analytic_kernels, mlp, operator
 from ..empirical import outputs
 from ..engine import ngd_direction
 from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, Context, binary_data, init_params,
-                     legend, quiet, save_figure, step_params, subplots)
+                     legend, log_axis_at, quiet, save_figure, step_params, subplots)
 
 NAME = "width_gap"
 TITLE = "finite-width gap to theory against width"
@@ -62,7 +62,7 @@ def plot(res: dict, ctx: Context) -> list:
             ax.plot(w, v, "-" + MARKERS[m], color=COLORS[m], mfc="none", ms=6, label=LABELS[m])
         ref = np.nanmax([res[f"{m}/{split}"][0] for m in METHOD_ORDER])
         ax.plot(w, ref * (w / w[0]) ** -0.5, ":", color="0.3", label=r"$\propto M^{-1/2}$")
-        ax.set_xscale("log")
+        log_axis_at(ax, res["widths"].tolist())
         ax.set_yscale("log")
         ax.set_xlabel("width M")
         ax.set_ylabel(r"$\|f_1 - f_1^{theory}\| / \|f_0 - y\|$")
