@@ -24,19 +24,9 @@ def rank_mask(w: np.ndarray, rtol: float = RANK_RTOL) -> np.ndarray:
     return w > rtol * max(float(np.max(w, initial=0.0)), np.finfo(float).tiny)
 
 
-def ridge_inverse(a: np.ndarray, shift: float, rtol: float = RANK_RTOL) -> np.ndarray:
+def ridge_inverse(a: np.ndarray, shift: float) -> np.ndarray:
     """(A + shift I)^{-1} for shift > 0, the pseudo-inverse A^+ for shift == 0 (A symmetric PSD)."""
-    w, u = psd_eigh(a)
-    if shift > 0:
-        inv = 1.0 / (w + shift)
-    else:
-        inv = np.where(rank_mask(w, rtol), 1.0 / np.where(w > 0, w, 1.0), 0.0)
-    return (u * inv) @ u.T
-
-
-def numerical_rank(a: np.ndarray, rtol: float = RANK_RTOL) -> int:
-    w, _ = psd_eigh(a)
-    return int(rank_mask(w, rtol).sum())
+    return RidgeSolver(a, shift).inverse()
 
 
 def try_cholesky(a: np.ndarray):
@@ -85,3 +75,42 @@ def layer_sum(blocks: np.ndarray, v: np.ndarray) -> np.ndarray:
     for b, x in zip(blocks[1:], v[1:]):
         out += b @ x
     return out
+
+
+class RidgeSolver:
+    """X -> X (gram + shift I)^{+} for a symmetric PSD gram (the pseudo-inverse when shift == 0),
+    factored once. Fast paths: a constant matrix g 1 1^T (the output layer's backward kernel) in
+    closed form, a well-conditioned Gram by Cholesky; otherwise an eigendecomposition with a rank
+    cut. `rank` is the numerical rank of gram (+ shift I)."""
+
+    def __init__(self, gram: np.ndarray, shift: float):
+        n = gram.shape[0]
+        self.n, self.shift = n, shift
+        self.const = self.chol = self.eig = None
+        g0 = gram.flat[0]
+        if g0 > 0 and np.all(gram == g0):
+            self.const, self.rank = g0, (n if shift > 0 else 1)
+            return
+        self.chol = try_cholesky(gram + shift * np.eye(n))
+        if self.chol is not None:
+            self.rank = n
+            return
+        w, u = psd_eigh(gram)
+        keep = rank_mask(w)
+        inv = 1.0 / (w + shift) if shift > 0 else np.where(keep, 1.0 / np.where(keep, w, 1.0), 0.0)
+        self.eig, self.rank = (u, inv), int(keep.sum())
+
+    def right(self, x: np.ndarray) -> np.ndarray:
+        """x (gram + shift I)^+ for x of shape (k, n)."""
+        if self.const is not None:
+            g0, n, s = self.const, self.n, self.shift
+            if s > 0:   # (g0 1 1^T + s I)^{-1} = (I - g0 1 1^T / (s + n g0)) / s
+                return (x - x.sum(1, keepdims=True) * (g0 / (s + n * g0))) / s
+            return np.repeat(x.sum(1, keepdims=True) / (n * n * g0), n, axis=1)
+        if self.chol is not None:
+            return cho_solve(self.chol, x.T).T
+        u, inv = self.eig
+        return ((x @ u) * inv) @ u.T
+
+    def inverse(self) -> np.ndarray:
+        return self.right(np.eye(self.n))

@@ -34,48 +34,9 @@ def _expand(q: np.ndarray, c: int) -> np.ndarray:
     return q if c == 1 else np.kron(q, np.ones((c, c)))
 
 
-class _Smoother:
-    """X -> X (gram + shift I)^{+} for a symmetric PSD gram (the pseudo-inverse when shift == 0),
-    factored once. Fast paths: a constant matrix g 1 1^T (the output layer's backward kernel) in
-    closed form, a well-conditioned Gram by Cholesky; otherwise an eigendecomposition with a rank
-    cut. `rank` is the numerical rank of gram (+ shift I)."""
-
-    def __init__(self, gram: np.ndarray, shift: float):
-        n = gram.shape[0]
-        self.n, self.shift = n, shift
-        self.const = self.chol = self.eig = None
-        g0 = gram.flat[0]
-        if g0 > 0 and np.all(gram == g0):
-            self.const, self.rank = g0, (n if shift > 0 else 1)
-            return
-        self.chol = linalg.try_cholesky(gram + shift * np.eye(n))
-        if self.chol is not None:
-            self.rank = n
-            return
-        w, u = linalg.psd_eigh(gram)
-        keep = linalg.rank_mask(w)
-        inv = 1.0 / (w + shift) if shift > 0 else np.where(keep, 1.0 / np.where(keep, w, 1.0), 0.0)
-        self.eig, self.rank = (u, inv), int(keep.sum())
-
-    def right(self, x: np.ndarray) -> np.ndarray:
-        """x (gram + shift I)^+ for x of shape (k, n)."""
-        if self.const is not None:
-            g0, n, s = self.const, self.n, self.shift
-            if s > 0:   # (g0 1 1^T + s I)^{-1} = (I - g0 1 1^T / (s + n g0)) / s
-                return (x - x.sum(1, keepdims=True) * (g0 / (s + n * g0))) / s
-            return np.repeat(x.sum(1, keepdims=True) / (n * n * g0), n, axis=1)
-        if self.chol is not None:
-            return linalg.cho_solve(self.chol, x.T).T
-        u, inv = self.eig
-        return ((x @ u) * inv) @ u.T
-
-    def inverse(self) -> np.ndarray:
-        return self.right(np.eye(self.n))
-
-
 def _smoother(gram: np.ndarray, shift: float) -> tuple[np.ndarray, int]:
-    """(gram + shift I)^{+} and the numerical rank (see `_Smoother`)."""
-    sm = _Smoother(gram, shift)
+    """(gram + shift I)^{+} and the numerical rank (see `linalg.RidgeSolver`)."""
+    sm = linalg.RidgeSolver(gram, shift)
     return sm.inverse(), sm.rank
 
 
@@ -123,7 +84,7 @@ def _operator(K, damping: float) -> Operator:
     ranks_q, ranks_b = [], []
     shift = n * np.sqrt(damping)
     for l in range(L):     # same factors as `factor_inverses`, applied by solves (no inverse)
-        sq, sb = _Smoother(fwd[l], shift), _Smoother(bwd[l], shift)
+        sq, sb = linalg.RidgeSolver(fwd[l], shift), linalg.RidgeSolver(bwd[l], shift)
         ranks_q.append(sq.rank)
         ranks_b.append(sb.rank)
         train += n * _expand(sq.right(fwd[l]), c) * sb.right(bwd[l])
