@@ -184,6 +184,9 @@ def kernels_and_outputs(net: Network, params: Any, x_train: Any,
         qt, bt, blocks_t = _grams(hts_t, ds_t, hts, ds)
         fields.update(blocks_test=blocks_t, fwd_test=qt, bwd_test=bt, layer_inputs_test=hts_t,
                       backprops_test=ds_t)
+    _checks.finite_kernels({k: fields.get(k) for k in ("blocks_train", "fwd_train", "bwd_train",
+                                                       "blocks_test", "fwd_test", "bwd_test")},
+                           np.asarray(xtr))
     return Kernels(**fields), f
 
 

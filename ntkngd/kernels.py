@@ -20,6 +20,7 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 import neural_tangents as nt
+import numpy as np
 
 from . import _checks
 from .network import Network
@@ -151,10 +152,12 @@ def analytic_kernels(net: Network, x_train: Any, x_test: Any = None,
 
     Returns a `Kernels` with N x N factors (`kron_outputs=True`: each kernel is K (x) I_C).
     Uses the dtype of JAX's default float (float64 with `jax_enable_x64`). `batch_size > 0` tiles
-    the computation with `neural_tangents.batch` over all local devices.
+    the computation with `neural_tangents.batch` over all local devices (0: no tiling). Inputs
+    whose kernels overflow (row norms ~1e77 and above in float64) raise a ValueError.
     """
     if not isinstance(net, Network):
         raise TypeError(f"net must be an ntkngd Network (from ntkngd.mlp), got {type(net).__name__}")
+    batch_size = _checks.non_negative_int(batch_size, "batch_size")
     dtype = jnp.zeros(()).dtype
     xtr = jnp.asarray(_checks.inputs(x_train, "x_train"), dtype)
     d = xtr.shape[1]
@@ -169,4 +172,6 @@ def analytic_kernels(net: Network, x_train: Any, x_test: Any = None,
         fields.update(blocks_test=_move_layer_axis(test.blocks),
                       fwd_test=_move_layer_axis(test.fwd), bwd_test=_move_layer_axis(test.bwd),
                       nngp_test=test.nngp)
+    _checks.finite_kernels({k: v for k, v in fields.items() if k.endswith(("_train", "_test"))},
+                           np.asarray(xtr))
     return Kernels(**fields)

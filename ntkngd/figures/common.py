@@ -56,14 +56,19 @@ def binary_data(profile: Profile, n_train: int | None = None) -> data_mod.Datase
     return ds
 
 
+# No dates or versions in the files: the same figure gives the same bytes on every run.
+_METADATA = {"png": {"Software": None}, "pdf": {"Creator": None, "Producer": None,
+                                                 "CreationDate": None}}
+
+
 def save_figure(fig, ctx: Context, name: str) -> list[str]:
-    """Write NAME.png and NAME.pdf atomically; returns the paths."""
+    """Write NAME.png and NAME.pdf atomically and deterministically; returns the paths."""
     paths = []
     fig.tight_layout()
     for ext in ("png", "pdf"):
         path = os.path.join(ctx.out_dir, f"{name}.{ext}")
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=ext, dpi=130, bbox_inches="tight")
+            fig.savefig(tmp, format=ext, dpi=130, bbox_inches="tight", metadata=_METADATA[ext])
         paths.append(path)
     plt.close(fig)
     return paths
