@@ -204,6 +204,13 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows every default (and lists choices in the metavar)."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, `ntkngd <command>: error: ...` (exit 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _data_args(p):
     from .network import ACTIVATIONS
     p.add_argument("--data", default="digits", choices=DATA_SETS, help="data set")
@@ -234,7 +241,7 @@ def parser() -> argparse.ArgumentParser:
     from .figures.profiles import PROFILES
     from .methods import METHODS
     methods = ", ".join(METHODS)
-    ap = argparse.ArgumentParser(prog="ntkngd", description="NGD with exact and approximate "
+    ap = _Parser(prog="ntkngd", description="NGD with exact and approximate "
                                  "Fisher information in wide networks (Karakida & Osawa 2020).",
                                  formatter_class=_Formatter)
     sub = ap.add_subparsers(dest="command", required=True, metavar="{figures,train,check}")

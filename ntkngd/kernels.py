@@ -61,18 +61,22 @@ class Kernels:
 
     @property
     def depth(self) -> int:
+        """Number of trainable layers L."""
         return int(self.blocks_train.shape[0])
 
     @property
     def n_train(self) -> int:
+        """Training points N."""
         return int(self.fwd_train.shape[1])
 
     @property
     def n_test(self) -> int:
+        """Test points N' (0 without test points)."""
         return 0 if self.fwd_test is None else int(self.fwd_test.shape[1])
 
     @property
     def has_test(self) -> bool:
+        """Whether test-train kernels were computed."""
         return self.blocks_test is not None
 
     @property
@@ -82,10 +86,12 @@ class Kernels:
 
     @property
     def ntk_test(self) -> Optional[jnp.ndarray]:
+        """Total test-train NTK sum_l Theta_l(X', X), or None."""
         return None if self.blocks_test is None else self.blocks_test.sum(0)
 
     @property
     def is_infinite_width(self) -> bool:
+        """True for analytic kernels (N x N factors of K (x) I_C)."""
         return self.kron_outputs
 
 
