@@ -71,9 +71,12 @@ def run_one(name: str, profile: Profile, out_dir: str, force: bool = False,
     key = config_hash(config)
     json_path = os.path.join(out_dir, f"{name}.json")
     outputs = [os.path.join(out_dir, f"{name}.{ext}") for ext in _EXTENSIONS]
+    cache_root = os.path.join(out_dir, ".cache", name)
     if os.path.isdir(out_dir):
         remove_stale_temps(out_dir, name)
-    cache = Cache(os.path.join(out_dir, ".cache", name), config, force=force)
+    for directory, _, _ in os.walk(cache_root):      # every configuration's parts
+        remove_stale_temps(directory)
+    cache = Cache(cache_root, config, force=force)
     stamp = os.path.join(cache.directory, "outputs.json")
     if not force and _outputs_intact(stamp, outputs):
         return "cached"
