@@ -61,7 +61,9 @@ def finite_kernels(arrays: dict[str, Any], x: np.ndarray, name: str = "x_train")
     activations); a NaN alpha downstream would be a silent wrong answer."""
     for label, arr in arrays.items():
         if arr is not None and not np.all(np.isfinite(np.asarray(arr))):
-            norm = float(np.max(np.linalg.norm(np.asarray(x, float), axis=-1)))
+            xs = np.asarray(x, float)
+            scale = float(np.max(np.abs(xs)))
+            norm = scale * float(np.max(np.linalg.norm(xs / scale, axis=-1))) if scale else 0.0
             raise ValueError(f"kernels overflowed: {label} has inf or NaN entries for {name} with "
                              f"row norms up to {norm:.3g}; rescale the inputs (e.g. unit-norm "
                              f"rows, ntkngd.data.unit_norm_rows)")

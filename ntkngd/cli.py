@@ -82,13 +82,13 @@ def pattern_matrix(text: str):
     from .methods import block_pattern
     try:
         rows = [[float(v) for v in row.replace(",", " ").split()] for row in text.split(";")]
-        matrix = np.array(rows, dtype=float)
     except ValueError:
         raise argparse.ArgumentTypeError(f"pattern must be rows of 0/1 separated by ';' and "
                                          f"entries by ',', e.g. \"1,1,0;1,1,1;0,1,1\"; got "
                                          f"{text!r}") from None
-    if matrix.ndim != 2:
+    if len({len(r) for r in rows}) != 1:
         raise argparse.ArgumentTypeError(f"pattern rows have different lengths: {text!r}")
+    matrix = np.array(rows, dtype=float)
     try:
         return block_pattern(matrix, "pattern")
     except ValueError as e:
