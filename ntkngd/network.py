@@ -8,13 +8,25 @@ W_l, b_l is drawn from N(0, 1). `b_std == 0` means the network has no bias.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-import jax.numpy as jnp
 import numpy as np
-from neural_tangents import stax
 
 from . import _checks
+
+if TYPE_CHECKING:
+    import jax.numpy as jnp
+
+
+class _LazyStax:
+    """neural_tangents.stax, imported on first use (keeps `ntkngd --help` and imports fast)."""
+
+    def __getattr__(self, name: str) -> Any:
+        from neural_tangents import stax as module
+        return getattr(module, name)
+
+
+stax = _LazyStax()
 
 def _abrelu_gamma(a: float, b: float) -> float:
     """phi(u) = a min(u, 0) + b max(u, 0): phi' is non-zero on both half-lines (1), on one (1/2), or
