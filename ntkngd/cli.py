@@ -132,6 +132,7 @@ def _check_pattern_depth(pattern, depth: int) -> None:
 
 
 def cmd_figures(args) -> int:
+    """ntkngd figures: compute (or reuse) and draw the figures of one profile."""
     from . import figures
     _enable_x64(True)
     prof = figures.get(args.profile, data_dir=args.data_dir)
@@ -146,6 +147,7 @@ def cmd_figures(args) -> int:
 
 
 def cmd_train(args) -> int:
+    """ntkngd train: train one method and print measured vs predicted losses."""
     _check_pattern_depth(args.pattern, args.depth)
     _enable_x64(not args.float32)
     import jax
@@ -168,6 +170,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_check(args) -> int:
+    """ntkngd check: isotropy report of every method (or the chosen ones)."""
     _check_pattern_depth(args.pattern, args.depth)
     _enable_x64(True)
     import jax
@@ -237,6 +240,7 @@ def _data_args(p):
 
 
 def parser() -> argparse.ArgumentParser:
+    """The argument parser of the `ntkngd` command (choices from the registries)."""
     from .figures import available
     from .figures.profiles import PROFILES
     from .methods import METHODS
@@ -286,6 +290,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run the command line; returns the exit code (0 ok, 1 a figure failed, 2 bad input, 130 interrupted)."""
     args = parser().parse_args(argv)
     try:
         return int(args.fn(args) or 0)

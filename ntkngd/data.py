@@ -68,18 +68,22 @@ class Dataset:
 
     @property
     def n_train(self) -> int:
+        """Training points N."""
         return int(self.x_train.shape[0])
 
     @property
     def n_test(self) -> int:
+        """Test points N'."""
         return int(self.x_test.shape[0])
 
     @property
     def input_dim(self) -> int:
+        """Input dimension d."""
         return int(self.x_train.shape[1])
 
     @property
     def out_dim(self) -> int:
+        """Outputs C (1 for +-0.5 targets, else classes)."""
         return int(self.y_train.shape[1])
 
     def __repr__(self) -> str:

@@ -85,6 +85,7 @@ def dense_params(net: Network, params: Any, input_dim: Optional[int] = None) -> 
 
 
 def param_dtype(dense: DenseParams):
+    """The floating dtype of the (dense) parameters."""
     return jnp.result_type(dense[0][0].dtype, jnp.float32)
 
 

@@ -104,12 +104,14 @@ def _jsonable(obj: Any) -> Any:
 
 
 def write_json(path: str, obj: Any) -> None:
+    """Write `obj` as sorted, indented JSON atomically (numpy values converted; inf/NaN as strings)."""
     with atomic_path(path) as tmp:
         with open(tmp, "w") as fh:
             json.dump(_jsonable(obj), fh, indent=1, sort_keys=True)
 
 
 def read_json(path: str) -> Any:
+    """Parse a JSON file."""
     with open(path) as fh:
         return json.load(fh)
 
@@ -142,6 +144,7 @@ def read_npz(path: str) -> dict[str, np.ndarray]:
 
 
 def config_hash(config: Any) -> str:
+    """sha256 (16 hex digits) of the canonical JSON of `config`."""
     text = json.dumps(_jsonable(config), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -161,6 +164,7 @@ class Cache:
         self.misses = 0
 
     def path(self, key: str) -> str:
+        """The .npz file of part `key` (characters outside [A-Za-z0-9-_.] replaced by _)."""
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in key)
         return os.path.join(self.directory, f"{safe}.npz")
 

@@ -59,3 +59,28 @@ def test_every_public_name_resolves_lazily():
     assert set(ntkngd.__all__) <= set(dir(ntkngd))
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         ntkngd.nope
+
+
+# Docstrings of these live in modules being rewritten (engine issue); the texts are in the
+# hygiene report. Remove a name here once its docstring is in.
+_DOCSTRING_PENDING = {"BlockPattern.depth", "CEOperator.core", "CETrainLog.table", "TrainLog.table",
+                      "Operator.n_train", "Operator.size", "Operator.is_symmetric",
+                      "tridiagonal_pattern"}
+
+
+def test_every_public_name_has_a_docstring():
+    import inspect
+    missing = []
+    for name in ntkngd.__all__:
+        obj = getattr(ntkngd, name)
+        if not (inspect.isclass(obj) or inspect.isfunction(obj)):
+            continue
+        if not (obj.__doc__ or "").strip():
+            missing.append(name)
+        if inspect.isclass(obj):
+            for attr, value in vars(obj).items():
+                fn = value.fget if isinstance(value, property) else getattr(value, "func", value)
+                if not attr.startswith("_") and inspect.isfunction(fn) and \
+                        not (fn.__doc__ or "").strip():
+                    missing.append(f"{name}.{attr}")
+    assert sorted(set(missing) - _DOCSTRING_PENDING) == []

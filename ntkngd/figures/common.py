@@ -75,11 +75,13 @@ def save_figure(fig, ctx: Context, name: str) -> list[str]:
 
 
 def subplots(ncols: int = 1, nrows: int = 1, width: float = 5.0, height: float = 3.8):
+    """A figure with nrows x ncols axes of width x height inches each; returns (fig, flat axes)."""
     fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
     return fig, axes.ravel()
 
 
 def legend(ax, **kw):
+    """A small frameless legend."""
     ax.legend(fontsize=8, frameon=False, **kw)
 
 
@@ -103,6 +105,7 @@ def quiet(fn, *args, **kwargs):
 
 
 def floor_at(values, floor: float):
+    """values clipped from below at `floor` (for log axes)."""
     return np.maximum(np.asarray(values, float), floor)
 
 
@@ -119,6 +122,7 @@ class Setup:
 
 
 def standard_setup(profile: Profile, seed: int) -> Setup:
+    """The profile's standard experiment (see Setup) for parameter seed `seed`."""
     from .. import analytic_kernels, mlp
     ds = binary_data(profile)
     net = mlp(profile.depth, profile.width, "relu")
