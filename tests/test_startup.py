@@ -41,6 +41,12 @@ def test_help_prints_only_help():
     assert out.stdout.startswith("usage: ntkngd")
 
 
+def test_a_command_prints_only_its_output():
+    out = _run(["-m", "ntkngd", "check", "--n-train", "6", "--width", "32", "--methods", "exact"])
+    assert out.returncode == 0 and out.stderr == ""
+    assert "exact  alpha measured 1  predicted 1" in out.stdout
+
+
 def test_experimental_subpackage_still_importable_on_demand():
     code = ("import sys, ntkngd, neural_tangents as nt\n"
             "assert 'tensorflow' not in sys.modules\n"

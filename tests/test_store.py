@@ -123,3 +123,18 @@ def test_ctrl_c_during_figures_is_one_line_exit_130(monkeypatch, capsys, tmp_pat
     monkeypatch.setattr(figures, "run", interrupted)
     assert cli.main(["figures", "--out", str(tmp_path), "--no-progress"]) == 130
     assert capsys.readouterr().err == "ntkngd figures: interrupted\n"
+
+
+def test_failing_figure_is_one_line_with_the_traceback_in_a_file(tmp_path, monkeypatch, capsys):
+    from ntkngd.figures import btd_depth
+
+    def boom(ctx):
+        raise RuntimeError("simulated failure")
+    monkeypatch.setattr(btd_depth, "compute", boom)
+    assert cli.main(["figures", "--profile", "tiny", "--out", str(tmp_path), "--no-progress",
+                     "--only", NAME]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == f"ntkngd figures: error: failed: {NAME}\n"
+    trace = tmp_path / ".cache" / f"{NAME}.traceback.txt"
+    assert f"failed: RuntimeError: simulated failure (traceback in {trace})" in captured.out
+    assert "Traceback" in trace.read_text() and "simulated failure" in trace.read_text()

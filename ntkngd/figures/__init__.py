@@ -111,9 +111,16 @@ def run(names: Optional[Iterable[str]] = None, profile: str | Profile = "quick",
             status[n] = run_one(n, prof, out_dir, force, progress)
         except KeyboardInterrupt:
             raise
-        except Exception as e:  # report, keep going
+        except Exception as e:  # report in one line, keep going; the traceback goes to a file
             status[n] = f"failed: {type(e).__name__}: {e}"
-            traceback.print_exc(file=sys.stderr)
+            trace = os.path.join(out_dir, ".cache", f"{n}.traceback.txt")
+            try:
+                os.makedirs(os.path.dirname(trace), exist_ok=True)
+                with open(trace, "w") as fh:
+                    traceback.print_exc(file=fh)
+                status[n] += f" (traceback in {trace})"
+            except OSError:
+                pass
         log(f"{n:>16s}: {status[n]} ({time.perf_counter() - t0:.1f} s)")
     return status
 
