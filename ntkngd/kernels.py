@@ -17,13 +17,16 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional
 
-import jax
-import jax.numpy as jnp
-import neural_tangents as nt
 import numpy as np
 
 from . import _checks
+from ._lazy import LazyModule
 from .network import Network
+
+
+jax = LazyModule("jax")
+jnp = LazyModule("jax.numpy")
+nt = LazyModule("neural_tangents")
 
 
 @dataclass(frozen=True)
