@@ -86,16 +86,18 @@ def file_digest(path: str) -> str:
         return hashlib.sha256(fh.read()).hexdigest()
 
 
-def _jsonable(obj: Any) -> Any:
+def _jsonable(obj: Any, digits: int | None = None) -> Any:
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): _jsonable(v, digits) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [_jsonable(v, digits) for v in obj]
     if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
+        return _jsonable(obj.tolist(), digits)
     if isinstance(obj, (np.floating, float)):
         v = float(obj)
-        return v if np.isfinite(v) else str(v)
+        if not np.isfinite(v):
+            return str(v)
+        return v if digits is None else float(f"{v:.{digits}g}")
     if isinstance(obj, (np.integer,)):
         return int(obj)
     if isinstance(obj, (np.bool_,)):
@@ -103,11 +105,13 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def write_json(path: str, obj: Any) -> None:
-    """Write `obj` as sorted, indented JSON atomically (numpy values converted; inf/NaN as strings)."""
+def write_json(path: str, obj: Any, digits: int | None = None) -> None:
+    """Write `obj` as sorted, indented JSON atomically (numpy values converted; inf/NaN as strings).
+    `digits`: round floats to that many significant digits (None: full precision), so that
+    last-bit differences between machines do not change the file."""
     with atomic_path(path) as tmp:
         with open(tmp, "w") as fh:
-            json.dump(_jsonable(obj), fh, indent=1, sort_keys=True)
+            json.dump(_jsonable(obj, digits), fh, indent=1, sort_keys=True)
 
 
 def read_json(path: str) -> Any:

@@ -138,3 +138,14 @@ def test_failing_figure_is_one_line_with_the_traceback_in_a_file(tmp_path, monke
     trace = tmp_path / ".cache" / f"{NAME}.traceback.txt"
     assert f"failed: RuntimeError: simulated failure (traceback in {trace})" in captured.out
     assert "Traceback" in trace.read_text() and "simulated failure" in trace.read_text()
+
+
+def test_figure_json_hides_last_bit_differences(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    store.write_json(str(a), {"x": [0.1 + 0.2, 1e-300 * (1 + 2e-16)], "y": np.float64(2.5)},
+                     digits=figures.JSON_DIGITS)
+    store.write_json(str(b), {"x": [0.3, 1e-300], "y": 2.5}, digits=figures.JSON_DIGITS)
+    assert a.read_bytes() == b.read_bytes()
+    assert store.read_json(str(a)) == {"x": [0.3, 1e-300], "y": 2.5}
+    store.write_json(str(a), {"x": 0.1 + 0.2})                         # default: full precision
+    assert store.read_json(str(a))["x"] == 0.1 + 0.2

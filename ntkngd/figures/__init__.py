@@ -21,6 +21,7 @@ _MODULES = ("convergence", "lr_sweep", "width_gap", "spectra", "test_functions",
             "kfac_nd", "unit_wise_width", "cross_entropy")
 FIGURE_VERSION = 1
 DEFAULT_PROFILE = "quick"
+JSON_DIGITS = 12
 _EXTENSIONS = ("png", "pdf", "json")
 
 
@@ -84,9 +85,10 @@ def run_one(name: str, profile: Profile, out_dir: str, force: bool = False,
     t0 = time.perf_counter()
     results = mod.compute(ctx)
     mod.plot(results, ctx)
-    # no timings or dates in the committed JSON: identical results give identical bytes
+    # no timings or dates in the committed JSON, and 12 significant digits: identical results give
+    # identical bytes, and last-bit differences between machines (BLAS threads) do not show
     write_json(json_path, {"figure": name, "title": mod.TITLE, "hash": key, "config": config,
-                           "results": results})
+                           "results": results}, digits=JSON_DIGITS)
     write_json(stamp, {"seconds": time.perf_counter() - t0,
                        "sha256": {os.path.basename(p): file_digest(p) for p in outputs}})
     return "computed"
