@@ -18,16 +18,15 @@ TITLE = "one-step loss against lr / lr_opt"
 def compute(ctx: Context) -> dict:
     p = ctx.profile
     s = standard_setup(p, seed=1)
-    ds, net, params, Ka = s.ds, s.net, s.params, s.kernels
     fr = np.asarray(p.lr_fractions, float)
-    f0 = np.asarray(outputs(net, params, ds.x_train))
-    loss0 = mse(f0, ds.y_train)
-    Ke = empirical_kernels(net, params, ds.x_train)
-    out = {"fractions": fr, "loss0": loss0}
+    out = {"fractions": fr, "preprocessing": s.record()}
     for m in ctx.progress(METHOD_ORDER, desc=NAME):
-        damping = None if m == "unit_wise" else 0.0
+        sm = s.for_method(m)          # K-FAC: Forster inputs when N > d (the paper's setting)
+        ds, net, params, Ka = sm.ds, sm.net, sm.params, sm.kernels
 
-        def run(m=m, damping=damping):
+        def run(m=m, ds=ds, net=net, params=params, Ka=Ka, damping=None):
+            f0 = np.asarray(outputs(net, params, ds.x_train))
+            loss0 = mse(f0, ds.y_train)
             op_inf = quiet(operator, m, Ka, 0.0)
             lr_opt = op_inf.lr
             d = quiet(ngd_direction, m, net, params, ds.x_train, ds.y_train, damping=damping)
@@ -35,17 +34,12 @@ def compute(ctx: Context) -> dict:
                             ds.y_train) / loss0 for s in fr]
             theory = [predict(op_inf, f0, ds.y_train, lr=s * lr_opt, steps=1).train_loss[1] / loss0
                       for s in fr]
-            op_emp = quiet(operator, m, Ke, damping if damping is not None else _default(Ke))
-            return {"lr_opt": lr_opt, "measured": measured, "theory": theory,
+            op_emp = quiet(operator, m, empirical_kernels(net, params, ds.x_train), damping)
+            return {"lr_opt": lr_opt, "measured": measured, "theory": theory, "loss0": loss0,
                     "alpha_emp": op_emp.alpha, "alpha_inf": op_inf.alpha}
         for k, v in ctx.cache.get_or_compute(m, run).items():
             out[f"{m}/{k}"] = v
     return out
-
-
-def _default(K):
-    from ..methods.unitwise import default_damping
-    return default_damping(K)
 
 
 def plot(res: dict, ctx: Context) -> list:
