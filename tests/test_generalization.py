@@ -1,0 +1,36 @@
+"""The generalization figure on the tiny profile: saved numbers and the recorded preprocessing."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from ntkngd import cli
+
+
+@pytest.fixture(scope="module")
+def gen(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("gen"))
+    assert cli.main(["figures", "--profile", "tiny", "--out", out, "--no-progress",
+                     "--only", "generalization"]) == 0
+    with open(os.path.join(out, "generalization.json")) as fh:
+        return json.load(fh)["results"]
+
+
+def test_raw_digits_theory_generalizes(gen):
+    raw = gen["prep"]["raw"]
+    for m in ("exact", "block_diagonal"):
+        assert np.min(raw[f"{m}/test_acc"]) >= 0.95           # digits 0 vs 1 are easy
+        assert np.max(raw[f"{m}/train_loss"]) < 1e-12           # a fixed point: training converged
+    # exact NGD and GD share their fixed point (G' G^-1 = Theta' Theta^-1)
+    np.testing.assert_allclose(raw["exact/test_loss"], raw["gd/test_loss"], rtol=1e-6)
+
+
+def test_preprocessing_recorded_and_forster_only_where_n_exceeds_d(gen):
+    assert gen["preprocessing"]["raw"]["10"]["preprocessing"].startswith("global standardization")
+    assert "PCA whitening" in gen["preprocessing"]["whitened"]["10"]["preprocessing"]
+    assert "10" not in gen["preprocessing"]["forster"]                     # N = 10 < d = 64
+    assert "Forster" in gen["preprocessing"]["forster"]["80"]["preprocessing"]
+    d = np.array(gen["prep"]["forster"]["d"], dtype=float)
+    n = np.array(gen["n"])
+    assert np.all(np.isnan(d[n <= 64])) and np.all(d[n > 64] == 64)
