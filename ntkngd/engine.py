@@ -78,7 +78,7 @@ def _direction(method: Method, net: Network, params: Any, x: Any, y: Any,
 
 
 def ngd_direction(method: Method, net: Network, params: Any, x_train: Any, y_train: Any,
-                  damping: Optional[float] = 0.0) -> list:
+                  damping: Optional[float] = None) -> list:
     """Parameter-space direction d (a pytree like params) of `method` on the batch (X, Y).
 
     One step is params - lr * d; for NGD-type methods lr = 1/alpha (`ntkngd.operator(method,
@@ -92,7 +92,7 @@ def ngd_direction(method: Method, net: Network, params: Any, x_train: Any, y_tra
 
 
 def ngd_transform(method: Method, net: Network,
-                  damping: Optional[float] = 0.0) -> optax.GradientTransformationExtraArgs:
+                  damping: Optional[float] = None) -> optax.GradientTransformationExtraArgs:
     """An optax transformation that replaces the incoming updates by `ngd_direction` on the batch
     passed as extra arguments: `update(grads, state, params, x=..., y=...)`. Chain it with
     `optax.scale(-lr)`. The incoming grads are ignored (the direction is rebuilt from the batch);
@@ -178,7 +178,7 @@ def _predictions(op, f0, y, f0t, yt, lr, steps):
 
 
 def train(method: Method, net: Network, params: Any, data: tuple, steps: int = 5,
-          lr: Optional[float] = None, damping: Optional[float] = 0.0, loss: str = "mse"):
+          lr: Optional[float] = None, damping: Optional[float] = None, loss: str = "mse"):
     """T steps of `method` on a finite network, logged beside the function-space predictions.
 
     data = (x_train, y_train, x_test, y_test). lr=None uses the empirical operator's lr at

@@ -11,7 +11,7 @@ from .methods.block import pattern_operator
 
 
 def operator(method: Union[str, BlockPattern], kernels: Kernels,
-             damping: float | None = 0.0) -> Operator:
+             damping: float | None = None) -> Operator:
     """G, G', alpha (theory and measured) and lr for `method` on `kernels`.
 
     method: "gd", "exact", "block_diagonal", "block_tridiagonal", "kfac", "unit_wise" (aliases

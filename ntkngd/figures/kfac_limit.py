@@ -27,7 +27,7 @@ SEEDS = 2
 
 
 def widths(p) -> tuple:
-    return WIDTHS.get(p.name, (max(64, p.width // 4), p.width, 2 * p.width))
+    return WIDTHS.get(p.name, (max(64, p.width // 4), p.width, 4 * p.width))
 
 
 def _zca(n_train: int, n_test: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,5 +1,7 @@
-"""(b) One-step training loss against lr / lr_opt: every isotropic method falls on the single
-curve (1 - lr/lr_opt)^2 (theory line); markers are finite-width networks."""
+"""(b) One-step training loss against lr / lr_opt: in theory every isotropic method falls on the
+single curve (1 - lr/lr_opt)^2 (line); markers are finite-width networks. The first lr at which a
+finite network leaves that curve by more than DEPART_TOL of the initial loss is recorded per
+method ("departure") and drawn as a filled marker: beyond it the step leaves the linear regime."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,6 +14,7 @@ from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, Context, legend, qui
                      standard_setup, step_params, subplots)
 
 NAME = "lr_sweep"
+DEPART_TOL = 0.05     # |L_1 / L_0 - (1 - s)^2| above which a method has left the isotropic curve
 TITLE = "one-step loss against lr / lr_opt"
 
 
@@ -36,10 +39,19 @@ def compute(ctx: Context) -> dict:
                       for s in fr]
             op_emp = quiet(operator, m, empirical_kernels(net, params, ds.x_train), damping)
             return {"lr_opt": lr_opt, "measured": measured, "theory": theory, "loss0": loss0,
-                    "alpha_emp": op_emp.alpha, "alpha_inf": op_inf.alpha}
+                    "alpha_emp": op_emp.alpha, "alpha_inf": op_inf.alpha,
+                    "departure": departure(fr, measured)}
         for k, v in ctx.cache.get_or_compute(m, run).items():
             out[f"{m}/{k}"] = v
     return out
+
+
+def departure(fractions, measured) -> float:
+    """First lr / lr_opt where the measured one-step ratio differs from (1 - s)^2 by more than
+    DEPART_TOL (NaN if it never does)."""
+    fr = np.asarray(fractions, float)
+    off = np.abs(np.asarray(measured, float) - (1 - fr) ** 2) > DEPART_TOL
+    return float(fr[np.argmax(off)]) if off.any() else float("nan")
 
 
 def plot(res: dict, ctx: Context) -> list:
@@ -52,11 +64,19 @@ def plot(res: dict, ctx: Context) -> list:
             ax.plot(res["fractions"], res[f"{m}/theory"], "--", color=COLORS[m], lw=1)
         ax.plot(res["fractions"], res[f"{m}/measured"], MARKERS[m], color=COLORS[m], ms=7,
                 mfc="none", label=f"{LABELS[m]} (width {ctx.profile.width})")
+        dep = res[f"{m}/departure"]
+        if m != "gd" and np.isfinite(dep):
+            i = int(np.flatnonzero(np.isclose(res["fractions"], dep))[0])
+            ax.plot([dep], [res[f"{m}/measured"][i]], MARKERS[m], color=COLORS[m], ms=8)
     ax.set_yscale("log")
     ax.set_ylim(1e-5, 2)
     ax.set_xlabel(r"$\eta / \eta^*$   ($\eta^* = 1/\alpha$; GD: $1/\lambda_{max}$)")
     ax.set_ylabel("loss after one step / initial loss")
-    ax.set_title("One step of each method: isotropic methods collapse onto one curve")
+    deps = {m: res[f"{m}/departure"] for m in METHOD_ORDER if m != "gd"}
+    first = np.nanmin([v for v in deps.values()] + [np.inf])
+    ax.set_title("One step of each method against the isotropic curve\n(filled: first lr where "
+                 f"finite width leaves it by > {DEPART_TOL:g} L0"
+                 + (f"; earliest {first:g} lr_opt)" if np.isfinite(first) else ")"), fontsize=9)
     ax.grid(alpha=0.3)
     ax.plot([], [], "--", color=COLORS["gd"], label="GD theory")
     legend(ax, loc="lower left")
