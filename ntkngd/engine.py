@@ -43,8 +43,8 @@ def _method_key(method: Method) -> Method:
 
 
 def _damping(method: Method, K: Kernels, damping: Optional[float]) -> float:
-    """damping=None: unit_wise -> unitwise.default_damping(K) (dual shift N rho = 1e-6 x the
-    NTK's mean diagonal); every other method -> 0 (the rho -> 0 limit)."""
+    """damping=None: unit_wise -> unitwise.default_damping(K) (the one unit-wise rule); every
+    other method -> 0 (the rho -> 0 limit)."""
     if damping is None:
         return unitwise.default_damping(K) if method == "unit_wise" else 0.0
     return _checks.non_negative(damping, "damping")
@@ -85,7 +85,7 @@ def ngd_direction(method: Method, net: Network, params: Any, x_train: Any, y_tra
     ntkngd.empirical_kernels(...)).lr`). `method`: gd (d = the loss gradient), exact,
     block_diagonal, block_tridiagonal, kfac, unit_wise, or ntkngd.block_pattern(S). damping rho >= 0
     is the parameter-space Tikhonov damping (F + rho I; factored sqrt(rho) for K-FAC); None gives
-    0, except unit_wise: dual shift N rho = 1e-6 x the NTK's mean diagonal. Dual solves run in
+    0, except unit_wise: `methods.unitwise.default_damping`. Dual solves run in
     float64 numpy; the features and the contraction run jitted in the parameters' dtype.
     """
     return _direction(method, net, params, x_train, y_train, damping)[0]

@@ -42,7 +42,7 @@ def test_cli_train_and_check_use_the_same_default(small, capsys, monkeypatch):
     argv = ["--n-train", "10", "--n-test", "10", "--width", "64", "--seed", "0"]
     assert cli.main(["train", "--method", "unit_wise", "--steps", "1", *argv]) == 0
     shown = float(re.search(r"unit_wise: lr \S+, damping (\S+),", capsys.readouterr().out)[1])
-    assert shown == pytest.approx(rho, rel=1e-3)                           # printed with 3 digits
+    assert shown == pytest.approx(rho, rel=5e-3)           # printed with 3 significant digits
     used = []
     real = ng.operator
 

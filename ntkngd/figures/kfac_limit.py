@@ -20,14 +20,14 @@ from .common import (Context, data_record, init_params, legend, quiet, save_figu
 NAME = "kfac_limit"
 TITLE = "K-FAC one-step fall and test gap against the input Gram's condition number"
 MIXES = (0.0, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
-DAMPINGS = (1e-8, 1e-6, 1e-4, 1e-3, 1e-2, 1e-1)
+DAMPINGS = (1e-12, 1e-10, 1e-8, 1e-6, 1e-4, 1e-2)
 WIDTHS = {"tiny": (64, 256)}
 METHODS = ("kfac", "exact")
 SEEDS = 2
 
 
 def widths(p) -> tuple:
-    return WIDTHS.get(p.name, (max(64, p.width // 4), p.width, 4 * p.width))
+    return WIDTHS.get(p.name, tuple(sorted({max(64, p.width // 4), p.width, 4096})))
 
 
 def _zca(n_train: int, n_test: int) -> tuple[np.ndarray, np.ndarray]:
@@ -138,6 +138,8 @@ def plot(res: dict, ctx: Context) -> list:
                      mfc="none", label=f"$L_1/L_0$, width {w}")
         axes[2].plot(rho, res[f"kfac_damped/w{w}/test_gap"], "s:", color=(0.1, 0.5 * sh + 0.2, 0.1),
                      mfc="none", label=f"test gap, width {w}")
+        axes[2].axhline(res[f"kfac/w{w}/fall"][0], color=(0.1, 0.5 * sh + 0.2, 0.1), lw=0.8,
+                        ls="--", label=r"$L_1/L_0$ undamped" if w == ws[-1] else None)
     axes[2].set_xscale("log")
     axes[2].set_yscale("log")
     axes[2].set_xlabel(r"K-FAC damping $\rho$ ($\sqrt{\rho}$ on each factor)")
