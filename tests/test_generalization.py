@@ -34,3 +34,15 @@ def test_preprocessing_recorded_and_forster_only_where_n_exceeds_d(gen):
     d = np.array(gen["prep"]["forster"]["d"], dtype=float)
     n = np.array(gen["n"])
     assert np.all(np.isnan(d[n <= 64])) and np.all(d[n > 64] == 64)
+
+
+def test_lr_sweep_departure_is_the_first_fraction_off_the_isotropic_curve():
+    from ntkngd.figures.lr_sweep import DEPART_TOL, departure
+    fr = [0.5, 1.0, 1.25, 1.5]
+    on = [(1 - s) ** 2 for s in fr]
+    assert np.isnan(departure(fr, on))
+    off = list(on)
+    off[3] = 0.051                                   # K-FAC at 1.5 in the issue: 0.051 vs 0.25
+    assert departure(fr, off) == 1.5
+    off[2] = on[2] + 1.01 * DEPART_TOL
+    assert departure(fr, off) == 1.25

@@ -62,9 +62,10 @@ def plot(res: dict, ctx: Context) -> list:
     for m in METHOD_ORDER:
         if m == "gd":
             ax.plot(res["fractions"], res[f"{m}/theory"], "--", color=COLORS[m], lw=1)
-        ax.plot(res["fractions"], res[f"{m}/measured"], MARKERS[m], color=COLORS[m], ms=7,
-                mfc="none", label=f"{LABELS[m]} (width {ctx.profile.width})")
         dep = res[f"{m}/departure"]
+        leaves = "" if m == "gd" else (f", leaves at {dep:g}" if np.isfinite(dep) else ", stays")
+        ax.plot(res["fractions"], res[f"{m}/measured"], MARKERS[m], color=COLORS[m], ms=7,
+                mfc="none", label=f"{LABELS[m]}{leaves}")
         if m != "gd" and np.isfinite(dep):
             i = int(np.flatnonzero(np.isclose(res["fractions"], dep))[0])
             ax.plot([dep], [res[f"{m}/measured"][i]], MARKERS[m], color=COLORS[m], ms=8)
@@ -72,11 +73,9 @@ def plot(res: dict, ctx: Context) -> list:
     ax.set_ylim(1e-5, 2)
     ax.set_xlabel(r"$\eta / \eta^*$   ($\eta^* = 1/\alpha$; GD: $1/\lambda_{max}$)")
     ax.set_ylabel("loss after one step / initial loss")
-    deps = {m: res[f"{m}/departure"] for m in METHOD_ORDER if m != "gd"}
-    first = np.nanmin([v for v in deps.values()] + [np.inf])
-    ax.set_title("One step of each method against the isotropic curve\n(filled: first lr where "
-                 f"finite width leaves it by > {DEPART_TOL:g} L0"
-                 + (f"; earliest {first:g} lr_opt)" if np.isfinite(first) else ")"), fontsize=9)
+    ax.set_title(f"One step of each method, width {ctx.profile.width}, against the isotropic "
+                 f"curve\n(filled: first lr where the network leaves it by > {DEPART_TOL:g} L0)",
+                 fontsize=9)
     ax.grid(alpha=0.3)
     ax.plot([], [], "--", color=COLORS["gd"], label="GD theory")
     legend(ax, loc="lower left")
