@@ -39,7 +39,9 @@ def _dataset(args, method: str | None = None):
     else:
         raise SystemExit(f"unknown data set {name!r}")
     if args.forster and method == "kfac" and ds.n_train > ds.input_dim:
-        ds = data.forster_dataset(ds, iters=100, span=True)
+        with warnings.catch_warnings():   # non-convergence is reported in ds.preprocessing
+            warnings.simplefilter("ignore", UserWarning)
+            ds = data.forster_dataset(ds, iters=100, span=True)
     elif args.forster:
         why = "N <= d" if ds.n_train <= ds.input_dim else "it applies to K-FAC's inputs only"
         print(f"note: --forster not applied ({why})", file=sys.stderr)
