@@ -127,9 +127,9 @@ def _finite(p, ds, m: str, seed: int) -> dict:
 def sizes(p) -> tuple[np.ndarray, tuple]:
     """(N values of the theory sweep, N values with finite-width training)."""
     n_max = 360 - p.n_test                # digits 0 vs 1 have 360 images
-    ns = np.unique(np.clip(np.round(64 * np.array(SWEEP.get(p.name, SWEEP_DEFAULT))),
-                           4, n_max).astype(int))
     finite = (p.n_train, int(min(n_max, max(80, 3 * p.n_train))))
+    sweep = np.round(64 * np.array(SWEEP.get(p.name, SWEEP_DEFAULT)))
+    ns = np.unique(np.clip(np.concatenate([sweep, finite]), 4, n_max).astype(int))
     return ns, finite
 
 
