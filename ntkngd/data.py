@@ -5,8 +5,14 @@ Conventions (every function here):
   * targets are float64 arrays of shape (N, C); binary problems use one column with
     +0.5 for the positive class and -0.5 for the other (as in the paper), multi-class
     problems use one-hot columns (1 / 0) in the order of `classes`;
-  * the paper's default input preprocessing is: flatten, optionally standardize with
-    training-set statistics, then scale every row to unit Euclidean norm;
+  * the default input preprocessing is the authors' (Karakida & Osawa's code,
+    `_partial_flatten_and_normalize` then a per-row division by the norm): flatten, subtract ONE
+    global mean and divide by ONE global std computed over the whole (N, d) array (scalars, not
+    per feature), then scale every row to unit Euclidean norm (`preprocess`, standardize="global").
+    The statistics are the training array's and are applied to both splits (the authors' code
+    uses each split's own scalars; training statistics keep the test set out of the fit).
+    PCA whitening (`digits(whiten=True)`) and Forster's transform (`forster_dataset`) are explicit
+    options; the paper applies Forster only to K-FAC's inputs and only when N > d;
   * nothing is ever downloaded: real data come from scikit-learn's bundled `digits` or
     from files the user already has (MNIST IDX / npz, CIFAR-10 python batches, npz).
 """
@@ -23,8 +29,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 __all__ = [
-    "Dataset", "flatten", "standardize", "unit_norm_rows", "select_classes", "binary_targets",
-    "one_hot", "pca_whiten", "forster_transform", "forster_fit", "forster_apply", "forster_dataset",
+    "Dataset", "flatten", "standardize", "global_standardize", "preprocess", "STANDARDIZE",
+    "unit_norm_rows", "select_classes", "binary_targets",
+    "one_hot", "pca_whiten", "forster_transform", "forster_fit", "forster_fit_span", "span_isotropy_error",
+    "forster_apply", "forster_dataset",
     "isotropy_error", "digits", "gaussian", "sphere",
     "load_mnist", "load_cifar10", "load_npz", "load", "DATASETS",
 ]
@@ -48,6 +56,7 @@ class Dataset:
     labels_test: np.ndarray
     classes: tuple
     name: str
+    preprocessing: str = "none"
 
     def __post_init__(self) -> None:
         for split in ("train", "test"):
@@ -127,6 +136,54 @@ def standardize(x_train: Any, x_test: Any) -> tuple[np.ndarray, np.ndarray]:
 _standardize = standardize  # parameters named `standardize` shadow the function below
 
 
+def global_standardize(x_train: Any, x_test: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(x - m) / s with ONE scalar mean m and ONE scalar std s of the whole training array.
+
+    Both splits use the training scalars. A constant training array (s = 0) is only centred.
+    Returns (x_train, x_test) as new float64 arrays.
+    """
+    xtr = _finite(x_train, "x_train")
+    xte = _finite(x_test, "x_test")
+    if xtr.ndim != 2 or xte.ndim != 2 or xtr.shape[1] != xte.shape[1]:
+        raise ValueError(f"global_standardize expects x_train (N, d) and x_test (N', d), got "
+                         f"shapes {xtr.shape} and {xte.shape}")
+    mean, std = float(xtr.mean()), float(xtr.std())
+    scale = std if std > 0 else 1.0
+    return (xtr - mean) / scale, (xte - mean) / scale
+
+
+STANDARDIZE = ("global", "feature", "none")
+
+
+def _standardize_mode(standardize: Any) -> str:
+    if standardize is False or standardize is None:
+        return "none"
+    if not isinstance(standardize, str) or standardize not in STANDARDIZE:
+        raise ValueError(f"standardize must be one of {STANDARDIZE} ('global': one scalar mean "
+                         f"and std over the training array, the paper's default; 'feature': per "
+                         f"feature), got {standardize!r}")
+    return standardize
+
+
+def preprocess(x_train: Any, x_test: Any, standardize: str = "global",
+               unit_norm: bool = True) -> tuple[np.ndarray, np.ndarray, str]:
+    """Flatten, standardize (default: one global mean/std of the training array), then scale
+    every row to unit norm (the authors' pipeline). Returns (x_train, x_test, description)."""
+    mode = _standardize_mode(standardize)
+    xtr, xte = flatten(x_train), flatten(x_test)
+    steps = []
+    if mode == "global":
+        xtr, xte = global_standardize(xtr, xte)
+        steps.append("global standardization (one mean and std of the training array)")
+    elif mode == "feature":
+        xtr, xte = _standardize(xtr, xte)
+        steps.append("per-feature standardization (training statistics)")
+    if unit_norm:
+        xtr, xte = unit_norm_rows(xtr), unit_norm_rows(xte)
+        steps.append("unit-norm rows")
+    return xtr, xte, " + ".join(steps) if steps else "none"
+
+
 def unit_norm_rows(x: Any) -> np.ndarray:
     """Scale every row of the (N, d) array to unit Euclidean norm; a zero row is a ValueError."""
     arr = _finite(x, "x")
@@ -200,8 +257,9 @@ def forster_fit(x: Any, iters: int = 5000, tol: float = 1e-10) -> np.ndarray:
     After the map the rows have unit norm and X^T X = (N/d) I (isotropic position). Iterates
     X <- rownormalize(X (X^T X)^{-1/2}), accumulating M, until isotropy_error(X) < tol. Needs
     N >= d and X^T X non-singular (ValueError otherwise); points must be in general position for
-    a solution to exist; a UserWarning is issued if `tol` is not reached after `iters` steps.
-    Apply the same M to test points with `forster_apply`.
+    a solution to exist; if `tol` is not reached after `iters` steps a UserWarning is issued and
+    the iterate with the smallest isotropy error is returned (the authors' code likewise stops
+    after a fixed number of iterations). Apply the same M to test points with `forster_apply`.
     """
     arr = _finite(x, "x")
     if arr.ndim != 2:
@@ -215,11 +273,14 @@ def forster_fit(x: Any, iters: int = 5000, tol: float = 1e-10) -> np.ndarray:
     arr = unit_norm_rows(arr)
     target = n / d
     total = np.eye(d)
+    best = (np.inf, total)
     for _ in range(iters):
         gram = arr.T @ arr
         err = np.linalg.norm(gram - target * np.eye(d)) / (target * np.sqrt(d))
         if err < tol:
             return total
+        if err < best[0]:
+            best = (err, total.copy())
         evals, evecs = np.linalg.eigh(gram)
         if evals[0] <= evals[-1] * max(n, d) * np.finfo(np.float64).eps:
             rank = int(np.sum(evals > evals[-1] * max(n, d) * np.finfo(np.float64).eps))
@@ -230,11 +291,42 @@ def forster_fit(x: Any, iters: int = 5000, tol: float = 1e-10) -> np.ndarray:
         total /= np.linalg.norm(total, 2)          # scale is irrelevant; keep it O(1)
         arr = unit_norm_rows(arr @ inv_sqrt)
     err = isotropy_error(arr)
-    if err >= tol:
-        warnings.warn(f"forster_transform did not converge in {iters} iterations: isotropy error "
-                      f"{err:.3e} >= tol {tol:.1e} (points may not be in general position)",
-                      UserWarning, stacklevel=2)
-    return total
+    if err < best[0]:
+        best = (err, total)
+    if best[0] >= tol:
+        warnings.warn(f"forster_transform did not converge in {iters} iterations: smallest "
+                      f"isotropy error {best[0]:.3e} >= tol {tol:.1e} (points may not be in "
+                      f"general position); returning that iterate", UserWarning, stacklevel=2)
+    return best[1]
+
+
+def span_isotropy_error(x: Any, rank: int | None = None) -> tuple[float, int]:
+    """(||V^T X^T X V - (N/r) I||_F / ||(N/r) I||_F, r): `isotropy_error` inside the span V of
+    the r leading right singular vectors of X (r = `rank`, or the numerical rank: cut at
+    max(N, d) eps times the largest singular value)."""
+    arr = _finite(x, "x")
+    _, s, vt = np.linalg.svd(arr, full_matrices=False)
+    r = rank or int(np.sum(s > s[0] * max(arr.shape) * np.finfo(np.float64).eps))
+    return isotropy_error(arr @ vt[:r].T), r
+
+
+def forster_fit_span(x: Any, iters: int = 5000, tol: float = 1e-10) -> tuple[np.ndarray, int]:
+    """Forster's transform inside the span of the rows of x: (d x d matrix M, rank r).
+
+    Rank-deficient inputs (e.g. digits whose constant border pixels give identical columns after
+    the global standardization and unit norm) have no isotropic position in R^d; in the
+    r-dimensional span V_r of the rows they may have one. M = V_r M_r V_r^T with M_r from
+    `forster_fit` on x V_r, so that after x -> x M / ||x M|| the non-zero eigenvalues of X^T X all
+    equal N / r (K-FAC's first-layer condition on the span). Needs N >= r; rank cut at
+    max(N, d) eps times the largest singular value.
+    """
+    arr = unit_norm_rows(_finite(x, "x"))
+    _, s, vt = np.linalg.svd(arr, full_matrices=False)
+    r = int(np.sum(s > s[0] * max(arr.shape) * np.finfo(np.float64).eps))
+    if r == arr.shape[1]:
+        return forster_fit(arr, iters, tol), r
+    v = vt[:r].T
+    return v @ forster_fit(arr @ v, iters, tol) @ v.T, r
 
 
 def forster_apply(x: Any, matrix: np.ndarray) -> np.ndarray:
@@ -250,12 +342,25 @@ def forster_transform(x: Any, iters: int = 5000, tol: float = 1e-10) -> np.ndarr
     return forster_apply(x, forster_fit(x, iters, tol))
 
 
-def forster_dataset(ds: "Dataset", iters: int = 5000, tol: float = 1e-10) -> "Dataset":
-    """Fit Forster's transform on the training inputs and apply it to both splits."""
+def forster_dataset(ds: "Dataset", iters: int = 5000, tol: float = 1e-10,
+                    span: bool = False) -> "Dataset":
+    """Fit Forster's transform on the training inputs and apply it to both splits.
+
+    span=True fits it inside the span of the training inputs when they are rank-deficient
+    (`forster_fit_span`); the recorded preprocessing then names the rank."""
     import dataclasses
-    m = forster_fit(ds.x_train, iters, tol)
-    return dataclasses.replace(ds, x_train=forster_apply(ds.x_train, m),
-                               x_test=forster_apply(ds.x_test, m), name=ds.name + " (Forster)")
+    if span:
+        m, r = forster_fit_span(ds.x_train, iters, tol)
+    else:
+        m, r = forster_fit(ds.x_train, iters, tol), ds.input_dim
+    where = "" if r == ds.input_dim else f" in the rank-{r} span of the training inputs"
+    xtr = forster_apply(ds.x_train, m)
+    err = span_isotropy_error(xtr, r)[0]
+    return dataclasses.replace(ds, x_train=xtr, x_test=forster_apply(ds.x_test, m),
+                               name=ds.name + " (Forster)",
+                               preprocessing=ds.preprocessing + f" + Forster{where} ({iters} "
+                               f"iterations, isotropy error {err:.2g}; fitted on the training "
+                               "inputs, applied to both splits)")
 
 
 # ----------------------------------------------------------------------------- shared pipeline
@@ -320,32 +425,30 @@ def _take(n_avail: int, n: int | None, seed: int | None, what: str) -> np.ndarra
 
 
 def _build(name: str, x_tr: np.ndarray, lab_tr: np.ndarray, x_te: np.ndarray, lab_te: np.ndarray,
-           classes: tuple, binary: bool, do_standardize: bool, unit_norm: bool) -> Dataset:
-    """Flatten, optionally standardize (training statistics), optionally unit-norm, make targets."""
-    xtr, xte = flatten(x_tr), flatten(x_te)
-    if do_standardize:
-        xtr, xte = _standardize(xtr, xte)
-    if unit_norm:
-        xtr, xte = unit_norm_rows(xtr), unit_norm_rows(xte)
+           classes: tuple, binary: bool, standardize: str, unit_norm: bool,
+           before: str = "") -> Dataset:
+    """`preprocess` the inputs (training statistics), make targets."""
+    xtr, xte, how = preprocess(x_tr, x_te, standardize, unit_norm)
+    how = before + " + " + how if before else how
     if binary:
         ytr, yte = binary_targets(lab_tr, classes[0]), binary_targets(lab_te, classes[0])
     else:
         ytr, yte = one_hot(lab_tr, classes), one_hot(lab_te, classes)
     return Dataset(xtr, ytr, xte, yte, np.asarray(lab_tr, np.int64), np.asarray(lab_te, np.int64),
-                   tuple(classes), name)
+                   tuple(classes), name, how)
 
 
 def _from_splits(name: str, x_tr: np.ndarray, lab_tr: np.ndarray, x_te: np.ndarray,
                  lab_te: np.ndarray, all_classes: Sequence[int], n_train: int | None,
                  n_test: int | None, classes: Sequence[int] | None, binary: bool | None,
-                 seed: int | None, do_standardize: bool, unit_norm: bool) -> Dataset:
+                 seed: int | None, standardize: str, unit_norm: bool) -> Dataset:
     classes, binary = _resolve_classes(classes, binary, all_classes)
     x_tr, lab_tr = select_classes(x_tr, lab_tr, classes)
     x_te, lab_te = select_classes(x_te, lab_te, classes)
     i_tr = _take(len(lab_tr), n_train, seed, f"{name} training set")
     i_te = _take(len(lab_te), n_test, None if seed is None else seed + 1, f"{name} test set")
     return _build(name, x_tr[i_tr], lab_tr[i_tr], x_te[i_te], lab_te[i_te], classes, binary,
-                  do_standardize, unit_norm)
+                  standardize, unit_norm)
 
 
 # ----------------------------------------------------------------------------- bundled / synthetic
@@ -363,14 +466,15 @@ def pca_whiten(x_fit: Any, *xs: Any, rtol: float = 1e-8) -> tuple[np.ndarray, ..
 
 
 def digits(n_train: int = 100, n_test: int = 100, classes: Sequence[int] | None = (0, 1),
-           binary: bool | None = True, seed: int = 0, standardize: bool = False,
+           binary: bool | None = True, seed: int = 0, standardize: str = "global",
            unit_norm: bool = True, whiten: bool = False) -> Dataset:
     """scikit-learn's bundled 8x8 digits (d = 64, pixels 0..16, about 180 points per class).
 
     The chosen classes (None: all ten) are shuffled with `seed`; the first n_train points train,
     the next n_test test. binary=True: +0.5 for classes[0], -0.5 for classes[1]; binary=False:
-    one-hot over `classes`; None: binary iff two classes. Inputs are flattened, optionally
-    standardized, then scaled to unit norm (the paper's preprocessing). whiten=True first
+    one-hot over `classes`; None: binary iff two classes. Inputs are flattened, standardized
+    (default "global": one mean and std of the training array), then scaled to unit norm (the
+    authors' preprocessing; see `preprocess`). whiten=True (an explicit option, not the paper's) first
     PCA-whitens with the statistics of every image of `classes` outside the test split (labels
     unused; d becomes the number of non-degenerate components, about 50 for 0-vs-1): the raw 8 x 8
     digits have constant border pixels and an input Gram with condition number ~1e5.
@@ -391,18 +495,22 @@ def digits(n_train: int = 100, n_test: int = 100, classes: Sequence[int] | None 
         pool = np.setdiff1d(np.arange(len(lab)), te)
         x = pca_whiten(x[pool], x)[0]
     return _build(f"digits{classes}" + (" whitened" if whiten else ""), x[tr], lab[tr], x[te],
-                  lab[te], classes, binary, standardize, unit_norm)
+                  lab[te], classes, binary, standardize, unit_norm,
+                  before="PCA whitening (pool of non-test images)" if whiten else "")
 
 
 _TEACHERS = ("linear", "random")
 
 
 def gaussian(n_train: int, n_test: int, dim: int, out_dim: int = 1, seed: int = 0,
-             teacher: str = "linear", unit_norm: bool = False) -> Dataset:
-    """Inputs with i.i.d. N(0, 1) entries (optionally scaled to unit-norm rows).
+             teacher: str = "linear", standardize: str = "global",
+             unit_norm: bool = True) -> Dataset:
+    """Inputs with i.i.d. N(0, 1) entries, then `preprocess`ed (default: the authors' global
+    standardization and unit-norm rows).
 
-    teacher="linear": y = x W / sqrt(dim) with a fixed W ~ N(0, 1)^(dim x out_dim) drawn from
-    `seed` (the same teacher for train and test; computed before any row normalization).
+    teacher="linear": y = x W / r on the preprocessed inputs x, with a fixed W ~ N(0, 1)^(dim x
+    out_dim) drawn from `seed` (the same teacher for train and test) and r the root mean square
+    row norm of x (1 for unit-norm rows), so every target entry has unit variance.
     teacher="random": every target entry is +0.5 or -0.5 independently with probability 1/2.
     labels: for out_dim == 1 the sign of the target (+1 / -1, classes (1, -1)); otherwise the
     argmax over outputs (classes 0..out_dim-1).
@@ -412,26 +520,28 @@ def gaussian(n_train: int, n_test: int, dim: int, out_dim: int = 1, seed: int = 
     _check_sizes(n_train, n_test, dim, out_dim)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n_train + n_test, dim))
+    xtr, xte, how = preprocess(x[:n_train], x[n_train:], standardize, unit_norm)
+    x = np.concatenate([xtr, xte])
     if teacher == "linear":
         w = rng.standard_normal((dim, out_dim))
-        y = x @ w / np.sqrt(dim)
+        y = x @ w / np.sqrt(np.mean(np.sum(x * x, axis=1)))
     else:
         y = rng.choice(np.array([-0.5, 0.5]), size=(n_train + n_test, out_dim))
-    if unit_norm:
-        x = unit_norm_rows(x)
     if out_dim == 1:
         labels, classes = np.where(y[:, 0] > 0, 1, -1), (1, -1)
     else:
         labels, classes = np.argmax(y, axis=1), tuple(range(out_dim))
     return Dataset(x[:n_train], y[:n_train], x[n_train:], y[n_train:],
                    labels[:n_train].astype(np.int64), labels[n_train:].astype(np.int64),
-                   classes, f"gaussian(dim={dim}, teacher={teacher})")
+                   classes, f"gaussian(dim={dim}, teacher={teacher})", how)
 
 
 def sphere(n_train: int, n_test: int, dim: int, seed: int = 0) -> Dataset:
     """Points uniform on the unit sphere in R^dim with random +-0.5 targets (the paper's check).
 
     labels are +1 / -1 (classes (1, -1)), target = label / 2, drawn independently of the inputs.
+    The inputs are already in the form the authors' preprocessing produces (unit-norm rows, zero
+    mean in expectation); they are not re-standardized, so that they stay exactly uniform.
     """
     _check_sizes(n_train, n_test, dim, 1)
     rng = np.random.default_rng(seed)
@@ -439,7 +549,8 @@ def sphere(n_train: int, n_test: int, dim: int, seed: int = 0) -> Dataset:
     labels = rng.choice(np.array([1, -1]), size=n_train + n_test).astype(np.int64)
     y = 0.5 * labels.astype(np.float64)[:, None]
     return Dataset(x[:n_train], y[:n_train], x[n_train:], y[n_train:], labels[:n_train],
-                   labels[n_train:], (1, -1), f"sphere(dim={dim})")
+                   labels[n_train:], (1, -1), f"sphere(dim={dim})",
+                   "uniform on the unit sphere (unit-norm rows)")
 
 
 def _check_sizes(n_train: int, n_test: int, dim: int, out_dim: int) -> None:
@@ -587,13 +698,13 @@ def _mnist_arrays(directory: str) -> tuple[dict[str, np.ndarray], str]:
 
 def load_mnist(directory: str, n_train: int | None = 100, n_test: int | None = 100,
                classes: Sequence[int] | None = (0, 1), binary: bool | None = None,
-               seed: int | None = None, standardize: bool = False,
+               seed: int | None = None, standardize: str = "global",
                unit_norm: bool = True) -> Dataset:
     """MNIST from local files: the four IDX files (.gz or raw) or a Keras-layout mnist.npz.
 
     `directory` holds the files (or is the path of an .npz with keys x_train, y_train, x_test,
-    y_test). Pixels are scaled to [0, 1], images flattened (d = 784), optionally standardized,
-    rows scaled to unit norm. The first n_train / n_test points (None: all) of the chosen classes
+    y_test). Pixels are scaled to [0, 1], images flattened (d = 784), standardized (default: one
+    global mean and std of the training array), rows scaled to unit norm (`preprocess`). The first n_train / n_test points (None: all) of the chosen classes
     (None: all ten) are used, or a seeded random subset if `seed` is given. binary=None means
     binary (+0.5 for classes[0]) iff two classes, else one-hot.
     """
@@ -681,12 +792,12 @@ def _cifar_dir(directory: str) -> str:
 
 def load_cifar10(directory: str, n_train: int | None = 100, n_test: int | None = 100,
                  classes: Sequence[int] | None = (0, 1), binary: bool | None = None,
-                 seed: int | None = None, standardize: bool = False,
+                 seed: int | None = None, standardize: str = "global",
                  unit_norm: bool = True) -> Dataset:
     """CIFAR-10 from the local python batches (directory `cifar-10-batches-py` or its parent).
 
     Pixels scaled to [0, 1], flattened in the batch layout (d = 3072: 1024 R, 1024 G, 1024 B),
-    optionally standardized, rows scaled to unit norm. Point selection and targets as in
+    standardized (default: global) and rows scaled to unit norm (`preprocess`). Point selection and targets as in
     `load_mnist`. Batches are unpickled with a restricted unpickler (numpy arrays only).
     """
     root = _cifar_dir(os.fspath(directory))
@@ -702,12 +813,12 @@ def load_cifar10(directory: str, n_train: int | None = 100, n_test: int | None =
 
 def load_npz(path: str, n_train: int | None = None, n_test: int | None = None,
              classes: Sequence[int] | None = None, binary: bool | None = None,
-             seed: int | None = None, standardize: bool = False, unit_norm: bool = True,
+             seed: int | None = None, standardize: str = "global", unit_norm: bool = True,
              scale: float | None = None) -> Dataset:
     """Generic .npz with keys x_train (N, ...), y_train (N,), x_test (N', ...), y_test (N',).
 
     y_* are non-negative integer class labels. Inputs are divided by `scale` if given (e.g. 255
-    for uint8 images), flattened, optionally standardized and scaled to unit-norm rows.
+    for uint8 images), flattened, standardized (default: global) and scaled to unit-norm rows.
     classes=None uses every label present in y_train (sorted); selection and targets as in
     `load_mnist` (all points by default).
     """

@@ -43,8 +43,8 @@ def _method_key(method: Method) -> Method:
 
 
 def _damping(method: Method, K: Kernels, damping: Optional[float]) -> float:
-    """damping=None: unit_wise -> unitwise.default_damping(K) (dual shift N rho = 1e-6 x the
-    NTK's mean diagonal); every other method -> 0 (the rho -> 0 limit)."""
+    """damping=None: unit_wise -> unitwise.default_damping(K) (the one unit-wise rule); every
+    other method -> 0 (the rho -> 0 limit)."""
     if damping is None:
         return unitwise.default_damping(K) if method == "unit_wise" else 0.0
     return _checks.non_negative(damping, "damping")
@@ -78,21 +78,21 @@ def _direction(method: Method, net: Network, params: Any, x: Any, y: Any,
 
 
 def ngd_direction(method: Method, net: Network, params: Any, x_train: Any, y_train: Any,
-                  damping: Optional[float] = 0.0) -> list:
+                  damping: Optional[float] = None) -> list:
     """Parameter-space direction d (a pytree like params) of `method` on the batch (X, Y).
 
     One step is params - lr * d; for NGD-type methods lr = 1/alpha (`ntkngd.operator(method,
     ntkngd.empirical_kernels(...)).lr`). `method`: gd (d = the loss gradient), exact,
     block_diagonal, block_tridiagonal, kfac, unit_wise, or ntkngd.block_pattern(S). damping rho >= 0
     is the parameter-space Tikhonov damping (F + rho I; factored sqrt(rho) for K-FAC); None gives
-    0, except unit_wise: dual shift N rho = 1e-6 x the NTK's mean diagonal. Dual solves run in
+    0, except unit_wise: `methods.unitwise.default_damping`. Dual solves run in
     float64 numpy; the features and the contraction run jitted in the parameters' dtype.
     """
     return _direction(method, net, params, x_train, y_train, damping)[0]
 
 
 def ngd_transform(method: Method, net: Network,
-                  damping: Optional[float] = 0.0) -> optax.GradientTransformationExtraArgs:
+                  damping: Optional[float] = None) -> optax.GradientTransformationExtraArgs:
     """An optax transformation that replaces the incoming updates by `ngd_direction` on the batch
     passed as extra arguments: `update(grads, state, params, x=..., y=...)`. Chain it with
     `optax.scale(-lr)`. The incoming grads are ignored (the direction is rebuilt from the batch);
@@ -178,7 +178,7 @@ def _predictions(op, f0, y, f0t, yt, lr, steps):
 
 
 def train(method: Method, net: Network, params: Any, data: tuple, steps: int = 5,
-          lr: Optional[float] = None, damping: Optional[float] = 0.0, loss: str = "mse"):
+          lr: Optional[float] = None, damping: Optional[float] = None, loss: str = "mse"):
     """T steps of `method` on a finite network, logged beside the function-space predictions.
 
     data = (x_train, y_train, x_test, y_test). lr=None uses the empirical operator's lr at

@@ -11,14 +11,14 @@ from .methods.block import pattern_operator
 
 
 def operator(method: Union[str, BlockPattern], kernels: Kernels,
-             damping: float | None = 0.0) -> Operator:
+             damping: float | None = None) -> Operator:
     """G, G', alpha (theory and measured) and lr for `method` on `kernels`.
 
     method: "gd", "exact", "block_diagonal", "block_tridiagonal", "kfac", "unit_wise" (aliases
     "bd", "btd", "ngd") or `ntkngd.block_pattern(S)`. damping rho >= 0 is added to the Fisher in
     parameter space (F + rho I; N rho I in the dual space; factored sqrt(rho) for K-FAC);
-    None picks the method's default (unit-wise on finite-width kernels: 1e-6 x the NTK's mean
-    diagonal in the dual space, see `methods.unitwise.default_damping`; 0 otherwise).
+    None (the default) picks the method's default (unit-wise on finite-width kernels:
+    `methods.unitwise.default_damping`; 0 otherwise).
     """
     if not isinstance(kernels, Kernels):
         raise TypeError(f"kernels must be an ntkngd.Kernels (from analytic_kernels or "

@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ntkngd.data import (
-    Dataset, binary_targets, digits, flatten, forster_transform, gaussian, isotropy_error, load,
+    Dataset, binary_targets, digits, flatten, forster_transform, gaussian, global_standardize,
+    isotropy_error, load, preprocess,
     load_cifar10, load_mnist, load_npz, one_hot, select_classes, sphere, standardize,
     unit_norm_rows,
 )
@@ -93,6 +94,47 @@ def test_standardize_constant_feature_centred_not_divided():
     np.testing.assert_allclose(a.mean(axis=0), 0.0, atol=1e-15)
 
 
+def test_default_preprocessing_is_global_standardization_then_unit_norm():
+    # one scalar mean 3 and std sqrt(5) of the whole training array (not per feature)
+    xtr = np.array([[0.0, 2.0], [4.0, 6.0]])
+    xte = np.array([[3.0, 4.0]])
+    a, b, how = preprocess(xtr, xte)
+    z = np.array([[-3.0, -1.0], [1.0, 3.0]]) / np.sqrt(5.0)
+    np.testing.assert_allclose(a, z / np.linalg.norm(z, axis=1, keepdims=True), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(a, [[-3 / np.sqrt(10), -1 / np.sqrt(10)],
+                                   [1 / np.sqrt(10), 3 / np.sqrt(10)]], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(b, [[0.0, 1.0]], rtol=0, atol=1e-15)  # test uses training scalars
+    assert how == "global standardization (one mean and std of the training array) + unit-norm rows"
+    g, gt = global_standardize(xtr, xte)
+    np.testing.assert_allclose(g, z, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(gt, [[0.0, 1 / np.sqrt(5.0)]], rtol=0, atol=1e-15)
+    with pytest.raises(ValueError, match=r"standardize must be one of"):
+        preprocess(xtr, xte, standardize=True)
+
+
+def test_every_loader_defaults_to_the_authors_preprocessing(tmp_path):
+    from sklearn.datasets import load_digits
+    raw = load_digits()
+    ds = digits(n_train=30, n_test=20, classes=(0, 1), seed=5)
+    x, lab = select_classes(raw.images, raw.target, (0, 1))
+    perm = np.random.default_rng(5).permutation(len(lab))
+    xtr, xte = flatten(x[perm[:30]]), flatten(x[perm[30:50]])
+    m, s = xtr.mean(), xtr.std()
+    np.testing.assert_allclose(ds.x_train, unit_norm_rows((xtr - m) / s), rtol=0, atol=1e-14)
+    np.testing.assert_allclose(ds.x_test, unit_norm_rows((xte - m) / s), rtol=0, atol=1e-14)
+    g = gaussian(20, 5, dim=4, seed=1)
+    x = np.random.default_rng(1).standard_normal((25, 4))
+    np.testing.assert_allclose(g.x_train, unit_norm_rows((x[:20] - x[:20].mean()) / x[:20].std()),
+                               rtol=0, atol=1e-14)
+    images, labels = write_mnist(tmp_path, gz=False)[:2]
+    mn = load_mnist(tmp_path, n_train=5, n_test=4, classes=(0, 1))
+    sel = images[np.isin(labels, (0, 1))][:5].reshape(5, -1) / 255.0
+    np.testing.assert_allclose(mn.x_train, unit_norm_rows((sel - sel.mean()) / sel.std()),
+                               rtol=0, atol=1e-14)
+    for d in (ds, g, mn):
+        assert d.preprocessing.startswith("global standardization")
+
+
 def test_select_binary_one_hot():
     x = np.arange(12.0).reshape(6, 2)
     lab = np.array([3, 1, 7, 3, 1, 9])
@@ -158,7 +200,7 @@ def test_digits_binary_shapes_targets_norms():
     assert set(np.unique(ds.y_train[:, 0])) == {-0.5, 0.5}
     np.testing.assert_array_equal(ds.y_train[:, 0] == 0.5, ds.labels_train == 3)
     assert set(np.unique(ds.labels_test)) <= {3, 8}
-    assert np.all(ds.x_train >= 0)  # unstandardized pixels stay non-negative
+    assert "global standardization" in ds.preprocessing and "unit-norm" in ds.preprocessing
     # train and test are disjoint pieces of one shuffle: no shared image
     assert not (ds.x_train[:, None, :] == ds.x_test[None, :, :]).all(-1).any()
 
@@ -176,7 +218,7 @@ def test_digits_one_hot_and_standardize_and_errors():
     np.testing.assert_array_equal(ds.y_train.sum(axis=1), 1.0)
     np.testing.assert_array_equal(np.argmax(ds.y_train, axis=1),
                                   [(0, 1, 2).index(l) for l in ds.labels_train])
-    st_ = digits(n_train=60, n_test=30, standardize=True, unit_norm=False)
+    st_ = digits(n_train=60, n_test=30, standardize="feature", unit_norm=False)
     col_std = st_.x_train.std(axis=0)
     assert np.all((np.abs(col_std - 1) < 1e-12) | (col_std == 0))
     assert np.sum(col_std == 0) >= 1  # border pixels of 0/1 digits are constant
@@ -209,7 +251,7 @@ def test_sphere_and_gaussian():
 @pytest.mark.parametrize("gz", [True, False])
 def test_load_mnist_idx(tmp_path, gz):
     tr_x, tr_y, te_x, te_y = write_mnist(tmp_path, gz=gz)
-    ds = load_mnist(tmp_path, n_train=5, n_test=4, classes=(0, 1))
+    ds = load_mnist(tmp_path, n_train=5, n_test=4, classes=(0, 1), standardize="none")
     assert (ds.n_train, ds.n_test, ds.input_dim, ds.out_dim) == (5, 4, 784, 1)
     # first points of the chosen classes, in file order
     idx = np.flatnonzero(np.isin(tr_y, (0, 1)))[:5]
@@ -229,11 +271,12 @@ def test_load_mnist_npz(tmp_path):
     x_tr, x_te = fake_images(rng, 12), fake_images(rng, 8)
     y_tr, y_te = np.arange(12) % 3, np.arange(8) % 3
     np.savez(tmp_path / "mnist.npz", x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
-    ds = load_mnist(tmp_path, n_train=4, n_test=3, classes=(0, 1, 2))
+    ds = load_mnist(tmp_path, n_train=4, n_test=3, classes=(0, 1, 2), standardize="none")
     assert ds.y_train.shape == (4, 3) and ds.input_dim == 784
     exp = x_tr[0].reshape(-1) / 255.0
     np.testing.assert_allclose(ds.x_train[0], exp / np.linalg.norm(exp), rtol=1e-13)
-    same = load_mnist(tmp_path / "mnist.npz", n_train=4, n_test=3, classes=(0, 1, 2))
+    same = load_mnist(tmp_path / "mnist.npz", n_train=4, n_test=3, classes=(0, 1, 2),
+                      standardize="none")
     np.testing.assert_array_equal(same.x_train, ds.x_train)
 
 
@@ -295,7 +338,8 @@ def test_mnist_not_enough_points(tmp_path):
 def test_load_cifar10(tmp_path, nested, protocol):
     root = tmp_path / "cifar-10-batches-py" if nested else tmp_path
     batches = write_cifar(root, protocol=protocol)
-    ds = load_cifar10(tmp_path if nested else root, n_train=None, n_test=None, classes=(0, 1))
+    ds = load_cifar10(tmp_path if nested else root, n_train=None, n_test=None, classes=(0, 1),
+                      standardize="none")
     all_tr = np.concatenate([np.asarray(batches[f"data_batch_{k}"][1]) for k in range(1, 6)])
     assert ds.n_train == int(np.isin(all_tr, (0, 1)).sum()) == 3 and ds.input_dim == 3072
     assert ds.n_test == 1 and ds.labels_test.tolist() == [0]  # test batch labels 5..9, 0

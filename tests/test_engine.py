@@ -108,7 +108,8 @@ def test_unit_wise_default_damping():
     net, params, x, y, xt = _setup(3, width=24)
     K = empirical_kernels(net, params, x, xt)
     rho = unitwise.default_damping(K)
-    assert N * rho == pytest.approx(1e-6 * np.mean(np.diag(K.ntk_train)))
+    units = 2 * 24 + 1                              # two hidden layers of 24 units, one output
+    assert N * rho == pytest.approx(3e-4 * np.mean(np.diag(K.ntk_train)) / units, rel=1e-12)
     d_none = ngd_direction("unit_wise", net, params, x, y, damping=None)
     d_rho = ngd_direction("unit_wise", net, params, x, y, damping=rho)
     for a, b in zip(jax.tree_util.tree_leaves(d_none), jax.tree_util.tree_leaves(d_rho)):

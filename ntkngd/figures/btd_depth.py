@@ -7,7 +7,7 @@ import numpy as np
 
 from .. import analytic_kernels, mlp, operator
 from ..methods import patterns
-from .common import Context, binary_data, legend, save_figure, subplots
+from .common import Context, binary_data, data_record, legend, save_figure, subplots
 
 NAME = "btd_depth"
 TITLE = "block tri-diagonal alpha against depth"
@@ -32,7 +32,8 @@ def compute(ctx: Context) -> dict:
         return ctx.cache.get_or_compute(f"L{L}", run)
 
     rows = [one(L) for L in ctx.progress(depths, desc=NAME)]
-    return {"depth": depths, **{k: np.array([r[k] for r in rows]) for k in rows[0]}}
+    return {"depth": depths, "preprocessing": data_record(ds),
+            **{k: np.array([r[k] for r in rows]) for k in rows[0]}}
 
 
 def plot(res: dict, ctx: Context) -> list:

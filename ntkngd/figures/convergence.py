@@ -19,12 +19,12 @@ FLOOR = 1e-12
 def compute(ctx: Context) -> dict:
     p = ctx.profile
     s = standard_setup(p, seed=0)
-    net, params, data, Ka = s.net, s.params, s.data, s.kernels
-    out = {"steps": np.arange(p.steps + 1)}
+    out = {"steps": np.arange(p.steps + 1), "preprocessing": s.record()}
     for m in ctx.progress(METHOD_ORDER, desc=NAME):
-        damping = None if m == "unit_wise" else 0.0
+        sm = s.for_method(m)          # K-FAC: Forster inputs when N > d (the paper's setting)
+        net, params, data, Ka = sm.net, sm.params, sm.data, sm.kernels
 
-        def run(m=m, damping=damping):
+        def run(m=m, net=net, params=params, data=data, Ka=Ka, damping=None):
             res = {}
             lr_opt = quiet(operator, m, Ka, 0.0).lr      # theory's 1/alpha (GD: 1/lambda_max)
             for frac in FRACTIONS:

@@ -14,7 +14,7 @@ from matplotlib.ticker import NullFormatter
 from .. import analytic_kernels, mlp
 from .. import data as data_mod
 from ..ce_engine import train_ce
-from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, Context, init_params, legend, quiet,
+from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, Context, data_record, init_params, legend, quiet,
                      save_figure, subplots)
 
 NAME = "cross_entropy"
@@ -27,8 +27,7 @@ FIELDS = ("train_loss", "test_loss", "train_acc", "test_acc", "pred_inf_train_lo
 
 def _dataset(p):
     return data_mod.digits(n_train=p.ce_n_train, n_test=p.n_test,
-                           classes=tuple(range(p.ce_classes)), binary=False, seed=0,
-                           standardize=True)
+                           classes=tuple(range(p.ce_classes)), binary=False, seed=0)
 
 
 def compute(ctx: Context) -> dict:
@@ -44,7 +43,7 @@ def compute(ctx: Context) -> dict:
             kernels["K"] = analytic_kernels(net, ds.x_train, ds.x_test)
         return kernels["K"]
 
-    out = {"steps": np.arange(p.steps + 1)}
+    out = {"steps": np.arange(p.steps + 1), "preprocessing": data_record(ds)}
     for m in ctx.progress(METHOD_ORDER, desc=NAME):
         def run(m=m):
             log = quiet(train_ce, m, net, params, data, steps=p.steps, analytic=analytic())

@@ -33,7 +33,10 @@ def compute(ctx: Context) -> dict:
         return ctx.cache.get_or_compute(f"n{n}", run)
 
     rows = [one(n) for n in ctx.progress(ns, desc=NAME)]
-    return {"n": ns, "d": d, **{k: np.array([r[k] for r in rows]) for k in rows[0]}}
+    prep = {"data": f"sphere(dim={d})", "preprocessing": "uniform on the unit sphere; 'forster' "
+            "columns: Forster's transform of the same points (only where N >= d)"}
+    return {"n": ns, "d": d, "preprocessing": prep,
+            **{k: np.array([r[k] for r in rows]) for k in rows[0]}}
 
 
 def _ratio_axis(ax, ratio) -> None:

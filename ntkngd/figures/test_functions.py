@@ -17,11 +17,12 @@ TITLE = "test loss and accuracy per method"
 def compute(ctx: Context) -> dict:
     p = ctx.profile
     s = standard_setup(p, seed=3)
-    ds, net, params, data, Ka = s.ds, s.net, s.params, s.data, s.kernels
-    out = {"steps": np.arange(p.steps + 1)}
+    out = {"steps": np.arange(p.steps + 1), "preprocessing": s.record()}
     for m in ctx.progress(METHOD_ORDER, desc=NAME):
-        def run(m=m):
-            damping = None if m == "unit_wise" else 0.0
+        sm = s.for_method(m)          # K-FAC: Forster inputs when N > d (the paper's setting)
+
+        def run(m=m, ds=sm.ds, net=sm.net, params=sm.params, data=sm.data, Ka=sm.kernels,
+                damping=None):
             op = quiet(operator, m, Ka, 0.0)
             log = quiet(train, m, net, params, data, steps=p.steps, lr=op.lr, damping=damping)
             res = {"test_loss": log.test_loss, "theory_test_loss": log.pred_inf_test_loss,

@@ -8,7 +8,7 @@ import numpy as np
 from .. import mlp, operator
 from ..empirical import empirical_kernels
 from ..methods.unitwise import predicted_alpha
-from .common import (Context, binary_data, init_params, legend, log_axis_at, quiet, save_figure,
+from .common import (Context, binary_data, data_record, init_params, legend, log_axis_at, quiet, save_figure,
                      subplots)
 
 NAME = "unit_wise_width"
@@ -20,7 +20,7 @@ def compute(ctx: Context) -> dict:
     p = ctx.profile
     ds = binary_data(p, n_train=min(p.n_train, 48))
     widths = np.asarray(p.unit_widths)
-    out = {"widths": widths}
+    out = {"widths": widths, "preprocessing": data_record(ds)}
     for act in ACTS:
         rows = []
         for w in ctx.progress(widths, desc=f"{NAME} {act}"):

@@ -7,7 +7,8 @@ import numpy as np
 from .. import analytic_kernels, mlp, operator
 from ..empirical import outputs
 from ..engine import ngd_direction
-from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, Context, binary_data, init_params,
+from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, Context, binary_data, data_record,
+                     init_params, kfac_data,
                      legend, log_axis_at, quiet, save_figure, step_params, subplots)
 
 NAME = "width_gap"
@@ -22,8 +23,7 @@ def _one(m, width, seed, ds, depth):
     f0 = np.asarray(outputs(net, params, ds.x_train), float)
     f0t = np.asarray(outputs(net, params, ds.x_test), float)
     g = f0 - ds.y_train
-    d = quiet(ngd_direction, m, net, params, ds.x_train, ds.y_train,
-              damping=None if m == "unit_wise" else 0.0)
+    d = quiet(ngd_direction, m, net, params, ds.x_train, ds.y_train, damping=None)
     p1 = step_params(params, d, op.lr)
     f1 = np.asarray(outputs(net, p1, ds.x_train), float)
     f1t = np.asarray(outputs(net, p1, ds.x_test), float)
@@ -37,13 +37,14 @@ def _one(m, width, seed, ds, depth):
 def compute(ctx: Context) -> dict:
     p = ctx.profile
     ds = binary_data(p)
+    kds = kfac_data(ds)[0]            # K-FAC: Forster inputs when N > d (the paper's setting)
     widths = np.asarray(p.gap_widths)
-    out = {"widths": widths}
+    out = {"widths": widths, "preprocessing": data_record(ds, kds)}
     jobs = [(m, w, s) for m in METHOD_ORDER for w in widths for s in range(p.seeds)]
     rows = {}
     for m, w, s in ctx.progress(jobs, desc=NAME):
         rows[m, w, s] = ctx.cache.get_or_compute(f"{m}_w{w}_s{s}",
-                                                 lambda m=m, w=w, s=s: _one(m, int(w), 100 + s, ds, p.depth))
+                                                 lambda m=m, w=w, s=s: _one(m, int(w), 100 + s, kds if m == "kfac" else ds, p.depth))
     for m in METHOD_ORDER:
         for split in ("train", "test"):
             vals = np.array([[rows[m, w, s][split] for s in range(p.seeds)] for w in widths])

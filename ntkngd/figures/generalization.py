@@ -1,0 +1,214 @@
+"""(j) Generalization at the fixed points: test loss and test accuracy of every method on digits
+0 vs 1 prepared three ways (the authors' raw pipeline, PCA-whitened, Forster for every method)
+against N/d. Lines: infinite-width theory at t -> infinity (continuous-time flow of `predict`
+from the networks' own initial outputs, the time set so that every mode of G has decayed by
+e^-50); markers: finite networks trained in parameter space (NGD methods `steps` steps at
+lr = 1/alpha; GD by full-batch gradient steps with Polyak momentum tuned to the extreme
+eigenvalues of the NTK, which reaches GD's fixed point -- the same point for any method whose steps
+stay in the span of the gradients, exactly so for the linearized network -- in `GD_STEPS` steps
+instead of ~ lambda_max / lambda_min), at the profile's N and at one N > d. The theory says the methods train alike and differ only in their test functions
+f' = f'_0 - G' G^+ (f_0 - y); exact NGD and GD share one (G' G^-1 = Theta' Theta^-1)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import analytic_kernels, mlp, operator, predict
+from ..dynamics import mse
+from ..empirical import outputs
+from ..engine import accuracy, ngd_direction
+from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, FORSTER_ITERS, Context, binary_data,
+                     data_record, init_params, log_axis_at, quiet, save_figure, step_params,
+                     subplots)
+
+NAME = "generalization"
+TITLE = "test loss and accuracy at the fixed points, raw / whitened / Forster inputs, against N/d"
+PREPS = ("raw", "whitened", "forster")
+PREP_LABELS = {"raw": "raw (global standardization + unit norm)",
+               "whitened": "PCA-whitened", "forster": "Forster (every method)"}
+GD_STEPS = {"tiny": 100}
+GD_STEPS_DEFAULT = 300
+DECAY = 50.0          # flow time: exp(-DECAY) on the slowest non-zero mode of lr G
+RANK_CUT = 1e-8       # modes of G below RANK_CUT x its largest eigenvalue count as its null space
+SWEEP = {"tiny": (0.25, 0.75, 1.5)}            # N / 64 of the theory sweep
+SWEEP_DEFAULT = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
+CLIP = 10.0           # test losses above CLIP (Forster's near-singular inputs) drawn at CLIP
+NGD_STEPS = 4         # NGD steps of the finite networks (theory: one step converges)
+SEEDS = 2             # networks (initial outputs f_0) averaged per point
+
+
+def _data(p, n: int, prep: str):
+    """(dataset, note) or (None, reason) when the preparation does not exist at this N."""
+    from .. import data as data_mod
+    ds = binary_data(p, n_train=n, whiten=prep == "whitened")
+    if prep != "forster":
+        return ds, ""
+    if ds.n_train <= ds.input_dim:
+        return None, "Forster needs N > d"
+    return quiet(data_mod.forster_dataset, ds, iters=FORSTER_ITERS, span=True), ""
+
+
+def _fixed_point(op, f0, y, f0t):
+    """Train and test outputs of the continuous-time flow at a time where every non-zero mode of
+    lr G has decayed by e^-DECAY (the t -> infinity limit)."""
+    ev = np.linalg.eigvals(op.train).real
+    slow = ev[ev > ev.max() * RANK_CUT].min()
+    traj = predict(op, f0, y, f0t, lr=op.lr, times=[DECAY / (op.lr * slow)])
+    return traj.train[-1], traj.test[-1]
+
+
+def _theory(p, ds, seeds: int) -> dict:
+    net = mlp(p.depth, p.width, "relu")
+    K = analytic_kernels(net, ds.x_train, ds.x_test)
+    res = {}
+    for m in METHOD_ORDER:
+        if m == "unit_wise":           # no infinite-width test operator
+            continue
+        op = quiet(operator, m, K, 0.0)
+        rows = []
+        for s in range(seeds):
+            params = init_params(net, ds.input_dim, 500 + s)
+            f0 = np.asarray(outputs(net, params, ds.x_train), float)
+            f0t = np.asarray(outputs(net, params, ds.x_test), float)
+            ftr, fte = _fixed_point(op, f0, ds.y_train, f0t)
+            rows.append((mse(fte, ds.y_test), accuracy(fte, ds.y_test), mse(ftr, ds.y_train)))
+        r = np.mean(rows, axis=0)
+        res.update({f"{m}/test_loss": r[0], f"{m}/test_acc": r[1], f"{m}/train_loss": r[2],
+                    f"{m}/deviation": op.deviation})
+    return res
+
+
+def _gd_train(net, params, x, y, lam_max: float, lam_min: float, steps: int):
+    """`steps` full-batch gradient steps with Polyak momentum on 1/(2N) sum ||f - y||^2 (jitted
+    loop): lr = 4 / (sqrt(lam_max) + sqrt(lam_min))^2, beta = ((sqrt k - 1) / (sqrt k + 1))^2,
+    k = lam_max / lam_min, the optimal heavy ball for a quadratic with that spectrum."""
+    import jax
+    import jax.numpy as jnp
+    xj, yj = jnp.asarray(x), jnp.asarray(y)
+    lr = 4.0 / (np.sqrt(lam_max) + np.sqrt(lam_min)) ** 2
+    root = np.sqrt(lam_max / lam_min)
+    beta = ((root - 1) / (root + 1)) ** 2
+
+    def loss(p):
+        return 0.5 * jnp.sum((net.apply_fn(p, xj) - yj) ** 2) / xj.shape[0]
+
+    grad = jax.grad(loss)
+
+    def body(_, state):
+        p, prev = state
+        new = jax.tree_util.tree_map(lambda a, b, c: a - lr * b + beta * (a - c), p, grad(p), prev)
+        return new, p
+    return jax.jit(lambda p: jax.lax.fori_loop(0, steps, body, (p, p))[0])(params)
+
+
+def _finite(p, ds, m: str, seed: int) -> dict:
+    net = mlp(p.depth, p.width, "relu")
+    params = init_params(net, ds.input_dim, 500 + seed)
+    K = analytic_kernels(net, ds.x_train)
+    op = quiet(operator, m, K, 0.0)
+    lr = op.lr
+    if m == "gd":
+        ev = op.spectrum
+        ev = ev[ev > ev.max() * RANK_CUT]
+        params = _gd_train(net, params, ds.x_train, ds.y_train, ev.max(), ev.min(),
+                           GD_STEPS.get(p.name, GD_STEPS_DEFAULT))
+    else:
+        if m == "unit_wise":
+            from ..methods.unitwise import predicted_alpha
+            lr = 1.0 / predicted_alpha(net)
+        for _ in range(NGD_STEPS):
+            d = quiet(ngd_direction, m, net, params, ds.x_train, ds.y_train, damping=None)
+            params = step_params(params, d, lr)
+    f = np.asarray(outputs(net, params, ds.x_train), float)
+    ft = np.asarray(outputs(net, params, ds.x_test), float)
+    return {"test_loss": mse(ft, ds.y_test), "test_acc": accuracy(ft, ds.y_test),
+            "train_loss": mse(f, ds.y_train)}
+
+
+def sizes(p) -> tuple[np.ndarray, tuple]:
+    """(N values of the theory sweep, N values with finite-width training)."""
+    n_max = 360 - p.n_test                # digits 0 vs 1 have 360 images
+    finite = (p.n_train, int(min(n_max, max(80, 3 * p.n_train))))
+    sweep = np.round(64 * np.array(SWEEP.get(p.name, SWEEP_DEFAULT)))
+    ns = np.unique(np.clip(np.concatenate([sweep, finite]), 4, n_max).astype(int))
+    return ns, finite
+
+
+def compute(ctx: Context) -> dict:
+    p = ctx.profile
+    if p.data_dir:
+        raise ValueError("the generalization figure uses the bundled digits (whitening); "
+                         "run it without --data-dir")
+    ns, finite_ns = sizes(p)
+    out = {"n": ns, "finite_n": np.array(finite_ns), "steps": NGD_STEPS,
+           "gd_steps": GD_STEPS.get(p.name, GD_STEPS_DEFAULT), "width": p.width, "prep": {}}
+    for prep in ctx.progress(PREPS, desc=NAME):
+        dims, rows, notes = [], [], []
+        for n in ns:
+            ds, why = _data(p, int(n), prep)
+            dims.append(np.nan if ds is None else ds.input_dim)
+            notes.append(why)
+            rows.append({} if ds is None else ctx.cache.get_or_compute(
+                f"theory_{prep}_n{n}", lambda ds=ds: _theory(p, ds, SEEDS)))
+        rec = {"d": dims, "notes": notes, "data": {}}
+        for key in {k for r in rows for k in r}:
+            rec[key] = [r.get(key, np.nan) for r in rows]
+        for n in finite_ns:
+            ds, why = _data(p, int(n), prep)
+            if ds is None:
+                continue
+            rec["data"][str(n)] = data_record(ds)
+            for m in METHOD_ORDER:
+                r = ctx.cache.get_or_compute(f"finite_{prep}_n{n}_{m}" + ("_hb" if m == "gd"
+                                                                          else ""),
+                                             lambda ds=ds, m=m: _finite(p, ds, m, 0))
+                for k, v in r.items():
+                    rec[f"finite/{m}/{k}/n{n}"] = v
+        out["prep"][prep] = rec
+    out["preprocessing"] = {k: v["data"] for k, v in out["prep"].items()}
+    return out
+
+
+def plot(res: dict, ctx: Context) -> list:
+    fig, axes = subplots(3, 2, width=4.6, height=3.6)
+    n = np.asarray(res["n"], float)
+    for j, prep in enumerate(PREPS):
+        rec = res["prep"][prep]
+        d = np.asarray(rec["d"], float)
+        for i, (key, ylabel) in enumerate((("test_acc", "test accuracy"),
+                                           ("test_loss", "test loss"))):
+            ax = axes[i * 3 + j]
+            for m in METHOD_ORDER:
+                if f"{m}/{key}" in rec:
+                    ax.plot(n / d, np.minimum(np.asarray(rec[f"{m}/{key}"], float), CLIP), "-",
+                            color=COLORS[m], lw=1.4, label=f"{LABELS[m]} theory")
+                for fn in res["finite_n"]:
+                    v = rec.get(f"finite/{m}/{key}/n{fn}")
+                    if v is not None:
+                        v = min(v, CLIP)
+                        dd = rec["data"][str(fn)]["d"]
+                        ax.plot(fn / dd, v, MARKERS[m], color=COLORS[m], mfc="none", ms=7,
+                                label=f"{LABELS[m]} width {res['width']}" if fn ==
+                                res["finite_n"][0] or prep == "forster" else None)
+            ax.axvline(1.0, color="0.6", lw=0.8, ls=":")
+            log_axis_at(ax, [0.25, 0.5, 1, 2, 4])
+            ax.set_xlim(0.2, 5)
+            ax.set_xlabel("N / d")
+            ax.set_ylabel(ylabel)
+            if key == "test_loss":
+                ax.set_yscale("log")
+                ax.set_ylim(top=2 * CLIP)
+            else:
+                ax.set_ylim(0.45, 1.02)
+            ax.set_title(PREP_LABELS[prep], fontsize=9)
+            ax.grid(alpha=0.3, which="both")
+    handles, labels = axes[0].get_legend_handles_labels()
+    seen = dict(zip(labels, handles))
+    fig.legend(seen.values(), seen.keys(), loc="lower center", ncol=4, fontsize=7, frameon=False,
+               bbox_to_anchor=(0.5, -0.06))
+    fig.suptitle(f"Digits 0 vs 1, L = {ctx.profile.depth} ReLU: theory at t -> infinity (lines, "
+                 f"mean of {SEEDS} f_0) against width {res['width']} trained "
+                 f"({res['steps']} NGD steps; GD: {res['gd_steps']} momentum steps to its fixed "
+                 f"point; markers).\nTest losses above {CLIP:g} drawn at {CLIP:g}. Forster: "
+                 "no exact isotropic position exists for these digits (the authors' 100 "
+                 "iterations are used)", fontsize=9)
+    return save_figure(fig, ctx, NAME)
