@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import warnings
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from .. import linalg
@@ -42,12 +44,13 @@ _CHUNK_BYTES = 64 * 2 ** 20
 DEFAULT_RELATIVE_DAMPING = 1e-6
 
 
-def default_damping(K) -> float:
+def default_damping(K):
     """rho with dual shift N rho = 1e-6 x the total NTK's mean diagonal, i.e. rho = 1e-6 mean
-    diag(Theta) / N (THEORY.md's "1e-6 of the NTK's mean diagonal" is the shift of the per-unit
-    N x N blocks; width 1024, N = 100, d = 784: alpha 974 against 1024 counted)."""
-    diag = np.mean(np.diag(np.asarray(K.ntk_train, float)))
-    return float(DEFAULT_RELATIVE_DAMPING * diag / K.n_train)
+    diag(Theta) / N (docs/theory.md: "1e-6 of the NTK's mean diagonal" is the shift of the per-unit
+    N x N blocks; width 1024, N = 100, d = 784: alpha 974 against 1024 counted). A float, or a
+    traced scalar inside jax.jit (the jitted update resolves damping=None on device)."""
+    val = DEFAULT_RELATIVE_DAMPING * jnp.mean(jnp.diagonal(K.ntk_train)) / K.n_train
+    return val if isinstance(val, jax.core.Tracer) else float(val)
 
 
 def _layer_units(K):
@@ -75,11 +78,11 @@ def _unit_blocks(qe: np.ndarray, dc: np.ndarray) -> np.ndarray:
 
 
 @serial_blas()
-def _pinv_batch(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _pinv_batch(theta: np.ndarray, rtol: float = linalg.RANK_RTOL) -> tuple[np.ndarray, np.ndarray]:
     """Batched pseudo-inverses and range projectors of PSD blocks (k, m, m) (eigh, rank cut)."""
     w, u = np.linalg.eigh(theta)
     w = np.clip(w, 0.0, None)
-    keep = w > linalg.RANK_RTOL * np.maximum(w.max(-1, keepdims=True), np.finfo(float).tiny)
+    keep = w > rtol * np.maximum(w.max(-1, keepdims=True), np.finfo(float).tiny)
     inv = np.where(keep, 1.0 / np.where(keep, w, 1.0), 0.0)
     return (u * inv[:, None, :]) @ np.swapaxes(u, 1, 2), \
         (u * keep[:, None, :]) @ np.swapaxes(u, 1, 2)
@@ -89,6 +92,7 @@ def _finite_operator(K, damping: float):
     """G, G' of the finite-width unit-wise Fisher (see the module docstring)."""
     m = K.blocks_train.shape[1]
     shift = K.n_train * damping
+    rtol = linalg.rank_rtol(K.blocks_train.dtype)
     train = np.zeros((m, m))
     test = np.zeros((K.blocks_test.shape[1], m)) if K.has_test else None
     for qe, d, active, qt, l in _layer_units(K):
@@ -99,9 +103,11 @@ def _finite_operator(K, damping: float):
                 theta_s = theta.copy()
                 theta_s[:, np.arange(m), np.arange(m)] += shift
                 inv = np.linalg.solve(theta_s, np.broadcast_to(np.eye(m), theta.shape))
-                train += len(idx) * np.eye(m) - shift * inv.sum(0)   # Theta (Theta + s)^-1 = I - s (.)^-1
+                # Theta (Theta + s)^-1 = [(Theta + s)^-1 Theta]^T, solved directly: no
+                # cancellation at large s (I - s (Theta + s)^-1 loses everything at rho = 1e4)
+                train += np.swapaxes(np.linalg.solve(theta_s, theta), 1, 2).sum(0)
             else:
-                inv, proj = _pinv_batch(theta)
+                inv, proj = _pinv_batch(theta, rtol)
                 train += proj.sum(0)
             if test is not None:
                 theta_t = dt[:, idx].T[:, :, None] * qt[None] * d[:, idx].T[:, None, :]
@@ -117,29 +123,48 @@ def active_counts(K) -> np.ndarray:
                for d in K.backprops_train).astype(float)
 
 
-def signals(K, damping: float, g: np.ndarray) -> list:
-    """Per-layer signals A_l (N, M_l): A_l[n, i] = sum_c v_{l,i}[(n, c)] D_l[(n, c), i], so that
-    d[W_l; b_l] = Ht_l^T A_l is the unit-wise direction (batched per-unit dual solves)."""
+def signals(K, damping, f, y, loss) -> list:
+    """Per-layer signals A_l (N, M_l) of the unit-wise update for any loss (jax.numpy, jittable):
+    column i of [W_l; b_l] gets Ht_l^T A_l[:, i]. With d_ni = D_l[(n, :), i] (C-vector),
+    h_ni = d_ni^T H_n d_ni and a_ni = d_ni . r_n, push-through and Woodbury give per unit
+        (N rho I + diag(h_i) Q_l) A_l[:, i] = a_i                       (rho > 0),
+    and for rho = 0 (MSE only) the pseudo-inverse limit A_i = sqrt(h_i) o M_i^+ (a_i / sqrt(h_i)),
+    M_i = diag(sqrt h_i) Q_l diag(sqrt h_i) (an N x N eigendecomposition per unit)."""
     from .. import empirical
     empirical.require_features(K, "a unit-wise parameter-space update")
+    positive = isinstance(damping, jax.core.Tracer) or damping > 0   # traced: the default > 0
+    if not positive and not loss.identity_hessian:
+        raise ValueError(f"unit-wise with the {loss.name} loss needs damping > 0 (the per-unit "
+                         "blocks H Theta_li are singular; pass damping=None for the default "
+                         "unitwise.default_damping)")
     n, c = K.n_train, K.out_dim
-    m = n * c
-    r = np.asarray(g, np.float64).reshape(m)
-    shift = n * damping
+    r = loss.residual(f, y)
+    H = None if loss.identity_hessian else loss.hessian(f)
     out = []
-    for qe, d, active, _, _ in _layer_units(K):
-        a = np.zeros((n, d.shape[1]))
-        for idx in _chunks(active, m):
-            theta = _unit_blocks(qe, d[:, idx])
-            if shift > 0:
-                theta[:, np.arange(m), np.arange(m)] += shift
-                v = np.linalg.solve(theta,
-                                    np.broadcast_to(r[:, None], (len(idx), m, 1)))[..., 0]
-            else:
-                v = np.einsum("kab,b->ka", _pinv_batch(theta)[0], r)
-            a[:, idx] = (v.T * d[:, idx]).reshape(n, c, -1).sum(1)
-        out.append(a)
+    for q, dl in zip(K.fwd_train, K.backprops_train):
+        d = dl.reshape(n, c, -1)
+        a = jnp.einsum("nc,nci->in", r.astype(d.dtype), d)                    # (M, N)
+        h = jnp.sum(d * d, 1).T if H is None else \
+            jnp.einsum("nci,ncd,ndi->in", d, H.astype(d.dtype), d)
+        if positive:
+            mats = h[:, :, None] * q[None] + n * damping * jnp.eye(n, dtype=q.dtype)
+            sig = jnp.linalg.solve(mats, a[:, :, None])[..., 0]
+        else:
+            sig = _pinv_units(q, h, a)
+        out.append(sig.T)
     return out
+
+
+def _pinv_units(q, h, a):
+    """sqrt(h) o (sqrt(h) Q sqrt(h))^+ (a / sqrt(h)) per unit (rows of h, a), dtype rank cut."""
+    sh = jnp.sqrt(h)
+    m = sh[:, :, None] * q[None] * sh[:, None, :]
+    w, u = jnp.linalg.eigh(m)
+    keep = w > linalg.rank_rtol(m.dtype) * jnp.maximum(w.max(-1, keepdims=True),
+                                                       jnp.finfo(w.dtype).tiny)
+    inv = jnp.where(keep, 1.0 / jnp.where(keep, w, 1.0), 0.0)
+    rhs = jnp.where(sh > 0, a / jnp.where(sh > 0, sh, 1.0), 0.0)
+    return sh * jnp.einsum("kij,kj,klj,kl->ki", u, inv, u, rhs)
 
 
 @serial_blas()
@@ -154,7 +179,7 @@ def _empirical_operator(K, damping: float) -> Operator:
     empirical.require_features(K, "the finite-width unit-wise operator")
     train, test = _finite_operator(K, damping)
     counts = active_counts(K)
-    first_ok = linalg.try_cholesky(np.asarray(K.fwd_train[0], float)) is not None
+    first_ok = linalg.try_cholesky(K.fwd_train[0]) is not None
     conditions = {"N <= d (first-layer input Gram invertible)": bool(first_ok),
                   "damping == 0": damping == 0, "C == 1": K.out_dim == 1}
     notes = [f"finite-width unit-wise, damping rho = {damping:.3g} (dual shift N rho)",
@@ -172,7 +197,7 @@ def _infinite_operator(K, damping: float) -> Operator:
         raise ValueError("unit_wise on infinite-width kernels is the damping -> 0 limit only; "
                          "use finite-width (empirical) kernels for a damped unit-wise operator")
     alpha = predicted_alpha(net)
-    first_ok = linalg.try_cholesky(np.asarray(K.fwd_train[0], float)) is not None
+    first_ok = linalg.try_cholesky(K.fwd_train[0]) is not None
     conditions = {"N <= d (first-layer input Gram invertible)": bool(first_ok),
                   "infinite width (M -> infinity)": False}
     notes = [f"unit-wise from gamma = {net.gamma} and widths {net.widths}: G = alpha I holds only "
