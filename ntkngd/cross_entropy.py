@@ -112,8 +112,7 @@ def ce_operator(method: Union[str, BlockPattern], K: Kernels, damping: float = 0
     K = _kernels(K)
     damping = _checks.non_negative(damping, "damping")
     _CE.check_outputs(int(K.out_dim))
-    if damping == 0 and not K.kron_outputs:
-        get_method(method)   # unknown names first
+    if damping == 0 and not K.kron_outputs and get_method(method).kind != "gd":
         raise ValueError("cross-entropy NGD with damping = 0 needs infinite-width kernels "
                          "(kron_outputs=True) here; pass damping > 0 or use "
                          "ce_min_norm_operator / ntkngd.operator(..., loss='ce')")
