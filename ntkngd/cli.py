@@ -82,7 +82,7 @@ def cmd_check(args) -> int:
     _enable_x64(True)
     import jax
 
-    from . import METHODS, analytic_kernels, isotropy, operator
+    from . import analytic_kernels, isotropy, method_names, operator
     from .empirical import empirical_kernels
     ds = _dataset(args)
     net = _net(args, ds.out_dim)
@@ -92,7 +92,7 @@ def cmd_check(args) -> int:
         kernels[f"width {args.width}"] = empirical_kernels(net, params, ds.x_train, ds.x_test)
     print(f"data {ds.name}: N = {ds.n_train}, d = {ds.input_dim}, C = {ds.out_dim}; "
           f"L = {net.depth}, {net.activation}, damping {args.damping}")
-    methods = args.methods or list(METHODS)
+    methods = args.methods or list(method_names())
     for label, K in kernels.items():
         print(f"-- {label}")
         for m in methods:
@@ -100,7 +100,7 @@ def cmd_check(args) -> int:
                 warnings.simplefilter("always")
                 try:
                     rep = isotropy(operator(m, K, args.damping))
-                except ValueError as e:
+                except (ValueError, NotImplementedError) as e:
                     print(f"{m:>18s}  not available: {e}")
                     continue
             print(rep.summary())
@@ -128,7 +128,9 @@ def _data_args(p):
 
 def parser() -> argparse.ArgumentParser:
     from .figures import available
-    from .methods import METHODS
+    from .losses import LOSSES
+    from .methods import ALIASES, method_names
+    methods = list(method_names())
     ap = argparse.ArgumentParser(prog="ntkngd", description="NGD with exact and approximate "
                                  "Fisher information in wide networks (Karakida & Osawa 2020).")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -142,18 +144,21 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--no-progress", action="store_true")
     f.set_defaults(fn=cmd_figures)
     t = sub.add_parser("train", help="train one method and print measured vs predicted losses")
-    t.add_argument("--method", default="exact", help=f"one of {', '.join(METHODS)}")
+    t.add_argument("--method", default="exact", choices=methods + sorted(ALIASES),
+                   metavar="METHOD", help=f"one of {', '.join(methods)} (registered methods)")
     t.add_argument("--steps", type=int, default=5)
     t.add_argument("--lr", type=float, default=None, help="default: 1/alpha of the method")
     t.add_argument("--damping", type=float, default=None,
                    help="default: 0 (unit_wise: 1e-6 x the NTK's mean diagonal)")
     t.add_argument("--float32", action="store_true")
-    t.add_argument("--loss", default="mse", choices=["mse", "ce"],
-                   help="ce: softmax cross-entropy with one-hot targets (C >= 2)")
+    t.add_argument("--loss", default="mse", choices=sorted(LOSSES) + ["ce", "bce"],
+                   help="ce: softmax cross-entropy with one-hot targets (C >= 2); bce: sigmoid "
+                   "binary cross-entropy (C = 1, targets 0/1)")
     _data_args(t)
     t.set_defaults(fn=cmd_train)
     c = sub.add_parser("check", help="isotropy report of every method")
-    c.add_argument("--methods", nargs="+", default=None)
+    c.add_argument("--methods", nargs="+", default=None, choices=methods + sorted(ALIASES),
+                   metavar="METHOD", help=f"default: every registered method ({', '.join(methods)})")
     c.add_argument("--damping", type=float, default=0.0)
     c.add_argument("--finite", action="store_true", help="also report the finite network's operators")
     _data_args(c)
