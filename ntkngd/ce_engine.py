@@ -1,53 +1,21 @@
-"""Finite-width training with the cross-entropy loss, beside the function-space CE predictions.
+"""Finite-width training with a non-quadratic loss (default softmax cross-entropy), beside the
+function-space predictions of `ntkngd.loss_dynamics`.
 
-Conventions (THEORY.md, "Cross-entropy"; ntkngd.cross_entropy): C >= 2 outputs, one-hot targets,
-Loss = (1/N) sum_n -sum_c y_nc log softmax(f_n)_c, residual r = p - y (N times the loss gradient in
-f), Fisher F = J^T Hs J / N with Hs = blockdiag_n(diag(p_n) - p_n p_n^T), gradient J^T r / N.
-Parameters as in ntkngd.empirical: per layer the augmented weight [W_l; b_l], layer inputs Ht_l
-(N, M_{l-1}[+1]), backprops D_l (N C, M_l), forward Gram Q_l = Ht_l Ht_l^T. Every update is
-params - lr * d with d[W_l; b_l] = Ht_l^T A_l (`empirical.contract`) for per-sample signals A_l
-(N, M_l); linearized, the training outputs move by -lr J d with
-    (J d)[(n, c)] = sum_l sum_m (Q_l A_l)[n, m] D_l[(n, c), m]          (`linearized_step`).
+Every method's update comes from the one engine (`ntkngd.engine`, jitted; the dual systems take
+the loss's output Hessian H, see `ntkngd.methods`). Linearized, the training outputs move by
+-lr J d with (J d)[(n, c)] = sum_l (Q_l A_l)[n] . D_l[(n, c)] (`linearized_step`).
 
-Methods and their signals:
-  gd:        v_l = r / N for every layer (A_l = dual_signals).
-  patterns (exact, block_diagonal, block_tridiagonal, ntkngd.block_pattern(S)): push-through,
-             Delta theta_l = -lr J_l^T v_l with
-                 [(S (x) I) blockdiag(Hs Theta_l) + N rho I] v = 1 (x) r        (rho > 0),
-             an (L N C) system from the empirical per-layer blocks (exact NGD: (Hs Theta + N rho) v
-             = r, one block). rho = 0 is the exact pseudo-inverse limit, derived, not approximated:
-             the parameter-space minimum-norm solution (`cross_entropy.min_norm_duals`)
-                 v_l = U v'_l,  v' = MSE pattern duals of U^T Theta_l U for U^T Hs^+ r,
-             U = I_N (x) U_C the basis of the logit directions orthogonal to 1 (Hs is singular
-             along 1 of every sample, so the damped system is ill-posed without this). Then
-             J d = alpha Hs^+ r + (per-sample multiples of 1) exactly at any width, i.e. the
-             linearized training step is the infinite-width one (shifts leave softmax unchanged).
-             Default damping is 0 (this limit); damping > 0 solves the damped system as written.
-  kfac:      F_l ~ A_{l-1} (x) B_l, A = Ht^T Ht / N, B = sum_n D_n^T Hs_n D_n / N (the backward
-             factor with the softmax Hessian inside), factored damping lam = sqrt(rho):
-             d_l = (A + lam)^{-1} grad_l (B + lam)^{-1}. With Dh = Hs^{1/2} D, z = Hs^{1/2} Hs^+ r
-             (so that grad_l = Ht^T Pz Dh / N, Pz[n, (n, c)] = z_nc) push-through gives
-                 A_l = N (Q_l + N lam)^+ Pz (Dh Dh^T + N lam)^+ Hs^{1/2} D_l,
-             pseudo-inverses when lam = 0 (everything in N C-sized Grams; no M x M inverse).
-  unit_wise: one block per unit i of layer l (column i of [W_l; b_l]): F_li = J_li^T Hs J_li / N.
-             With d_ni = D_l[(n, :), i] (C-vector), h_ni = d_ni^T Hs_n d_ni, a_ni = d_ni . r_n,
-             push-through and Woodbury give the N x N solve per unit
-                 (N rho I + diag(h_i) Q_l) A_l[:, i] = a_i.
-             Needs rho > 0 (default `unitwise.default_damping`, as for MSE).
-
-For K-FAC and unit-wise with cross-entropy there is no theory (THEORY.md: open). `ce_isotropy`
-measures how far their linearized step is from the block-pattern form alpha Hs^+ r, modulo
-per-sample logit shifts (J d projected onto the complement of 1 per sample):
+For K-FAC and unit-wise with these losses there is no function-space theory (docs/theory.md:
+open). `ce_isotropy` measures how far their linearized step is from the block-pattern form
+alpha H^+ r, modulo per-sample shifts in null(H) (P: projector onto range(H)):
     alpha_fit = <P J d, x> / <x, x>,  deviation(alpha) = ||P J d - alpha x|| / ||alpha x||,
-x = Hs^+ r. `train_ce` logs both per step; its predictions for K-FAC / unit-wise are the exact
-NGD flow at lr * alpha_fit (alpha_fit measured at initialization) on the training set only.
+x = H^+ r. `train_ce` logs both per step; its predictions for K-FAC / unit-wise are the exact
+NGD dynamics at lr * alpha_fit (alpha_fit measured at initialization) on the training set only.
 
-Learning rate (train_ce lr=None): NGD-type methods lr = lr_fraction / alpha (default 0.5), with
-alpha = 1^T S^+ 1 for patterns and alpha_fit at initialization for K-FAC / unit-wise. lr = 1 / alpha
-would be the full function-space Newton step (the Hessian of the loss in f is Hs / N): there is no
-one-step convergence for CE (the loss has no minimiser at finite logits); half of it keeps the
-logits' change per step (~ C/2 at uniform p) moderate, so the linearization stays accurate. GD:
-lr = N / lambda_max(Theta) (the MSE-stable rate; the CE curvature is at most 1/2 of it).
+Learning rate (lr=None): NGD-type methods lr = lr_fraction / alpha (default 0.5), alpha = 1^T S^+ 1
+for patterns and alpha_fit at initialization for K-FAC / unit-wise (lr = 1 / alpha would be the
+full function-space Newton step; cross-entropy has no minimiser at finite logits, and half of it
+keeps the linearization accurate). GD: lr = N / lambda_max(Theta).
 """
 from __future__ import annotations
 
@@ -61,7 +29,7 @@ import numpy as np
 from . import _checks, empirical
 from ._checks import TheoryConditionWarning
 from .cross_entropy import loss_predict
-from .engine import MethodLike, _finite_or_diverged, ngd_direction, train_step, to_stax
+from .engine import MethodLike, _finite_or_diverged, ngd_direction, train_step
 from .kernels import Kernels, analytic_kernels
 from .loss_dynamics import loss_operator
 from .losses import Loss, get_loss, softmax_cross_entropy

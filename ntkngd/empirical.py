@@ -1,6 +1,6 @@
 """Finite-width (empirical) per-layer kernels from real parameters, in the same `Kernels` container.
 
-Conventions (THEORY.md): u_l = (sigma_w / sqrt(M_{l-1})) W_l h_{l-1} + sigma_b b_l, f = u_L, with
+Conventions (docs/theory.md): u_l = (sigma_w / sqrt(M_{l-1})) W_l h_{l-1} + sigma_b b_l, f = u_L, with
 W_l, b_l the raw neural-tangents parameters (entries N(0, 1) at initialization). For dense layer l
     Ht_l = [sigma_w h_{l-1} / sqrt(M_{l-1}),  sigma_b 1]   (N, M_{l-1} [+1])   layer input,
     D_l[(n, c), :] = df_c(x_n) / du_l                        (N C, M_l)        backprops,

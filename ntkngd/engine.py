@@ -3,7 +3,7 @@
 Every method's parameter update is  Delta theta = -lr * d  with  d[W_l; b_l] = Ht_l^T A_l, where the
 per-sample signals A_l (N, M_l) come from the method's own dual vectors (ntkngd/methods/*: the same
 solves as its function-space operator G), Ht_l the layer inputs and D_l the backprops of
-`ntkngd.empirical`. Linearized, J d = G g with g = f(X) - Y (THEORY.md), so one step at lr = 1/alpha
+`ntkngd.empirical`. Linearized, J d = G g with g = f(X) - Y (docs/theory.md), so one step at lr = 1/alpha
 converges for an isotropic G. Loss = 1/(2N) sum_n ||f(x_n) - y_n||^2.
 """
 from __future__ import annotations

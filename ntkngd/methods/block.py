@@ -1,7 +1,7 @@
 """GD, exact NGD and every layer block pattern (BD, BTD, any S): function-space operators and the
 parameter-space update directions, both from the same dual vectors (`pattern_duals`).
 
-Update (THEORY.md, block patterns): Delta theta_l = -lr J_l^T v_l with
+Update (docs/theory.md, block patterns): Delta theta_l = -lr J_l^T v_l with
 [(S (x) I) blockdiag(Theta_l) + N rho I] v = 1 (x) g, so Delta f = -lr sum_l Theta_l v_l.
 Exact NGD is S = 1 1^T, solved as one block (the total NTK) whose v is shared by every layer.
 GD is v_l = g / N for every layer (the loss gradient J^T g / N).

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import warnings
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import cho_solve
@@ -38,16 +39,25 @@ def _expand(q: np.ndarray, c: int) -> np.ndarray:
 
 
 def _ridge_solve(gram: jnp.ndarray, shift: float, b: jnp.ndarray) -> jnp.ndarray:
-    """(gram + shift I)^+ b in jax.numpy: Cholesky for shift > 0, else an eigendecomposition with
-    the dtype's rank cut (`linalg.rank_rtol`)."""
+    """(gram + shift I)^+ b in jax.numpy: Cholesky when gram + shift I is numerically positive
+    definite (always for shift > 0), else an eigendecomposition with the dtype's rank cut
+    (`linalg.rank_rtol`), chosen on device."""
     gram = 0.5 * (gram + gram.T)
     if shift > 0:
         c = jnp.linalg.cholesky(gram + shift * jnp.eye(gram.shape[0], dtype=gram.dtype))
         return cho_solve((c, True), b)
-    w, u = jnp.linalg.eigh(gram)
-    keep = w > linalg.rank_rtol(gram.dtype) * jnp.maximum(w.max(), jnp.finfo(w.dtype).tiny)
-    inv = jnp.where(keep, 1.0 / jnp.where(keep, w, 1.0), 0.0)
-    return u @ (inv[:, None] * (u.T @ b))
+    rtol = linalg.rank_rtol(gram.dtype)
+    c = jnp.linalg.cholesky(gram)
+    dc = jnp.abs(jnp.diagonal(c))
+    ok = jnp.all(jnp.isfinite(c)) & (dc.min() > np.sqrt(rtol) * dc.max())
+
+    def pinv():
+        w, u = jnp.linalg.eigh(gram)
+        keep = w > rtol * jnp.maximum(w.max(), jnp.finfo(w.dtype).tiny)
+        inv = jnp.where(keep, 1.0 / jnp.where(keep, w, 1.0), 0.0)
+        return u @ (inv[:, None] * (u.T @ b))
+
+    return jax.lax.cond(ok, lambda: cho_solve((c, True), b), pinv)
 
 
 def _psd_sqrt(H: jnp.ndarray) -> jnp.ndarray:

@@ -3,7 +3,7 @@
 With S the L x L 0/1 pattern of kept Fisher blocks, F_S = Jb^T (S (x) I) Jb / N, and the update is
     Delta theta_l = -lr J_l^T v_l,   [(S (x) I) blockdiag(Theta_l) + N rho I] v = 1 (x) g,
 so Delta f = -lr sum_l Theta_l v_l (push-through identity; no P x P matrix). With rho = 0 the
-limit rho -> 0 is taken: the parameter-space minimum-norm solution (THEORY.md), computed as
+limit rho -> 0 is taken: the parameter-space minimum-norm solution (docs/theory.md), computed as
     w = c (x) g + sum_j n_j (x) z_j,   v_l = Theta_l^{-1} w_l,   c = S^+ 1, n_j spanning null(S),
 with z minimising sum_l w_l^T Theta_l^{-1} w_l. On the training points G = (1^T S^+ 1) I.
 """

@@ -20,7 +20,7 @@ The per-unit solves are batched (chunks of units, float64 numpy). Units with d_i
 every sample) contribute nothing and are skipped. With s = 0 the pseudo-inverse (eigh) is used:
 exact but slow for wide layers, and at finite width nearly singular blocks give huge updates;
 `default_damping(K)` (dual shift = 1e-6 x the NTK's mean diagonal) is what `ntkngd.train` and
-`ntkngd.ngd_direction` use for unit_wise when damping=None (THEORY.md: restores a near-isotropic G).
+`ntkngd.ngd_direction` use for unit_wise when damping=None (docs/theory.md: restores a near-isotropic G).
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.scipy.linalg import cho_solve
 
 from .. import linalg
 from .._checks import TheoryConditionWarning
@@ -117,7 +118,7 @@ def _finite_operator(K, damping: float):
 
 def active_counts(K) -> np.ndarray:
     """Per sample n: the number of (unit, layer) pairs with a non-zero derivative on x_n
-    (any output) -- the diagonal of the undamped unit-wise G for C = 1 (THEORY.md)."""
+    (any output) -- the diagonal of the undamped unit-wise G for C = 1 (docs/theory.md)."""
     n, c = K.n_train, K.out_dim
     return sum(np.any(np.asarray(d).reshape(n, c, -1) != 0, axis=1).sum(1)
                for d in K.backprops_train).astype(float)
@@ -128,6 +129,8 @@ def signals(K, damping, f, y, loss) -> list:
     column i of [W_l; b_l] gets Ht_l^T A_l[:, i]. With d_ni = D_l[(n, :), i] (C-vector),
     h_ni = d_ni^T H_n d_ni and a_ni = d_ni . r_n, push-through and Woodbury give per unit
         (N rho I + diag(h_i) Q_l) A_l[:, i] = a_i                       (rho > 0),
+    solved in the symmetric positive definite form A_i = sqrt(h_i) o w_i,
+        (N rho I + diag(sqrt h_i) Q_l diag(sqrt h_i)) w_i = a_i / sqrt(h_i)   (batched Cholesky),
     and for rho = 0 (MSE only) the pseudo-inverse limit A_i = sqrt(h_i) o M_i^+ (a_i / sqrt(h_i)),
     M_i = diag(sqrt h_i) Q_l diag(sqrt h_i) (an N x N eigendecomposition per unit)."""
     from .. import empirical
@@ -146,9 +149,13 @@ def signals(K, damping, f, y, loss) -> list:
         a = jnp.einsum("nc,nci->in", r.astype(d.dtype), d)                    # (M, N)
         h = jnp.sum(d * d, 1).T if H is None else \
             jnp.einsum("nci,ncd,ndi->in", d, H.astype(d.dtype), d)
-        if positive:
-            mats = h[:, :, None] * q[None] + n * damping * jnp.eye(n, dtype=q.dtype)
-            sig = jnp.linalg.solve(mats, a[:, :, None])[..., 0]
+        if positive:   # symmetric form: A = sqrt(h) w, (s I + sqrt(h) Q sqrt(h)) w = a / sqrt(h)
+            sh = jnp.sqrt(jnp.clip(h, 0.0, None))
+            mats = sh[:, :, None] * q[None] * sh[:, None, :] + \
+                n * damping * jnp.eye(n, dtype=q.dtype)
+            rhs = jnp.where(sh > 0, a / jnp.where(sh > 0, sh, 1.0), 0.0)
+            chol = jnp.linalg.cholesky(mats)
+            sig = sh * jax.vmap(lambda c_, b_: cho_solve((c_, True), b_))(chol, rhs)
         else:
             sig = _pinv_units(q, h, a)
         out.append(sig.T)
