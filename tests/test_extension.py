@@ -77,6 +77,8 @@ def test_operator_predict_isotropy():
     assert ng.operator("ml", K).alpha == pytest.approx(op.alpha, rel=1e-14)
     ce = ng.operator("merged_last", ng.analytic_kernels(ng.mlp(L, 64, out_dim=3), x), loss="ce")
     assert ce.alpha == pytest.approx(L - 1)
+    rep_ce = ng.isotropy(ce)
+    assert rep_ce.isotropic and abs(rep_ce.alpha - (L - 1)) < 1e-8
 
 
 @pytest.mark.parametrize("loss,c", [("mse", 2), ("ce", 3), ("bce", 1)])

@@ -78,9 +78,12 @@ def test_min_norm_step_is_alpha_times_pinv_residual(loss, c):
     f = net.apply_fn(params, x)
     xr = np.asarray(loss.pinv_residual(f, jnp.asarray(y)))
     proj = loss.basis(c) @ loss.basis(c).T
+    K = ng.empirical_kernels(net, params, x)
     for m, alpha in (("exact", 1.0), ("block_diagonal", 3.0), (PATTERN, 2.0)):
         jd = _jvp(net, params, ng.ngd_direction(m, net, params, x, y, 0.0, loss), x)
         np.testing.assert_allclose(jd @ proj, alpha * xr, atol=1e-9 * np.abs(xr).max())
+        rep = ng.isotropy(ng.operator(m, K, 0.0, loss=loss))   # M on range(H): alpha I
+        assert abs(rep.alpha - alpha) < 1e-9 * alpha and rep.deviation < 1e-9
 
 
 @pytest.mark.parametrize("loss,c", LOSS_CASES[1:], ids=lambda v: getattr(v, "name", str(v)))
