@@ -43,9 +43,9 @@ def _ridge_solve(gram: jnp.ndarray, shift: float, b: jnp.ndarray) -> jnp.ndarray
     definite (always for shift > 0), else an eigendecomposition with the dtype's rank cut
     (`linalg.rank_rtol`), chosen on device."""
     gram = 0.5 * (gram + gram.T)
-    if shift > 0:
-        c = jnp.linalg.cholesky(gram + shift * jnp.eye(gram.shape[0], dtype=gram.dtype))
-        return cho_solve((c, True), b)
+    eye = jnp.eye(gram.shape[0], dtype=gram.dtype)
+    if shift > 0:   # the small (N C x N C) inverse, then one matrix product with the wide b
+        return cho_solve((jnp.linalg.cholesky(gram + shift * eye), True), eye) @ b
     rtol = linalg.rank_rtol(gram.dtype)
     c = jnp.linalg.cholesky(gram)
     dc = jnp.abs(jnp.diagonal(c))
@@ -57,7 +57,7 @@ def _ridge_solve(gram: jnp.ndarray, shift: float, b: jnp.ndarray) -> jnp.ndarray
         inv = jnp.where(keep, 1.0 / jnp.where(keep, w, 1.0), 0.0)
         return u @ (inv[:, None] * (u.T @ b))
 
-    return jax.lax.cond(ok, lambda: cho_solve((c, True), b), pinv)
+    return jax.lax.cond(ok, lambda: cho_solve((c, True), eye) @ b, pinv)
 
 
 def _psd_sqrt(H: jnp.ndarray) -> jnp.ndarray:

@@ -29,7 +29,6 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.linalg import cho_solve
 
 from .. import linalg
 from .._checks import TheoryConditionWarning
@@ -149,17 +148,37 @@ def signals(K, damping, f, y, loss) -> list:
         a = jnp.einsum("nc,nci->in", r.astype(d.dtype), d)                    # (M, N)
         h = jnp.sum(d * d, 1).T if H is None else \
             jnp.einsum("nci,ncd,ndi->in", d, H.astype(d.dtype), d)
-        if positive:   # symmetric form: A = sqrt(h) w, (s I + sqrt(h) Q sqrt(h)) w = a / sqrt(h)
-            sh = jnp.sqrt(jnp.clip(h, 0.0, None))
-            mats = sh[:, :, None] * q[None] * sh[:, None, :] + \
-                n * damping * jnp.eye(n, dtype=q.dtype)
-            rhs = jnp.where(sh > 0, a / jnp.where(sh > 0, sh, 1.0), 0.0)
-            chol = jnp.linalg.cholesky(mats)
-            sig = sh * jax.vmap(lambda c_, b_: cho_solve((c_, True), b_))(chol, rhs)
+        if positive:
+            sig = _damped_units(q, h, a, n * damping)
         else:
             sig = _pinv_units(q, h, a)
         out.append(sig.T)
     return out
+
+
+_UNIT_CHUNK = 64
+
+
+def _damped_units(q, h, a, shift):
+    """Per unit (rows of h, a): A = sqrt(h) o w with (s I + diag(sqrt h) Q diag(sqrt h)) w =
+    a / sqrt(h) (symmetric positive definite: Cholesky), in chunks of units (lax.map) so that each
+    chunk's N x N matrices stay in cache."""
+    k, n = h.shape
+    pad = (-k) % _UNIT_CHUNK
+    hp = jnp.pad(h, ((0, pad), (0, 0))).reshape(-1, _UNIT_CHUNK, n)
+    ap = jnp.pad(a, ((0, pad), (0, 0))).reshape(-1, _UNIT_CHUNK, n)
+    eye = jnp.eye(n, dtype=q.dtype)
+
+    def chunk(args):
+        hh, aa = args
+        sh = jnp.sqrt(jnp.clip(hh, 0.0, None))
+        c = jnp.linalg.cholesky(sh[:, :, None] * q[None] * sh[:, None, :] + shift * eye)
+        rhs = jnp.where(sh > 0, aa / jnp.where(sh > 0, sh, 1.0), 0.0)[:, :, None]
+        w = jax.lax.linalg.triangular_solve(c, rhs, left_side=True, lower=True)
+        w = jax.lax.linalg.triangular_solve(c, w, left_side=True, lower=True, transpose_a=True)
+        return sh * w[..., 0]
+
+    return jax.lax.map(chunk, (hp, ap)).reshape(-1, n)[:k]
 
 
 def _pinv_units(q, h, a):
