@@ -1,10 +1,12 @@
-"""Finite-width training in parameter space, beside the function-space predictions.
+"""Finite-width training in parameter space (any registered method, any loss), jitted.
 
-Every method's parameter update is  Delta theta = -lr * d  with  d[W_l; b_l] = Ht_l^T A_l, where the
-per-sample signals A_l (N, M_l) come from the method's own dual vectors (ntkngd/methods/*: the same
-solves as its function-space operator G), Ht_l the layer inputs and D_l the backprops of
-`ntkngd.empirical`. Linearized, J d = G g with g = f(X) - Y (docs/theory.md), so one step at lr = 1/alpha
-converges for an isotropic G. Loss = 1/(2N) sum_n ||f(x_n) - y_n||^2.
+Every method's update is  Delta theta = -lr * d  with  d[W_l; b_l] = Ht_l^T A_l, where the
+per-sample signals A_l (N, M_l) come from the method's own dual solve (ntkngd/methods: the same
+system as its function-space operator G, with the loss's output Hessian), Ht_l the layer inputs and
+D_l the backprops of `ntkngd.empirical`. Linearized, J d = G(f) r (docs/theory.md), so one MSE step
+at lr = 1/alpha converges for an isotropic G. `_core` (features, kernels, dual solve, contraction)
+runs under jax.jit with method, network, loss and damping static: `ngd_direction` validates on the
+host once and is itself jittable; `train_step` is the device-resident step `train` loops over.
 """
 from __future__ import annotations
 

@@ -121,3 +121,19 @@ def test_cli_and_figure_styles(capsys):
     assert "merged_last" in capsys.readouterr().out
     assert common.COLORS["merged_last"] not in [common.COLORS[m] for m in common.METHOD_ORDER]
     assert isinstance(common.MARKERS["merged_last"], str) and common.LABELS["merged_last"]
+
+
+def test_pattern_duals_with_a_generic_vjp_pullback():
+    """A block-pattern method needs only the kernel blocks and a per-layer pullback: J_l^T v_l by
+    jax.vjp of the whole network (any architecture) equals the MLP engine's direction."""
+    net, params, x, y, _, _ = _setup(2)
+    K = ng.empirical_kernels(net, params, x)
+    f = net.apply_fn(params, x)
+    for name in ("block_tridiagonal", "merged_last", "gd"):
+        v = ng.get_method(name).duals(K, 0.0, f, jnp.asarray(y), losses.mse)    # (L, N C)
+        _, pull = jax.vjp(lambda p: net.apply_fn(p, x), params)
+        ref = ng.ngd_direction(name, net, params, x, y, 0.0)
+        for layer in range(L):
+            got = pull(v[layer].reshape(N, 2))[0][2 * layer]
+            for a, b in zip(got, ref[2 * layer]):
+                np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12 * np.abs(b).max())

@@ -8,7 +8,12 @@ A Method carries
                                              the other losses' operators follow from it) or
                                              "layer" (K-FAC, unit-wise: no function-space
                                              operator for losses other than MSE),
-  default_damping(K) -> rho                  used when damping=None (None: rho = 0).
+  default_damping(K) -> rho                  used when damping=None (None: rho = 0),
+  duals(K, damping, f, y, loss) -> v (L, N C) per-layer dual vectors with d theta_l = J_l^T v_l
+                                             (gd and pattern methods): all such a method needs
+                                             from a network are the kernel blocks K.blocks_train
+                                             and a per-layer pullback (a jax.vjp serves any
+                                             architecture; MLPs use `empirical.dual_signals`).
 `register_method` makes it available by name to operator, predict, isotropy, ngd_direction,
 ngd_transform, train, the CLI and the figures; `pattern_method(name, S_of_depth)` builds one from a
 block pattern (see tests/test_extension.py for a method added from a test file).
@@ -38,6 +43,7 @@ class Method:
     kind: str = "layer"
     pattern: Optional[Callable] = None
     default_damping: Optional[Callable] = None
+    duals: Optional[Callable] = None
 
     def resolve_damping(self, K, damping):
         """damping=None -> the method's default (0 unless it defines default_damping)."""
@@ -89,7 +95,9 @@ def pattern_method(name: str, pattern_of_depth: Callable[[int], np.ndarray]) -> 
     return Method(name, lambda K, rho: block.pattern_operator(K, pattern(K.depth), rho, name),
                   lambda K, rho, f, y, loss: block.pattern_signals(K, pattern(K.depth), rho, f,
                                                                    y, loss),
-                  kind="pattern", pattern=pattern)
+                  kind="pattern", pattern=pattern,
+                  duals=lambda K, rho, f, y, loss: block.pattern_dual_vectors(
+                      K, pattern(K.depth), rho, f, y, loss))
 
 
 @lru_cache(maxsize=None)
@@ -109,7 +117,7 @@ def get_method(method: Union[str, BlockPattern, Method]) -> Method:
 
 def _register_builtins() -> None:
     from . import block, kfac, patterns, unitwise
-    register_method(Method("gd", block.gd, block.gd_signals, kind="gd"))
+    register_method(Method("gd", block.gd, block.gd_signals, kind="gd", duals=block.gd_duals))
     register_method(pattern_method("exact", patterns.full))
     register_method(pattern_method("block_diagonal", patterns.diagonal))
     register_method(pattern_method("block_tridiagonal", patterns.tridiagonal))

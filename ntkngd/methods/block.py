@@ -8,6 +8,7 @@ GD is v_l = g / N for every layer (the loss gradient J^T g / N).
 """
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 
 from .. import empirical, linalg
@@ -88,17 +89,23 @@ def block_tridiagonal(K, damping: float = 0.0) -> Operator:
 
 
 # ---------------------------------------------------------------- parameter space (finite width)
-def gd_signals(K, damping, f, y, loss) -> list:
-    """Per-layer signals of the loss gradient: v_l = r / N (Delta theta = -lr J^T r / N)."""
-    empirical.require_features(K, "a parameter-space update")
+def gd_duals(K, damping, f, y, loss):
+    """Dual vectors of the loss gradient: v_l = r / N for every layer (L, N C)."""
     v = loss.residual(f, y).reshape(-1) / K.n_train
-    return empirical.dual_signals(K.backprops_train, [v] * K.depth, K.out_dim)
+    return jnp.broadcast_to(v, (K.depth,) + v.shape)
 
 
-def pattern_signals(K, pattern: patterns.BlockPattern, damping, f, y, loss) -> list:
-    """Per-layer signals A_l with d theta_l = J_l^T v_l, v from `dual_solve.loss_duals` (jax.numpy,
-    jittable; the same dual system as `pattern_operator` with the loss's output Hessian)."""
+def gd_signals(K, damping, f, y, loss) -> list:
+    """Per-layer signals of the loss gradient (Delta theta = -lr J^T r / N)."""
     empirical.require_features(K, "a parameter-space update")
+    return empirical.dual_signals(K.backprops_train, list(gd_duals(K, damping, f, y, loss)),
+                                  K.out_dim)
+
+
+def pattern_dual_vectors(K, pattern: patterns.BlockPattern, damping, f, y, loss):
+    """Per-layer dual vectors v (L, N C) with d theta_l = J_l^T v_l (`dual_solve.loss_duals`:
+    jax.numpy, jittable; the same dual system as `pattern_operator` with the loss's Hessian).
+    Needs only the kernel blocks K.blocks_train (any architecture)."""
     S = pattern.matrix
     if S.shape[0] != K.depth:
         raise ValueError(f"block pattern is {S.shape[0]} x {S.shape[0]} but the network has "
@@ -106,5 +113,11 @@ def pattern_signals(K, pattern: patterns.BlockPattern, damping, f, y, loss) -> l
     if damping == 0 and not patterns.ones_in_range(S):
         raise ValueError("1 is not in the range of the block pattern S: the undamped update "
                          "does not exist; use damping > 0")
-    v = dual_solve.loss_duals(K.blocks_train, S, damping, f, y, loss)
+    return dual_solve.loss_duals(K.blocks_train, S, damping, f, y, loss)
+
+
+def pattern_signals(K, pattern: patterns.BlockPattern, damping, f, y, loss) -> list:
+    """Per-layer signals A_l = sum_c v_l[(n, c)] D_l[(n, c)] of the pattern's dual vectors."""
+    empirical.require_features(K, "a parameter-space update")
+    v = pattern_dual_vectors(K, pattern, damping, f, y, loss)
     return empirical.dual_signals(K.backprops_train, list(v), K.out_dim)
