@@ -225,3 +225,20 @@ def test_diverging_ce_run_blames_the_step():
     net, params, x, y, xt = _problem(losses.softmax_cross_entropy, 3)
     with pytest.raises(FloatingPointError, match="diverged at step 1"):
         ng.train("exact", net, params, (x, y, xt, y[:NT]), steps=2, lr=1e300, loss="ce")
+
+
+def test_damped_btd_ce_flow_fails_fast_with_the_cause():
+    """Damped BTD (indefinite S) cross-entropy flow: F_S + rho I turns singular as the softmax
+    saturates; the solver stops at once with the cause (v0.1: minutes, then EquinoxRuntimeError).
+    The damped positive semi-definite pattern (BD) and the rho -> 0 BTD flow integrate."""
+    rs = np.random.RandomState(0)
+    x = rs.randn(12, 8)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    y = np.eye(3)[rs.randint(0, 3, 12)]
+    K = ng.analytic_kernels(ng.mlp(3, 64, "relu", out_dim=3), x)
+    f0, times = np.zeros((12, 3)), [1.0, 10.0, 100.0]
+    with pytest.raises(ValueError, match="could not be integrated.*indefinite"):
+        ng.ce_predict("btd", K, f0, y, times=times, damping=1e-5)
+    for m, rho in (("bd", 1e-5), ("btd", 0.0)):
+        traj = ng.ce_predict(m, K, f0, y, times=times, damping=rho)
+        assert np.all(np.isfinite(traj.train)) and traj.train_loss[-1] < 1e-4
