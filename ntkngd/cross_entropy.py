@@ -25,7 +25,7 @@ from .flows import integrate_flow, iterate_steps
 from .function_space import Operator
 from .kernels import Kernels
 from .loss_dynamics import LossOperator, _mul, loss_operator, min_norm_operator
-from .losses import Loss, complement_basis, get_loss, softmax_cross_entropy
+from .losses import complement_basis, softmax_cross_entropy
 from .methods import BlockPattern, get_method, patterns
 
 __all__ = ["CEOperator", "LinearOperator", "CETrajectory", "ce_operator", "ce_predict",
