@@ -23,6 +23,7 @@ figures: install
 	$(BIN)/ntkngd figures --profile quick
 
 bench: install
+	$(BIN)/python experiments/bench_startup.py
 	$(BIN)/python experiments/bench_analytic.py
 	$(BIN)/python experiments/bench_finite.py
 

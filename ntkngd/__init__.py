@@ -1,32 +1,77 @@
-"""ntkngd: natural gradient descent with exact and approximate Fisher information in wide networks."""
-from ._checks import TheoryConditionWarning
-from .function_space import Operator
-from .kernels import Kernels, analytic_kernels
-from .methods import (METHODS, BlockPattern, Method, block_pattern, get_method, method_names,
-                      pattern_method, register_method)
-from . import losses
-from .losses import Loss, get_loss, register_loss
-from .methods.patterns import alpha as pattern_alpha
-from .methods.patterns import tridiagonal as tridiagonal_pattern
-from .network import ACTIVATIONS, Network, mlp
-from .operators import operator
-from .dynamics import Trajectory, mse, predict
-from .diagnostics import IsotropyReport, isotropy
-from .empirical import empirical_kernels
-from .engine import TrainLog, ngd_direction, ngd_transform, train
-from .cross_entropy import (CEOperator, CETrajectory, ce_operator, ce_predict, ce_residual,
-                            softmax_hessian)
-from .ce_engine import CETrainLog, ce_direction, train_ce
-from .cross_entropy import ce_min_norm_operator
-from .loss_dynamics import LossOperator
-from . import data
+"""ntkngd: natural gradient descent with exact and approximate Fisher information in wide networks.
 
-__all__ = [
-    "ACTIVATIONS", "BlockPattern", "CEOperator", "CETrainLog", "CETrajectory", "IsotropyReport",
-    "Kernels", "Loss", "LossOperator", "METHODS", "Method", "get_loss", "get_method", "losses",
-    "method_names", "pattern_method", "register_loss", "register_method", "Network", "Operator", "TheoryConditionWarning", "TrainLog",
-    "Trajectory", "analytic_kernels", "block_pattern", "ce_direction", "ce_min_norm_operator",
-    "ce_operator", "ce_predict", "ce_residual", "data", "empirical_kernels", "isotropy", "mlp",
-    "mse", "ngd_direction", "ngd_transform", "operator", "pattern_alpha", "predict",
-    "softmax_hessian", "train", "train_ce", "tridiagonal_pattern",
-]
+Names are imported on first use (PEP 562), so `import ntkngd` is fast and prints nothing; JAX and
+neural-tangents load when a function that needs them is first read.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from . import _lazy_nt
+
+_lazy_nt.install()
+
+# public name -> (module, attribute in it); None: the module itself
+_EXPORTS: dict[str, tuple[str, str | None]] = {
+    "TheoryConditionWarning": ("._checks", "TheoryConditionWarning"),
+    "Operator": (".function_space", "Operator"),
+    "Kernels": (".kernels", "Kernels"),
+    "analytic_kernels": (".kernels", "analytic_kernels"),
+    "METHODS": (".methods", "METHODS"),
+    "BlockPattern": (".methods", "BlockPattern"),
+    "block_pattern": (".methods", "block_pattern"),
+    "Method": (".methods", "Method"),
+    "get_method": (".methods", "get_method"),
+    "method_names": (".methods", "method_names"),
+    "pattern_method": (".methods", "pattern_method"),
+    "register_method": (".methods", "register_method"),
+    "losses": (".losses", None),
+    "Loss": (".losses", "Loss"),
+    "get_loss": (".losses", "get_loss"),
+    "register_loss": (".losses", "register_loss"),
+    "LossOperator": (".loss_dynamics", "LossOperator"),
+    "pattern_alpha": (".methods.patterns", "alpha"),
+    "tridiagonal_pattern": (".methods.patterns", "tridiagonal"),
+    "ACTIVATIONS": (".network", "ACTIVATIONS"),
+    "Network": (".network", "Network"),
+    "mlp": (".network", "mlp"),
+    "operator": (".operators", "operator"),
+    "Trajectory": (".dynamics", "Trajectory"),
+    "mse": (".dynamics", "mse"),
+    "predict": (".dynamics", "predict"),
+    "IsotropyReport": (".diagnostics", "IsotropyReport"),
+    "isotropy": (".diagnostics", "isotropy"),
+    "empirical_kernels": (".empirical", "empirical_kernels"),
+    "TrainLog": (".engine", "TrainLog"),
+    "ngd_direction": (".engine", "ngd_direction"),
+    "ngd_transform": (".engine", "ngd_transform"),
+    "train": (".engine", "train"),
+    "CEOperator": (".cross_entropy", "CEOperator"),
+    "CETrajectory": (".cross_entropy", "CETrajectory"),
+    "ce_operator": (".cross_entropy", "ce_operator"),
+    "ce_predict": (".cross_entropy", "ce_predict"),
+    "ce_residual": (".cross_entropy", "ce_residual"),
+    "softmax_hessian": (".cross_entropy", "softmax_hessian"),
+    "ce_min_norm_operator": (".cross_entropy", "ce_min_norm_operator"),
+    "CETrainLog": (".ce_engine", "CETrainLog"),
+    "ce_direction": (".ce_engine", "ce_direction"),
+    "train_ce": (".ce_engine", "train_ce"),
+    "data": (".data", None),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ntkngd' has no attribute {name!r}")
+    module_name, attr = _EXPORTS[name]
+    module = importlib.import_module(module_name, __name__)
+    value = module if attr is None else getattr(module, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -11,13 +11,17 @@ class TheoryConditionWarning(UserWarning):
 
 
 def as_array(x: Any, name: str, ndim: int | None = None) -> np.ndarray:
-    """Convert `x` to a float array, checking rank, emptiness and finiteness."""
+    """Convert `x` to a real numeric array, checking rank, emptiness and finiteness (complex
+    values are refused, never cast to their real part)."""
     if x is None:
         raise ValueError(f"{name} is required but got None")
     try:
         arr = np.asarray(x)
     except Exception as e:  # pragma: no cover - numpy conversion error
         raise TypeError(f"{name} could not be converted to an array: {e}") from e
+    if np.iscomplexobj(arr):
+        raise TypeError(f"{name} must be real, got complex dtype {arr.dtype} (the theory and the "
+                        f"networks are real; pass the real and imaginary parts as features)")
     if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
         raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
     if ndim is not None and arr.ndim != ndim:
@@ -49,7 +53,24 @@ def outputs(y: Any, name: str, n: int, c: int) -> np.ndarray:
     return arr
 
 
+def finite_kernels(arrays: dict[str, Any], x: np.ndarray, name: str = "x_train") -> None:
+    """Raise if kernels computed from inputs `x` overflowed (inf or NaN entries).
+
+    Kernels grow like ||x||^2 and products of two of them appear inside the activations' kernels,
+    so float64 overflows once input norms reach ~1e77 (less for float32 or for some
+    activations); a NaN alpha downstream would be a silent wrong answer."""
+    for label, arr in arrays.items():
+        if arr is not None and not np.all(np.isfinite(np.asarray(arr))):
+            xs = np.asarray(x, float)
+            scale = float(np.max(np.abs(xs)))
+            norm = scale * float(np.max(np.linalg.norm(xs / scale, axis=-1))) if scale else 0.0
+            raise ValueError(f"kernels overflowed: {label} has inf or NaN entries for {name} with "
+                             f"row norms up to {norm:.3g}; rescale the inputs (e.g. unit-norm "
+                             f"rows, ntkngd.data.unit_norm_rows)")
+
+
 def positive(value: Any, name: str) -> float:
+    """A finite number > 0 (float)."""
     v = float(value)
     if not np.isfinite(v) or v <= 0:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
@@ -57,19 +78,49 @@ def positive(value: Any, name: str) -> float:
 
 
 def non_negative(value: Any, name: str) -> float:
+    """A finite number >= 0 (float)."""
     v = float(value)
     if not np.isfinite(v) or v < 0:
         raise ValueError(f"{name} must be >= 0 (finite), got {value!r}")
     return v
 
 
+def integer(value: Any, name: str) -> int:
+    """An integral number as a Python int: int, numpy / JAX integer scalars and integral floats
+    (64.0) are accepted; bools, strings, non-integral or non-finite numbers are refused."""
+    if isinstance(value, (bool, np.bool_, str, bytes)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    try:
+        arr = np.asarray(value)
+    except Exception:  # pragma: no cover - exotic objects
+        arr = np.asarray(None)
+    if arr.ndim != 0 or not (np.issubdtype(arr.dtype, np.integer)
+                             or np.issubdtype(arr.dtype, np.floating)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    v = arr.item()
+    if isinstance(v, float) and (not np.isfinite(v) or v != int(v)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    return int(v)
+
+
 def positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or int(value) != value or int(value) < 1:
+    """An integer >= 1 (see `integer` for what counts as an integer)."""
+    v = integer(value, name)
+    if v < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    return v
+
+
+def non_negative_int(value: Any, name: str) -> int:
+    """An integer >= 0 (see `integer`)."""
+    v = integer(value, name)
+    if v < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    return v
 
 
 def choice(value: str, name: str, options) -> str:
+    """`value` if it is one of `options`, else a ValueError listing them."""
     if value not in options:
         raise ValueError(f"unknown {name} {value!r}; choose one of {sorted(options)}")
     return value

@@ -142,6 +142,7 @@ class CETrainLog:
         return np.abs(self.train_loss - pred) / np.abs(pred)
 
     def table(self) -> str:
+        """The log as a text table: one row per step (see the class docstring), then the notes."""
         a = "none" if self.alpha is None else f"{self.alpha:.6g}"
         pa = "none" if self.pred_alpha is None else f"{self.pred_alpha:.6g}"
         head = (f"{self.method} (cross-entropy): lr {self.lr:.6g}, damping {self.damping:.3g}, "

@@ -1,4 +1,8 @@
-"""The `ntkngd` command: figures, train, check."""
+"""The `ntkngd` command: figures, train, check.
+
+Errors are one line, `ntkngd <command>: error: ...`, with exit code 2 (bad input) or 130
+(interrupted); heavy modules are imported only once a command runs, so `--help` is fast.
+"""
 from __future__ import annotations
 
 import argparse
@@ -8,12 +12,90 @@ import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+DATA_SETS = ("digits", "sphere", "gaussian", "mnist", "cifar10")
+
 
 def _enable_x64(enabled: bool) -> None:
     import jax
     jax.config.update("jax_enable_x64", enabled)
 
 
+# ----------------------------------------------------------------------------- argument types
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (>= 1), got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0 (damping)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (learning rate, scales)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def method_name(text: str) -> str:
+    """argparse type: a registered method name or alias, returned in canonical form."""
+    from .methods import canonical
+    try:
+        return canonical(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def pattern_matrix(text: str):
+    """argparse type: a layer block pattern S, rows separated by ';', entries by ',' or spaces,
+    e.g. "1,1,0;1,1,1;0,1,1" (block tri-diagonal, L = 3)."""
+    import numpy as np
+
+    from .methods import block_pattern
+    try:
+        rows = [[float(v) for v in row.replace(",", " ").split()] for row in text.split(";")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"pattern must be rows of 0/1 separated by ';' and "
+                                         f"entries by ',', e.g. \"1,1,0;1,1,1;0,1,1\"; got "
+                                         f"{text!r}") from None
+    if len({len(r) for r in rows}) != 1:
+        raise argparse.ArgumentTypeError(f"pattern rows have different lengths: {text!r}")
+    matrix = np.array(rows, dtype=float)
+    try:
+        return block_pattern(matrix, "pattern")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+# ----------------------------------------------------------------------------- commands
 def _dataset(args):
     from . import data
     kw = dict(n_train=args.n_train, n_test=args.n_test)
@@ -26,14 +108,12 @@ def _dataset(args):
         ds = data.sphere(args.n_train, args.n_test, args.dim, seed=args.seed)
     elif name == "gaussian":
         ds = data.gaussian(args.n_train, args.n_test, args.dim, seed=args.seed)
-    elif name in ("mnist", "cifar10"):
+    else:   # mnist, cifar10
         if not args.data_dir:
-            raise SystemExit(f"--data {name} needs --data-dir pointing at the files you have")
+            raise ValueError(f"--data {name} needs --data-dir pointing at the files you have")
         loader = data.load_mnist if name == "mnist" else data.load_cifar10
         ds = loader(args.data_dir, classes=tuple(args.classes),
                     binary=len(args.classes) == 2 and not one_hot, **kw)
-    else:
-        raise SystemExit(f"unknown data set {name!r}")
     if args.forster:
         ds = data.forster_dataset(ds)
     return ds
@@ -45,20 +125,30 @@ def _net(args, out_dim):
                out_dim=out_dim)
 
 
+def _check_pattern_depth(pattern, depth: int) -> None:
+    if pattern is not None and pattern.depth != depth:
+        raise ValueError(f"--pattern is {pattern.depth} x {pattern.depth} but the network has "
+                         f"--depth {depth} layers; S must be L x L")
+
+
 def cmd_figures(args) -> int:
+    """ntkngd figures: compute (or reuse) and draw the figures of one profile."""
     from . import figures
     _enable_x64(True)
     prof = figures.get(args.profile, data_dir=args.data_dir)
-    status = figures.run(args.only or None, prof, args.out, force=args.force,
+    out = args.out if args.out is not None else figures.default_out_dir(args.profile)
+    status = figures.run(args.only or None, prof, out, force=args.force,
                          progress=not args.no_progress)
     failed = [n for n, s in status.items() if s.startswith("failed")]
     if failed:
-        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        print(f"ntkngd figures: error: failed: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
 
 
 def cmd_train(args) -> int:
+    """ntkngd train: train one method and print measured vs predicted losses."""
+    _check_pattern_depth(args.pattern, args.depth)
     _enable_x64(not args.float32)
     import jax
 
@@ -66,19 +156,22 @@ def cmd_train(args) -> int:
     ds = _dataset(args)
     net = _net(args, ds.out_dim)
     params = net.init_fn(jax.random.PRNGKey(args.seed), (-1, ds.input_dim))[1]
+    method = args.pattern if args.pattern is not None else args.method
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        log = train(args.method, net, params, (ds.x_train, ds.y_train, ds.x_test, ds.y_test),
+        log = train(method, net, params, (ds.x_train, ds.y_train, ds.x_test, ds.y_test),
                     steps=args.steps, lr=args.lr, damping=args.damping, loss=args.loss)
     print(f"data {ds.name}: N = {ds.n_train}, N' = {ds.n_test}, d = {ds.input_dim}, "
           f"C = {ds.out_dim}; network L = {net.depth}, width {args.width}, {net.activation}")
     print(log.table())
-    for w in {str(w.message) for w in caught}:
+    for w in sorted({str(w.message) for w in caught}):
         print(f"warning: {w}", file=sys.stderr)
     return 0
 
 
 def cmd_check(args) -> int:
+    """ntkngd check: isotropy report of every method (or the chosen ones)."""
+    _check_pattern_depth(args.pattern, args.depth)
     _enable_x64(True)
     import jax
 
@@ -92,7 +185,9 @@ def cmd_check(args) -> int:
         kernels[f"width {args.width}"] = empirical_kernels(net, params, ds.x_train, ds.x_test)
     print(f"data {ds.name}: N = {ds.n_train}, d = {ds.input_dim}, C = {ds.out_dim}; "
           f"L = {net.depth}, {net.activation}, damping {args.damping}")
-    methods = args.methods or list(method_names())
+    methods = list(args.methods or ([] if args.pattern is not None else method_names()))
+    if args.pattern is not None:
+        methods.append(args.pattern)
     for label, K in kernels.items():
         print(f"-- {label}")
         for m in methods:
@@ -101,77 +196,111 @@ def cmd_check(args) -> int:
                 try:
                     rep = isotropy(operator(m, K, args.damping))
                 except (ValueError, NotImplementedError) as e:
-                    print(f"{m:>18s}  not available: {e}")
+                    print(f"{getattr(m, 'name', m):>18s}  not available: {e}")
                     continue
             print(rep.summary())
     return 0
 
 
+# ----------------------------------------------------------------------------- parser
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every default (and lists choices in the metavar)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, `ntkngd <command>: error: ...` (exit 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _data_args(p):
-    p.add_argument("--data", default="digits",
-                   choices=["digits", "sphere", "gaussian", "mnist", "cifar10"])
+    from .network import ACTIVATIONS
+    p.add_argument("--data", default="digits", choices=DATA_SETS, help="data set")
     p.add_argument("--data-dir", default=None, help="directory with MNIST / CIFAR-10 files")
-    p.add_argument("--classes", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--n-train", type=int, default=48)
-    p.add_argument("--n-test", type=int, default=100)
-    p.add_argument("--dim", type=int, default=64, help="input dimension of synthetic data")
+    p.add_argument("--classes", type=non_negative_int, nargs="+", default=[0, 1],
+                   help="class labels to keep (2 classes: +-0.5 targets; more: one-hot)")
+    p.add_argument("--n-train", type=positive_int, default=48, help="training points N")
+    p.add_argument("--n-test", type=positive_int, default=100, help="test points N'")
+    p.add_argument("--dim", type=positive_int, default=64,
+                   help="input dimension of synthetic data")
     p.add_argument("--forster", action="store_true", help="put inputs in isotropic position")
     p.add_argument("--whiten", action=argparse.BooleanOptionalAction, default=True,
                    help="PCA-whiten the digits (default; the raw 8x8 Gram is ill-conditioned)")
-    p.add_argument("--depth", type=int, default=3)
-    p.add_argument("--width", type=int, default=1024)
-    p.add_argument("--activation", default="relu")
-    p.add_argument("--w-std", type=float, default=2 ** 0.5)
-    p.add_argument("--b-std", type=float, default=0.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--depth", type=positive_int, default=3, help="trainable layers L")
+    p.add_argument("--width", type=positive_int, default=1024, help="hidden width M")
+    p.add_argument("--activation", default="relu", choices=ACTIVATIONS, help="nonlinearity")
+    p.add_argument("--w-std", type=positive_float, default=2 ** 0.5, help="weight scale")
+    p.add_argument("--b-std", type=non_negative_float, default=0.0,
+                   help="bias scale (0: no bias)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data and the parameters")
+    p.add_argument("--pattern", type=pattern_matrix, default=None, metavar="S",
+                   help="a custom L x L layer block pattern of the Fisher, rows separated by ';', "
+                        "e.g. \"1,1,0;1,1,1;0,1,1\" (overrides --method / adds to --methods)")
 
 
 def parser() -> argparse.ArgumentParser:
+    """The argument parser of the `ntkngd` command (choices from the registries)."""
     from .figures import available
+    from .figures.profiles import PROFILES
     from .losses import LOSSES
-    from .methods import ALIASES, method_names
-    methods = list(method_names())
-    ap = argparse.ArgumentParser(prog="ntkngd", description="NGD with exact and approximate "
-                                 "Fisher information in wide networks (Karakida & Osawa 2020).")
-    sub = ap.add_subparsers(dest="command", required=True)
-    f = sub.add_parser("figures", help="regenerate the figures (cached by configuration)")
+    from .methods import method_names
+    registered = list(method_names())
+    methods = ", ".join(registered)
+    ap = _Parser(prog="ntkngd", description="NGD with exact and approximate "
+                                 "Fisher information in wide networks (Karakida & Osawa 2020).",
+                                 formatter_class=_Formatter)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{figures,train,check}")
+    f = sub.add_parser("figures", help="regenerate the figures (cached by configuration)",
+                       formatter_class=_Formatter)
     f.add_argument("--only", nargs="+", choices=available(), metavar="NAME",
-                   help=f"figures to run: {', '.join(available())}")
-    f.add_argument("--profile", default="quick", choices=["tiny", "quick", "paper"])
-    f.add_argument("--out", default="figures")
+                   help=f"figures to run (default: all): {', '.join(available())}")
+    f.add_argument("--profile", default="quick", choices=sorted(PROFILES),
+                   help="sizes of the runs: " + "; ".join(
+                       f"{p.name}: N = {p.n_train}, width {p.width}" for p in PROFILES.values()))
+    f.add_argument("--out", default=None,
+                   help="output directory (default: figures/ for the quick profile, "
+                        "figures/<profile>/ otherwise)")
     f.add_argument("--force", action="store_true", help="recompute even if cached")
     f.add_argument("--data-dir", default=None, help="MNIST files for the figures (else digits)")
-    f.add_argument("--no-progress", action="store_true")
+    f.add_argument("--no-progress", action="store_true", help="no progress bars")
     f.set_defaults(fn=cmd_figures)
-    t = sub.add_parser("train", help="train one method and print measured vs predicted losses")
-    t.add_argument("--method", default="exact", metavar="METHOD",
-                   help=f"one of {', '.join(methods)} (the registered methods; aliases "
-                   f"{', '.join(sorted(ALIASES))})")
-    t.add_argument("--steps", type=int, default=5)
-    t.add_argument("--lr", type=float, default=None, help="default: 1/alpha of the method")
-    t.add_argument("--damping", type=float, default=None,
-                   help="default: 0 (unit_wise: 1e-6 x the NTK's mean diagonal)")
-    t.add_argument("--float32", action="store_true")
-    t.add_argument("--loss", default="mse", choices=sorted(LOSSES) + ["ce", "bce"],
+    t = sub.add_parser("train", help="train one method and print measured vs predicted losses",
+                       formatter_class=_Formatter)
+    t.add_argument("--method", default="exact", type=method_name, choices=registered,
+                   help=f"NGD variant (aliases accepted): {methods}")
+    t.add_argument("--steps", type=positive_int, default=5, help="training steps")
+    t.add_argument("--lr", type=positive_float, default=None,
+                   help="learning rate (None: 1/alpha of the method)")
+    t.add_argument("--damping", type=non_negative_float, default=None,
+                   help="rho >= 0 (None: 0; unit_wise: 1e-6 x the NTK's mean diagonal)")
+    t.add_argument("--float32", action="store_true", help="train in float32 (default float64)")
+    t.add_argument("--loss", default="mse", choices=sorted(LOSSES) + ["bce", "ce"],
                    help="ce: softmax cross-entropy with one-hot targets (C >= 2); bce: sigmoid "
-                   "binary cross-entropy (C = 1, targets 0/1)")
+                   "binary cross-entropy (C = 1, targets 0/1); any registered loss")
     _data_args(t)
     t.set_defaults(fn=cmd_train)
-    c = sub.add_parser("check", help="isotropy report of every method")
-    c.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
-                   help=f"default: every registered method ({', '.join(methods)})")
-    c.add_argument("--damping", type=float, default=0.0)
-    c.add_argument("--finite", action="store_true", help="also report the finite network's operators")
+    c = sub.add_parser("check", help="isotropy report of every method",
+                       formatter_class=_Formatter)
+    c.add_argument("--methods", nargs="+", default=None, type=method_name, choices=registered,
+                   metavar="METHOD", help=f"methods to report (None: all): {methods}")
+    c.add_argument("--damping", type=non_negative_float, default=0.0, help="rho >= 0")
+    c.add_argument("--finite", action="store_true",
+                   help="also report the finite network's operators")
     _data_args(c)
     c.set_defaults(fn=cmd_check)
     return ap
 
 
 def main(argv=None) -> int:
+    """Run the command line; returns the exit code (0 ok, 1 a figure failed, 2 bad input, 130 interrupted)."""
     args = parser().parse_args(argv)
     try:
         return int(args.fn(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as e:
+    except KeyboardInterrupt:
+        print(f"ntkngd {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError) as e:
         print(f"ntkngd {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -68,18 +68,22 @@ class Dataset:
 
     @property
     def n_train(self) -> int:
+        """Training points N."""
         return int(self.x_train.shape[0])
 
     @property
     def n_test(self) -> int:
+        """Test points N'."""
         return int(self.x_test.shape[0])
 
     @property
     def input_dim(self) -> int:
+        """Input dimension d."""
         return int(self.x_train.shape[1])
 
     @property
     def out_dim(self) -> int:
+        """Outputs C (1 for +-0.5 targets, else classes)."""
         return int(self.y_train.shape[1])
 
     def __repr__(self) -> str:
@@ -288,12 +292,26 @@ def _resolve_classes(classes: Sequence[int] | None, binary: bool | None,
     return classes, bool(binary)
 
 
+def _count(n: Any, what: str) -> int:
+    """A number of points: an integer >= 1 (an empty split has no meaning here)."""
+    from ._checks import integer
+    try:
+        n = integer(n, what)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what}: the number of points must be an integer, got {n!r}") from None
+    if n < 1:
+        raise ValueError(f"{what}: the number of points must be >= 1 (the split would be "
+                         f"empty), got {n}")
+    return n
+
+
 def _take(n_avail: int, n: int | None, seed: int | None, what: str) -> np.ndarray:
     """Indices of the first n points, or of n points of a seeded permutation."""
     if n is None:
+        if n_avail == 0:
+            raise ValueError(f"{what}: no points of the chosen classes (the split is empty)")
         n = n_avail
-    if n < 0:
-        raise ValueError(f"{what}: the number of points must be >= 0, got {n}")
+    n = _count(n, what)
     if n > n_avail:
         raise ValueError(f"{what}: requested {n} points but only {n_avail} are available "
                          f"in the chosen classes")
@@ -359,10 +377,11 @@ def digits(n_train: int = 100, n_test: int = 100, classes: Sequence[int] | None 
     """
     from sklearn.datasets import load_digits  # lazy: sklearn is only needed here
 
+    n_train, n_test = _count(n_train, "digits n_train"), _count(n_test, "digits n_test")
     raw = load_digits()
     classes, binary = _resolve_classes(classes, binary, range(10))
     x, lab = select_classes(raw.images, raw.target, classes)
-    if n_train < 0 or n_test < 0 or n_train + n_test > len(lab):
+    if n_train + n_test > len(lab):
         raise ValueError(f"digits: requested n_train={n_train} + n_test={n_test} points but the "
                          f"classes {classes} have only {len(lab)} points")
     perm = np.random.default_rng(seed).permutation(len(lab))
@@ -424,6 +443,10 @@ def sphere(n_train: int, n_test: int, dim: int, seed: int = 0) -> Dataset:
 
 
 def _check_sizes(n_train: int, n_test: int, dim: int, out_dim: int) -> None:
+    for value, what in ((n_train, "n_train"), (n_test, "n_test"), (dim, "dim"),
+                        (out_dim, "out_dim")):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"{what} must be an integer, got {value!r}")
     if n_train < 1 or n_test < 0 or dim < 1 or out_dim < 1:
         raise ValueError(f"need n_train >= 1, n_test >= 0, dim >= 1 and out_dim >= 1, got "
                          f"n_train={n_train}, n_test={n_test}, dim={dim}, out_dim={out_dim}")

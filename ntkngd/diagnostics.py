@@ -1,4 +1,5 @@
-"""Isotropy diagnostics of a function-space operator."""
+"""Isotropy diagnostics of a function-space operator: how close G is to alpha I, and which
+conditions of the theory (docs/theory.md) hold, in words."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,12 +9,33 @@ import numpy as np
 
 from .function_space import Operator
 
+# condition name (as the methods report it) -> what it means when it FAILS, in words
+_FAILING = {
+    "1 in range(S)": "the all-ones vector is not in the range of the block pattern S, so no "
+                     "isotropic undamped update exists",
+    "every NTK block invertible": "an NTK block Theta_l is singular (more points than the layer "
+                                  "can separate); its pseudo-inverse limit is used",
+    "N <= d (first-layer input Gram invertible)": "more training points than input dimensions "
+                                                  "(N > d): the first-layer input Gram is singular",
+    "every forward Gram invertible": "a layer-input (forward) Gram Q_l is singular",
+    "N C <= width (backward Grams invertible)": "a backward Gram is singular (N C > width)",
+    "C == 1": "several outputs (C > 1): the finite-width alpha is not the one-output count",
+    "infinite width (M -> infinity)": "isotropy of unit-wise NGD holds only as the width grows; "
+                                      "this is the infinite-width value, not a finite network",
+}
+_DAMPING = "damping == 0"
+
+
+def _failing_phrase(condition: str) -> str:
+    return _FAILING.get(condition, f"condition not met: {condition}")
+
 
 @dataclass(frozen=True)
 class IsotropyReport:
     """alpha: measured tr(G)/m; deviation: ||G - alpha I||_F / ||alpha I||_F; spectrum: eigenvalues
     of G (descending); conditions: each condition of the theory -> holds?; alpha_error: relative
-    gap between measured and predicted alpha (None when theory predicts no alpha)."""
+    gap between measured and predicted alpha (None when theory predicts no alpha); notes: the
+    operator's remarks; damping: rho of the operator."""
 
     method: str
     alpha: float
@@ -24,17 +46,33 @@ class IsotropyReport:
     condition_number: float
     conditions: dict
     notes: tuple
+    damping: float = 0.0
 
     @property
     def isotropic(self) -> bool:
+        """Whether G = alpha I to 1e-6 (relative Frobenius deviation)."""
         return self.deviation < 1e-6
 
+    @property
+    def failing(self) -> list[str]:
+        """The theory's conditions that do not hold, in words (damping is reported separately:
+        it is a choice, not a failure)."""
+        return [_failing_phrase(k) for k, v in self.conditions.items()
+                if not v and k != _DAMPING]
+
     def summary(self) -> str:
+        """One headline line (alpha measured and predicted, deviation from isotropy, condition
+        number of G), then one line per failing condition, the damping if any, and the notes."""
         pred = "-" if self.alpha_theory is None else f"{self.alpha_theory:.6g}"
-        failed = [k for k, v in self.conditions.items() if not v]
-        return (f"{self.method:>18s}  alpha measured {self.alpha:.6g}  predicted {pred}  "
-                f"deviation {self.deviation:.2e}  cond {self.condition_number:.3g}"
-                + (f"  failing: {', '.join(failed)}" if failed else ""))
+        lines = [f"{self.method:>18s}  alpha measured {self.alpha:.6g}  predicted {pred}  "
+                 f"deviation {self.deviation:.2e}  cond {self.condition_number:.3g}"]
+        pad = " " * 20
+        if self.damping > 0:
+            lines.append(f"{pad}damped (rho = {self.damping:.3g}): the theory's alpha is the "
+                         f"rho -> 0 constant, so no alpha is predicted for this operator")
+        lines += [f"{pad}failing: {phrase}" for phrase in self.failing]
+        lines += [f"{pad}note: {note}" for note in self.notes]
+        return "\n".join(lines)
 
 
 def _constant_part(op) -> Operator:
@@ -68,4 +106,4 @@ def isotropy(op) -> IsotropyReport:
     lo = spec[-1]
     cond = float(spec[0] / lo) if lo > 0 else float("inf")
     return IsotropyReport(op.name, op.alpha, op.alpha_theory, err, op.deviation, spec, cond,
-                          dict(op.conditions), tuple(op.notes))
+                          dict(op.conditions), tuple(op.notes), float(op.damping))

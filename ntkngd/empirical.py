@@ -14,22 +14,22 @@ d[W_l; b_l] = Ht_l^T A_l (`contract`).
 """
 from __future__ import annotations
 
-from functools import partial
 from typing import Any, Optional, Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from . import _checks
+from ._lazy import LazyModule, lazy_jit
 from .kernels import Kernels
+from .linalg import serial_blas  # noqa: F401  (re-exported)
 from .network import Network
 
+jax = LazyModule("jax")            # imported on first use: `import ntkngd.methods` stays light
+jnp = LazyModule("jax.numpy")
 DenseParams = list  # [(W_1, b_1 or None), ..., (W_L, b_L or None)]
-from .linalg import serial_blas  # noqa: F401  (re-exported)
 
 
-@jax.jit
+@lazy_jit
 def _all_finite(tree) -> jnp.ndarray:
     leaves = jax.tree_util.tree_leaves(tree)
     return jnp.stack([jnp.all(jnp.isfinite(a)) for a in leaves])
@@ -88,6 +88,7 @@ def dense_params(net: Network, params: Any, input_dim: Optional[int] = None,
 
 
 def param_dtype(dense: DenseParams):
+    """The floating dtype of the (dense) parameters."""
     return jnp.result_type(dense[0][0].dtype, jnp.float32)
 
 
@@ -104,7 +105,7 @@ def _weights(W: jnp.ndarray, b) -> jnp.ndarray:
     return W if b is None else jnp.concatenate([W, b], 0)
 
 
-@partial(jax.jit, static_argnums=0)
+@lazy_jit(static_argnums=0)
 def features(net: Network, dense: DenseParams, x: jnp.ndarray):
     """One forward pass with taps and the C batched backward passes.
 
@@ -129,7 +130,7 @@ def features(net: Network, dense: DenseParams, x: jnp.ndarray):
     return f, tuple(hts), tuple(d.reshape(n * c, -1) for d in ds)
 
 
-@jax.jit
+@lazy_jit
 def _grams(hts: Sequence[jnp.ndarray], ds: Sequence[jnp.ndarray], hts2, ds2):
     """Q_l = Ht Ht2^T (N, N2), B_l = D D2^T (NC, N2 C), Theta_l = B o (Q (x) 1 1^T)."""
     qs = jnp.stack([a @ b.T for a, b in zip(hts, hts2)])
@@ -139,7 +140,7 @@ def _grams(hts: Sequence[jnp.ndarray], ds: Sequence[jnp.ndarray], hts2, ds2):
     return qs, bs, bs * qe
 
 
-@jax.jit
+@lazy_jit
 def contract(hts: Sequence[jnp.ndarray], signals: Sequence[jnp.ndarray]) -> tuple:
     """d[W_l; b_l] = Ht_l^T A_l for per-sample signals A_l (N, M_l): J_l^T v when
     A_l[n] = sum_c v[(n, c)] D_l[(n, c)] (a VJP, no Jacobian)."""
@@ -187,6 +188,9 @@ def kernels_and_outputs(net: Network, params: Any, x_train: Any,
         qt, bt, blocks_t = _grams(hts_t, ds_t, hts, ds)
         fields.update(blocks_test=blocks_t, fwd_test=qt, bwd_test=bt, layer_inputs_test=hts_t,
                       backprops_test=ds_t)
+    _checks.finite_kernels({k: fields.get(k) for k in ("blocks_train", "fwd_train", "bwd_train",
+                                                       "blocks_test", "fwd_test", "bwd_test")},
+                           np.asarray(xtr))
     return Kernels(**fields), f
 
 
@@ -197,7 +201,7 @@ def outputs(net: Network, params: Any, x: Any) -> jnp.ndarray:
     return _forward(net, dense, jnp.asarray(x, param_dtype(dense)))
 
 
-@partial(jax.jit, static_argnums=0)
+@lazy_jit(static_argnums=0)
 def _forward(net: Network, dense: DenseParams, x: jnp.ndarray) -> jnp.ndarray:
     h = x
     for l, (W, b) in enumerate(dense, start=1):

@@ -183,6 +183,7 @@ class TrainLog:
     pred_inf_test_loss: np.ndarray
 
     def table(self) -> str:
+        """The log as a text table: one row per step, 9 columns (see the class docstring)."""
         head = (f"{self.method}: lr {self.lr:.6g}, damping {self.damping:.3g}, measured alpha "
                 f"(empirical operator) {self.alpha:.6g}\n"
                 f"{'step':>4} {'train':>11} {'pred emp':>11} {'pred inf':>11} {'test':>11} "

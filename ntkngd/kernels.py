@@ -17,12 +17,16 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional
 
-import jax
-import jax.numpy as jnp
-import neural_tangents as nt
+import numpy as np
 
 from . import _checks
+from ._lazy import LazyModule
 from .network import Network
+
+
+jax = LazyModule("jax")
+jnp = LazyModule("jax.numpy")
+nt = LazyModule("neural_tangents")
 
 
 @dataclass(frozen=True)
@@ -60,18 +64,22 @@ class Kernels:
 
     @property
     def depth(self) -> int:
+        """Number of trainable layers L."""
         return int(self.blocks_train.shape[0])
 
     @property
     def n_train(self) -> int:
+        """Training points N."""
         return int(self.fwd_train.shape[1])
 
     @property
     def n_test(self) -> int:
+        """Test points N' (0 without test points)."""
         return 0 if self.fwd_test is None else int(self.fwd_test.shape[1])
 
     @property
     def has_test(self) -> bool:
+        """Whether test-train kernels were computed."""
         return self.blocks_test is not None
 
     @property
@@ -81,10 +89,12 @@ class Kernels:
 
     @property
     def ntk_test(self) -> Optional[jnp.ndarray]:
+        """Total test-train NTK sum_l Theta_l(X', X), or None."""
         return None if self.blocks_test is None else self.blocks_test.sum(0)
 
     @property
     def is_infinite_width(self) -> bool:
+        """True for analytic kernels (N x N factors of K (x) I_C)."""
         return self.kron_outputs
 
 
@@ -151,10 +161,12 @@ def analytic_kernels(net: Network, x_train: Any, x_test: Any = None,
 
     Returns a `Kernels` with N x N factors (`kron_outputs=True`: each kernel is K (x) I_C).
     Uses the dtype of JAX's default float (float64 with `jax_enable_x64`). `batch_size > 0` tiles
-    the computation with `neural_tangents.batch` over all local devices.
+    the computation with `neural_tangents.batch` over all local devices (0: no tiling). Inputs
+    whose kernels overflow (row norms ~1e77 and above in float64) raise a ValueError.
     """
     if not isinstance(net, Network):
         raise TypeError(f"net must be an ntkngd Network (from ntkngd.mlp), got {type(net).__name__}")
+    batch_size = _checks.non_negative_int(batch_size, "batch_size")
     dtype = jnp.zeros(()).dtype
     xtr = jnp.asarray(_checks.inputs(x_train, "x_train"), dtype)
     d = xtr.shape[1]
@@ -169,4 +181,6 @@ def analytic_kernels(net: Network, x_train: Any, x_test: Any = None,
         fields.update(blocks_test=_move_layer_axis(test.blocks),
                       fwd_test=_move_layer_axis(test.fwd), bwd_test=_move_layer_axis(test.bwd),
                       nngp_test=test.nngp)
+    _checks.finite_kernels({k: v for k, v in fields.items() if k.endswith(("_train", "_test"))},
+                           np.asarray(xtr))
     return Kernels(**fields)

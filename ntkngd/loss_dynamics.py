@@ -115,15 +115,18 @@ class LossOperator:
     loss: Loss = softmax_cross_entropy
 
     def core(self) -> _Core:
+        """The jit-friendly equinox module holding the arrays (what the integrators trace)."""
         dtype = jnp.asarray(self.train).dtype
         return _Core(self.train, self.test, self.pattern,
                      jnp.asarray(self.n_train * self.damping, dtype), self.kind, self.kron,
                      self.loss)
 
     def __call__(self, f: Any, r: Any):
+        """(G(f) r, G'(f) r or None) for a residual r (N, C) in range(H)."""
         return self.core()(jnp.asarray(f), jnp.asarray(r))
 
     def from_targets(self, f: Any, y: Any):
+        """(G(f) r, G'(f) r or None) with r and H^+ r computed exactly from the targets y."""
         return self.core().from_targets(jnp.asarray(f), jnp.asarray(y))
 
 

@@ -8,19 +8,37 @@ W_l, b_l is drawn from N(0, 1). `b_std == 0` means the network has no bias.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-import jax.numpy as jnp
-from neural_tangents import stax
+import numpy as np
 
 from . import _checks
+
+if TYPE_CHECKING:
+    import jax.numpy as jnp
+
+
+class _LazyStax:
+    """neural_tangents.stax, imported on first use (keeps `ntkngd --help` and imports fast)."""
+
+    def __getattr__(self, name: str) -> Any:
+        from neural_tangents import stax as module
+        return getattr(module, name)
+
+
+stax = _LazyStax()
+
+def _abrelu_gamma(a: float, b: float) -> float:
+    """phi(u) = a min(u, 0) + b max(u, 0): phi' is non-zero on both half-lines (1), on one (1/2), or
+    nowhere (0: phi is identically zero)."""
+    return ((a != 0.0) + (b != 0.0)) / 2.0
+
 
 # name -> (stax constructor taking the user's keyword arguments, fraction of units with a non-zero
 # derivative at a typical point, gamma in docs/theory.md's unit-wise section)
 _ACTIVATIONS: dict[str, tuple[Callable[..., Any], Callable[..., float]]] = {
     "relu": (lambda: stax.Relu(), lambda: 0.5),
-    "abrelu": (lambda a=0.0, b=1.0: stax.ABRelu(a, b),
-               lambda a=0.0, b=1.0: 0.5 if (a == 0.0) != (b == 0.0) else 1.0),
+    "abrelu": (lambda a=0.0, b=1.0: stax.ABRelu(a, b), lambda a=0.0, b=1.0: _abrelu_gamma(a, b)),
     "leaky_relu": (lambda alpha=0.01: stax.LeakyRelu(alpha), lambda alpha=0.01: 1.0 if alpha else 0.5),
     "abs": (lambda: stax.Abs(), lambda: 1.0),
     "erf": (lambda a=1.0, b=1.0, c=0.0: stax.Erf(a, b, c), lambda **_: 1.0),
@@ -52,6 +70,7 @@ class Network:
 
     @property
     def has_bias(self) -> bool:
+        """Whether the layers have a bias (b_std != 0)."""
         return self.b_std != 0.0
 
     @property
@@ -61,7 +80,8 @@ class Network:
 
     @property
     def gamma(self) -> float:
-        """Fraction of hidden units with a non-zero derivative (1/2 for ReLU, 1 for erf)."""
+        """Fraction of hidden units with a non-zero derivative (1/2 for ReLU, 1 for erf, 0 for an
+        activation that is identically zero, e.g. abrelu with a = b = 0)."""
         return float(_ACTIVATIONS[self.activation][1](**dict(self.activation_kwargs)))
 
     def activation_layer(self):
@@ -93,14 +113,17 @@ class Network:
 
     @property
     def init_fn(self):
+        """neural-tangents init_fn(key, input_shape) -> (output_shape, params)."""
         return self.stax()[0]
 
     @property
     def apply_fn(self):
+        """neural-tangents apply_fn(params, x) -> f(x), shape (N, C)."""
         return self.stax()[1]
 
     @property
     def kernel_fn(self):
+        """neural-tangents infinite-width kernel_fn(x1, x2, get) of the whole network."""
         return self.stax()[2]
 
 
@@ -109,17 +132,18 @@ def mlp(depth: int, width: int | Sequence[int] = 512, activation: str = "relu",
         **activation_kwargs: Any) -> Network:
     """An MLP with `depth` trainable layers (depth - 1 hidden layers of the given width(s)).
 
-    `width` is one width for every hidden layer or a list of depth - 1 widths. `activation` is one
+    `width` is one width for every hidden layer or a sequence of depth - 1 widths (Python, numpy or
+    JAX integers, integral floats such as 64.0, or an array such as np.arange(...)). `activation` is one
     of `ACTIVATIONS` (neural-tangents' elementwise layers); extra keyword arguments go to its
     constructor (e.g. `alpha` for leaky_relu). `b_std = 0` builds a network without bias.
     """
     depth = _checks.positive_int(depth, "depth")
     out_dim = _checks.positive_int(out_dim, "out_dim")
     _checks.choice(activation, "activation", _ACTIVATIONS)
-    if isinstance(width, (int,)) and not isinstance(width, bool):
-        widths = (int(width),) * (depth - 1)
+    if isinstance(width, str) or np.ndim(width) == 0:      # int, np.int64, 64.0, jnp.int32
+        widths = (_checks.positive_int(width, "width"),) * (depth - 1)
     else:
-        widths = tuple(width)
+        widths = tuple(np.asarray(width).tolist()) if hasattr(width, "shape") else tuple(width)
         if len(widths) != depth - 1:
             raise ValueError(f"width must be one integer or a list of depth - 1 = {depth - 1} "
                              f"hidden widths, got {len(widths)} widths")

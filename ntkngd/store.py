@@ -2,11 +2,15 @@
 
 Every file is written to a temporary name in the same directory and moved into place with
 `os.replace`, so a crash never leaves a half-written result and never clobbers the old one.
-Results are keyed by a hash of their configuration: a rerun with the same configuration reuses
-them, a changed configuration recomputes, and an interrupted run resumes from the parts it saved.
+Results are keyed by a hash of their configuration and of the package source: a rerun with the
+same configuration and code reuses them, a changed configuration or an edit to the library
+recomputes, and an interrupted run resumes from the parts it saved. A part that cannot be read back
+completely (truncated, empty, missing an array) is a miss and is recomputed.
 """
 from __future__ import annotations
 
+import functools
+import glob
 import hashlib
 import json
 import os
@@ -17,9 +21,19 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 
+def _same_bytes(a: str, b: str) -> bool:
+    if not os.path.isfile(b) or os.path.getsize(a) != os.path.getsize(b):
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        return fa.read() == fb.read()
+
+
 @contextmanager
 def atomic_path(path: str) -> Iterator[str]:
-    """Yield a temporary path; on success it replaces `path` atomically, on error it is removed."""
+    """Yield a temporary path; on success it replaces `path` atomically, on error it is removed.
+
+    A result whose bytes equal the existing file leaves that file untouched (same mtime), so
+    regenerating unchanged results does not dirty a work tree."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     base, ext = os.path.splitext(os.path.basename(path))
@@ -27,25 +41,63 @@ def atomic_path(path: str) -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)       # mkstemp creates 0600; results are ordinary files
-        os.replace(tmp, path)
+        if not _same_bytes(tmp, path):
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)       # mkstemp creates 0600; results are ordinary files
+            os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
 
 
-def _jsonable(obj: Any) -> Any:
+def remove_stale_temps(directory: str, base: str = "") -> list[str]:
+    """Delete temporary files that an interrupted (killed) write left in `directory`: those named
+    like atomic_path's, `.BASE.*.tmp*` (any base when `base` is empty). Returns their paths."""
+    removed = []
+    for tmp in glob.glob(os.path.join(glob.escape(directory), f".{glob.escape(base)}*.tmp*")):
+        try:
+            os.remove(tmp)
+            removed.append(tmp)
+        except OSError:
+            pass
+    return removed
+
+
+@functools.lru_cache(maxsize=None)
+def source_hash(package_dir: str | None = None) -> str:
+    """sha256 (16 hex digits) over the paths and bytes of every .py file of the package (this
+    ntkngd by default): the code that computes a result is part of its cache key."""
+    root = package_dir or os.path.dirname(os.path.abspath(__file__))
+    digest = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "__pycache__")))
+        for fname in sorted(f for f in filenames if f.endswith(".py")):
+            path = os.path.join(dirpath, fname)
+            digest.update(os.path.relpath(path, root).encode() + b"\0")
+            with open(path, "rb") as fh:
+                digest.update(fh.read() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def file_digest(path: str) -> str:
+    """sha256 of a file's bytes (used to verify that saved outputs are complete)."""
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
+
+
+def _jsonable(obj: Any, digits: int | None = None) -> Any:
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): _jsonable(v, digits) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [_jsonable(v, digits) for v in obj]
     if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
+        return _jsonable(obj.tolist(), digits)
     if isinstance(obj, (np.floating, float)):
         v = float(obj)
-        return v if np.isfinite(v) else str(v)
+        if not np.isfinite(v):
+            return str(v)
+        return v if digits is None else float(f"{v:.{digits}g}")
     if isinstance(obj, (np.integer,)):
         return int(obj)
     if isinstance(obj, (np.bool_,)):
@@ -53,54 +105,85 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def write_json(path: str, obj: Any) -> None:
+def write_json(path: str, obj: Any, digits: int | None = None) -> None:
+    """Write `obj` as sorted, indented JSON atomically (numpy values converted; inf/NaN as strings).
+    `digits`: round floats to that many significant digits (None: full precision), so that
+    last-bit differences between machines do not change the file."""
     with atomic_path(path) as tmp:
         with open(tmp, "w") as fh:
-            json.dump(_jsonable(obj), fh, indent=1, sort_keys=True)
+            json.dump(_jsonable(obj, digits), fh, indent=1, sort_keys=True)
 
 
 def read_json(path: str) -> Any:
+    """Parse a JSON file."""
     with open(path) as fh:
         return json.load(fh)
 
 
+_MANIFEST = "__keys__"
+
+
 def write_npz(path: str, arrays: dict[str, Any]) -> None:
+    """Arrays to an .npz (atomically), with a manifest of their names for `read_npz` to check."""
+    if _MANIFEST in arrays:
+        raise ValueError(f"{_MANIFEST!r} is reserved for the manifest")
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
+            np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()},
+                     **{_MANIFEST: np.array(sorted(arrays), dtype=str)})
 
 
 def read_npz(path: str) -> dict[str, np.ndarray]:
+    """Every array of an .npz written by `write_npz`; ValueError if it is incomplete (the manifest
+    or a listed array is missing)."""
     with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+        if _MANIFEST not in z.files:
+            raise ValueError(f"{path}: no manifest of its arrays (not written by write_npz)")
+        arrays = {k: z[k] for k in z.files}
+    names = [str(k) for k in arrays.pop(_MANIFEST).tolist()]
+    missing = sorted(set(names) - set(arrays))
+    if missing:
+        raise ValueError(f"{path}: missing array(s) {missing}")
+    return arrays
 
 
 def config_hash(config: Any) -> str:
+    """sha256 (16 hex digits) of the canonical JSON of `config`."""
     text = json.dumps(_jsonable(config), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class Cache:
-    """Parts of one computation stored as NPZ files under `directory`, keyed by configuration."""
+    """Parts of one computation stored as NPZ files under `directory`, keyed by configuration and
+    by `code` (default: the hash of the package source, so that an edit recomputes)."""
 
-    def __init__(self, directory: str, config: Any, force: bool = False):
-        self.directory = os.path.join(directory, config_hash(config))
+    def __init__(self, directory: str, config: Any, force: bool = False,
+                 code: str | None = None):
+        key = {"config": config, "code": source_hash() if code is None else code}
+        self.directory = os.path.join(directory, config_hash(key))
+        if os.path.isdir(self.directory):
+            remove_stale_temps(self.directory)
         self.force = force
         self.hits = 0
         self.misses = 0
 
     def path(self, key: str) -> str:
+        """The .npz file of part `key` (characters outside [A-Za-z0-9-_.] replaced by _)."""
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in key)
         return os.path.join(self.directory, f"{safe}.npz")
 
     def get_or_compute(self, key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, np.ndarray]:
+        """The stored part `key`, or compute() saved as that part. A part that cannot be read
+        back completely (empty, truncated, corrupt, missing an array) counts as a miss."""
         path = self.path(key)
         if not self.force and os.path.exists(path):
             try:
+                result = read_npz(path)
+            except Exception:       # noqa: BLE001 - BadZipFile, EOFError, zlib.error, ...: recompute
+                pass
+            else:
                 self.hits += 1
-                return read_npz(path)
-            except (OSError, ValueError):      # unreadable: recompute
-                self.hits -= 1
+                return result
         self.misses += 1
         result = {k: np.asarray(v) for k, v in compute().items()}
         write_npz(path, result)

@@ -152,7 +152,9 @@ def test_cli_train_and_check(capsys):
     out = capsys.readouterr().out
     assert "block_tridiagonal  alpha measured 2  predicted 2" in out
     assert "kfac  alpha measured 25  predicted 25" in out
-    assert cli.main(["train", "--method", "newton", "--n-train", "4", "--n-test", "4"]) == 2
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--method", "newton", "--n-train", "4", "--n-test", "4"])
+    assert e.value.code == 2
     assert "unknown method 'newton'" in capsys.readouterr().err
 
 

@@ -1,5 +1,9 @@
-"""The figure set: each module computes numbers (cached by configuration), draws theory (lines)
-against finite-width training (markers) and writes NAME.png, NAME.pdf and NAME.json atomically."""
+"""The figure set: each module computes numbers (cached by configuration and code), draws theory
+(lines) against finite-width training (markers) and writes NAME.png, NAME.pdf and NAME.json
+atomically and deterministically (a file whose bytes did not change is left untouched).
+
+The quick profile writes into figures/ (the committed figures); any other profile defaults to
+figures/<profile>/, so it never overwrites them."""
 from __future__ import annotations
 
 import importlib
@@ -9,18 +13,36 @@ import time
 import traceback
 from typing import Iterable, Optional
 
-from ..store import Cache, config_hash, read_json, write_json
-from .common import Context
+from ..store import Cache, config_hash, file_digest, read_json, remove_stale_temps, write_json
 from .profiles import PROFILES, Profile, get
 
 # name -> module (order = the order they run and appear in the README)
 _MODULES = ("convergence", "lr_sweep", "width_gap", "spectra", "test_functions", "btd_depth",
             "kfac_nd", "unit_wise_width", "cross_entropy")
 FIGURE_VERSION = 1
+DEFAULT_PROFILE = "quick"
+JSON_DIGITS = 12
+_EXTENSIONS = ("png", "pdf", "json")
 
 
 def available() -> tuple[str, ...]:
+    """Names of the figures, in the order they run."""
     return _MODULES
+
+
+def default_out_dir(profile: str, root: str = "figures") -> str:
+    """Where a profile's figures go without --out: `root` for the quick profile (the committed
+    figures), `root/<profile>` for any other, so that no profile overwrites another."""
+    return root if profile == DEFAULT_PROFILE else os.path.join(root, profile)
+
+
+def _outputs_intact(stamp: str, outputs: list[str]) -> bool:
+    """Whether every output exists with the bytes recorded when it was computed."""
+    try:
+        recorded = read_json(stamp)["sha256"]
+        return all(recorded[os.path.basename(p)] == file_digest(p) for p in outputs)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def _module(name: str):
@@ -38,37 +60,49 @@ def _progress(enabled: bool):
 
 def run_one(name: str, profile: Profile, out_dir: str, force: bool = False,
             progress: bool = False) -> str:
-    """Compute (or reuse) and draw one figure. Returns 'cached' or 'computed'."""
+    """Compute (or reuse) and draw one figure. Returns 'cached' or 'computed'.
+
+    'cached' needs this configuration and code's part cache with a record of the outputs' bytes,
+    and every output (PNG, PDF, JSON) still having those bytes: a fresh clone (no cache), an edit
+    to the library, or a truncated or missing output recomputes. Temporary files left by an
+    interrupted save are removed first."""
     mod = _module(name)
+    from .common import Context
     config = {"figure": name, "profile": profile.config(), "version": FIGURE_VERSION}
     key = config_hash(config)
     json_path = os.path.join(out_dir, f"{name}.json")
-    outputs = [os.path.join(out_dir, f"{name}.{ext}") for ext in ("png", "pdf")]
-    cache = Cache(os.path.join(out_dir, ".cache", name), config, force=force)
-    # reuse only what was computed here (the part cache exists): a fresh clone regenerates the
-    # committed figures instead of trusting them
-    if (not force and os.path.isdir(cache.directory) and os.path.exists(json_path)
-            and all(map(os.path.exists, outputs))):
-        try:
-            if read_json(json_path).get("hash") == key:
-                return "cached"
-        except (OSError, ValueError):
-            pass
+    outputs = [os.path.join(out_dir, f"{name}.{ext}") for ext in _EXTENSIONS]
+    cache_root = os.path.join(out_dir, ".cache", name)
+    if os.path.isdir(out_dir):
+        remove_stale_temps(out_dir, name)
+    for directory, _, _ in os.walk(cache_root):      # every configuration's parts
+        remove_stale_temps(directory)
+    cache = Cache(cache_root, config, force=force)
+    stamp = os.path.join(cache.directory, "outputs.json")
+    if not force and _outputs_intact(stamp, outputs):
+        return "cached"
     ctx = Context(profile, out_dir, cache, _progress(progress))
     t0 = time.perf_counter()
     results = mod.compute(ctx)
     mod.plot(results, ctx)
+    # no timings or dates in the committed JSON, and 12 significant digits: identical results give
+    # identical bytes, and last-bit differences between machines (BLAS threads) do not show
     write_json(json_path, {"figure": name, "title": mod.TITLE, "hash": key, "config": config,
-                           "seconds": time.perf_counter() - t0, "results": results})
+                           "results": results}, digits=JSON_DIGITS)
+    write_json(stamp, {"seconds": time.perf_counter() - t0,
+                       "sha256": {os.path.basename(p): file_digest(p) for p in outputs}})
     return "computed"
 
 
 def run(names: Optional[Iterable[str]] = None, profile: str | Profile = "quick",
-        out_dir: str = "figures", force: bool = False, progress: bool = False,
+        out_dir: Optional[str] = None, force: bool = False, progress: bool = False,
         log=print) -> dict[str, str]:
-    """Run the figures (all by default). A figure that fails is reported by name and the others
-    still run. Returns name -> 'cached' | 'computed' | 'failed: ...'."""
+    """Run the figures (all by default) into `out_dir` (None: `default_out_dir(profile)`). A
+    figure that fails is reported by name and the others still run. Returns
+    name -> 'cached' | 'computed' | 'failed: ...'."""
     prof = get(profile) if isinstance(profile, str) else profile
+    if out_dir is None:
+        out_dir = default_out_dir(prof.name)
     names = list(names) if names else list(_MODULES)
     for n in names:
         _module(n)
@@ -79,11 +113,18 @@ def run(names: Optional[Iterable[str]] = None, profile: str | Profile = "quick",
             status[n] = run_one(n, prof, out_dir, force, progress)
         except KeyboardInterrupt:
             raise
-        except Exception as e:  # report, keep going
+        except Exception as e:  # report in one line, keep going; the traceback goes to a file
             status[n] = f"failed: {type(e).__name__}: {e}"
-            traceback.print_exc(file=sys.stderr)
+            trace = os.path.join(out_dir, ".cache", f"{n}.traceback.txt")
+            try:
+                os.makedirs(os.path.dirname(trace), exist_ok=True)
+                with open(trace, "w") as fh:
+                    traceback.print_exc(file=fh)
+                status[n] += f" (traceback in {trace})"
+            except OSError:
+                pass
         log(f"{n:>16s}: {status[n]} ({time.perf_counter() - t0:.1f} s)")
     return status
 
 
-__all__ = ["run", "run_one", "available", "PROFILES", "Profile", "get"]
+__all__ = ["run", "run_one", "available", "default_out_dir", "PROFILES", "Profile", "get"]

@@ -75,25 +75,32 @@ def binary_data(profile: Profile, n_train: int | None = None) -> data_mod.Datase
     return ds
 
 
+# No dates or versions in the files: the same figure gives the same bytes on every run.
+_METADATA = {"png": {"Software": None}, "pdf": {"Creator": None, "Producer": None,
+                                                 "CreationDate": None}}
+
+
 def save_figure(fig, ctx: Context, name: str) -> list[str]:
-    """Write NAME.png and NAME.pdf atomically; returns the paths."""
+    """Write NAME.png and NAME.pdf atomically and deterministically; returns the paths."""
     paths = []
     fig.tight_layout()
     for ext in ("png", "pdf"):
         path = os.path.join(ctx.out_dir, f"{name}.{ext}")
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=ext, dpi=130, bbox_inches="tight")
+            fig.savefig(tmp, format=ext, dpi=130, bbox_inches="tight", metadata=_METADATA[ext])
         paths.append(path)
     plt.close(fig)
     return paths
 
 
 def subplots(ncols: int = 1, nrows: int = 1, width: float = 5.0, height: float = 3.8):
+    """A figure with nrows x ncols axes of width x height inches each; returns (fig, flat axes)."""
     fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
     return fig, axes.ravel()
 
 
 def legend(ax, **kw):
+    """A small frameless legend."""
     ax.legend(fontsize=8, frameon=False, **kw)
 
 
@@ -117,6 +124,7 @@ def quiet(fn, *args, **kwargs):
 
 
 def floor_at(values, floor: float):
+    """values clipped from below at `floor` (for log axes)."""
     return np.maximum(np.asarray(values, float), floor)
 
 
@@ -133,6 +141,7 @@ class Setup:
 
 
 def standard_setup(profile: Profile, seed: int) -> Setup:
+    """The profile's standard experiment (see Setup) for parameter seed `seed`."""
     from .. import analytic_kernels, mlp
     ds = binary_data(profile)
     net = mlp(profile.depth, profile.width, "relu")

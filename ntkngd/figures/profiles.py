@@ -29,6 +29,7 @@ class Profile:
     replace = dataclasses.replace
 
     def config(self) -> dict:
+        """Every field as a dict (part of the cache key)."""
         return dataclasses.asdict(self)
 
 
@@ -45,6 +46,7 @@ PROFILES = {
 
 
 def get(name: str, **overrides) -> Profile:
+    """The named profile, with the given fields replaced (None values ignored)."""
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
     return PROFILES[name].replace(**{k: v for k, v in overrides.items() if v is not None})

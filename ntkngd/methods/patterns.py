@@ -29,6 +29,7 @@ class BlockPattern:
 
     @property
     def depth(self) -> int:
+        """L, the number of layers the pattern covers."""
         return self.matrix.shape[0]
 
     def __hash__(self) -> int:
@@ -58,6 +59,7 @@ def diagonal(depth: int) -> BlockPattern:
 
 
 def tridiagonal(depth: int) -> BlockPattern:
+    """The block tri-diagonal pattern: S_ij = 1 for |i - j| <= 1 (L x L over layers)."""
     s = np.eye(depth) + np.eye(depth, k=1) + np.eye(depth, k=-1)
     return block_pattern(s, "block_tridiagonal")
 

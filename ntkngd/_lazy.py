@@ -1,0 +1,38 @@
+"""Import-on-first-use helpers: keep `import ntkngd` and `ntkngd --help` free of JAX and
+neural-tangents until a computation needs them."""
+from __future__ import annotations
+
+import functools
+import importlib
+from typing import Any, Callable
+
+
+class LazyModule:
+    """Stands for the module `name`; the first attribute access imports it."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return getattr(importlib.import_module(self._name), attr)
+
+    def __repr__(self) -> str:
+        return f"<lazy module {self._name!r}>"
+
+
+def lazy_jit(fn: Callable | None = None, **jit_kwargs: Any) -> Callable:
+    """`jax.jit(fn, **jit_kwargs)`, built on the first call (so defining it does not import JAX).
+    Use as @lazy_jit or @lazy_jit(static_argnums=0)."""
+    if fn is None:
+        return functools.partial(lazy_jit, **jit_kwargs)
+    compiled: list = []
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not compiled:
+            import jax
+            compiled.append(jax.jit(fn, **jit_kwargs))
+        return compiled[0](*args, **kwargs)
+    return wrapper
