@@ -188,7 +188,7 @@ def cmd_check(args) -> int:
     _enable_x64(True)
     import jax
 
-    from . import METHODS, analytic_kernels, isotropy, operator
+    from . import analytic_kernels, isotropy, method_names, operator
     from .empirical import empirical_kernels
     ds = _dataset(args)
     net = _net(args, ds.out_dim)
@@ -200,7 +200,7 @@ def cmd_check(args) -> int:
           f"L = {net.depth}, {net.activation}, damping "
           f"{'default' if args.damping is None else args.damping}")
     print(f"preprocessing: {ds.preprocessing}")
-    methods = list(args.methods or ([] if args.pattern is not None else METHODS))
+    methods = list(args.methods or ([] if args.pattern is not None else method_names()))
     if args.pattern is not None:
         methods.append(args.pattern)
     for label, K in kernels.items():
@@ -210,7 +210,7 @@ def cmd_check(args) -> int:
                 warnings.simplefilter("always")
                 try:
                     rep = isotropy(operator(m, K, args.damping))
-                except ValueError as e:
+                except (ValueError, NotImplementedError) as e:
                     print(f"{getattr(m, 'name', m):>18s}  not available: {e}")
                     continue
             print(rep.summary())
@@ -263,8 +263,10 @@ def parser() -> argparse.ArgumentParser:
     """The argument parser of the `ntkngd` command (choices from the registries)."""
     from .figures import available
     from .figures.profiles import PROFILES
-    from .methods import METHODS
-    methods = ", ".join(METHODS)
+    from .losses import LOSSES
+    from .methods import method_names
+    registered = list(method_names())
+    methods = ", ".join(registered)
     ap = _Parser(prog="ntkngd", description="NGD with exact and approximate "
                                  "Fisher information in wide networks (Karakida & Osawa 2020).",
                                  formatter_class=_Formatter)
@@ -285,7 +287,7 @@ def parser() -> argparse.ArgumentParser:
     f.set_defaults(fn=cmd_figures)
     t = sub.add_parser("train", help="train one method and print measured vs predicted losses",
                        formatter_class=_Formatter)
-    t.add_argument("--method", default="exact", type=method_name, choices=METHODS,
+    t.add_argument("--method", default="exact", type=method_name, choices=registered,
                    help=f"NGD variant (aliases accepted): {methods}")
     t.add_argument("--steps", type=positive_int, default=5, help="training steps")
     t.add_argument("--lr", type=positive_float, default=None,
@@ -293,13 +295,14 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--damping", type=non_negative_float, default=None,
                    help="rho >= 0 (None: 0; unit_wise: methods.unitwise.default_damping)")
     t.add_argument("--float32", action="store_true", help="train in float32 (default float64)")
-    t.add_argument("--loss", default="mse", choices=["mse", "ce"],
-                   help="ce: softmax cross-entropy with one-hot targets (C >= 2)")
+    t.add_argument("--loss", default="mse", choices=sorted(LOSSES) + ["bce", "ce"],
+                   help="ce: softmax cross-entropy with one-hot targets (C >= 2); bce: sigmoid "
+                   "binary cross-entropy (C = 1, targets 0/1); any registered loss")
     _data_args(t)
     t.set_defaults(fn=cmd_train)
     c = sub.add_parser("check", help="isotropy report of every method",
                        formatter_class=_Formatter)
-    c.add_argument("--methods", nargs="+", default=None, type=method_name, choices=METHODS,
+    c.add_argument("--methods", nargs="+", default=None, type=method_name, choices=registered,
                    metavar="METHOD", help=f"methods to report (None: all): {methods}")
     c.add_argument("--damping", type=non_negative_float, default=None,
                    help="rho >= 0 (None: 0; unit_wise: methods.unitwise.default_damping)")

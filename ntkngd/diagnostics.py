@@ -75,8 +75,28 @@ class IsotropyReport:
         return "\n".join(lines)
 
 
-def isotropy(op: Operator) -> IsotropyReport:
-    """How close G is to alpha I, and which conditions of the theory hold."""
+def _constant_part(op) -> Operator:
+    """A LossOperator whose G(f) = M H(f)^+ (GD, rho -> 0 patterns) -> an Operator of M restricted
+    to range(H) (U^T M U, U = I_N (x) U_C at finite width): isotropic M means the step is
+    alpha H^+ r for every f."""
+    if op.kind not in ("gd", "pinv"):
+        raise ValueError(f"isotropy: the damped {op.loss.name} operator of {op.name!r} depends on "
+                         "the outputs f through the damped solve; use damping = 0 (the "
+                         "minimum-norm limit, G(f) = alpha H^+ on the training points)")
+    train = np.asarray(op.train, np.float64)
+    if not op.kron:
+        u = np.kron(np.eye(op.n_train), np.asarray(op.loss.basis(op.out_dim), float))
+        train = u.T @ train @ u
+    return Operator(op.name, train, None, op.alpha, op.damping, op.out_dim, op.kron, {},
+                    op.notes + (f"{op.loss.name}: G(f) = M H(f)^+; reported: M on range(H)",))
+
+
+def isotropy(op) -> IsotropyReport:
+    """How close G is to alpha I, and which conditions of the theory hold. A LossOperator
+    (loss != mse) is judged by its constant factor M in G(f) = M H(f)^+."""
+    from .loss_dynamics import LossOperator
+    if isinstance(op, LossOperator):
+        op = _constant_part(op)
     if not isinstance(op, Operator):
         raise TypeError(f"isotropy needs an ntkngd Operator, got {type(op).__name__}")
     spec = op.spectrum

@@ -132,24 +132,42 @@ def _step_functions(t: np.ndarray, lr: float, continuous: bool):
 
 def predict(op: Operator, f0_train: Any, y_train: Any, f0_test: Any = None, *,
             lr: Optional[float] = None, steps: Any = None, times: Any = None,
-            continuous: bool = False, y_test: Any = None) -> Trajectory:
-    """Train (and test) outputs and losses under the linear function-space dynamics of `op`.
+            continuous: bool = False, y_test: Any = None, **solver) -> Trajectory:
+    """Train (and test) outputs and losses under the function-space dynamics of `op`.
+
+    An `Operator` (MSE): the linear dynamics in closed form (G decomposed once). A `LossOperator`
+    (`ntkngd.operator(..., loss=...)`): the nonlinear flow with diffrax (times) or the discrete
+    map (steps) (returns a `cross_entropy.CETrajectory`; lr defaults to 1; solver: rtol, atol,
+    max_steps). lr scales time: one step moves f by -lr G g, and the flow at time tau equals
+    df/dtau = -lr G g.
 
     steps: an int T (evaluates t = 0..T) or a sequence of step indices (discrete map);
     times: continuous times tau (implies continuous=True); continuous=True with steps evaluates
     the flow at those times. lr defaults to op.lr (1/alpha). Outputs are (N, C) arrays
     (a 1-D vector when C = 1 is accepted); y_test adds test losses.
     """
+    from .loss_dynamics import LossOperator
+    if isinstance(op, LossOperator):   # non-quadratic loss: ODE / discrete map (ntkngd.flows)
+        from .cross_entropy import loss_predict
+        if continuous and times is None:
+            times, steps = steps, None
+        return loss_predict(op, f0_train, y_train, f0_test, y_test=y_test,
+                            lr=1.0 if lr is None else lr, times=times, steps=steps, **solver)
     if not isinstance(op, Operator):
         raise TypeError(f"op must be an ntkngd Operator, got {type(op).__name__}")
     lr = op.lr if lr is None else _checks.positive(lr, "lr")
     if (steps is None) == (times is None):
         raise ValueError("give exactly one of steps (discrete) or times (continuous)")
+    if y_test is not None and f0_test is None:
+        raise ValueError("y_test given without f0_test: give the test outputs f0_test too")
     if times is not None:
         continuous = True
         t = _checks.as_array(times, "times", ndim=1).astype(float)
     elif np.ndim(steps) == 0:
-        t = np.arange(_checks.positive_int(int(steps), "steps") + 1, dtype=float)
+        if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)):
+            raise ValueError(f"steps must be a positive integer (or a sequence of step indices), "
+                             f"got {steps!r}")
+        t = np.arange(_checks.positive_int(steps, "steps") + 1, dtype=float)
     else:
         t = _checks.as_array(steps, "steps", ndim=1).astype(float)
     if np.any(t < 0):

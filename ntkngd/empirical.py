@@ -1,6 +1,6 @@
 """Finite-width (empirical) per-layer kernels from real parameters, in the same `Kernels` container.
 
-Conventions (THEORY.md): u_l = (sigma_w / sqrt(M_{l-1})) W_l h_{l-1} + sigma_b b_l, f = u_L, with
+Conventions (docs/theory.md): u_l = (sigma_w / sqrt(M_{l-1})) W_l h_{l-1} + sigma_b b_l, f = u_L, with
 W_l, b_l the raw neural-tangents parameters (entries N(0, 1) at initialization). For dense layer l
     Ht_l = [sigma_w h_{l-1} / sqrt(M_{l-1}),  sigma_b 1]   (N, M_{l-1} [+1])   layer input,
     D_l[(n, c), :] = df_c(x_n) / du_l                        (N C, M_l)        backprops,
@@ -35,7 +35,8 @@ def _all_finite(tree) -> jnp.ndarray:
     return jnp.stack([jnp.all(jnp.isfinite(a)) for a in leaves])
 
 
-def dense_params(net: Network, params: Any, input_dim: Optional[int] = None) -> DenseParams:
+def dense_params(net: Network, params: Any, input_dim: Optional[int] = None,
+                 check_finite: bool = True) -> DenseParams:
     """Check that `params` (neural-tangents stax params of `net`) match the network and return the
     per-layer (W_l, b_l) pairs (b_l None without bias). Shapes: W_l (M_{l-1}, M_l), b_l (1, M_l)."""
     if not isinstance(net, Network):
@@ -75,6 +76,8 @@ def dense_params(net: Network, params: Any, input_dim: Optional[int] = None) -> 
             raise ValueError(f"layer {l}: the network has no bias (b_std=0) but params carry one")
         out.append((W, b))
         fan_in = width
+    if not check_finite:   # traced parameters (inside jax.jit): no host transfer
+        return out
     finite = np.asarray(_all_finite(out))
     if not finite.all():
         names = [f"{n} of layer {l}" for l, (W, b) in enumerate(out, start=1)
@@ -214,7 +217,7 @@ def dual_signals(ds: Sequence[jnp.ndarray], vs: Sequence[np.ndarray], out_dim: i
     out = []
     for d, v in zip(ds, vs):
         n = d.shape[0] // out_dim
-        vv = jnp.asarray(np.asarray(v).reshape(n, out_dim), d.dtype)
+        vv = jnp.asarray(v).reshape(n, out_dim).astype(d.dtype)
         out.append(jnp.einsum("nc,ncm->nm", vv, d.reshape(n, out_dim, -1)))
     return out
 

@@ -1,16 +1,20 @@
-"""Finite-width training in parameter space, beside the function-space predictions.
+"""Finite-width training in parameter space (any registered method, any loss), jitted.
 
-Every method's parameter update is  Delta theta = -lr * d  with  d[W_l; b_l] = Ht_l^T A_l, where the
-per-sample signals A_l (N, M_l) come from the method's own dual vectors (ntkngd/methods/*: the same
-solves as its function-space operator G), Ht_l the layer inputs and D_l the backprops of
-`ntkngd.empirical`. Linearized, J d = G g with g = f(X) - Y (THEORY.md), so one step at lr = 1/alpha
-converges for an isotropic G. Loss = 1/(2N) sum_n ||f(x_n) - y_n||^2.
+Every method's update is  Delta theta = -lr * d  with  d[W_l; b_l] = Ht_l^T A_l, where the
+per-sample signals A_l (N, M_l) come from the method's own dual solve (ntkngd/methods: the same
+system as its function-space operator G, with the loss's output Hessian), Ht_l the layer inputs and
+D_l the backprops of `ntkngd.empirical`. Linearized, J d = G(f) r (docs/theory.md), so one MSE step
+at lr = 1/alpha converges for an isotropic G. `_core` (features, kernels, dual solve, contraction)
+runs under jax.jit with method, network, loss and damping static: `ngd_direction` validates on the
+host once and is itself jittable; `train_step` is the device-resident step `train` loops over.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Union
+from functools import partial
+from typing import Any, Optional, Union
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -18,89 +22,88 @@ import optax
 from . import _checks, empirical
 from .dynamics import mse, predict
 from .kernels import Kernels, analytic_kernels
-from .methods import BlockPattern, canonical
-from .methods import block, kfac, unitwise
+from .losses import Loss, get_loss
+from .losses import mse as mse_loss
+from .methods import BlockPattern, Method, get_method
 from .network import Network
 from .operators import operator
 
-Method = Union[str, BlockPattern]
-
-# name -> (Kernels, damping, residual g (N, C)) -> per-layer signals A_l (N, M_l)
-SIGNALS: dict[str, Callable] = {
-    "gd": block.gd_signals,
-    "exact": block.exact_signals,
-    "block_diagonal": block.block_diagonal_signals,
-    "block_tridiagonal": block.block_tridiagonal_signals,
-    "kfac": kfac.signals,
-    "unit_wise": unitwise.signals,
-}
+MethodLike = Union[str, BlockPattern, Method]
 
 
-def _method_key(method: Method) -> Method:
-    if isinstance(method, BlockPattern):
-        return method
-    return canonical(method)
+def _traced(*trees) -> bool:
+    return any(isinstance(a, jax.core.Tracer) for t in trees for a in jax.tree_util.tree_leaves(t))
 
 
-def _damping(method: Method, K: Kernels, damping: Optional[float]) -> float:
-    """damping=None: unit_wise -> unitwise.default_damping(K) (the one unit-wise rule); every
-    other method -> 0 (the rho -> 0 limit)."""
-    if damping is None:
-        return unitwise.default_damping(K) if method == "unit_wise" else 0.0
-    return _checks.non_negative(damping, "damping")
+def signals(method: MethodLike, K: Kernels, damping: float, g: Any) -> list:
+    """Per-layer MSE signals A_l of `method` on finite-width kernels K for residual g (N, C)."""
+    g = jnp.asarray(g)
+    return get_method(method).signals(K, damping, g, jnp.zeros_like(g), mse_loss)
 
 
-def signals(method: Method, K: Kernels, damping: float, g: np.ndarray) -> list:
-    """Per-layer signals A_l of `method` on finite-width kernels K for residual g (N, C)."""
-    key = _method_key(method)
-    if isinstance(key, BlockPattern):
-        return block.pattern_signals(K, key, damping, g)
-    return SIGNALS[key](K, damping, g)
+def _kernels(net: Network, x, f, hts, ds) -> Kernels:
+    qs, bs, blocks = empirical._grams(hts, ds, hts, ds)
+    return Kernels(blocks_train=blocks, fwd_train=qs, bwd_train=bs, out_dim=net.out_dim,
+                   kron_outputs=False, network=net, input_dim=x.shape[1],
+                   layer_inputs_train=hts, backprops_train=ds)
 
 
-def _batch(net: Network, params: Any, x: Any, y: Any):
-    x = _checks.inputs(x, "x_train")
-    dense = empirical.dense_params(net, params, x.shape[1])
-    y = _checks.outputs(y, "y_train", x.shape[0], net.out_dim)
-    return x, y, dense
+@partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _core(method: Method, net: Network, loss: Loss, damping, dense, x, y):
+    """(augmented per-layer updates Ht_l^T A_l, outputs f, damping used), all on device."""
+    f, hts, ds = empirical.features(net, dense, x)
+    K = _kernels(net, x, f, hts, ds)
+    rho = method.resolve_damping(K, damping)
+    sig = method.signals(K, rho, f, y.astype(f.dtype), loss)
+    return empirical.contract(hts, sig), f, jnp.asarray(rho, f.dtype)
 
 
-def _direction(method: Method, net: Network, params: Any, x: Any, y: Any,
-               damping: Optional[float]):
-    """(direction pytree, kernels, residual, damping used) at `params`."""
-    key = _method_key(method)
-    x, y, dense = _batch(net, params, x, y)
-    K, f = empirical.kernels_and_outputs(net, params, x)
-    g = np.asarray(f, np.float64) - y
-    rho = _damping(key, K, damping)
-    dws = empirical.contract(K.layer_inputs_train, signals(key, K, rho, g))
-    return empirical.split_update(net, dense, dws), K, g, rho
+def _prepare(net, params, x, y, loss: Loss, check: bool):
+    """(dense params, x, y) as device arrays; host validation only when `check`."""
+    if check:
+        x = _checks.inputs(x, "x_train")
+        dense = empirical.dense_params(net, params, x.shape[1])
+        y = loss.validate(y, "y_train", x.shape[0], net.out_dim)
+    else:
+        dense = empirical.dense_params(net, params, None, check_finite=False)
+    dtype = empirical.param_dtype(dense)
+    return dense, jnp.asarray(x, dtype), jnp.asarray(y, dtype)
 
 
-def ngd_direction(method: Method, net: Network, params: Any, x_train: Any, y_train: Any,
-                  damping: Optional[float] = None) -> list:
+def _check_damping(damping):
+    return None if damping is None else _checks.non_negative(damping, "damping")
+
+
+def ngd_direction(method: MethodLike, net: Network, params: Any, x_train: Any, y_train: Any,
+                  damping: Optional[float] = None, loss: Union[str, Loss] = "mse") -> list:
     """Parameter-space direction d (a pytree like params) of `method` on the batch (X, Y).
 
     One step is params - lr * d; for NGD-type methods lr = 1/alpha (`ntkngd.operator(method,
-    ntkngd.empirical_kernels(...)).lr`). `method`: gd (d = the loss gradient), exact,
-    block_diagonal, block_tridiagonal, kfac, unit_wise, or ntkngd.block_pattern(S). damping rho >= 0
-    is the parameter-space Tikhonov damping (F + rho I; factored sqrt(rho) for K-FAC); None gives
-    0, except unit_wise: `methods.unitwise.default_damping`. Dual solves run in
-    float64 numpy; the features and the contraction run jitted in the parameters' dtype.
+    ntkngd.empirical_kernels(...)).lr`). `method`: a registered name (gd, exact, block_diagonal,
+    block_tridiagonal, kfac, unit_wise, ...), ntkngd.block_pattern(S) or a Method. damping rho >= 0
+    is the parameter-space Tikhonov damping (F + rho I; factored sqrt(rho) for K-FAC); None: the
+    method's default (0; unit-wise: `methods.unitwise.default_damping`). loss: "mse",
+    "softmax_cross_entropy" (alias "ce"), "sigmoid_binary_cross_entropy" or a Loss; the dual
+    systems take its output Hessian. Runs jitted in the parameters' dtype; jittable itself with
+    method, net, damping and loss static (inputs are then not validated on the host).
     """
-    return _direction(method, net, params, x_train, y_train, damping)[0]
+    m, L = get_method(method), get_loss(loss)
+    damping = damping if _traced(damping) else _check_damping(damping)
+    check = not _traced(params, x_train, y_train)
+    dense, x, y = _prepare(net, params, x_train, y_train, L, check)
+    dws = _core(m, net, L, damping, dense, x, y)[0]
+    return empirical.split_update(net, dense, dws)
 
 
-def ngd_transform(method: Method, net: Network,
-                  damping: Optional[float] = None) -> optax.GradientTransformationExtraArgs:
+def ngd_transform(method: MethodLike, net: Network, damping: Optional[float] = None,
+                  loss: Union[str, Loss] = "mse") -> optax.GradientTransformationExtraArgs:
     """An optax transformation that replaces the incoming updates by `ngd_direction` on the batch
     passed as extra arguments: `update(grads, state, params, x=..., y=...)`. Chain it with
-    `optax.scale(-lr)`. The incoming grads are ignored (the direction is rebuilt from the batch);
-    not jit-compatible (the dual solves run on the host in float64).
+    `optax.scale(-lr)`; works inside jax.jit (the incoming grads are ignored: the direction is
+    rebuilt from the batch).
     """
-    key = _method_key(method)
-    if damping is not None:
-        _checks.non_negative(damping, "damping")
+    m, L = get_method(method), get_loss(loss)
+    damping = _check_damping(damping)
 
     def init_fn(params):
         del params
@@ -111,9 +114,32 @@ def ngd_transform(method: Method, net: Network,
         if params is None or x is None or y is None:
             raise ValueError("ngd_transform needs params and the batch: update(grads, state, "
                              "params, x=x_batch, y=y_batch)")
-        return ngd_direction(key, net, params, x, y, damping), state
+        return ngd_direction(m, net, params, x, y, damping, L), state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+@partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def train_step(method: Method, net: Network, loss: Loss, damping, dense, x, y, lr):
+    """One jitted step on the dense per-layer parameters [(W_l, b_l)]: dense - lr * d."""
+    dws = _core(method, net, loss, damping, dense, x, y)[0]
+    out = []
+    for (W, b), dw in zip(dense, dws):
+        W2 = W - lr.astype(W.dtype) * dw[:W.shape[0]].astype(W.dtype)
+        b2 = None if b is None else b - lr.astype(b.dtype) * dw[W.shape[0]:].reshape(b.shape)
+        out.append((W2, b2))
+    return out
+
+
+def to_stax(net: Network, params: Any, dense: list) -> list:
+    """Dense per-layer parameters back into the stax params list (activation layers ())."""
+    out = []
+    for l, (W, b) in enumerate(dense, start=1):
+        orig = params[2 * (l - 1)][1]
+        out.append((W, None if b is None else b.reshape(jnp.shape(orig))))
+        if l < net.depth:
+            out.append(params[2 * l - 1])
+    return out
 
 
 def apply_update(params: Any, d: Any, lr: float) -> list:
@@ -157,6 +183,7 @@ class TrainLog:
     pred_inf_test_loss: np.ndarray
 
     def table(self) -> str:
+        """The log as a text table: one row per step, 9 columns (see the class docstring)."""
         head = (f"{self.method}: lr {self.lr:.6g}, damping {self.damping:.3g}, measured alpha "
                 f"(empirical operator) {self.alpha:.6g}\n"
                 f"{'step':>4} {'train':>11} {'pred emp':>11} {'pred inf':>11} {'test':>11} "
@@ -177,56 +204,70 @@ def _predictions(op, f0, y, f0t, yt, lr, steps):
     return traj.train_loss, test
 
 
-def train(method: Method, net: Network, params: Any, data: tuple, steps: int = 5,
-          lr: Optional[float] = None, damping: Optional[float] = None, loss: str = "mse"):
+def _finite_or_diverged(arrays, t: int, lr: float, method: str) -> None:
+    """Raise a clear error when a step made the outputs non-finite (the step diverged)."""
+    if not all(np.all(np.isfinite(a)) for a in arrays):
+        raise FloatingPointError(
+            f"{method}: training diverged at step {t}: the network outputs are NaN/inf after a "
+            f"step of size lr = {lr:.4g} (the step, not the initial parameters, is at fault); "
+            "use a smaller lr or damping > 0")
+
+
+def train(method: MethodLike, net: Network, params: Any, data: tuple, steps: int = 5,
+          lr: Optional[float] = None, damping: Optional[float] = None,
+          loss: Union[str, Loss] = "mse", **loss_options):
     """T steps of `method` on a finite network, logged beside the function-space predictions.
 
     data = (x_train, y_train, x_test, y_test). lr=None uses the empirical operator's lr at
-    initialization (1/alpha when isotropic). damping as in `ngd_direction` (None: 0, or the
-    unit-wise default). Predictions: `predict` with the empirical operator at initialization, and
-    with the infinite-width operator (analytic kernels) started from the network's own outputs; for
-    unit_wise the infinite-width operator has no test side and its test prediction is the
-    empirical one. loss="ce" trains with softmax cross-entropy instead (`ce_engine.train_ce`;
-    one-hot targets, returns a `CETrainLog`).
+    initialization (1/alpha when isotropic). damping as in `ngd_direction` (None: the method's
+    default). Inputs are validated once; the steps run jitted on device (`train_step`).
+    Predictions: `predict` with the empirical operator at initialization, and with the
+    infinite-width operator (analytic kernels) started from the network's own outputs; where the
+    infinite-width operator has no test side (unit-wise) the test prediction is the empirical one.
+    Any loss other than MSE goes to `ntkngd.ce_engine.train_ce` (returns a `CETrainLog`;
+    loss_options: lr_fraction, analytic).
     """
-    if loss == "ce":          # cross-entropy: ntkngd.ce_engine.train_ce (lr default 0.5/alpha)
+    L = get_loss(loss)
+    if not L.identity_hessian:
         from .ce_engine import train_ce
-        return train_ce(method, net, params, data, steps, lr, damping)
-    if loss != "mse":
-        raise ValueError(f"unknown loss {loss!r}; choose 'mse' or 'ce'")
+        return train_ce(method, net, params, data, steps, lr, damping, loss=L, **loss_options)
     if not isinstance(data, (tuple, list)) or len(data) != 4:
         raise ValueError("data must be a tuple (x_train, y_train, x_test, y_test)")
     steps = _checks.positive_int(steps, "steps")
-    key = _method_key(method)
-    xtr, ytr, dense = _batch(net, params, data[0], data[1])
+    m = get_method(method)
+    damping = _check_damping(damping)
+    xtr = _checks.inputs(data[0], "x_train")
+    dense = empirical.dense_params(net, params, xtr.shape[1])
+    ytr = L.validate(data[1], "y_train", xtr.shape[0], net.out_dim)
     xte = _checks.inputs(data[2], "x_test", dim=xtr.shape[1])
-    yte = _checks.outputs(data[3], "y_test", xte.shape[0], net.out_dim)
+    yte = L.validate(data[3], "y_test", xte.shape[0], net.out_dim)
     if lr is not None:
         lr = _checks.positive(lr, "lr")
     K0 = empirical.empirical_kernels(net, params, xtr, xte)
-    rho = _damping(key, K0, damping)
-    op_emp = operator(key, K0, rho)
+    rho = float(m.resolve_damping(K0, damping))
+    op_emp = operator(m, K0, rho)
     lr = op_emp.lr if lr is None else lr
-    f0 = np.asarray(empirical.outputs(net, params, xtr), np.float64)
-    f0t = np.asarray(empirical.outputs(net, params, xte), np.float64)
+    dtype = empirical.param_dtype(dense)
+    xj, yj, xtj = (jnp.asarray(a, dtype) for a in (xtr, ytr, xte))
+    f0 = np.asarray(empirical._forward(net, dense, xj), np.float64)
+    f0t = np.asarray(empirical._forward(net, dense, xtj), np.float64)
     pe_tr, pe_te = _predictions(op_emp, f0, ytr, f0t, yte, lr, steps)
     Ka = analytic_kernels(net, xtr, xte)
-    op_inf = operator(key, Ka, 0.0 if key == "unit_wise" else rho)
+    op_inf = operator(m, Ka, 0.0 if m.default_damping is not None else rho)
     pi_tr, pi_te = _predictions(op_inf, f0, ytr, f0t, yte, lr, steps)
-    if key == "unit_wise":
+    if op_inf.test is None:
         pi_te = pe_te
     logs: dict[str, list] = {k: [] for k in ("tr", "te", "atr", "ate")}
-    p = params
+    lr_j = jnp.asarray(lr, dtype)
     for t in range(steps + 1):
-        f = f0 if t == 0 else np.asarray(empirical.outputs(net, p, xtr), np.float64)
-        ft = f0t if t == 0 else np.asarray(empirical.outputs(net, p, xte), np.float64)
+        if t > 0:
+            dense = train_step(m, net, L, rho, dense, xj, yj, lr_j)
+        f = f0 if t == 0 else np.asarray(empirical._forward(net, dense, xj), np.float64)
+        ft = f0t if t == 0 else np.asarray(empirical._forward(net, dense, xtj), np.float64)
+        _finite_or_diverged((f, ft), t, lr, m.name)
         for k, v in (("tr", mse(f, ytr)), ("te", mse(ft, yte)), ("atr", accuracy(f, ytr)),
                      ("ate", accuracy(ft, yte))):
             logs[k].append(float(v))
-        if t < steps:
-            d = _direction(key, net, p, xtr, ytr, rho)[0]
-            p = apply_update(p, d, lr)
-    name = key.name if isinstance(key, BlockPattern) else key
-    return TrainLog(name, float(lr), rho, op_emp.alpha, np.arange(steps + 1),
+    return TrainLog(m.name, float(lr), rho, op_emp.alpha, np.arange(steps + 1),
                     *(np.asarray(logs[k]) for k in ("tr", "te", "atr", "ate")),
                     np.asarray(pe_tr), np.asarray(pe_te), np.asarray(pi_tr), np.asarray(pi_te))

@@ -38,10 +38,12 @@ class Operator:
 
     @property
     def n_train(self) -> int:
+        """N, the number of training points."""
         return self.train.shape[0] // (1 if self.kron_outputs else self.out_dim)
 
     @property
     def size(self) -> int:
+        """m, the side of G (N at infinite width, N C at finite width)."""
         return int(self.train.shape[0])
 
     @cached_property
@@ -51,6 +53,7 @@ class Operator:
 
     @cached_property
     def is_symmetric(self) -> bool:
+        """Whether G = G^T to 1e-10 relative (then eigh, else eig, decomposes it)."""
         g = self.train
         return bool(np.linalg.norm(g - g.T) <= 1e-10 * max(np.linalg.norm(g), 1e-300))
 

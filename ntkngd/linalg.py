@@ -6,8 +6,23 @@ from contextlib import contextmanager
 import numpy as np
 import scipy.linalg as sla
 
-# Relative eigenvalue threshold below which a PSD matrix is treated as singular (pseudo-inverse).
+# Relative eigenvalue threshold below which a PSD matrix is treated as singular (pseudo-inverse):
+# 1e-10 for float64, scaled with the machine epsilon of the arrays' dtype as eps^(2/3)
+# (float32: 6.6e-5), so that round-off of a float32 kernel is never counted as rank.
 RANK_RTOL = 1e-10
+_EPS64 = float(np.finfo(np.float64).eps)
+
+
+def rank_rtol(dtype=np.float64) -> float:
+    """The relative rank cut for arrays of `dtype`: 1e-10 (eps / eps_float64)^(2/3)."""
+    eps = float(np.finfo(np.dtype(dtype) if np.dtype(dtype).kind == "f" else np.float64).eps)
+    return RANK_RTOL * (eps / _EPS64) ** (2.0 / 3.0)
+
+
+def dtype_of(*arrays) -> np.dtype:
+    """The widest floating dtype among `arrays` (float64 when none is floating)."""
+    kinds = [np.dtype(a.dtype) for a in arrays if hasattr(a, "dtype") and np.dtype(a.dtype).kind == "f"]
+    return np.result_type(*kinds) if kinds else np.dtype(np.float64)
 
 
 def sym(a: np.ndarray) -> np.ndarray:
@@ -21,6 +36,7 @@ def psd_eigh(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def rank_mask(w: np.ndarray, rtol: float = RANK_RTOL) -> np.ndarray:
+    """Eigenvalues above rtol x the largest (rtol: `rank_rtol` of the source dtype)."""
     return w > rtol * max(float(np.max(w, initial=0.0)), np.finfo(float).tiny)
 
 
@@ -29,14 +45,16 @@ def ridge_inverse(a: np.ndarray, shift: float) -> np.ndarray:
     return RidgeSolver(a, shift).inverse()
 
 
-def try_cholesky(a: np.ndarray):
-    """Cholesky factor of a symmetric PD matrix, or None when it is not numerically PD."""
+def try_cholesky(a: np.ndarray, rtol: float | None = None):
+    """Cholesky factor of a symmetric PD matrix, or None when it is not numerically PD (condition
+    number above ~1/rtol; rtol defaults to `rank_rtol` of a's dtype)."""
+    rtol = rank_rtol(dtype_of(a)) if rtol is None else rtol
     try:
-        c = sla.cho_factor(sym(np.asarray(a)), lower=True, check_finite=False)
+        c = sla.cho_factor(sym(np.asarray(a, np.float64)), lower=True, check_finite=False)
     except np.linalg.LinAlgError:
         return None
     d = np.abs(np.diag(c[0]))
-    if d.min() <= np.sqrt(RANK_RTOL) * d.max():   # condition number above ~1/RANK_RTOL
+    if d.min() <= np.sqrt(rtol) * d.max():   # condition number above ~1/rtol
         return None
     return c
 
@@ -83,7 +101,9 @@ class RidgeSolver:
     closed form, a well-conditioned Gram by Cholesky; otherwise an eigendecomposition with a rank
     cut. `rank` is the numerical rank of gram (+ shift I)."""
 
-    def __init__(self, gram: np.ndarray, shift: float):
+    def __init__(self, gram: np.ndarray, shift: float, rtol: float | None = None):
+        rtol = rank_rtol(dtype_of(gram)) if rtol is None else rtol
+        gram = np.asarray(gram, np.float64)
         n = gram.shape[0]
         self.n, self.shift = n, shift
         self.const = self.chol = self.eig = None
@@ -91,12 +111,12 @@ class RidgeSolver:
         if g0 > 0 and np.all(gram == g0):
             self.const, self.rank = g0, (n if shift > 0 else 1)
             return
-        self.chol = try_cholesky(gram + shift * np.eye(n))
+        self.chol = try_cholesky(gram + shift * np.eye(n), rtol)
         if self.chol is not None:
             self.rank = n
             return
         w, u = psd_eigh(gram)
-        keep = rank_mask(w)
+        keep = rank_mask(w, rtol)
         inv = 1.0 / (w + shift) if shift > 0 else np.where(keep, 1.0 / np.where(keep, w, 1.0), 0.0)
         self.eig, self.rank = (u, inv), int(keep.sum())
 

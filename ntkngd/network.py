@@ -1,6 +1,6 @@
 """Fully connected networks in NTK parameterization, built from neural-tangents `stax` layers.
 
-Convention (THEORY.md): with h_0 = x and M_0 = d,
+Convention (docs/theory.md): with h_0 = x and M_0 = d,
     u_l = (W_std / sqrt(M_{l-1})) W_l h_{l-1} + b_std b_l,   h_l = phi(u_l),   f = u_L,
 for l = 1..L, where "layer" means a layer with trainable parameters (W_l, b_l) and every entry of
 W_l, b_l is drawn from N(0, 1). `b_std == 0` means the network has no bias.
@@ -35,7 +35,7 @@ def _abrelu_gamma(a: float, b: float) -> float:
 
 
 # name -> (stax constructor taking the user's keyword arguments, fraction of units with a non-zero
-# derivative at a typical point, gamma in THEORY.md's unit-wise section)
+# derivative at a typical point, gamma in docs/theory.md's unit-wise section)
 _ACTIVATIONS: dict[str, tuple[Callable[..., Any], Callable[..., float]]] = {
     "relu": (lambda: stax.Relu(), lambda: 0.5),
     "abrelu": (lambda a=0.0, b=1.0: stax.ABRelu(a, b), lambda a=0.0, b=1.0: _abrelu_gamma(a, b)),

@@ -1,33 +1,35 @@
-"""`operator(method, kernels, damping)`: the function-space operator of any method."""
+"""`operator(method, kernels, damping, loss)`: the function-space operator of any registered method."""
 from __future__ import annotations
 
-from typing import Union
+from typing import Optional, Union
 
 from . import _checks
 from .function_space import Operator
 from .kernels import Kernels
-from .methods import OPERATORS, BlockPattern, canonical
-from .methods.block import pattern_operator
+from .losses import Loss, get_loss
+from .methods import BlockPattern, Method, get_method
 
 
-def operator(method: Union[str, BlockPattern], kernels: Kernels,
-             damping: float | None = None) -> Operator:
+def operator(method: Union[str, BlockPattern, Method], kernels: Kernels,
+             damping: Optional[float] = None, loss: Union[str, Loss] = "mse"):
     """G, G', alpha (theory and measured) and lr for `method` on `kernels`.
 
-    method: "gd", "exact", "block_diagonal", "block_tridiagonal", "kfac", "unit_wise" (aliases
-    "bd", "btd", "ngd") or `ntkngd.block_pattern(S)`. damping rho >= 0 is added to the Fisher in
-    parameter space (F + rho I; N rho I in the dual space; factored sqrt(rho) for K-FAC);
-    None (the default) picks the method's default (unit-wise on finite-width kernels:
-    `methods.unitwise.default_damping`; 0 otherwise).
+    method: a registered name ("gd", "exact", "block_diagonal", "block_tridiagonal", "kfac",
+    "unit_wise"; aliases "bd", "btd", "ngd"), `ntkngd.block_pattern(S)` or a Method. damping
+    rho >= 0 is added to the Fisher in parameter space (F + rho I; N rho I in the dual space;
+    factored sqrt(rho) for K-FAC); None picks the method's default (unit-wise on finite-width
+    kernels: `methods.unitwise.default_damping`; 0 otherwise). loss="mse" gives the constant
+    operator (an `Operator`); any other loss the state-dependent G(f) of `ntkngd.cross_entropy`
+    (a `LossOperator`, callable on (f, y)).
     """
     if not isinstance(kernels, Kernels):
         raise TypeError(f"kernels must be an ntkngd.Kernels (from analytic_kernels or "
                         f"empirical_kernels), got {type(kernels).__name__}")
-    if damping is None:   # per-method default: 0, except unit-wise on finite-width kernels
-        from .methods.unitwise import default_damping
-        unit = not isinstance(method, BlockPattern) and canonical(method) == "unit_wise"
-        damping = default_damping(kernels) if unit and not kernels.kron_outputs else 0.0
+    m, L = get_method(method), get_loss(loss)
+    if damping is None:
+        damping = float(m.resolve_damping(kernels, None))
     damping = _checks.non_negative(damping, "damping")
-    if isinstance(method, BlockPattern):
-        return pattern_operator(kernels, method, damping)
-    return OPERATORS[canonical(method)](kernels, damping)
+    if not L.identity_hessian:
+        from .cross_entropy import loss_operator
+        return loss_operator(m, kernels, damping, L)
+    return m.operator(kernels, damping)

@@ -78,11 +78,14 @@ def test_help_shows_every_default_and_choice(capsys):
     assert "convergence" in helps["figures"] and "cross_entropy" in helps["figures"]
 
 
-def test_method_choices_come_from_the_registry(monkeypatch, capsys):
+def test_method_choices_come_from_the_registry(capsys):
     from ntkngd import methods
-    monkeypatch.setattr(methods, "METHODS", methods.METHODS + ("brand_new",))
-    assert _exit_code(["train", "--help"]) == 0
-    assert "brand_new" in capsys.readouterr().out
+    methods.register_method(methods.pattern_method("brand_new", methods.patterns.diagonal))
+    try:
+        assert _exit_code(["train", "--help"]) == 0
+        assert "brand_new" in capsys.readouterr().out
+    finally:
+        methods.REGISTRY.pop("brand_new")
 
 
 def test_custom_block_pattern_on_the_command_line(capsys):

@@ -17,12 +17,31 @@ from ..store import Cache, atomic_path  # noqa: E402
 from .profiles import Profile  # noqa: E402
 
 METHOD_ORDER = ("gd", "exact", "block_diagonal", "block_tridiagonal", "kfac", "unit_wise")
-LABELS = {"gd": "GD", "exact": "exact NGD", "block_diagonal": "block diagonal",
-          "block_tridiagonal": "block tri-diagonal", "kfac": "K-FAC", "unit_wise": "unit-wise"}
-COLORS = {"gd": "0.45", "exact": "k", "block_diagonal": "tab:blue",
-          "block_tridiagonal": "tab:orange", "kfac": "tab:green", "unit_wise": "tab:red"}
-MARKERS = {"gd": "x", "exact": "o", "block_diagonal": "s", "block_tridiagonal": "^",
-           "kfac": "D", "unit_wise": "v"}
+
+
+class _Style(dict):
+    """Per-method style with a default for methods registered later (ntkngd.register_method):
+    colours and markers cycle through spares, chosen once per name so a method keeps its style."""
+
+    def __init__(self, known: dict, spares):
+        super().__init__(known)
+        self._spares = list(spares)
+
+    def __missing__(self, key):
+        value = self._spares[len([k for k in self if k not in METHOD_ORDER]) % len(self._spares)] \
+            if self._spares else str(key).replace("_", " ")
+        self[key] = value
+        return value
+
+
+LABELS = _Style({"gd": "GD", "exact": "exact NGD", "block_diagonal": "block diagonal",
+                 "block_tridiagonal": "block tri-diagonal", "kfac": "K-FAC",
+                 "unit_wise": "unit-wise"}, ())
+COLORS = _Style({"gd": "0.45", "exact": "k", "block_diagonal": "tab:blue",
+                 "block_tridiagonal": "tab:orange", "kfac": "tab:green", "unit_wise": "tab:red"},
+                ("tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"))
+MARKERS = _Style({"gd": "x", "exact": "o", "block_diagonal": "s", "block_tridiagonal": "^",
+                  "kfac": "D", "unit_wise": "v"}, ("P", "*", "h", "<", ">"))
 
 
 @dataclass

@@ -1,31 +1,147 @@
-"""Registry of methods: name -> function (Kernels, damping) -> Operator.
+"""The method registry: one `Method` per approximation, registered once, used by every stage.
 
-Adding an approximation = one module here with such a function, plus an entry below."""
+A Method carries
+  operator(K, damping) -> Operator          function space (MSE; ntkngd.operator),
+  signals(K, damping, f, y, loss) -> [A_l]   parameter space: per-layer per-sample signals with
+                                             d[W_l; b_l] = Ht_l^T A_l (jax.numpy, jittable),
+  kind                                       "gd", "pattern" (then `pattern(depth)` gives S and
+                                             the other losses' operators follow from it) or
+                                             "layer" (K-FAC, unit-wise: no function-space
+                                             operator for losses other than MSE),
+  default_damping(K) -> rho                  used when damping=None (None: rho = 0),
+  duals(K, damping, f, y, loss) -> v (L, N C) per-layer dual vectors with d theta_l = J_l^T v_l
+                                             (gd and pattern methods): all such a method needs
+                                             from a network are the kernel blocks K.blocks_train
+                                             and a per-layer pullback (a jax.vjp serves any
+                                             architecture; MLPs use `empirical.dual_signals`).
+`register_method` makes it available by name to operator, predict, isotropy, ngd_direction,
+ngd_transform, train, the CLI and the figures; `pattern_method(name, S_of_depth)` builds one from a
+block pattern (see tests/test_extension.py for a method added from a test file).
+"""
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable, Optional, Union
 
-from . import block, kfac, unitwise
+import numpy as np
+
 from .patterns import BlockPattern, block_pattern
 
-OPERATORS: dict[str, Callable] = {
-    "gd": block.gd,
-    "exact": block.exact,
-    "block_diagonal": block.block_diagonal,
-    "block_tridiagonal": block.block_tridiagonal,
-    "kfac": kfac.operator,
-    "unit_wise": unitwise.operator,
-}
+__all__ = ["Method", "REGISTRY", "METHODS", "ALIASES", "BlockPattern", "block_pattern",
+           "canonical", "get_method", "register_method", "pattern_method", "method_names",
+           "OPERATORS"]
+
+
+@dataclass(frozen=True, eq=False)
+class Method:
+    """One approximation (module docstring). Hashable by identity (a static jit argument)."""
+
+    name: str
+    operator: Callable
+    signals: Callable
+    kind: str = "layer"
+    pattern: Optional[Callable] = None
+    default_damping: Optional[Callable] = None
+    duals: Optional[Callable] = None
+
+    def resolve_damping(self, K, damping):
+        """damping=None -> the method's default (0 unless it defines default_damping)."""
+        if damping is not None:
+            return damping
+        return 0.0 if self.default_damping is None else self.default_damping(K)
+
+    def __repr__(self) -> str:
+        return f"Method({self.name!r})"
+
+
+REGISTRY: dict[str, Method] = {}
 ALIASES = {"bd": "block_diagonal", "btd": "block_tridiagonal", "ngd": "exact",
            "k-fac": "kfac", "unitwise": "unit_wise"}
-METHODS: tuple[str, ...] = tuple(OPERATORS)
 
-__all__ = ["OPERATORS", "METHODS", "ALIASES", "BlockPattern", "block_pattern", "canonical"]
+
+def register_method(method: Method, *aliases: str) -> Method:
+    """Register `method` under its name (and aliases); returns it."""
+    if not isinstance(method, Method):
+        raise TypeError(f"register_method needs an ntkngd Method, got {type(method).__name__}")
+    REGISTRY[method.name.lower()] = method
+    for a in aliases:
+        ALIASES[a.lower()] = method.name.lower()
+    return method
+
+
+def method_names() -> tuple[str, ...]:
+    """Names of every registered method, built-ins first."""
+    return tuple(REGISTRY)
 
 
 def canonical(name: str) -> str:
     key = ALIASES.get(str(name).lower(), str(name).lower())
-    if key not in OPERATORS:
-        raise ValueError(f"unknown method {name!r}; choose one of {list(OPERATORS)} "
+    if key not in REGISTRY:
+        raise ValueError(f"unknown method {name!r}; choose one of {list(REGISTRY)} "
                          "or pass ntkngd.block_pattern(S)")
     return key
+
+
+def pattern_method(name: str, pattern_of_depth: Callable[[int], np.ndarray]) -> Method:
+    """A Method from a layer pattern S(depth) (0/1, symmetric, unit diagonal): operator and update
+    both from the pattern's dual solve (ntkngd.methods.block)."""
+    from . import block
+
+    def pattern(depth):
+        S = pattern_of_depth(depth)
+        return S if isinstance(S, BlockPattern) else block_pattern(S, name)
+
+    return Method(name, lambda K, rho: block.pattern_operator(K, pattern(K.depth), rho, name),
+                  lambda K, rho, f, y, loss: block.pattern_signals(K, pattern(K.depth), rho, f,
+                                                                   y, loss),
+                  kind="pattern", pattern=pattern,
+                  duals=lambda K, rho, f, y, loss: block.pattern_dual_vectors(
+                      K, pattern(K.depth), rho, f, y, loss))
+
+
+@lru_cache(maxsize=None)
+def _from_pattern(bp: BlockPattern) -> Method:
+    m = pattern_method(bp.name, lambda depth: bp)
+    return m
+
+
+def get_method(method: Union[str, BlockPattern, Method]) -> Method:
+    """The registered Method for a name/alias, a Method, or one built from a BlockPattern."""
+    if isinstance(method, Method):
+        return method
+    if isinstance(method, BlockPattern):
+        return _from_pattern(method)
+    return REGISTRY[canonical(method)]
+
+
+def _register_builtins() -> None:
+    from . import block, kfac, patterns, unitwise
+    register_method(Method("gd", block.gd, block.gd_signals, kind="gd", duals=block.gd_duals))
+    register_method(pattern_method("exact", patterns.full))
+    register_method(pattern_method("block_diagonal", patterns.diagonal))
+    register_method(pattern_method("block_tridiagonal", patterns.tridiagonal))
+    register_method(Method("kfac", kfac.operator, kfac.signals))
+    register_method(Method("unit_wise", unitwise.operator, unitwise.signals,
+                           default_damping=_unit_wise_default))
+
+
+def _unit_wise_default(K):
+    """unitwise.default_damping on finite-width kernels; 0 (the only case with a theory) at
+    infinite width."""
+    from . import unitwise
+    return 0.0 if K.kron_outputs else unitwise.default_damping(K)
+
+
+_register_builtins()
+METHODS: tuple[str, ...] = method_names()
+
+
+class _OperatorView(dict):
+    """OPERATORS[name] -> the registered operator function (kept for v0.1 callers)."""
+
+    def __missing__(self, key):
+        return get_method(key).operator
+
+
+OPERATORS = _OperatorView()

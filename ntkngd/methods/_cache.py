@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import weakref
 
+import numpy as np
+
 from .. import linalg
 
 _FACTORS: dict[tuple[int, str], list] = {}
@@ -14,6 +16,7 @@ def block_factors(K, which: str = "layers") -> list:
     key = (id(K), which)
     if key not in _FACTORS:
         mats = K.blocks_train if which == "layers" else K.blocks_train.sum(0)[None]
-        _FACTORS[key] = [linalg.try_cholesky(b) for b in mats]
+        rtol = linalg.rank_rtol(K.blocks_train.dtype)
+        _FACTORS[key] = [linalg.try_cholesky(np.asarray(b, np.float64), rtol) for b in mats]
         weakref.finalize(K, _FACTORS.pop, key, None)
     return _FACTORS[key]

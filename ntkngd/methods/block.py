@@ -1,18 +1,19 @@
 """GD, exact NGD and every layer block pattern (BD, BTD, any S): function-space operators and the
 parameter-space update directions, both from the same dual vectors (`pattern_duals`).
 
-Update (THEORY.md, block patterns): Delta theta_l = -lr J_l^T v_l with
+Update (docs/theory.md, block patterns): Delta theta_l = -lr J_l^T v_l with
 [(S (x) I) blockdiag(Theta_l) + N rho I] v = 1 (x) g, so Delta f = -lr sum_l Theta_l v_l.
 Exact NGD is S = 1 1^T, solved as one block (the total NTK) whose v is shared by every layer.
 GD is v_l = g / N for every layer (the loss gradient J^T g / N).
 """
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 
 from .. import empirical, linalg
 from ..function_space import Operator
-from . import patterns
+from . import dual_solve, patterns
 from ._cache import block_factors
 
 
@@ -34,16 +35,17 @@ def pattern_duals(K, pattern: patterns.BlockPattern, damping: float, rhs: np.nda
         raise ValueError(f"block pattern is {S.shape[0]} x {S.shape[0]} but the network has "
                          f"{K.depth} layers")
     blocks = _as_np(K.blocks_train)
+    rtol = linalg.rank_rtol(K.blocks_train.dtype)
     with linalg.serial_blas(blocks.shape[-1]):
-        return _pattern_duals(K, S, blocks, damping, rhs)
+        return _pattern_duals(K, S, blocks, damping, rhs, rtol)
 
 
-def _pattern_duals(K, S, blocks, damping, rhs):
+def _pattern_duals(K, S, blocks, damping, rhs, rtol):
     if _is_exact(S):   # S = 1 1^T is exact NGD: one block, the total NTK (same rho -> 0 limit)
         v, notes = patterns.duals(blocks.sum(0)[None], np.ones((1, 1)), K.n_train, damping, rhs,
-                                  block_factors(K, "total"))
+                                  block_factors(K, "total"), rtol)
         return np.repeat(v, K.depth, 0), notes
-    return patterns.duals(blocks, S, K.n_train, damping, rhs, block_factors(K, "layers"))
+    return patterns.duals(blocks, S, K.n_train, damping, rhs, block_factors(K, "layers"), rtol)
 
 
 def gd(K, damping: float = 0.0) -> Operator:
@@ -87,31 +89,35 @@ def block_tridiagonal(K, damping: float = 0.0) -> Operator:
 
 
 # ---------------------------------------------------------------- parameter space (finite width)
-def _residual(K, g) -> np.ndarray:
-    return np.asarray(g, np.float64).reshape(-1, 1)
+def gd_duals(K, damping, f, y, loss):
+    """Dual vectors of the loss gradient: v_l = r / N for every layer (L, N C)."""
+    v = loss.residual(f, y).reshape(-1) / K.n_train
+    return jnp.broadcast_to(v, (K.depth,) + v.shape)
 
 
-def gd_signals(K, damping: float, g: np.ndarray) -> list:
-    """Per-layer signals A_l of the loss gradient: v_l = g / N (Delta theta = -lr J^T g / N)."""
+def gd_signals(K, damping, f, y, loss) -> list:
+    """Per-layer signals of the loss gradient (Delta theta = -lr J^T r / N)."""
     empirical.require_features(K, "a parameter-space update")
-    v = _residual(K, g)[:, 0] / K.n_train
-    return empirical.dual_signals(K.backprops_train, [v] * K.depth, K.out_dim)
+    return empirical.dual_signals(K.backprops_train, list(gd_duals(K, damping, f, y, loss)),
+                                  K.out_dim)
 
 
-def pattern_signals(K, pattern: patterns.BlockPattern, damping: float, g: np.ndarray) -> list:
-    """Per-layer signals A_l with d theta_l = J_l^T v_l, v from `pattern_duals` (rhs = g)."""
+def pattern_dual_vectors(K, pattern: patterns.BlockPattern, damping, f, y, loss):
+    """Per-layer dual vectors v (L, N C) with d theta_l = J_l^T v_l (`dual_solve.loss_duals`:
+    jax.numpy, jittable; the same dual system as `pattern_operator` with the loss's Hessian).
+    Needs only the kernel blocks K.blocks_train (any architecture)."""
+    S = pattern.matrix
+    if S.shape[0] != K.depth:
+        raise ValueError(f"block pattern is {S.shape[0]} x {S.shape[0]} but the network has "
+                         f"{K.depth} layers")
+    if damping == 0 and not patterns.ones_in_range(S):
+        raise ValueError("1 is not in the range of the block pattern S: the undamped update "
+                         "does not exist; use damping > 0")
+    return dual_solve.loss_duals(K.blocks_train, S, damping, f, y, loss)
+
+
+def pattern_signals(K, pattern: patterns.BlockPattern, damping, f, y, loss) -> list:
+    """Per-layer signals A_l = sum_c v_l[(n, c)] D_l[(n, c)] of the pattern's dual vectors."""
     empirical.require_features(K, "a parameter-space update")
-    v, _ = pattern_duals(K, pattern, damping, _residual(K, g))
-    return empirical.dual_signals(K.backprops_train, list(v[:, :, 0]), K.out_dim)
-
-
-def exact_signals(K, damping: float, g: np.ndarray) -> list:
-    return pattern_signals(K, patterns.full(K.depth), damping, g)
-
-
-def block_diagonal_signals(K, damping: float, g: np.ndarray) -> list:
-    return pattern_signals(K, patterns.diagonal(K.depth), damping, g)
-
-
-def block_tridiagonal_signals(K, damping: float, g: np.ndarray) -> list:
-    return pattern_signals(K, patterns.tridiagonal(K.depth), damping, g)
+    v = pattern_dual_vectors(K, pattern, damping, f, y, loss)
+    return empirical.dual_signals(K.backprops_train, list(v), K.out_dim)

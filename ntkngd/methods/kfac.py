@@ -21,12 +21,16 @@ from __future__ import annotations
 
 import warnings
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.scipy.linalg import cho_solve
 
 from .. import linalg
 from .._checks import TheoryConditionWarning
 from ..linalg import serial_blas
 from ..function_space import Operator
+from .dual_solve import hessian_rows
 
 
 def _expand(q: np.ndarray, c: int) -> np.ndarray:
@@ -34,38 +38,55 @@ def _expand(q: np.ndarray, c: int) -> np.ndarray:
     return q if c == 1 else np.kron(q, np.ones((c, c)))
 
 
-def _smoother(gram: np.ndarray, shift: float) -> tuple[np.ndarray, int]:
-    """(gram + shift I)^{+} and the numerical rank (see `linalg.RidgeSolver`)."""
-    sm = linalg.RidgeSolver(gram, shift)
-    return sm.inverse(), sm.rank
+def _ridge_solve(gram: jnp.ndarray, shift: float, b: jnp.ndarray) -> jnp.ndarray:
+    """(gram + shift I)^+ b in jax.numpy: Cholesky when gram + shift I is numerically positive
+    definite (always for shift > 0), else an eigendecomposition with the dtype's rank cut
+    (`linalg.rank_rtol`), chosen on device."""
+    gram = 0.5 * (gram + gram.T)
+    eye = jnp.eye(gram.shape[0], dtype=gram.dtype)
+    if shift > 0:   # the small (N C x N C) inverse, then one matrix product with the wide b
+        return cho_solve((jnp.linalg.cholesky(gram + shift * eye), True), eye) @ b
+    rtol = linalg.rank_rtol(gram.dtype)
+    c = jnp.linalg.cholesky(gram)
+    dc = jnp.abs(jnp.diagonal(c))
+    ok = jnp.all(jnp.isfinite(c)) & (dc.min() > np.sqrt(rtol) * dc.max())
+
+    def pinv():
+        w, u = jnp.linalg.eigh(gram)
+        keep = w > rtol * jnp.maximum(w.max(), jnp.finfo(w.dtype).tiny)
+        inv = jnp.where(keep, 1.0 / jnp.where(keep, w, 1.0), 0.0)
+        return u @ (inv[:, None] * (u.T @ b))
+
+    return jax.lax.cond(ok, lambda: cho_solve((c, True), eye) @ b, pinv)
 
 
-def factor_inverses(K, damping: float) -> list:
-    """Per layer ((Q_l + N lam I)^+, rank, (DD^T_l + N lam I)^+, rank), lam = sqrt(rho): the one
-    place where the K-FAC factors are inverted (operator and parameter update share it)."""
-    shift = K.n_train * np.sqrt(damping)
-    fwd, bwd = np.asarray(K.fwd_train, float), np.asarray(K.bwd_train, float)
-    return [_smoother(fwd[l], shift) + _smoother(bwd[l], shift) for l in range(K.depth)]
+def _psd_sqrt(H: jnp.ndarray) -> jnp.ndarray:
+    """Per-sample H_n^{1/2} (N, C, C) of PSD output Hessians."""
+    w, u = jnp.linalg.eigh(H)
+    return jnp.einsum("nij,nj,nkj->nik", u, jnp.sqrt(jnp.clip(w, 0.0, None)), u)
 
 
-def signals(K, damping: float, g: np.ndarray) -> list:
-    """Per-layer signals A_l = X_l^T D_l (N, M_l), X_l = N (DD^T + N lam)^+ P (Q + N lam)^+, so that
-    d[W_l; b_l] = Ht_l^T A_l is the K-FAC direction F_l^{-1} grad_l (see the module docstring)."""
-    from .. import empirical   # noqa: local to keep the module's imports minimal
+def signals(K, damping, f, y, loss) -> list:
+    """Per-layer signals A_l (N, M_l) of K-FAC for any loss (jax.numpy, jittable), so that
+    d[W_l; b_l] = Ht_l^T A_l is F_l^{-1} grad_l with F_l ~ A_{l-1} (x) B_l,
+    B_l = sum_n D_n^T H_n D_n / N. With R = blockdiag(H_n^{1/2}), z = R H^+ r and G = R DD^T R:
+        A_l = N (Q_l + N lam)^+ Pz (G + N lam)^+ R D_l,     lam = sqrt(rho),
+    pseudo-inverses when lam = 0 (MSE: R = I, z = r; see the module docstring)."""
+    from .. import empirical
     empirical.require_features(K, "a K-FAC parameter-space update")
-    with serial_blas(K.bwd_train.shape[-1]):
-        return _signals(K, damping, g)
-
-
-def _signals(K, damping: float, g: np.ndarray) -> list:
     n, c = K.n_train, K.out_dim
-    r = np.asarray(g, np.float64).reshape(n, c)
+    shift = n * float(np.sqrt(damping))
+    x = loss.pinv_residual(f, y)
+    root = None if loss.identity_hessian else _psd_sqrt(loss.hessian(f))
+    z = x if root is None else jnp.einsum("ncd,nd->nc", root, x)
     out = []
-    for (q_inv, _, b_inv, _), d in zip(factor_inverses(K, damping), K.backprops_train):
-        d64 = np.asarray(d, np.float64)
-        y = (b_inv @ d64).reshape(n, c, -1)                 # (DD^T + N lam)^+ D, sample-major
-        a = n * q_inv @ np.einsum("nc,ncm->nm", r, y)      # N (Q + N lam)^+ P^T (...)
-        out.append(a)
+    for q, bwd, d in zip(K.fwd_train, K.bwd_train, K.backprops_train):
+        if root is not None:
+            bwd = hessian_rows(root, hessian_rows(root, bwd).T).T
+            d = hessian_rows(root, d)
+        yd = _ridge_solve(bwd, shift, d).reshape(n, c, -1)          # (G + N lam)^+ R D
+        a = jnp.einsum("nc,ncm->nm", z.astype(yd.dtype), yd)
+        out.append(n * _ridge_solve(q, shift, a))
     return out
 
 
@@ -78,13 +99,14 @@ def _operator(K, damping: float) -> Operator:
     n, L = K.n_train, K.depth
     c = 1 if K.kron_outputs else K.out_dim
     fwd, bwd = np.asarray(K.fwd_train, float), np.asarray(K.bwd_train, float)
+    rtol = linalg.rank_rtol(K.fwd_train.dtype)
     m = bwd.shape[1]
     train = np.zeros((m, m))
     test = np.zeros((K.n_test * c, m)) if K.has_test else None
     ranks_q, ranks_b = [], []
     shift = n * np.sqrt(damping)
     for l in range(L):     # same factors as `factor_inverses`, applied by solves (no inverse)
-        sq, sb = linalg.RidgeSolver(fwd[l], shift), linalg.RidgeSolver(bwd[l], shift)
+        sq, sb = linalg.RidgeSolver(fwd[l], shift, rtol), linalg.RidgeSolver(bwd[l], shift, rtol)
         ranks_q.append(sq.rank)
         ranks_b.append(sb.rank)
         train += n * _expand(sq.right(fwd[l]), c) * sb.right(bwd[l])

@@ -3,7 +3,7 @@
 With S the L x L 0/1 pattern of kept Fisher blocks, F_S = Jb^T (S (x) I) Jb / N, and the update is
     Delta theta_l = -lr J_l^T v_l,   [(S (x) I) blockdiag(Theta_l) + N rho I] v = 1 (x) g,
 so Delta f = -lr sum_l Theta_l v_l (push-through identity; no P x P matrix). With rho = 0 the
-limit rho -> 0 is taken: the parameter-space minimum-norm solution (THEORY.md), computed as
+limit rho -> 0 is taken: the parameter-space minimum-norm solution (docs/theory.md), computed as
     w = c (x) g + sum_j n_j (x) z_j,   v_l = Theta_l^{-1} w_l,   c = S^+ 1, n_j spanning null(S),
 with z minimising sum_l w_l^T Theta_l^{-1} w_l. On the training points G = (1^T S^+ 1) I.
 """
@@ -29,6 +29,7 @@ class BlockPattern:
 
     @property
     def depth(self) -> int:
+        """L, the number of layers the pattern covers."""
         return self.matrix.shape[0]
 
     def __hash__(self) -> int:
@@ -58,6 +59,7 @@ def diagonal(depth: int) -> BlockPattern:
 
 
 def tridiagonal(depth: int) -> BlockPattern:
+    """The block tri-diagonal pattern: S_ij = 1 for |i - j| <= 1 (L x L over layers)."""
     s = np.eye(depth) + np.eye(depth, k=1) + np.eye(depth, k=-1)
     return block_pattern(s, "block_tridiagonal")
 
@@ -118,13 +120,14 @@ def _min_norm_duals(factors: list, S: np.ndarray, rhs: np.ndarray) -> np.ndarray
     return np.stack([c[l] * inv_rhs[l] for l in range(L)])
 
 
-def _pinv_duals(blocks: np.ndarray, S: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+def _pinv_duals(blocks: np.ndarray, S: np.ndarray, rhs: np.ndarray,
+                rtol: float = linalg.RANK_RTOL) -> np.ndarray:
     """rho -> 0 limit for singular blocks: v = Kb^{+1/2} [(S (x) I) Kb^{1/2}]^+ (1 (x) g)."""
     L, m, _ = blocks.shape
     roots, inv_roots = [], []
     for b in blocks:
         w, u = linalg.psd_eigh(b)
-        keep = linalg.rank_mask(w)
+        keep = linalg.rank_mask(w, rtol)
         roots.append((u * np.sqrt(w)) @ u.T)
         inv_roots.append((u * np.where(keep, 1 / np.sqrt(np.where(keep, w, 1)), 0)) @ u.T)
     big = np.zeros((L * m, L * m))
@@ -132,16 +135,18 @@ def _pinv_duals(blocks: np.ndarray, S: np.ndarray, rhs: np.ndarray) -> np.ndarra
         for j in range(L):
             if S[i, j]:
                 big[i * m:(i + 1) * m, j * m:(j + 1) * m] = roots[j]
-    y = np.linalg.pinv(big, rcond=1e-10) @ np.tile(rhs, (L, 1))
+    y = np.linalg.pinv(big, rcond=rtol) @ np.tile(rhs, (L, 1))
     return np.stack([inv_roots[l] @ y[l * m:(l + 1) * m] for l in range(L)])
 
 
 def duals(blocks: np.ndarray, S: np.ndarray, n_samples: int, damping: float,
-          rhs: np.ndarray, factors: list | None = None) -> tuple[np.ndarray, list[str]]:
+          rhs: np.ndarray, factors: list | None = None,
+          rtol: float = linalg.RANK_RTOL) -> tuple[np.ndarray, list[str]]:
     """Dual vectors v (L, m, k) of the pattern update for k right-hand sides g (m, k).
 
     blocks: per-layer NTK blocks Theta_l (L, m, m); damping rho adds N rho I in the dual space.
     factors: optional Cholesky factors of the blocks (reused across patterns).
+    rtol: relative rank cut (`linalg.rank_rtol` of the kernels' dtype).
     Returns v and notes on the conditions used.
     """
     notes = []
@@ -154,10 +159,10 @@ def duals(blocks: np.ndarray, S: np.ndarray, n_samples: int, damping: float,
     if damping > 0:
         return _damped_duals(blocks, S, n_samples * damping, rhs), notes
     if factors is None:
-        factors = [linalg.try_cholesky(b) for b in blocks]
+        factors = [linalg.try_cholesky(b, rtol) for b in blocks]
     if all(f is not None for f in factors):
         return _min_norm_duals(factors, S, rhs), notes
     singular = [l + 1 for l, f in enumerate(factors) if f is None]
     msg = f"NTK block(s) of layer(s) {singular} are singular: using the pseudo-inverse limit"
     warnings.warn(msg, TheoryConditionWarning)
-    return _pinv_duals(blocks, S, rhs), notes + [msg]
+    return _pinv_duals(blocks, S, rhs, rtol), notes + [msg]

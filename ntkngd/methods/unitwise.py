@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import warnings
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from .. import linalg
@@ -42,7 +44,7 @@ _CHUNK_BYTES = 64 * 2 ** 20
 DEFAULT_RELATIVE_DAMPING = 3e-4
 
 
-def default_damping(K) -> float:
+def default_damping(K):
     """The one unit-wise damping rule: dual shift N rho = 3e-4 x the mean diagonal of a per-unit
     block, mean diag(Theta) / U with U = sum_l M_l the number of units (hidden and output), i.e.
     rho = 3e-4 mean diag(Theta) / (U N).
@@ -52,10 +54,12 @@ def default_damping(K) -> float:
     the widths (0.018, 0.012, 0.0062, 0.0045 at widths 256, 1024, 2048, 4096; undamped: 13, 1.1,
     2.2). Being relative to the per-unit scale (Theta_{l,i} ~ Theta_l / M_l), it lowers alpha by
     the same 9% at every width, where a shift relative to mean diag(Theta) alone lowers it more
-    the wider the network (1e-6 of it: 11% at width 256, 24% at 2048). See docs/theory.md."""
-    diag = np.mean(np.diag(np.asarray(K.ntk_train, float)))
+    the wider the network (1e-6 of it: 11% at width 256, 24% at 2048). See docs/theory.md.
+    A float, or a traced scalar inside jax.jit (the jitted update resolves damping=None on
+    device)."""
     units = sum(K.network.widths) + K.network.out_dim
-    return float(DEFAULT_RELATIVE_DAMPING * diag / (units * K.n_train))
+    val = DEFAULT_RELATIVE_DAMPING * jnp.mean(jnp.diagonal(K.ntk_train)) / (units * K.n_train)
+    return val if isinstance(val, jax.core.Tracer) else float(val)
 
 
 def _layer_units(K):
@@ -83,11 +87,11 @@ def _unit_blocks(qe: np.ndarray, dc: np.ndarray) -> np.ndarray:
 
 
 @serial_blas()
-def _pinv_batch(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _pinv_batch(theta: np.ndarray, rtol: float = linalg.RANK_RTOL) -> tuple[np.ndarray, np.ndarray]:
     """Batched pseudo-inverses and range projectors of PSD blocks (k, m, m) (eigh, rank cut)."""
     w, u = np.linalg.eigh(theta)
     w = np.clip(w, 0.0, None)
-    keep = w > linalg.RANK_RTOL * np.maximum(w.max(-1, keepdims=True), np.finfo(float).tiny)
+    keep = w > rtol * np.maximum(w.max(-1, keepdims=True), np.finfo(float).tiny)
     inv = np.where(keep, 1.0 / np.where(keep, w, 1.0), 0.0)
     return (u * inv[:, None, :]) @ np.swapaxes(u, 1, 2), \
         (u * keep[:, None, :]) @ np.swapaxes(u, 1, 2)
@@ -97,6 +101,7 @@ def _finite_operator(K, damping: float):
     """G, G' of the finite-width unit-wise Fisher (see the module docstring)."""
     m = K.blocks_train.shape[1]
     shift = K.n_train * damping
+    rtol = linalg.rank_rtol(K.blocks_train.dtype)
     train = np.zeros((m, m))
     test = np.zeros((K.blocks_test.shape[1], m)) if K.has_test else None
     for qe, d, active, qt, l in _layer_units(K):
@@ -107,9 +112,11 @@ def _finite_operator(K, damping: float):
                 theta_s = theta.copy()
                 theta_s[:, np.arange(m), np.arange(m)] += shift
                 inv = np.linalg.solve(theta_s, np.broadcast_to(np.eye(m), theta.shape))
-                train += len(idx) * np.eye(m) - shift * inv.sum(0)   # Theta (Theta + s)^-1 = I - s (.)^-1
+                # Theta (Theta + s)^-1 = [(Theta + s)^-1 Theta]^T, solved directly: no
+                # cancellation at large s (I - s (Theta + s)^-1 loses everything at rho = 1e4)
+                train += np.swapaxes(np.linalg.solve(theta_s, theta), 1, 2).sum(0)
             else:
-                inv, proj = _pinv_batch(theta)
+                inv, proj = _pinv_batch(theta, rtol)
                 train += proj.sum(0)
             if test is not None:
                 theta_t = dt[:, idx].T[:, :, None] * qt[None] * d[:, idx].T[:, None, :]
@@ -119,35 +126,80 @@ def _finite_operator(K, damping: float):
 
 def active_counts(K) -> np.ndarray:
     """Per sample n: the number of (unit, layer) pairs with a non-zero derivative on x_n
-    (any output) -- the diagonal of the undamped unit-wise G for C = 1 (THEORY.md)."""
+    (any output) -- the diagonal of the undamped unit-wise G for C = 1 (docs/theory.md)."""
     n, c = K.n_train, K.out_dim
     return sum(np.any(np.asarray(d).reshape(n, c, -1) != 0, axis=1).sum(1)
                for d in K.backprops_train).astype(float)
 
 
-def signals(K, damping: float, g: np.ndarray) -> list:
-    """Per-layer signals A_l (N, M_l): A_l[n, i] = sum_c v_{l,i}[(n, c)] D_l[(n, c), i], so that
-    d[W_l; b_l] = Ht_l^T A_l is the unit-wise direction (batched per-unit dual solves)."""
+def signals(K, damping, f, y, loss) -> list:
+    """Per-layer signals A_l (N, M_l) of the unit-wise update for any loss (jax.numpy, jittable):
+    column i of [W_l; b_l] gets Ht_l^T A_l[:, i]. With d_ni = D_l[(n, :), i] (C-vector),
+    h_ni = d_ni^T H_n d_ni and a_ni = d_ni . r_n, push-through and Woodbury give per unit
+        (N rho I + diag(h_i) Q_l) A_l[:, i] = a_i                       (rho > 0),
+    solved in the symmetric positive definite form A_i = sqrt(h_i) o w_i,
+        (N rho I + diag(sqrt h_i) Q_l diag(sqrt h_i)) w_i = a_i / sqrt(h_i)   (batched Cholesky),
+    and for rho = 0 (MSE only) the pseudo-inverse limit A_i = sqrt(h_i) o M_i^+ (a_i / sqrt(h_i)),
+    M_i = diag(sqrt h_i) Q_l diag(sqrt h_i) (an N x N eigendecomposition per unit)."""
     from .. import empirical
     empirical.require_features(K, "a unit-wise parameter-space update")
+    positive = isinstance(damping, jax.core.Tracer) or damping > 0   # traced: the default > 0
+    if not positive and not loss.identity_hessian:
+        raise ValueError(f"unit-wise with the {loss.name} loss needs damping > 0 (the per-unit "
+                         "blocks H Theta_li are singular; pass damping=None for the default "
+                         "unitwise.default_damping)")
     n, c = K.n_train, K.out_dim
-    m = n * c
-    r = np.asarray(g, np.float64).reshape(m)
-    shift = n * damping
+    r = loss.residual(f, y)
+    H = None if loss.identity_hessian else loss.hessian(f)
     out = []
-    for qe, d, active, _, _ in _layer_units(K):
-        a = np.zeros((n, d.shape[1]))
-        for idx in _chunks(active, m):
-            theta = _unit_blocks(qe, d[:, idx])
-            if shift > 0:
-                theta[:, np.arange(m), np.arange(m)] += shift
-                v = np.linalg.solve(theta,
-                                    np.broadcast_to(r[:, None], (len(idx), m, 1)))[..., 0]
-            else:
-                v = np.einsum("kab,b->ka", _pinv_batch(theta)[0], r)
-            a[:, idx] = (v.T * d[:, idx]).reshape(n, c, -1).sum(1)
-        out.append(a)
+    for q, dl in zip(K.fwd_train, K.backprops_train):
+        d = dl.reshape(n, c, -1)
+        a = jnp.einsum("nc,nci->in", r.astype(d.dtype), d)                    # (M, N)
+        h = jnp.sum(d * d, 1).T if H is None else \
+            jnp.einsum("nci,ncd,ndi->in", d, H.astype(d.dtype), d)
+        if positive:
+            sig = _damped_units(q, h, a, n * damping)
+        else:
+            sig = _pinv_units(q, h, a)
+        out.append(sig.T)
     return out
+
+
+_UNIT_CHUNK = 64
+
+
+def _damped_units(q, h, a, shift):
+    """Per unit (rows of h, a): A = sqrt(h) o w with (s I + diag(sqrt h) Q diag(sqrt h)) w =
+    a / sqrt(h) (symmetric positive definite: Cholesky), in chunks of units (lax.map) so that each
+    chunk's N x N matrices stay in cache."""
+    k, n = h.shape
+    pad = (-k) % _UNIT_CHUNK
+    hp = jnp.pad(h, ((0, pad), (0, 0))).reshape(-1, _UNIT_CHUNK, n)
+    ap = jnp.pad(a, ((0, pad), (0, 0))).reshape(-1, _UNIT_CHUNK, n)
+    eye = jnp.eye(n, dtype=q.dtype)
+
+    def chunk(args):
+        hh, aa = args
+        sh = jnp.sqrt(jnp.clip(hh, 0.0, None))
+        c = jnp.linalg.cholesky(sh[:, :, None] * q[None] * sh[:, None, :] + shift * eye)
+        rhs = jnp.where(sh > 0, aa / jnp.where(sh > 0, sh, 1.0), 0.0)[:, :, None]
+        w = jax.lax.linalg.triangular_solve(c, rhs, left_side=True, lower=True)
+        w = jax.lax.linalg.triangular_solve(c, w, left_side=True, lower=True, transpose_a=True)
+        return sh * w[..., 0]
+
+    return jax.lax.map(chunk, (hp, ap)).reshape(-1, n)[:k]
+
+
+def _pinv_units(q, h, a):
+    """sqrt(h) o (sqrt(h) Q sqrt(h))^+ (a / sqrt(h)) per unit (rows of h, a), dtype rank cut."""
+    sh = jnp.sqrt(h)
+    m = sh[:, :, None] * q[None] * sh[:, None, :]
+    w, u = jnp.linalg.eigh(m)
+    keep = w > linalg.rank_rtol(m.dtype) * jnp.maximum(w.max(-1, keepdims=True),
+                                                       jnp.finfo(w.dtype).tiny)
+    inv = jnp.where(keep, 1.0 / jnp.where(keep, w, 1.0), 0.0)
+    rhs = jnp.where(sh > 0, a / jnp.where(sh > 0, sh, 1.0), 0.0)
+    return sh * jnp.einsum("kij,kj,klj,kl->ki", u, inv, u, rhs)
 
 
 @serial_blas()
@@ -162,7 +214,7 @@ def _empirical_operator(K, damping: float) -> Operator:
     empirical.require_features(K, "the finite-width unit-wise operator")
     train, test = _finite_operator(K, damping)
     counts = active_counts(K)
-    first_ok = linalg.try_cholesky(np.asarray(K.fwd_train[0], float)) is not None
+    first_ok = linalg.try_cholesky(K.fwd_train[0]) is not None
     conditions = {"N <= d (first-layer input Gram invertible)": bool(first_ok),
                   "damping == 0": damping == 0, "C == 1": K.out_dim == 1}
     notes = [f"finite-width unit-wise, damping rho = {damping:.3g} (dual shift N rho)",
@@ -180,7 +232,7 @@ def _infinite_operator(K, damping: float) -> Operator:
         raise ValueError("unit_wise on infinite-width kernels is the damping -> 0 limit only; "
                          "use finite-width (empirical) kernels for a damped unit-wise operator")
     alpha = predicted_alpha(net)
-    first_ok = linalg.try_cholesky(np.asarray(K.fwd_train[0], float)) is not None
+    first_ok = linalg.try_cholesky(K.fwd_train[0]) is not None
     conditions = {"N <= d (first-layer input Gram invertible)": bool(first_ok),
                   "infinite width (M -> infinity)": False}
     notes = [f"unit-wise from gamma = {net.gamma} and widths {net.widths}: G = alpha I holds only "

@@ -1,0 +1,159 @@
+"""Integrators of nonlinear function-space dynamics (any loss): the flow df/dtau = -lr G(f) r(f)
+with diffrax (Tsit5, PID step-size control) and the discrete map f_{t+1} = f_t - lr G(f_t) r(f_t)
+with lax.fori_loop; both jitted, in the dtype of f0.
+
+`apply` is either an operator core with `from_targets(f, y) -> (G r, G' r or None)` (it computes
+the residual and H^+ r from the targets itself, exactly: ntkngd.loss_dynamics), or any callable
+apply(f, r) used with a residual function residual(f, y) (e.g. a constant MSE operator from
+`linear_operator` with `mse_residual`, which reproduces `ntkngd.predict`).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _checks
+
+
+def _core(apply):
+    """A LossOperator (host dataclass) -> its jit-friendly core; anything else unchanged."""
+    return apply.core() if hasattr(apply, "core") else apply
+
+
+def _velocity(apply, residual, y, lr, f, ft):
+    if hasattr(apply, "from_targets"):
+        d_train, d_test = apply.from_targets(f, y)
+    else:
+        d_train, d_test = apply(f, residual(f, y))
+    d_test = jnp.zeros_like(ft) if d_test is None or ft.shape[0] == 0 else d_test
+    return -lr * d_train, -lr * d_test
+
+
+@eqx.filter_jit
+def _flow(apply, residual, f0, ft0, y, lr, ts, rtol, atol, max_steps):
+    def field(t, state, args):
+        return _velocity(apply, residual, y, lr, *state)
+
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(field), diffrax.Tsit5(), t0=0.0, t1=ts[-1], dt0=None, y0=(f0, ft0),
+        saveat=diffrax.SaveAt(ts=ts),
+        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol, dtmin=1e-12 * ts[-1],
+                                                  force_dtmin=False),
+        max_steps=max_steps, throw=False)
+    return sol.ys, sol.stats["num_steps"], sol.result == diffrax.RESULTS.successful
+
+
+@eqx.filter_jit
+def _steps(apply, residual, f0, ft0, y, lr, save_at):
+    """Iterate the map up to max(save_at) (one compilation per number of saved points), keeping
+    the states at the step indices save_at."""
+    def save(k, f, ft, bufs):
+        hit = (save_at == k)[:, None, None]
+        return jnp.where(hit, f[None], bufs[0]), jnp.where(hit, ft[None], bufs[1])
+
+    bufs0 = save(0, f0, ft0, (jnp.zeros((len(save_at),) + f0.shape, f0.dtype),
+                              jnp.zeros((len(save_at),) + ft0.shape, f0.dtype)))
+
+    def body(k, carry):
+        f, ft, bufs = carry
+        df, dft = _velocity(apply, residual, y, lr, f, ft)
+        f, ft = f + df, ft + dft
+        return f, ft, save(k + 1, f, ft, bufs)
+
+    _, _, bufs = jax.lax.fori_loop(0, jnp.max(save_at), body, (f0, ft0, bufs0))
+    return bufs
+
+
+def times_array(times) -> np.ndarray:
+    t = _checks.as_array(times, "times", ndim=1).astype(np.float64)
+    if np.any(t < 0):
+        raise ValueError("time points must be >= 0")
+    if np.any(np.diff(t) < 0):
+        raise ValueError("time points must be sorted in increasing order")
+    return t
+
+
+def steps_array(steps) -> np.ndarray:
+    """An int T (-> 0..T) or a sequence of non-negative integer step indices."""
+    if np.ndim(steps) == 0:
+        return np.arange(_checks.positive_int(steps, "steps") + 1)
+    t = _checks.as_array(steps, "steps", ndim=1)
+    if t.dtype == bool or np.any(t < 0) or np.any(t != np.round(t)):
+        raise ValueError("steps must be non-negative integers")
+    return t.astype(int)
+
+
+def _state0(f0_train, f0_test, c, dtype):
+    f0 = jnp.asarray(f0_train, dtype)
+    ft = jnp.zeros((0, c), dtype) if f0_test is None else jnp.asarray(f0_test, dtype)
+    return f0, ft
+
+
+def _tolerance(v, name: str) -> float:
+    try:
+        val = float(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive finite number, got {v!r}") from None
+    if not np.isfinite(val) or val <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {v!r}")
+    return val
+
+
+def integrate_flow(apply: Callable, residual: Callable, f0_train: Any, y_train: Any,
+                   f0_test: Any = None, *, lr: float = 1.0, times: Any,
+                   rtol: float = 1e-9, atol: float = 1e-11, max_steps: int = 100_000):
+    """Integrate df/dtau = -lr G(f) r(f), df'/dtau = -lr G'(f) r(f) with diffrax (Tsit5, PID).
+
+    apply: see the module docstring; residual(f, y) -> r (ignored by operator cores).
+    times: sorted time points tau >= 0. Returns (t, train (T, N, C), test (T, N', C) or None,
+    number of solver steps). A failed solve (a singular system along the flow, a non-finite
+    field, max_steps reached) raises a ValueError naming the cause.
+    """
+    t = times_array(times)
+    lr = _checks.positive(lr, "lr")
+    notes = " ".join(getattr(apply, "notes", ()) or ())
+    apply = _core(apply)
+    rtol, atol = _tolerance(rtol, "rtol"), _tolerance(atol, "atol")
+    f0 = jnp.asarray(f0_train)
+    dtype = jnp.result_type(f0.dtype, jnp.float32)
+    f0, ft0 = _state0(f0, f0_test, f0.shape[-1], dtype)
+    y = jnp.asarray(y_train, dtype)
+    if t[-1] == 0:
+        tr = jnp.broadcast_to(f0, (len(t),) + f0.shape)
+        te = jnp.broadcast_to(ft0, (len(t),) + ft0.shape)
+        n_steps = 0
+    else:
+        (tr, te), n_steps, ok = _flow(apply, residual, f0, ft0, y, jnp.asarray(lr, dtype),
+                                      jnp.asarray(t, dtype), jnp.asarray(rtol, dtype),
+                                      jnp.asarray(atol, dtype),
+                                      _checks.positive_int(max_steps, "max_steps"))
+        if not bool(ok) or not bool(jnp.all(jnp.isfinite(tr))):
+            raise ValueError(
+                "the function-space flow could not be integrated: the field became singular or "
+                "non-finite along the trajectory, or max_steps was reached (for a damped "
+                "indefinite pattern such as BTD with L >= 3, F_S + rho I turns singular as the "
+                "softmax saturates; use damping = 0, the minimum-norm limit)"
+                + (f". Operator notes: {notes}" if notes else ""))
+    return (t, np.asarray(tr), None if f0_test is None else np.asarray(te), int(n_steps))
+
+
+def iterate_steps(apply: Callable, residual: Callable, f0_train: Any, y_train: Any,
+                  f0_test: Any = None, *, lr: float = 1.0, steps: Any):
+    """The discrete map f_{t+1} = f_t - lr G(f_t) r(f_t) (and f'_{t+1} = f'_t - lr G'(f_t) r(f_t)).
+
+    steps: an int T (returns t = 0..T) or a sequence of step indices. Returns (t, train, test)."""
+    lr = _checks.positive(lr, "lr")
+    apply = _core(apply)
+    t = steps_array(steps)
+    f0 = jnp.asarray(f0_train)
+    dtype = jnp.result_type(f0.dtype, jnp.float32)
+    f0, ft0 = _state0(f0, f0_test, f0.shape[-1], dtype)
+    y = jnp.asarray(y_train, dtype)
+    tr, te = _steps(apply, residual, f0, ft0, y, jnp.asarray(lr, dtype), jnp.asarray(t))
+    tr, te = np.asarray(tr), np.asarray(te)
+    return t.astype(np.float64), tr, None if f0_test is None else te

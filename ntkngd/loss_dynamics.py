@@ -1,0 +1,235 @@
+"""Function-space operators and dynamics for losses with a state-dependent output Hessian.
+
+Convention (ntkngd.losses): residual r = N grad_f Loss, per-sample output Hessian H_n, x = H^+ r.
+One step moves the outputs by Delta f = -lr G(f) r, Delta f' = -lr G'(f) r:
+  GD:         G = Theta / N, G' = Theta(X', X) / N.
+  pattern S:  Delta theta_l = -lr J_l^T v_l,
+                  [(S (x) I) blockdiag(H Theta_l) + N rho I] v = 1 (x) r           (rho > 0),
+              an (L N C) system (exact NGD: one block, the total NTK).
+  rho -> 0:   the parameter-space minimum-norm solution. At infinite width Theta_l = Theta*_l (x)
+              I_C commutes with the split of each sample's output space into range(H) and its
+              complement, so G(f) r = G_MSE x (G_MSE = ntkngd.operator(method, K, 0)); alpha I on
+              the training points with alpha = 1^T S^+ 1. On finite-width kernels the same limit
+              is M x with the constant M = sum_l Theta_l U V'_l U^T, V' the MSE pattern duals of
+              the projected blocks U^T Theta_l U (U = I_N (x) U_C, `Loss.basis`).
+  K-FAC, unit-wise: no function-space operator for these losses (docs/theory.md: open); the
+              finite-width engine measures them (ntkngd.ce_engine).
+Dynamics: ntkngd.flows (diffrax flow, discrete map), x computed from the targets exactly.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._checks import TheoryConditionWarning
+from .kernels import Kernels
+from .losses import Loss, softmax_cross_entropy
+from .methods import Method, patterns
+from .methods.dual_solve import hessian_rows, project
+
+
+def _mul(a: jnp.ndarray, r: jnp.ndarray, kron: bool) -> jnp.ndarray:
+    """Kernel-like matrix times residual r (N, C): a @ r for N x N factors (kron), else on the
+    sample-major flattened vector."""
+    if kron:
+        return a @ r
+    return (a @ r.reshape(-1)).reshape(-1, r.shape[-1])
+
+
+class _Core(eqx.Module):
+    """The arrays and static structure an operator computes with (what jit sees)."""
+
+    train: jnp.ndarray
+    test: Optional[jnp.ndarray]
+    pattern: Optional[jnp.ndarray]
+    shift: jnp.ndarray
+    kind: str = eqx.field(static=True)
+    kron: bool = eqx.field(static=True)
+    loss: Loss = eqx.field(static=True)
+
+    def _linear(self, x):
+        return _mul(self.train, x, self.kron), \
+            None if self.test is None else _mul(self.test, x, self.kron)
+
+    def __call__(self, f: jnp.ndarray, r: jnp.ndarray):
+        """(G r, G' r) for a residual r in range(H) (H^+ r via `Loss.pinv_apply`)."""
+        if self.kind == "pinv":
+            return self._linear(self.loss.pinv_apply(f, r))
+        return self._apply(f, r)
+
+    def from_targets(self, f: jnp.ndarray, y: jnp.ndarray):
+        """(G r, G' r) with r and H^+ r computed from the targets (exact for every probability)."""
+        if self.kind == "pinv":
+            return self._linear(self.loss.pinv_residual(f, y))
+        return self._apply(f, self.loss.residual(f, y))
+
+    def _apply(self, f, r):
+        if self.kind == "gd":
+            return self._linear(r)
+        H = self.loss.hessian(f)
+        rf = r.reshape(-1)
+        c = r.shape[-1]
+        if self.kind == "damped_exact":
+            m = self.train.shape[0]
+            a = hessian_rows(H, self.train) + self.shift * jnp.eye(m, dtype=self.train.dtype)
+            v = jnp.linalg.solve(a, rf)
+            return (self.train @ v).reshape(-1, c), \
+                None if self.test is None else (self.test @ v).reshape(-1, c)
+        L, m, _ = self.train.shape   # damped_pattern
+        hb = jax.vmap(lambda b: hessian_rows(H, b))(self.train)
+        big = jnp.einsum("ij,jab->iajb", self.pattern, hb).reshape(L * m, L * m)
+        big = big + self.shift * jnp.eye(L * m, dtype=big.dtype)
+        v = jnp.linalg.solve(big, jnp.tile(rf, L)).reshape(L, m)
+        out = jnp.einsum("lab,lb->a", self.train, v).reshape(-1, c)
+        test = None if self.test is None else jnp.einsum("lab,lb->a", self.test, v).reshape(-1, c)
+        return out, test
+
+
+@dataclass(frozen=True)
+class LossOperator:
+    """G(f) and G'(f) of one method for one loss; `op(f, r)` -> (G r, G' r or None),
+    `op.from_targets(f, y)` the same with r computed exactly from the targets.
+
+    kind: "gd", "pinv" (rho -> 0: G x with constant matrices), "damped_exact", "damped_pattern".
+    train/test: N x N factors (kron) or sample-major (N C x N C) matrices; (L, m, m) per-layer
+    blocks for "damped_pattern". alpha = 1^T S^+ 1 for NGD-type methods (None for GD)."""
+
+    name: str
+    kind: str
+    train: jnp.ndarray
+    test: Optional[jnp.ndarray]
+    pattern: Optional[jnp.ndarray]
+    alpha: Optional[float]
+    damping: float
+    out_dim: int
+    n_train: int
+    n_test: int
+    kron: bool
+    notes: tuple = ()
+    loss: Loss = softmax_cross_entropy
+
+    def core(self) -> _Core:
+        """The jit-friendly equinox module holding the arrays (what the integrators trace)."""
+        dtype = jnp.asarray(self.train).dtype
+        return _Core(self.train, self.test, self.pattern,
+                     jnp.asarray(self.n_train * self.damping, dtype), self.kind, self.kron,
+                     self.loss)
+
+    def __call__(self, f: Any, r: Any):
+        """(G(f) r, G'(f) r or None) for a residual r (N, C) in range(H)."""
+        return self.core()(jnp.asarray(f), jnp.asarray(r))
+
+    def from_targets(self, f: Any, y: Any):
+        """(G(f) r, G'(f) r or None) with r and H^+ r computed exactly from the targets y."""
+        return self.core().from_targets(jnp.asarray(f), jnp.asarray(y))
+
+
+def _full(a: np.ndarray, c: int, kron: bool) -> np.ndarray:
+    """Expand an N x N factor to the sample-major (N C) x (N C) matrix K (x) I_C."""
+    return np.kron(a, np.eye(c)) if kron else a
+
+
+def method_pattern(m: Method, loss: Loss, depth: int):
+    """The method's BlockPattern (None for GD); methods without a function-space theory for this
+    loss raise NotImplementedError."""
+    if m.kind == "gd":
+        return None
+    if m.kind != "pattern":
+        raise NotImplementedError(
+            f"{m.name} with the {loss.name} loss (cross-entropy-type, H != I) has no "
+            "function-space operator: its Kronecker/unit factors do not commute with the "
+            "per-sample output Hessian (docs/theory.md: open); use the finite-width engine "
+            "(ntkngd.train / ngd_direction with loss=...), which measures it")
+    pattern = m.pattern(depth)
+    if pattern.depth != depth:
+        raise ValueError(f"block pattern is {pattern.depth} x {pattern.depth} but the network has "
+                         f"{depth} layers")
+    return pattern
+
+
+def loss_operator(m: Method, K: Kernels, damping: float, loss: Loss) -> LossOperator:
+    """The function-space operator of method m for `loss` on kernels K (module docstring).
+    damping = 0 on finite-width kernels gives the minimum-norm limit (`min_norm_operator`)."""
+    loss.check_outputs(int(K.out_dim))
+    pattern = method_pattern(m, loss, K.depth)
+    c, kron, n = int(K.out_dim), bool(K.kron_outputs), K.n_train
+    common = dict(name=m.name, damping=damping, out_dim=c, n_train=n, n_test=K.n_test,
+                  kron=kron, loss=loss)
+    dtype = np.float64
+    if pattern is None:
+        train = jnp.asarray(np.asarray(K.ntk_train, dtype) / n)
+        test = None if not K.has_test else jnp.asarray(np.asarray(K.ntk_test, dtype) / n)
+        return LossOperator(train=train, test=test, pattern=None, kind="gd", alpha=None, **common)
+    S = pattern.matrix
+    in_range = patterns.ones_in_range(S)
+    alpha = patterns.alpha(S) if in_range else None
+    if damping == 0:
+        if not kron:
+            return min_norm_operator(m, K, loss)
+        op = m.operator(K, 0.0)         # minimum-norm limit (raises if 1 not in range(S))
+        return LossOperator(train=jnp.asarray(op.train),
+                            test=None if op.test is None else jnp.asarray(op.test), pattern=None,
+                            kind="pinv", alpha=alpha, notes=op.notes, **common)
+    notes = []
+    if not in_range:
+        msg = ("1 is not in the range of the block pattern S: the damped update diverges as "
+               "damping -> 0")
+        warnings.warn(msg, TheoryConditionWarning)
+        notes.append(msg)
+    if np.linalg.eigvalsh(S).min() < -1e-12:
+        notes.append("S is indefinite (e.g. BTD, L >= 3): with damping > 0 the damped Fisher "
+                     "F_S + rho I can become singular along the flow (the solver then stops with "
+                     "an error); damping = 0 (the minimum-norm limit) has no such point")
+    blocks = np.asarray(K.blocks_train, dtype)
+    tblocks = None if not K.has_test else np.asarray(K.blocks_test, dtype)
+    if S.shape[0] == 1 or np.all(S == 1):     # exact NGD: one block, the total NTK
+        train = _full(blocks.sum(0), c, kron)
+        test = None if tblocks is None else _full(tblocks.sum(0), c, kron)
+        return LossOperator(train=jnp.asarray(train),
+                            test=None if test is None else jnp.asarray(test), pattern=None,
+                            kind="damped_exact", alpha=alpha, notes=tuple(notes), **common)
+    train = np.stack([_full(b, c, kron) for b in blocks])
+    test = None if tblocks is None else np.stack([_full(b, c, kron) for b in tblocks])
+    return LossOperator(train=jnp.asarray(train), test=None if test is None else jnp.asarray(test),
+                        pattern=jnp.asarray(S), kind="damped_pattern", alpha=alpha,
+                        notes=tuple(notes), **common)
+
+
+def min_norm_operator(m: Method, K: Kernels, loss: Loss) -> LossOperator:
+    """The rho -> 0 operator on finite-width kernels: G(f) r = M x with the constant matrices
+    M = sum_l Theta_l U V'_l U^T, M' = sum_l Theta_l(X', X) U V'_l U^T (module docstring). On
+    training points U^T M = alpha U^T: the finite-width linearized dynamics of every pattern equal
+    the infinite-width alpha H^+ flow up to per-sample shifts in null(H)."""
+    pattern = method_pattern(m, loss, K.depth)
+    c, n = int(K.out_dim), K.n_train
+    if pattern is None:
+        return loss_operator(m, K, 0.0, loss)
+    S = pattern.matrix
+    if not patterns.ones_in_range(S):
+        raise ValueError("1 is not in the range of the block pattern S: the undamped update does "
+                         "not exist; use damping > 0")
+    blocks = np.asarray(K.blocks_train, np.float64)
+    tblocks = None if not K.has_test else np.asarray(K.blocks_test, np.float64)
+    if S.shape[0] == 1 or np.all(S == 1):
+        blocks, S = blocks.sum(0)[None], np.ones((1, 1))
+        tblocks = None if tblocks is None else tblocks.sum(0)[None]
+    uc = np.asarray(loss.basis(c), float)
+    u = np.kron(np.eye(n), uc)                                           # (N C, N k)
+    pb = np.asarray(project(jnp.asarray(blocks), uc))
+    from .linalg import rank_rtol
+    v, notes = patterns.duals(pb, S, n, 0.0, np.eye(u.shape[1]), None,
+                              rank_rtol(K.blocks_train.dtype))
+    w = np.einsum("ai,lij,bj->lab", u, np.asarray(v), u)                  # U V'_l U^T
+    train = np.einsum("lab,lbc->ac", blocks, w)
+    test = None if tblocks is None else np.einsum("lab,lbc->ac", tblocks, w)
+    return LossOperator(name=m.name, kind="pinv", train=jnp.asarray(train),
+                        test=None if test is None else jnp.asarray(test), pattern=None,
+                        alpha=patterns.alpha(S), damping=0.0, out_dim=c, n_train=n,
+                        n_test=K.n_test, kron=False, loss=loss,
+                        notes=tuple(notes) + ("finite-width rho -> 0 limit (minimum-norm)",))

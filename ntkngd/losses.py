@@ -1,0 +1,228 @@
+"""Losses as small components: value, residual, per-sample output Hessian and its pseudo-inverse.
+
+Convention (docs/theory.md): Loss = (1/N) sum_n l(f_n, y_n) over N points with C outputs each.
+  residual  r_n = d l / d f_n                 (N times the gradient of Loss in f),
+  hessian   H_n = d^2 l / d f_n^2  (C x C)     (the Fisher is F = J^T blockdiag(H_n) J / N),
+  pinv      x_n = H_n^+ r_n, computed in closed form without cancellation,
+  basis     U_C (C x k), an orthonormal basis of range(H_n) (the same for every sample).
+Every method's dual system takes H and x, so a method is written once for every loss.
+
+Shipped: `mse` (H = I, the paper's case), `softmax_cross_entropy` (one-hot targets; H = diag(p) -
+p p^T, range = complement of the all-ones vector), `sigmoid_binary_cross_entropy` (C = 1, targets
+0/1; H = p (1 - p)). `get_loss` accepts a name, an alias ("ce") or a `Loss`; `register_loss` adds one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _checks
+
+__all__ = ["Loss", "mse", "softmax_cross_entropy", "sigmoid_binary_cross_entropy", "LOSSES",
+           "get_loss", "register_loss", "complement_basis"]
+
+
+@dataclass(frozen=True, eq=False)
+class Loss:
+    """One loss (module docstring). Functions act on (N, C) arrays (value, accuracy: on the last two
+    axes, so a leading time axis is allowed). Hashable by identity: usable as a static jit argument.
+
+    value(f, y) -> Loss;  residual(f, y) -> r;  hessian(f) -> (N, C, C);
+    pinv_residual(f, y) -> H^+ r (exact for every probability);  basis(C) -> U_C (C, k);
+    pinv_apply(f, r) -> H^+ r for any r in range(H) (when the targets are not at hand);
+    validate(y, name, n, c) -> float targets (clear errors);  accuracy(f, y) -> fraction correct;
+    identity_hessian: H = I (MSE: the dynamics are linear, predictions in closed form)."""
+
+    name: str
+    value: Callable
+    residual: Callable
+    hessian: Callable
+    pinv_residual: Callable
+    basis: Callable
+    validate: Callable
+    accuracy: Callable
+    pinv_apply: Callable = None
+    out_dims: tuple = (1, None)
+    identity_hessian: bool = False
+
+    def check_outputs(self, c: int) -> None:
+        """A clear error when a network with c outputs cannot use this loss."""
+        lo, hi = self.out_dims
+        if c < lo or (hi is not None and c > hi):
+            need = f"C >= {lo}" if hi is None else (f"C = {lo}" if lo == hi else f"{lo} <= C <= {hi}")
+            raise ValueError(f"the {self.name} loss needs {need} outputs; the network has "
+                             f"out_dim = {c}" + (" (C >= 2 classes for the softmax)"
+                                                 if lo == 2 else ""))
+
+    def __repr__(self) -> str:
+        return f"Loss({self.name!r})"
+
+
+# ---------------------------------------------------------------------------- mean squared error
+def _mse_value(f, y):
+    return 0.5 * jnp.sum((jnp.asarray(f) - y) ** 2, axis=(-2, -1)) / f.shape[-2]
+
+
+def _eye_hessian(f):
+    n, c = f.shape
+    return jnp.broadcast_to(jnp.eye(c, dtype=f.dtype), (n, c, c))
+
+
+def _mse_validate(y, name, n, c):
+    return _checks.outputs(y, name, n, c)
+
+
+def _sign_accuracy(f, y):
+    f, y = jnp.asarray(f), jnp.asarray(y)
+    if f.shape[-1] == 1:
+        return jnp.mean(jnp.sign(f[..., 0]) == jnp.sign(y[..., 0]), axis=-1)
+    return jnp.mean(jnp.argmax(f, -1) == jnp.argmax(y, -1), axis=-1)
+
+
+mse = Loss("mse", _mse_value, lambda f, y: f - y, _eye_hessian, lambda f, y: f - y,
+           lambda c: np.eye(c), _mse_validate, _sign_accuracy, lambda f, r: r,
+           identity_hessian=True)
+
+
+# ---------------------------------------------------------------------------- softmax cross-entropy
+def complement_basis(c: int) -> np.ndarray:
+    """Orthonormal basis U_C (C, C-1) of the complement of the all-ones vector (Helmert):
+    U_C^T 1 = 0, U_C^T U_C = I, U_C U_C^T = I - 1 1^T / C."""
+    c = int(c)
+    u = np.zeros((c, c - 1))
+    for k in range(1, c):
+        u[:k, k - 1] = 1.0
+        u[k, k - 1] = -float(k)
+        u[:, k - 1] /= np.sqrt(k * (k + 1.0))
+    return u
+
+
+def _ce_value(f, y):
+    f = jnp.asarray(f)
+    return -jnp.sum(y * jax.nn.log_softmax(f, axis=-1), axis=(-2, -1)) / f.shape[-2]
+
+
+def _softmax_hessian(f):
+    p = jax.nn.softmax(f, axis=-1)
+    return jnp.einsum("nc,cd->ncd", p, jnp.eye(p.shape[-1], dtype=p.dtype)) - \
+        p[:, :, None] * p[:, None, :]
+
+
+def _ce_pinv(f, y):
+    """H^+ (p - y) = (1/p_y) (1/C - y) for one-hot y, with 1/p_y = exp(-log p_y): exact for every
+    probability (no r_y = p_y - 1 that rounds to 0, no division by an underflowed p)."""
+    inv_py = jnp.exp(-jnp.sum(y * jax.nn.log_softmax(f, axis=-1), -1, keepdims=True))
+    return inv_py * (1.0 / f.shape[-1] - y)
+
+
+def _ce_pinv_apply(f, r):
+    """H^+ r for r with zero sum per sample: x = q - mean(q), q = r' / p, 1/p = exp(-log p)."""
+    inv_p = jnp.exp(-jax.nn.log_softmax(f, axis=-1))
+    q = (r - r.mean(-1, keepdims=True)) * inv_p
+    return q - q.mean(-1, keepdims=True)
+
+
+def _one_hot(y, name, n, c):
+    c = int(c)
+    if c < 2:
+        raise ValueError(f"cross-entropy needs C >= 2 outputs (classes) for the softmax; the "
+                         f"network has out_dim = {c} (use sigmoid_binary_cross_entropy or mse)")
+    arr = _checks.as_array(y, name)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be one-hot labels of shape (points, classes) = "
+                         f"({n if n is not None else 'N'}, {c}), got shape {arr.shape} "
+                         "(convert class indices with jax.nn.one_hot(labels, C))")
+    if arr.shape[1] != c:
+        raise ValueError(f"{name} has {arr.shape[1]} classes (columns) but the network has "
+                         f"out_dim = {c} outputs: wrong class count")
+    if n is not None and arr.shape[0] != n:
+        raise ValueError(f"{name} has {arr.shape[0]} points but {n} were expected")
+    ok = np.all((arr == 0) | (arr == 1), 1) & (arr.sum(1) == 1)
+    if not ok.all():
+        raise ValueError(f"{name} is not one-hot: {int((~ok).sum())} row(s) are not a single 1 "
+                         "among 0s (soft labels are not supported: H^+ r needs one-hot y)")
+    return arr.astype(np.float64)
+
+
+def _argmax_accuracy(f, y):
+    f, y = jnp.asarray(f), jnp.asarray(y)
+    return jnp.mean(jnp.argmax(f, -1) == jnp.argmax(y, -1), axis=-1)
+
+
+softmax_cross_entropy = Loss(
+    "softmax_cross_entropy", _ce_value, lambda f, y: jax.nn.softmax(f, axis=-1) - y,
+    _softmax_hessian, _ce_pinv, complement_basis, _one_hot, _argmax_accuracy, _ce_pinv_apply,
+    out_dims=(2, None))
+
+
+# ---------------------------------------------------------------------------- sigmoid binary CE
+def _bce_value(f, y):
+    f = jnp.asarray(f)
+    per = y * jax.nn.softplus(-f) + (1 - y) * jax.nn.softplus(f)   # -y log p - (1-y) log(1-p)
+    return jnp.sum(per, axis=(-2, -1)) / f.shape[-2]
+
+
+def _bce_hessian(f):
+    p = jax.nn.sigmoid(f)
+    return (p * jax.nn.sigmoid(-f))[:, :, None]
+
+
+def _bce_pinv(f, y):
+    """(p - y) / (p (1 - p)) = -y (1 + e^{-f}) + (1 - y)(1 + e^{f}): exact for every logit."""
+    return (1 - y) * (1 + jnp.exp(f)) - y * (1 + jnp.exp(-f))
+
+
+def _binary(y, name, n, c):
+    if int(c) != 1:
+        raise ValueError(f"sigmoid binary cross-entropy needs one output (C = 1); the network has "
+                         f"out_dim = {c}")
+    arr = _checks.outputs(y, name, n, 1)
+    if not np.all((arr == 0) | (arr == 1)):
+        raise ValueError(f"{name} must hold binary targets 0 or 1 for the sigmoid cross-entropy")
+    return arr.astype(np.float64)
+
+
+def _binary_accuracy(f, y):
+    f, y = jnp.asarray(f), jnp.asarray(y)
+    return jnp.mean((f[..., 0] > 0) == (y[..., 0] > 0.5), axis=-1)
+
+
+sigmoid_binary_cross_entropy = Loss(
+    "sigmoid_binary_cross_entropy", _bce_value, lambda f, y: jax.nn.sigmoid(f) - y, _bce_hessian,
+    _bce_pinv, lambda c: np.eye(c), _binary, _binary_accuracy,
+    lambda f, r: r * (2 + jnp.exp(f) + jnp.exp(-f)), out_dims=(1, 1))
+
+
+# ---------------------------------------------------------------------------- registry
+LOSSES: dict[str, Loss] = {}
+_ALIASES = {"ce": "softmax_cross_entropy", "cross_entropy": "softmax_cross_entropy",
+            "bce": "sigmoid_binary_cross_entropy"}
+
+
+def register_loss(loss: Loss, *aliases: str) -> Loss:
+    """Make `loss` available by name (and aliases) to every function that takes loss=."""
+    if not isinstance(loss, Loss):
+        raise TypeError(f"register_loss needs an ntkngd.losses.Loss, got {type(loss).__name__}")
+    LOSSES[loss.name] = loss
+    for a in aliases:
+        _ALIASES[a] = loss.name
+    return loss
+
+
+for _l in (mse, softmax_cross_entropy, sigmoid_binary_cross_entropy):
+    register_loss(_l)
+
+
+def get_loss(loss: Union[str, Loss, Any]) -> Loss:
+    """The `Loss` named `loss` (or `loss` itself); a clear error for an unknown name."""
+    if isinstance(loss, Loss):
+        return loss
+    key = _ALIASES.get(str(loss).lower(), str(loss).lower())
+    if key not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(LOSSES)} (alias 'ce') or "
+                         "pass an ntkngd.losses.Loss")
+    return LOSSES[key]

@@ -1,0 +1,144 @@
+"""Dual solves of the block-pattern updates for any loss, in jax.numpy (jittable, inputs' dtype).
+
+With S the L x L pattern, Theta_l the per-layer kernel blocks (N C x N C, sample-major), H the
+per-sample output Hessian of the loss and r its residual (ntkngd.losses), the update is
+Delta theta_l = -lr J_l^T v_l with
+    damped (rho > 0):  [(S (x) I) blockdiag(H Theta_l) + N rho I] v = 1 (x) r,
+    rho -> 0:          the parameter-space minimum-norm solution: minimise sum_l w_l^T Theta_l^+ w_l
+                       (w_l = Theta_l v_l) subject to (S (x) H) w = 1 (x) r.
+For rho -> 0 the null space of H (softmax: the all-ones logit shift of each sample) is removed by
+projecting onto U = I_N (x) U_C (U_C an orthonormal basis of range(H_n), `Loss.basis`): the
+problem becomes the MSE pattern problem on U^T Theta_l U with right-hand side U^T H^+ r, solved as
+    w = c (x) x + sum_j n_j (x) z_j,  v_l = Theta_l^{-1} w_l,  c = S^+ 1, n_j spanning null(S),
+with z minimising sum_l w_l^T Theta_l^{-1} w_l (Cholesky; every block positive definite), or, when
+a block is singular, v = Kb^{+1/2} [(S (x) I) Kb^{1/2}]^+ (1 (x) x). Rank cuts and the positive-
+definiteness test follow the dtype (`linalg.rank_rtol`). Exact NGD (S = 1 1^T) is one block, the
+total kernel, whose v every layer shares.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.linalg import cho_solve
+
+from .. import linalg
+
+
+def is_exact(S: np.ndarray) -> bool:
+    return S.shape[0] == 1 or bool(np.all(S == 1))
+
+
+def assemble(S: np.ndarray, mats: jnp.ndarray) -> jnp.ndarray:
+    """The (L m, L m) matrix with block (i, j) = S_ij mats_j."""
+    L, m, _ = mats.shape
+    return jnp.einsum("ij,jab->iajb", jnp.asarray(S, mats.dtype), mats).reshape(L * m, L * m)
+
+
+def _sym(a):
+    return 0.5 * (a + jnp.swapaxes(a, -1, -2))
+
+
+def cholesky_blocks(blocks: jnp.ndarray):
+    """Lower Cholesky factors (L, m, m) and whether every block is numerically positive definite
+    (condition number below ~1/rank_rtol of the dtype); a traced bool under jit."""
+    rtol = linalg.rank_rtol(blocks.dtype)
+    c = jnp.linalg.cholesky(_sym(blocks))
+    d = jnp.abs(jnp.diagonal(c, axis1=-2, axis2=-1))
+    ok = jnp.all(jnp.isfinite(c)) & jnp.all(d.min(-1) > np.sqrt(rtol) * d.max(-1))
+    return c, ok
+
+
+def _null_basis(S: np.ndarray) -> np.ndarray:
+    w, u = np.linalg.eigh(S)
+    return u[:, np.abs(w) <= 1e-10 * np.abs(w).max()]
+
+
+def _min_norm(chol: jnp.ndarray, S: np.ndarray, rhs: jnp.ndarray) -> jnp.ndarray:
+    """rho -> 0 limit with every block positive definite (module docstring)."""
+    c = jnp.asarray(np.linalg.pinv(S) @ np.ones(len(S)), rhs.dtype)
+    null = jnp.asarray(_null_basis(S), rhs.dtype)
+    k = null.shape[1]
+    solve = jax.vmap(lambda f, b: cho_solve((f, True), b), in_axes=(0, None))
+    inv_rhs = solve(chol, rhs)                                          # (L, m, K)
+    if k == 0:
+        return c[:, None, None] * inv_rhs
+    m = rhs.shape[0]
+    inv_eye = solve(chol, jnp.eye(m, dtype=rhs.dtype))                  # (L, m, m)
+    lhs = jnp.einsum("la,lb,lij->aibj", null, null, inv_eye).reshape(k * m, k * m)
+    right = -jnp.einsum("la,l,lmk->amk", null, c, inv_rhs).reshape(k * m, -1)
+    z = jnp.linalg.solve(lhs, right).reshape(k, m, -1)
+    w = c[:, None, None] * rhs[None] + jnp.einsum("la,amk->lmk", null, z)
+    return jnp.einsum("lij,ljk->lik", inv_eye, w)
+
+
+def _pinv_limit(blocks: jnp.ndarray, S: np.ndarray, rhs: jnp.ndarray) -> jnp.ndarray:
+    """rho -> 0 limit for singular blocks: v = Kb^{+1/2} [(S (x) I) Kb^{1/2}]^+ (1 (x) rhs)."""
+    rtol = linalg.rank_rtol(blocks.dtype)
+    L, m, _ = blocks.shape
+    w, u = jnp.linalg.eigh(_sym(blocks))
+    w = jnp.clip(w, 0.0, None)
+    keep = w > rtol * jnp.maximum(w.max(-1, keepdims=True), jnp.finfo(w.dtype).tiny)
+    root = jnp.sqrt(w)
+    inv_root = jnp.where(keep, 1.0 / jnp.sqrt(jnp.where(keep, w, 1.0)), 0.0)
+    roots = jnp.einsum("lij,lj,lkj->lik", u, root, u)
+    inv_roots = jnp.einsum("lij,lj,lkj->lik", u, inv_root, u)
+    y = jnp.linalg.pinv(assemble(S, roots), rtol=rtol) @ jnp.tile(rhs, (L, 1))
+    return jnp.einsum("lij,ljk->lik", inv_roots, y.reshape(L, m, -1))
+
+
+def limit_duals(blocks: jnp.ndarray, S: np.ndarray, rhs: jnp.ndarray) -> jnp.ndarray:
+    """rho -> 0 duals (L, m, K) for right-hand sides rhs (m, K): Cholesky minimum norm when every
+    block is positive definite, the pseudo-inverse limit otherwise (chosen on device by lax.cond)."""
+    chol, ok = cholesky_blocks(blocks)
+    return jax.lax.cond(ok, lambda: _min_norm(chol, S, rhs),
+                        lambda: _pinv_limit(blocks, S, rhs))
+
+
+def damped_duals(hblocks: jnp.ndarray, S: np.ndarray, shift, rhs: jnp.ndarray) -> jnp.ndarray:
+    """[(S (x) I) blockdiag(hblocks) + shift I] v = 1 (x) rhs, v (L, m, K)."""
+    L, m, _ = hblocks.shape
+    big = assemble(S, hblocks) + shift * jnp.eye(L * m, dtype=hblocks.dtype)
+    return jnp.linalg.solve(big, jnp.tile(rhs, (L, 1))).reshape(L, m, -1)
+
+
+def hessian_rows(H: jnp.ndarray, a: jnp.ndarray) -> jnp.ndarray:
+    """blockdiag_n(H_n) @ a for per-sample H (N, C, C) and a (N C, k) sample-major."""
+    n, c, _ = H.shape
+    return jnp.einsum("ncd,ndk->nck", H, a.reshape(n, c, -1)).reshape(n * c, -1)
+
+
+def project(blocks: jnp.ndarray, uc: np.ndarray) -> jnp.ndarray:
+    """U^T Theta_l U for sample-major blocks (L, N C, N C), U = I_N (x) U_C."""
+    L, m, _ = blocks.shape
+    c, k = uc.shape
+    n = m // c
+    u = jnp.asarray(uc, blocks.dtype)
+    b5 = blocks.reshape(L, n, c, n, c)
+    return jnp.einsum("lacbd,ci,dj->laibj", b5, u, u).reshape(L, n * k, n * k)
+
+
+def loss_duals(blocks: jnp.ndarray, S: np.ndarray, damping: float, f: jnp.ndarray,
+               y: jnp.ndarray, loss) -> jnp.ndarray:
+    """Per-layer duals v (L, N C) of pattern S at outputs f (N, C), targets y, for `loss`."""
+    L = blocks.shape[0]
+    n, c = f.shape
+    exact = is_exact(S)
+    if exact:
+        blocks, S = blocks.sum(0)[None], np.ones((1, 1))
+    if damping > 0:
+        r = loss.residual(f, y).reshape(-1, 1)
+        hb = blocks if loss.identity_hessian else \
+            jax.vmap(lambda b: hessian_rows(loss.hessian(f), b))(blocks)
+        v = damped_duals(hb, S, n * damping, r)[..., 0]
+    else:
+        x = loss.pinv_residual(f, y)
+        uc = np.asarray(loss.basis(c), float)
+        if uc.shape == (c, c) and np.array_equal(uc, np.eye(c)):
+            v = limit_duals(blocks, S, x.reshape(-1, 1))[..., 0]
+        else:
+            k = uc.shape[1]
+            rhs = (x @ jnp.asarray(uc, x.dtype)).reshape(-1, 1)
+            vp = limit_duals(project(blocks, uc), S, rhs)[..., 0].reshape(-1, n, k)
+            v = jnp.einsum("lnk,ck->lnc", vp, jnp.asarray(uc, x.dtype)).reshape(-1, n * c)
+    return jnp.repeat(v, L, 0) if exact else v
