@@ -1,4 +1,4 @@
-"""Function-space operators: THEORY.md's constants, one-step convergence, conditions, bad input."""
+"""Function-space operators: docs/theory.md's constants, one-step convergence, conditions, bad input."""
 
 import numpy as np
 import pytest
@@ -44,7 +44,7 @@ def test_block_methods_alpha_and_one_step(kernels_by_depth, L):
 
 
 def test_btd_alpha_sequence_from_theory():
-    # THEORY.md: L = 1..7 -> 1, 1, 1, 2, 2, 2, 3 (T singular at L = 2, 5, 8)
+    # docs/theory.md: L = 1..7 -> 1, 1, 1, 2, 2, 2, 3 (T singular at L = 2, 5, 8)
     assert [round(ng.pattern_alpha(ng.tridiagonal_pattern(L).matrix), 12) for L in range(1, 8)] == \
         [1, 1, 1, 2, 2, 2, 3]
 
@@ -124,7 +124,7 @@ def test_kfac_few_inputs_is_reported_and_forster_restores_isotropy():
     assert op.deviation > 1e-2
     rep = ng.isotropy(op)
     assert not rep.isotropic and rep.deviation == op.deviation
-    # THEORY.md: the first layer contributes N diag(P_X): diagonal, not isotropic
+    # docs/theory.md: the first layer contributes N diag(P_X): diagonal, not isotropic
     off = op.train - np.diag(np.diag(op.train))
     assert np.max(np.abs(off)) < 1e-10 * op.alpha
     q1 = np.asarray(ng.analytic_kernels(net, x).fwd_train[0])
@@ -133,7 +133,7 @@ def test_kfac_few_inputs_is_reported_and_forster_restores_isotropy():
     xf = forster_transform(x)
     with pytest.warns(ng.TheoryConditionWarning):
         op_f = ng.operator("kfac", ng.analytic_kernels(net, xf))
-    # THEORY.md: the first layer then contributes d: alpha = 20 + 40 + 1 = 61
+    # docs/theory.md: the first layer then contributes d: alpha = 20 + 40 + 1 = 61
     assert abs(op_f.alpha - 61.0) < 1e-6 and op_f.deviation < 1e-8
 
 
@@ -190,7 +190,7 @@ def test_default_damping_is_zero_on_infinite_width(kernels_by_depth):
 
 
 def test_unit_wise_alpha_for_several_outputs_matches_finite_width():
-    """C > 1 (open in THEORY.md): each hidden unit projects, per sample, onto one direction of the
+    """C > 1 (open in docs/theory.md): each hidden unit projects, per sample, onto one direction of the
     C-dim output space, so tr G = N (gamma sum M_l + C) and alpha = gamma sum M_l / C + 1; the
     deviation from isotropy (directions not exactly isotropic) shrinks with width."""
     import jax

@@ -3,7 +3,7 @@
 N = 100 points on the unit sphere in d = 784, +-0.5 labels, 3 ReLU layers (no bias), float64.
 One parameter-space step of each method at lr = 1/alpha (alpha measured from the empirical
 operator) must cut the training loss by >= 100x (exact, BD) or >= 15x (BTD, K-FAC, unit-wise with
-its default damping `methods.unitwise.default_damping`), and by more at width 4096 than at 1024. THEORY.md's
+its default damping `methods.unitwise.default_damping`), and by more at width 4096 than at 1024. docs/theory.md's
 independent reference at width 4096: 148x, 226x, 21x, 30x (exact, BD, BTD, K-FAC).
 """
 from __future__ import annotations
