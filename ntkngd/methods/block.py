@@ -1,17 +1,22 @@
 """GD, exact NGD and every layer block pattern (BD, BTD, any S): function-space operators and the
-parameter-space update directions, both from the same dual vectors (`pattern_duals`).
+parameter-space update directions, both from the same jax.numpy dual solves
+(ntkngd.methods.dual_solve: `pattern_duals` for the operator with rhs = I, `loss_duals` for the
+update with rhs = the residual), in the kernels' dtype.
 
 Update (docs/theory.md, block patterns): Delta theta_l = -lr J_l^T v_l with
 [(S (x) I) blockdiag(Theta_l) + N rho I] v = 1 (x) g, so Delta f = -lr sum_l Theta_l v_l.
 Exact NGD is S = 1 1^T, solved as one block (the total NTK) whose v is shared by every layer.
 GD is v_l = g / N for every layer (the loss gradient J^T g / N).
+At rho = 0 with a nonsingular S and positive-definite blocks the duals are v_l = c_l Theta_l^{-1}
+(c = S^{-1} 1), so [G, G']^T = sum_l c_l Theta_l^{-1} [Theta_l, Theta_l'^T]: the per-layer solves
+are computed once per Kernels and shared by every such pattern (BD and BTD at L = 3).
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import cho_solve
 import numpy as np
+from jax.scipy.linalg import cho_solve
 
 from .. import empirical, linalg
 from ..function_space import Operator
