@@ -210,3 +210,19 @@ def test_unit_wise_alpha_for_several_outputs_matches_finite_width():
     for act in ["erf", "relu"]:
         for C in [2, 3]:
             assert devs[act, C, 1024] < devs[act, C, 128]
+
+
+def test_shared_layer_solves_equal_the_dual_vectors(kernels_by_depth):
+    # BD and BTD at rho = 0 (nonsingular S, PD blocks) reuse cached solves Theta_l^{-1}[Theta_l,
+    # Theta_l'^T]; they must equal the operator built from pattern_duals' dual vectors (rhs = I)
+    K = kernels_by_depth[3]
+    blocks, tblocks = np.asarray(K.blocks_train), np.asarray(K.blocks_test)
+    for name, S in [("block_diagonal", np.eye(3)),
+                    ("block_tridiagonal", patterns.tridiagonal(3).matrix)]:
+        v, notes = pattern_duals(blocks, S, K.n_train, 0.0, np.eye(K.n_train))
+        assert notes == []
+        op = ng.operator(name, K)
+        np.testing.assert_allclose(op.train, np.einsum("lij,ljk->ik", blocks, v), rtol=0,
+                                   atol=1e-10 * np.abs(op.train).max())
+        np.testing.assert_allclose(op.test, np.einsum("lij,ljk->ik", tblocks, v), rtol=0,
+                                   atol=1e-10 * np.abs(op.test).max())
