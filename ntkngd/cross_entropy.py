@@ -26,7 +26,7 @@ from .function_space import Operator
 from .kernels import Kernels
 from .loss_dynamics import LossOperator, _mul, loss_operator, min_norm_operator
 from .losses import complement_basis, softmax_cross_entropy
-from .methods import BlockPattern, get_method, patterns
+from .methods import BlockPattern, get_method
 
 __all__ = ["CEOperator", "LinearOperator", "CETrajectory", "ce_operator", "ce_predict",
            "linear_operator", "integrate_flow", "iterate_steps", "ce_residual", "mse_residual",
@@ -140,8 +140,11 @@ def project_blocks(blocks: Any, c: int) -> np.ndarray:
 
 def min_norm_duals(blocks: Any, S: np.ndarray, c: int, rhs: np.ndarray, factors=None):
     """MSE pattern duals of the projected blocks U^T Theta_l U for rhs (N (C-1), k)."""
-    pb = project_blocks(blocks, c)
-    return patterns.duals(pb, np.asarray(S, float), pb.shape[-1] // (c - 1), 0.0, rhs, factors)
+    from .methods.dual_solve import pattern_duals
+    pb = jnp.asarray(project_blocks(blocks, c))
+    v, notes = pattern_duals(pb, np.asarray(S, float), pb.shape[-1] // (c - 1), 0.0,
+                             jnp.asarray(rhs, pb.dtype), factors)
+    return np.asarray(v), notes
 
 
 @dataclass(frozen=True)

@@ -83,8 +83,8 @@ class _Propagator:
         p, q = phi(self.lam), psi(self.lam)               # (T, m)
         if not np.iscomplexobj(self.vecs):
             p, q = p.real, q.real
-        train = np.matmul(self.vecs, p[:, :, None] * self.coef[None])
-        test = np.matmul(self.test_vecs, q[:, :, None] * self.coef[None]) if want_test else None
+        train = _apply(self.vecs, p[:, :, None] * self.coef[None])
+        test = _apply(self.test_vecs, q[:, :, None] * self.coef[None]) if want_test else None
         return _real(train), _real(test)
 
     def _dense(self, phi, psi, want_test):
@@ -96,6 +96,13 @@ class _Propagator:
             if want_test:
                 tests.append(gt @ (funm(g, lambda z: psi(z)[k]) @ r0))
         return _real(np.stack(trains)), _real(np.stack(tests)) if want_test else None
+
+
+def _apply(a: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """a @ x[t] for every t as one matrix product (x: (T, m, C) -> (T, m', C))."""
+    t, m, c = x.shape
+    out = a @ np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(m, t * c)
+    return out.reshape(-1, t, c).transpose(1, 0, 2)
 
 
 def _real(a):

@@ -31,7 +31,7 @@ from ._checks import TheoryConditionWarning
 from .kernels import Kernels
 from .losses import Loss, softmax_cross_entropy
 from .methods import Method, patterns
-from .methods.dual_solve import hessian_rows, project
+from .methods.dual_solve import hessian_rows, pattern_duals, project
 
 
 def _mul(a: jnp.ndarray, r: jnp.ndarray, kron: bool) -> jnp.ndarray:
@@ -221,10 +221,8 @@ def min_norm_operator(m: Method, K: Kernels, loss: Loss) -> LossOperator:
         tblocks = None if tblocks is None else tblocks.sum(0)[None]
     uc = np.asarray(loss.basis(c), float)
     u = np.kron(np.eye(n), uc)                                           # (N C, N k)
-    pb = np.asarray(project(jnp.asarray(blocks), uc))
-    from .linalg import rank_rtol
-    v, notes = patterns.duals(pb, S, n, 0.0, np.eye(u.shape[1]), None,
-                              rank_rtol(K.blocks_train.dtype))
+    pb = project(jnp.asarray(blocks), uc)
+    v, notes = pattern_duals(pb, S, n, 0.0, jnp.eye(u.shape[1], dtype=pb.dtype))
     w = np.einsum("ai,lij,bj->lab", u, np.asarray(v), u)                  # U V'_l U^T
     train = np.einsum("lab,lbc->ac", blocks, w)
     test = None if tblocks is None else np.einsum("lab,lbc->ac", tblocks, w)

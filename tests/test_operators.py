@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 import ntkngd as ng
 from ntkngd.data import forster_transform
 from ntkngd.methods import patterns
+from ntkngd.methods.dual_solve import pattern_duals
 from conftest import sphere_points
 
 
@@ -65,7 +66,7 @@ def test_singular_patterns_use_parameter_space_min_norm(kernels_by_depth):
     # exact NGD written as the pattern S = 1 1^T on layer blocks (general path, singular S)
     K = kernels_by_depth[3]
     blocks, tblocks = np.asarray(K.blocks_train), np.asarray(K.blocks_test)
-    v, _ = patterns.duals(blocks, np.ones((3, 3)), K.n_train, 0.0, np.eye(K.n_train))
+    v, _ = pattern_duals(blocks, np.ones((3, 3)), K.n_train, 0.0, np.eye(K.n_train))
     test_pattern = np.einsum("lij,ljk->ik", tblocks, v)
     exact = ng.operator("exact", K).test
     assert np.max(np.abs(test_pattern - exact)) < 1e-8 * np.max(np.abs(exact))
@@ -75,8 +76,8 @@ def test_singular_patterns_use_parameter_space_min_norm(kernels_by_depth):
     assert np.max(np.abs(np.einsum("lij,ljk->ik", tblocks, v_bad) - exact)) > 1e-3 * np.abs(exact).max()
     # BTD at L = 2 is exact NGD, on test points too
     K2 = kernels_by_depth[2]
-    v2, _ = patterns.duals(np.asarray(K2.blocks_train), patterns.tridiagonal(2).matrix, K2.n_train,
-                           0.0, np.eye(K2.n_train))
+    v2, _ = pattern_duals(np.asarray(K2.blocks_train), patterns.tridiagonal(2).matrix, K2.n_train,
+                          0.0, np.eye(K2.n_train))
     np.testing.assert_allclose(np.einsum("lij,ljk->ik", np.asarray(K2.blocks_test), v2),
                                ng.operator("exact", K2).test, rtol=1e-8, atol=1e-10)
 
@@ -209,3 +210,19 @@ def test_unit_wise_alpha_for_several_outputs_matches_finite_width():
     for act in ["erf", "relu"]:
         for C in [2, 3]:
             assert devs[act, C, 1024] < devs[act, C, 128]
+
+
+def test_shared_layer_solves_equal_the_dual_vectors(kernels_by_depth):
+    # BD and BTD at rho = 0 (nonsingular S, PD blocks) reuse cached solves Theta_l^{-1}[Theta_l,
+    # Theta_l'^T]; they must equal the operator built from pattern_duals' dual vectors (rhs = I)
+    K = kernels_by_depth[3]
+    blocks, tblocks = np.asarray(K.blocks_train), np.asarray(K.blocks_test)
+    for name, S in [("block_diagonal", np.eye(3)),
+                    ("block_tridiagonal", patterns.tridiagonal(3).matrix)]:
+        v, notes = pattern_duals(blocks, S, K.n_train, 0.0, np.eye(K.n_train))
+        assert notes == []
+        op = ng.operator(name, K)
+        np.testing.assert_allclose(op.train, np.einsum("lij,ljk->ik", blocks, v), rtol=0,
+                                   atol=1e-10 * np.abs(op.train).max())
+        np.testing.assert_allclose(op.test, np.einsum("lij,ljk->ik", tblocks, v), rtol=0,
+                                   atol=1e-10 * np.abs(op.test).max())

@@ -1,22 +1,42 @@
-"""Per-Kernels cache of Cholesky factors, so methods sharing blocks factor them once."""
+"""Per-Kernels cache of factorisations, so that methods sharing a matrix factor it once.
+
+Entries live as long as the Kernels object (weakref.finalize drops them); values are jax arrays
+in the kernels' dtype.
+"""
 from __future__ import annotations
 
 import weakref
+from typing import Any, Callable
 
-import numpy as np
+import jax.numpy as jnp
 
-from .. import linalg
-
-_FACTORS: dict[tuple[int, str], list] = {}
+_CACHE: dict[tuple[int, str], Any] = {}
 
 
-def block_factors(K, which: str = "layers") -> list:
-    """Cholesky factors (or None where not PD) of K's per-layer blocks ("layers") or of the total
-    NTK ("total"), computed once per Kernels object."""
-    key = (id(K), which)
-    if key not in _FACTORS:
-        mats = K.blocks_train if which == "layers" else K.blocks_train.sum(0)[None]
-        rtol = linalg.rank_rtol(K.blocks_train.dtype)
-        _FACTORS[key] = [linalg.try_cholesky(np.asarray(b, np.float64), rtol) for b in mats]
-        weakref.finalize(K, _FACTORS.pop, key, None)
-    return _FACTORS[key]
+def cached(K, key: str, compute: Callable[[], Any]) -> Any:
+    """compute() once per (Kernels object, key)."""
+    full = (id(K), key)
+    if full not in _CACHE:
+        _CACHE[full] = compute()
+        weakref.finalize(K, _CACHE.pop, full, None)
+    return _CACHE[full]
+
+
+def total_block(K) -> jnp.ndarray:
+    """The total NTK sum_l Theta_l as a (1, m, m) block stack (exact NGD's single block)."""
+    return cached(K, "total", lambda: jnp.asarray(K.blocks_train).sum(0)[None])
+
+
+def block_factors(K, which: str = "layers"):
+    """(Cholesky factors, per-block positive-definite flags) of K's per-layer blocks ("layers")
+    or of the total NTK ("total") (`dual_solve.cholesky_per_block`), once per Kernels object."""
+    from .dual_solve import cholesky_per_block
+    mats = total_block(K) if which == "total" else jnp.asarray(K.blocks_train)
+    return cached(K, "chol_" + which, lambda: cholesky_per_block(mats))
+
+
+def first_layer_pd(K) -> bool:
+    """Whether the first-layer forward Gram Q_1 is numerically positive definite (N <= d)."""
+    from .dual_solve import cholesky_per_block
+    return cached(K, "q1_pd", lambda: bool(cholesky_per_block(
+        jnp.asarray(K.fwd_train[0])[None])[1][0]))

@@ -1,51 +1,55 @@
 """GD, exact NGD and every layer block pattern (BD, BTD, any S): function-space operators and the
-parameter-space update directions, both from the same dual vectors (`pattern_duals`).
+parameter-space update directions, both from the same jax.numpy dual solves
+(ntkngd.methods.dual_solve: `pattern_duals` for the operator with rhs = I, `loss_duals` for the
+update with rhs = the residual), in the kernels' dtype.
 
 Update (docs/theory.md, block patterns): Delta theta_l = -lr J_l^T v_l with
 [(S (x) I) blockdiag(Theta_l) + N rho I] v = 1 (x) g, so Delta f = -lr sum_l Theta_l v_l.
 Exact NGD is S = 1 1^T, solved as one block (the total NTK) whose v is shared by every layer.
 GD is v_l = g / N for every layer (the loss gradient J^T g / N).
+At rho = 0 with a nonsingular S and positive-definite blocks the duals are v_l = c_l Theta_l^{-1}
+(c = S^{-1} 1), so [G, G']^T = sum_l c_l Theta_l^{-1} [Theta_l, Theta_l'^T]: the per-layer solves
+are computed once per Kernels and shared by every such pattern (BD and BTD at L = 3).
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.scipy.linalg import cho_solve
 
 from .. import empirical, linalg
 from ..function_space import Operator
 from . import dual_solve, patterns
-from ._cache import block_factors
+from ._cache import block_factors, cached, total_block
 
 
 def _as_np(a):
-    return None if a is None else np.asarray(a, dtype=np.float64)
+    return None if a is None else np.asarray(a)
 
 
-def _is_exact(S: np.ndarray) -> bool:
-    return S.shape[0] == 1 or bool(np.all(S == 1))
-
-
-def pattern_duals(K, pattern: patterns.BlockPattern, damping: float, rhs: np.ndarray):
-    """Per-layer dual vectors v (L, m, k) for right-hand sides rhs (m, k), and notes.
-
-    The single place where a pattern's dual system is solved: `pattern_operator` uses rhs = I,
-    `pattern_signals` uses rhs = g. For exact NGD every layer gets the same v (total NTK solve)."""
-    S = pattern.matrix
+def _check_depth(K, S: np.ndarray) -> None:
     if S.shape[0] != K.depth:
         raise ValueError(f"block pattern is {S.shape[0]} x {S.shape[0]} but the network has "
                          f"{K.depth} layers")
-    blocks = _as_np(K.blocks_train)
-    rtol = linalg.rank_rtol(K.blocks_train.dtype)
+
+
+def pattern_duals(K, pattern: patterns.BlockPattern, damping: float, rhs):
+    """Dual vectors v (L', m, k) for right-hand sides rhs (m, k), the blocks they act on
+    (L', m, m) and notes: `dual_solve.pattern_duals` (jax.numpy, the kernels' dtype) on the
+    per-layer blocks, or for exact NGD (S = 1 1^T) on the one total-NTK block (L' = 1, the same
+    rho -> 0 limit), with Cholesky factors cached per Kernels."""
+    S = pattern.matrix
+    _check_depth(K, S)
+    if dual_solve.is_exact(S):
+        blocks, S, which = total_block(K), np.ones((1, 1)), "total"
+    else:
+        blocks, which = jnp.asarray(K.blocks_train), "layers"
+    factors = None if damping > 0 else block_factors(K, which)
     with linalg.serial_blas(blocks.shape[-1]):
-        return _pattern_duals(K, S, blocks, damping, rhs, rtol)
-
-
-def _pattern_duals(K, S, blocks, damping, rhs, rtol):
-    if _is_exact(S):   # S = 1 1^T is exact NGD: one block, the total NTK (same rho -> 0 limit)
-        v, notes = patterns.duals(blocks.sum(0)[None], np.ones((1, 1)), K.n_train, damping, rhs,
-                                  block_factors(K, "total"), rtol)
-        return np.repeat(v, K.depth, 0), notes
-    return patterns.duals(blocks, S, K.n_train, damping, rhs, block_factors(K, "layers"), rtol)
+        v, notes = dual_solve.pattern_duals(blocks, S, K.n_train, damping,
+                                            jnp.asarray(rhs, blocks.dtype), factors)
+    return v, blocks, notes
 
 
 def gd(K, damping: float = 0.0) -> Operator:
@@ -58,22 +62,65 @@ def gd(K, damping: float = 0.0) -> Operator:
                     {}, ("anisotropic: G is the NTK's spectrum / N",))
 
 
+def _layer_sum(blocks: jnp.ndarray, v: jnp.ndarray) -> jnp.ndarray:
+    """sum_l blocks[l] @ v[l]."""
+    return jnp.einsum("lij,ljk->ik", blocks, v)
+
+
+def _layer_solves(K, which: str) -> jnp.ndarray:
+    """Theta_l^{-1} [Theta_l, Theta_l(X', X)^T] (L', m, m + m') by the cached Cholesky factors,
+    once per Kernels (shared by every nonsingular pattern at rho = 0)."""
+    def compute():
+        chol = block_factors(K, which)[0]
+        blocks = total_block(K) if which == "total" else jnp.asarray(K.blocks_train)
+        right = blocks
+        if K.has_test:
+            tb = jnp.asarray(K.blocks_test)
+            tb = tb.sum(0)[None] if which == "total" else tb
+            right = jnp.concatenate([blocks, jnp.swapaxes(tb, 1, 2)], axis=2)
+        with linalg.serial_blas(blocks.shape[-1]):
+            return jax.vmap(lambda f, b: cho_solve((f, True), b))(chol, right)
+    return cached(K, "solves_" + which, compute)
+
+
+def _solved_operator(K, S: np.ndarray, which: str):
+    """G, G' of a nonsingular pattern at rho -> 0 with positive-definite blocks:
+    [G, G']^T = sum_l c_l Theta_l^{-1} [Theta_l, Theta_l'^T], c = S^{-1} 1 (the duals of
+    `dual_solve.pattern_duals`, v_l = c_l Theta_l^{-1}, applied by solves)."""
+    m = K.blocks_train.shape[1]
+    solves = _layer_solves(K, which)
+    c = jnp.asarray(dual_solve.range_weights(S), solves.dtype)
+    both = jnp.einsum("l,lmk->km", c, solves)
+    return both[:m], (both[m:] if K.has_test else None)
+
+
 def pattern_operator(K, pattern: patterns.BlockPattern, damping: float = 0.0,
                      name: str | None = None) -> Operator:
-    """G = sum_l Theta_l V_l, G' = sum_l Theta_l(X', X) V_l with V from `pattern_duals` (rhs = I)."""
+    """G = sum_l Theta_l V_l, G' = sum_l Theta_l(X', X) V_l with V from `pattern_duals` (rhs = I;
+    exact NGD: the total NTK and its one V)."""
     S = pattern.matrix
+    _check_depth(K, S)
     m = K.blocks_train.shape[1]
-    v, notes = pattern_duals(K, pattern, damping, np.eye(m))
-    train = linalg.layer_sum(_as_np(K.blocks_train), v)
-    test = linalg.layer_sum(_as_np(K.blocks_test), v) if K.has_test else None
-    factors = block_factors(K, "total" if _is_exact(S) else "layers")
+    exact = dual_solve.is_exact(S)
+    which = "total" if exact else "layers"
+    pd = bool(np.all(np.asarray(block_factors(K, which)[1])))
+    if damping == 0 and pd and not dual_solve.has_null_space(S):
+        train, test = _solved_operator(K, np.ones((1, 1)) if exact else S, which)
+        notes = []
+    else:
+        v, blocks, notes = pattern_duals(K, pattern, damping, jnp.eye(m))
+        train = _layer_sum(blocks, v)
+        test = None
+        if K.has_test:
+            tb = jnp.asarray(K.blocks_test)
+            test = _layer_sum(tb.sum(0)[None] if exact else tb, v)
     ok_range = patterns.ones_in_range(S)
     conditions = {"1 in range(S)": ok_range,
-                  "every NTK block invertible": all(f is not None for f in factors),
+                  "every NTK block invertible": pd,
                   "damping == 0": damping == 0}
     alpha = patterns.alpha(S) if ok_range and damping == 0 else None
-    return Operator(name or pattern.name, train, test, alpha, float(damping), K.out_dim,
-                    K.kron_outputs, conditions, tuple(notes))
+    return Operator(name or pattern.name, _as_np(train), _as_np(test), alpha, float(damping),
+                    K.out_dim, K.kron_outputs, conditions, tuple(notes))
 
 
 def exact(K, damping: float = 0.0) -> Operator:
@@ -107,9 +154,7 @@ def pattern_dual_vectors(K, pattern: patterns.BlockPattern, damping, f, y, loss)
     jax.numpy, jittable; the same dual system as `pattern_operator` with the loss's Hessian).
     Needs only the kernel blocks K.blocks_train (any architecture)."""
     S = pattern.matrix
-    if S.shape[0] != K.depth:
-        raise ValueError(f"block pattern is {S.shape[0]} x {S.shape[0]} but the network has "
-                         f"{K.depth} layers")
+    _check_depth(K, S)
     if damping == 0 and not patterns.ones_in_range(S):
         raise ValueError("1 is not in the range of the block pattern S: the undamped update "
                          "does not exist; use damping > 0")

@@ -17,12 +17,16 @@ total kernel, whose v every layer shares.
 """
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import cho_solve
 
 from .. import linalg
+from .._checks import TheoryConditionWarning
+from .patterns import ones_in_range
 
 
 def is_exact(S: np.ndarray) -> bool:
@@ -39,14 +43,25 @@ def _sym(a):
     return 0.5 * (a + jnp.swapaxes(a, -1, -2))
 
 
-def cholesky_blocks(blocks: jnp.ndarray):
-    """Lower Cholesky factors (L, m, m) and whether every block is numerically positive definite
-    (condition number below ~1/rank_rtol of the dtype); a traced bool under jit."""
+def cholesky_per_block(blocks: jnp.ndarray):
+    """Lower Cholesky factors (L, m, m) and, per block, whether it is numerically positive definite
+    (condition number below ~1/rank_rtol of the dtype: min/max of diag(chol) above sqrt(rtol))."""
     rtol = linalg.rank_rtol(blocks.dtype)
     c = jnp.linalg.cholesky(_sym(blocks))
     d = jnp.abs(jnp.diagonal(c, axis1=-2, axis2=-1))
-    ok = jnp.all(jnp.isfinite(c)) & jnp.all(d.min(-1) > np.sqrt(rtol) * d.max(-1))
+    ok = jnp.all(jnp.isfinite(c), axis=(-2, -1)) & (d.min(-1) > np.sqrt(rtol) * d.max(-1))
     return c, ok
+
+
+def cholesky_blocks(blocks: jnp.ndarray):
+    """Lower Cholesky factors (L, m, m) and whether every block is numerically positive definite
+    (`cholesky_per_block`); a traced bool under jit."""
+    c, ok = cholesky_per_block(blocks)
+    return c, jnp.all(ok)
+
+
+def _concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
 
 
 def _null_basis(S: np.ndarray) -> np.ndarray:
@@ -56,7 +71,7 @@ def _null_basis(S: np.ndarray) -> np.ndarray:
 
 def _min_norm(chol: jnp.ndarray, S: np.ndarray, rhs: jnp.ndarray) -> jnp.ndarray:
     """rho -> 0 limit with every block positive definite (module docstring)."""
-    c = jnp.asarray(np.linalg.pinv(S) @ np.ones(len(S)), rhs.dtype)
+    c = jnp.asarray(range_weights(S), rhs.dtype)
     null = jnp.asarray(_null_basis(S), rhs.dtype)
     k = null.shape[1]
     solve = jax.vmap(lambda f, b: cho_solve((f, True), b), in_axes=(0, None))
@@ -70,6 +85,17 @@ def _min_norm(chol: jnp.ndarray, S: np.ndarray, rhs: jnp.ndarray) -> jnp.ndarray
     z = jnp.linalg.solve(lhs, right).reshape(k, m, -1)
     w = c[:, None, None] * rhs[None] + jnp.einsum("la,amk->lmk", null, z)
     return jnp.einsum("lij,ljk->lik", inv_eye, w)
+
+
+def has_null_space(S: np.ndarray) -> bool:
+    """Whether the pattern S is singular (then the rho -> 0 limit needs the null-space term)."""
+    return _null_basis(S).shape[1] > 0
+
+
+def range_weights(S: np.ndarray) -> np.ndarray:
+    """c = S^+ 1: with every block positive definite and S nonsingular the rho -> 0 duals are
+    v_l = c_l Theta_l^{-1} g."""
+    return np.linalg.pinv(S) @ np.ones(len(S))
 
 
 def _pinv_limit(blocks: jnp.ndarray, S: np.ndarray, rhs: jnp.ndarray) -> jnp.ndarray:
@@ -87,12 +113,41 @@ def _pinv_limit(blocks: jnp.ndarray, S: np.ndarray, rhs: jnp.ndarray) -> jnp.nda
     return jnp.einsum("lij,ljk->lik", inv_roots, y.reshape(L, m, -1))
 
 
-def limit_duals(blocks: jnp.ndarray, S: np.ndarray, rhs: jnp.ndarray) -> jnp.ndarray:
+def limit_duals(blocks: jnp.ndarray, S: np.ndarray, rhs: jnp.ndarray, factors=None) -> jnp.ndarray:
     """rho -> 0 duals (L, m, K) for right-hand sides rhs (m, K): Cholesky minimum norm when every
-    block is positive definite, the pseudo-inverse limit otherwise (chosen on device by lax.cond)."""
-    chol, ok = cholesky_blocks(blocks)
+    block is positive definite, the pseudo-inverse limit otherwise (chosen on device by lax.cond
+    under jit, by a host branch on concrete arrays). factors: (chol, ok) from `cholesky_blocks`."""
+    chol, ok = cholesky_blocks(blocks) if factors is None else factors
+    if _concrete(ok):
+        return _min_norm(chol, S, rhs) if bool(ok) else _pinv_limit(blocks, S, rhs)
     return jax.lax.cond(ok, lambda: _min_norm(chol, S, rhs),
                         lambda: _pinv_limit(blocks, S, rhs))
+
+
+def pattern_duals(blocks: jnp.ndarray, S: np.ndarray, n_samples: int, damping: float,
+                  rhs: jnp.ndarray, factors=None) -> tuple[jnp.ndarray, list[str]]:
+    """MSE duals v (L, m, K) of pattern S for right-hand sides rhs (m, K), and notes on the theory
+    conditions (each failed one warned as a TheoryConditionWarning). Eager (function-space
+    operators, rhs = I); `loss_duals` is the jittable per-residual form of the same solve.
+    damping rho adds N rho I in the dual space; factors: (chol, per-block ok) from
+    `cholesky_per_block`, shared between methods (ntkngd.methods._cache)."""
+    notes = []
+    if not ones_in_range(S):
+        msg = "1 is not in the range of the block pattern S: the undamped update does not exist"
+        if damping == 0:
+            raise ValueError(msg + "; use damping > 0")
+        warnings.warn(msg + "; the damped update diverges as damping -> 0", TheoryConditionWarning)
+        notes.append(msg)
+    if damping > 0:
+        return damped_duals(blocks, S, n_samples * damping, rhs), notes
+    chol, ok = cholesky_per_block(blocks) if factors is None else factors
+    ok = np.asarray(ok)
+    if ok.all():
+        return _min_norm(chol, S, rhs), notes
+    singular = [int(l) + 1 for l in np.flatnonzero(~ok)]
+    msg = f"NTK block(s) of layer(s) {singular} are singular: using the pseudo-inverse limit"
+    warnings.warn(msg, TheoryConditionWarning)
+    return _pinv_limit(blocks, S, rhs), notes + [msg]
 
 
 def damped_duals(hblocks: jnp.ndarray, S: np.ndarray, shift, rhs: jnp.ndarray) -> jnp.ndarray:

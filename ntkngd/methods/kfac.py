@@ -33,31 +33,58 @@ from ..function_space import Operator
 from .dual_solve import hessian_rows
 
 
-def _expand(q: np.ndarray, c: int) -> np.ndarray:
+def _expand(q: jnp.ndarray, c: int) -> jnp.ndarray:
     """Forward kernel over samples -> over (sample, output) pairs: Q (x) 1 1^T (sample-major)."""
-    return q if c == 1 else np.kron(q, np.ones((c, c)))
+    return q if c == 1 else jnp.kron(q, jnp.ones((c, c), q.dtype))
 
 
-def _ridge_solve(gram: jnp.ndarray, shift: float, b: jnp.ndarray) -> jnp.ndarray:
-    """(gram + shift I)^+ b in jax.numpy: Cholesky when gram + shift I is numerically positive
-    definite (always for shift > 0), else an eigendecomposition with the dtype's rank cut
-    (`linalg.rank_rtol`), chosen on device."""
+def _concrete(*xs) -> bool:
+    return not any(isinstance(x, jax.core.Tracer) for x in xs)
+
+
+def _eigh_solve(gram, shift, b, rtol):
+    """(gram + shift I)^+ b by eigendecomposition with the rank cut; and the numerical rank."""
+    w, u = jnp.linalg.eigh(gram)
+    w = jnp.clip(w, 0.0, None)
+    keep = w > rtol * jnp.maximum(w.max(), jnp.finfo(w.dtype).tiny)
+    inv = 1.0 / (w + shift) if shift > 0 else jnp.where(keep, 1.0 / jnp.where(keep, w, 1.0), 0.0)
+    return u @ (inv[:, None] * (u.T @ b)), keep.sum()
+
+
+def _ridge_solve(gram: jnp.ndarray, shift: float, b: jnp.ndarray, with_rank: bool = False):
+    """(gram + shift I)^+ b in jax.numpy for a symmetric PSD gram: Cholesky when gram + shift I is
+    numerically positive definite (condition number below ~1/rank_rtol of the dtype), else an
+    eigendecomposition with the dtype's rank cut (`linalg.rank_rtol`). Under jit the branch is
+    chosen on device (lax.cond); on concrete arrays on the host, where a constant gram g 1 1^T
+    (the output layer's backward kernel) is solved in closed form. with_rank: also return the
+    numerical rank of gram + shift I (concrete arrays only)."""
     gram = 0.5 * (gram + gram.T)
-    eye = jnp.eye(gram.shape[0], dtype=gram.dtype)
-    if shift > 0:   # the small (N C x N C) inverse, then one matrix product with the wide b
-        return cho_solve((jnp.linalg.cholesky(gram + shift * eye), True), eye) @ b
+    n = gram.shape[0]
+    eye = jnp.eye(n, dtype=gram.dtype)
     rtol = linalg.rank_rtol(gram.dtype)
-    c = jnp.linalg.cholesky(gram)
-    dc = jnp.abs(jnp.diagonal(c))
-    ok = jnp.all(jnp.isfinite(c)) & (dc.min() > np.sqrt(rtol) * dc.max())
+    if not _concrete(gram, b, shift):
+        if shift > 0:   # the small (N C x N C) inverse, then one matrix product with the wide b
+            return cho_solve((jnp.linalg.cholesky(gram + shift * eye), True), eye) @ b
+        c = jnp.linalg.cholesky(gram)
+        return jax.lax.cond(_pd(c, rtol), lambda: cho_solve((c, True), b),
+                            lambda: _eigh_solve(gram, 0.0, b, rtol)[0])
+    g0 = gram[0, 0]
+    if g0 > 0 and bool(jnp.all(gram == g0)):   # (g0 1 1^T + s I)^+ in closed form
+        col = b.sum(0, keepdims=True)
+        sol = (b - col * (g0 / (shift + n * g0))) / shift if shift > 0 else \
+            jnp.broadcast_to(col / (n * n * g0), b.shape)
+        out = sol, (n if shift > 0 else 1)
+    else:
+        c = jnp.linalg.cholesky(gram + shift * eye)
+        out = (cho_solve((c, True), b), n) if bool(_pd(c, rtol)) else \
+            _eigh_solve(gram, shift, b, rtol)
+    return (out[0], int(out[1])) if with_rank else out[0]
 
-    def pinv():
-        w, u = jnp.linalg.eigh(gram)
-        keep = w > rtol * jnp.maximum(w.max(), jnp.finfo(w.dtype).tiny)
-        inv = jnp.where(keep, 1.0 / jnp.where(keep, w, 1.0), 0.0)
-        return u @ (inv[:, None] * (u.T @ b))
 
-    return jax.lax.cond(ok, lambda: cho_solve((c, True), eye) @ b, pinv)
+def _pd(c: jnp.ndarray, rtol: float):
+    """Whether a Cholesky factor c is finite with condition number of c c^T below ~1/rtol."""
+    d = jnp.abs(jnp.diagonal(c))
+    return jnp.all(jnp.isfinite(c)) & (d.min() > np.sqrt(rtol) * d.max())
 
 
 def _psd_sqrt(H: jnp.ndarray) -> jnp.ndarray:
@@ -95,24 +122,35 @@ def operator(K, damping: float = 0.0) -> Operator:
         return _operator(K, damping)
 
 
+def _factor_terms(gram, shift, test):
+    """(gram + shift I)^+ [gram, test^T] in one solve, split into the train and test parts
+    (transposed: rows index the left points), and the rank of gram + shift I."""
+    n = gram.shape[0]
+    rhs = gram if test is None else jnp.concatenate([gram, test.T], axis=1)
+    sol, rank = _ridge_solve(gram, shift, rhs, with_rank=True)
+    return sol[:, :n].T, (None if test is None else sol[:, n:].T), rank
+
+
 def _operator(K, damping: float) -> Operator:
     n, L = K.n_train, K.depth
     c = 1 if K.kron_outputs else K.out_dim
-    fwd, bwd = np.asarray(K.fwd_train, float), np.asarray(K.bwd_train, float)
-    rtol = linalg.rank_rtol(K.fwd_train.dtype)
+    fwd, bwd = jnp.asarray(K.fwd_train), jnp.asarray(K.bwd_train)
     m = bwd.shape[1]
-    train = np.zeros((m, m))
-    test = np.zeros((K.n_test * c, m)) if K.has_test else None
+    train = jnp.zeros((m, m), bwd.dtype)
+    test = jnp.zeros((K.n_test * c, m), bwd.dtype) if K.has_test else None
     ranks_q, ranks_b = [], []
-    shift = n * np.sqrt(damping)
-    for l in range(L):     # same factors as `factor_inverses`, applied by solves (no inverse)
-        sq, sb = linalg.RidgeSolver(fwd[l], shift, rtol), linalg.RidgeSolver(bwd[l], shift, rtol)
-        ranks_q.append(sq.rank)
-        ranks_b.append(sb.rank)
-        train += n * _expand(sq.right(fwd[l]), c) * sb.right(bwd[l])
+    shift = n * float(np.sqrt(damping))
+    for l in range(L):     # same factors as `signals`, applied by solves (no inverse)
+        qt = bt = None
         if test is not None:
-            qt, bt = np.asarray(K.fwd_test[l], float), np.asarray(K.bwd_test[l], float)
-            test += n * _expand(sq.right(qt), c) * sb.right(bt)
+            qt, bt = jnp.asarray(K.fwd_test[l]), jnp.asarray(K.bwd_test[l])
+        pq, pq_t, rq = _factor_terms(fwd[l], shift, qt)
+        pb, pb_t, rb = _factor_terms(bwd[l], shift, bt)
+        ranks_q.append(rq)
+        ranks_b.append(rb)
+        train = train + n * _expand(pq, c) * pb
+        if test is not None:
+            test = test + n * _expand(pq_t, c) * pb_t
     hidden_full = all(rb == m for rb in ranks_b[:-1])
     first_full = ranks_q[0] == n
     conditions = {
@@ -124,8 +162,8 @@ def _operator(K, damping: float) -> Operator:
     notes = ["literal K-FAC: the output layer contributes 1 (the paper's N L rescales it to N)"]
     if not first_full:
         msg = (f"K-FAC: the first-layer input Gram has rank {ranks_q[0]} < N = {n} (fewer input "
-               "dimensions than points, or inputs centred on their own mean): the first layer contributes N diag(P_X), diagonal but not "
-               "isotropic; put the inputs in isotropic position (ntkngd.data.forster_transform) to "
+               "dimensions than points, or inputs centred on their own mean): the first layer "
+               "contributes N diag(P_X), diagonal but not isotropic; put the inputs in isotropic position (ntkngd.data.forster_transform) to "
                "make it constant")
         warnings.warn(msg, TheoryConditionWarning)
         notes.append(msg)
@@ -134,5 +172,5 @@ def _operator(K, damping: float) -> Operator:
         warnings.warn(msg, TheoryConditionWarning)
         notes.append(msg)
     alpha = float(n * (L - 1) + 1) if all(conditions.values()) else None
-    return Operator("kfac", train, test, alpha, float(damping), K.out_dim, K.kron_outputs,
-                    conditions, tuple(notes))
+    return Operator("kfac", np.asarray(train), None if test is None else np.asarray(test), alpha,
+                    float(damping), K.out_dim, K.kron_outputs, conditions, tuple(notes))

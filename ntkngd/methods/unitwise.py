@@ -16,7 +16,7 @@ column i of the augmented weight [W_l; b_l]; its Jacobian rows are Ht_l[n] D_l[(
 and with the parameter-space damping rho (dual shift s = N rho, as for the block patterns)
     v_{l,i} = (Theta_{l,i} + s I)^+ g,   d[W_l; b_l][:, i] = sum_(n,c) v_{l,i}[(n,c)] d_i[(n,c)] Ht_l[n],
     G = sum_{l,i} Theta_{l,i} (Theta_{l,i} + s I)^+,  G' = sum_{l,i} Theta_{l,i}(X', X) (...)^+.
-The per-unit solves are batched (chunks of units, float64 numpy). Units with d_i = 0 (inactive on
+The per-unit solves are batched (chunks of units, jax.numpy in the kernels' dtype). Units with d_i = 0 (inactive on
 every sample) contribute nothing and are skipped. With s = 0 the pseudo-inverse (eigh) is used:
 exact but slow for wide layers, and at finite width nearly singular blocks give huge updates
 (update norm ~ lambda_min(Theta_{l,i})^{-1/2}); `default_damping(K)` (dual shift = 3e-4 x the mean
@@ -34,6 +34,7 @@ from .. import linalg
 from .._checks import TheoryConditionWarning
 from ..linalg import serial_blas
 from ..function_space import Operator
+from ._cache import first_layer_pd
 
 
 def predicted_alpha(net) -> float:
@@ -62,66 +63,62 @@ def default_damping(K):
     return val if isinstance(val, jax.core.Tracer) else float(val)
 
 
-def _layer_units(K):
-    """Per layer: (Qe = Q (x) 1 1^T (m, m), d (m, M_l) float64, active unit indices, Qe' test)."""
-    c = K.out_dim
-    for l in range(K.depth):
-        q = np.asarray(K.fwd_train[l], np.float64)
-        d = np.asarray(K.backprops_train[l], np.float64)
-        active = np.flatnonzero(np.any(d != 0, axis=0))
-        qt = None
-        if K.has_test:
-            qt = np.kron(np.asarray(K.fwd_test[l], np.float64), np.ones((c, c)))
-        yield np.kron(q, np.ones((c, c))), d, active, qt, l
-
-
-def _chunks(idx: np.ndarray, m: int):
-    step = max(1, _CHUNK_BYTES // (8 * m * m))
+def _chunks(idx: np.ndarray, m: int, itemsize: int):
+    step = max(1, _CHUNK_BYTES // (itemsize * m * m))
     for s in range(0, len(idx), step):
         yield idx[s:s + step]
 
 
-def _unit_blocks(qe: np.ndarray, dc: np.ndarray) -> np.ndarray:
-    """Theta_{l,i} = (d_i d_i^T) o Qe for a chunk of unit columns dc (m, k) -> (k, m, m)."""
-    return dc.T[:, :, None] * qe[None] * dc.T[:, None, :]
+def _unit_blocks(qe: jnp.ndarray, dl: jnp.ndarray, dr: jnp.ndarray) -> jnp.ndarray:
+    """Theta_{l,i} = (dl_i dr_i^T) o Qe for a chunk of unit columns dl (m', k), dr (m, k)."""
+    return dl.T[:, :, None] * qe[None] * dr.T[:, None, :]
 
 
-@serial_blas()
-def _pinv_batch(theta: np.ndarray, rtol: float = linalg.RANK_RTOL) -> tuple[np.ndarray, np.ndarray]:
-    """Batched pseudo-inverses and range projectors of PSD blocks (k, m, m) (eigh, rank cut)."""
-    w, u = np.linalg.eigh(theta)
-    w = np.clip(w, 0.0, None)
-    keep = w > rtol * np.maximum(w.max(-1, keepdims=True), np.finfo(float).tiny)
-    inv = np.where(keep, 1.0 / np.where(keep, w, 1.0), 0.0)
-    return (u * inv[:, None, :]) @ np.swapaxes(u, 1, 2), \
-        (u * keep[:, None, :]) @ np.swapaxes(u, 1, 2)
+def _pinv_batch(theta: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Batched pseudo-inverses and range projectors of PSD blocks (k, m, m) (eigh, dtype rank
+    cut `linalg.rank_rtol`)."""
+    w, u = jnp.linalg.eigh(theta)
+    w = jnp.clip(w, 0.0, None)
+    keep = w > linalg.rank_rtol(theta.dtype) * jnp.maximum(w.max(-1, keepdims=True),
+                                                           jnp.finfo(w.dtype).tiny)
+    inv = jnp.where(keep, 1.0 / jnp.where(keep, w, 1.0), 0.0)
+    ut = jnp.swapaxes(u, 1, 2)
+    return (u * inv[:, None, :]) @ ut, (u * keep[:, None, :].astype(u.dtype)) @ ut
 
 
 def _finite_operator(K, damping: float):
-    """G, G' of the finite-width unit-wise Fisher (see the module docstring)."""
+    """G, G' of the finite-width unit-wise Fisher (module docstring), jax.numpy in the kernels'
+    dtype, in chunks of units (inactive units skipped)."""
     m = K.blocks_train.shape[1]
+    c = K.out_dim
     shift = K.n_train * damping
-    rtol = linalg.rank_rtol(K.blocks_train.dtype)
-    train = np.zeros((m, m))
-    test = np.zeros((K.blocks_test.shape[1], m)) if K.has_test else None
-    for qe, d, active, qt, l in _layer_units(K):
-        dt = None if qt is None else np.asarray(K.backprops_test[l], np.float64)
-        for idx in _chunks(active, m):
-            theta = _unit_blocks(qe, d[:, idx])
+    dtype = jnp.asarray(K.blocks_train).dtype
+    train = jnp.zeros((m, m), dtype)
+    test = jnp.zeros((K.blocks_test.shape[1], m), dtype) if K.has_test else None
+    ones = jnp.ones((c, c), dtype)
+    for l in range(K.depth):
+        qe = jnp.kron(jnp.asarray(K.fwd_train[l]), ones)
+        d = jnp.asarray(K.backprops_train[l])
+        active = np.flatnonzero(np.any(np.asarray(d) != 0, axis=0))
+        if test is not None:
+            qt = jnp.kron(jnp.asarray(K.fwd_test[l]), ones)
+            dt = jnp.asarray(K.backprops_test[l])
+        for idx in _chunks(active, m, dtype.itemsize):
+            theta = _unit_blocks(qe, d[:, idx], d[:, idx])
             if shift > 0:
-                theta_s = theta.copy()
-                theta_s[:, np.arange(m), np.arange(m)] += shift
-                inv = np.linalg.solve(theta_s, np.broadcast_to(np.eye(m), theta.shape))
+                theta_s = theta + shift * jnp.eye(m, dtype=dtype)
+                inv = jnp.linalg.solve(theta_s, jnp.broadcast_to(jnp.eye(m, dtype=dtype),
+                                                                 theta.shape))
                 # Theta (Theta + s)^-1 = [(Theta + s)^-1 Theta]^T, solved directly: no
                 # cancellation at large s (I - s (Theta + s)^-1 loses everything at rho = 1e4)
-                train += np.swapaxes(np.linalg.solve(theta_s, theta), 1, 2).sum(0)
+                train = train + jnp.swapaxes(jnp.linalg.solve(theta_s, theta), 1, 2).sum(0)
             else:
-                inv, proj = _pinv_batch(theta, rtol)
-                train += proj.sum(0)
+                inv, proj = _pinv_batch(theta)
+                train = train + proj.sum(0)
             if test is not None:
-                theta_t = dt[:, idx].T[:, :, None] * qt[None] * d[:, idx].T[:, None, :]
-                test += np.einsum("kab,kbc->ac", theta_t, inv)
-    return train, test
+                theta_t = _unit_blocks(qt, dt[:, idx], d[:, idx])
+                test = test + jnp.einsum("kab,kbc->ac", theta_t, inv)
+    return np.asarray(train), None if test is None else np.asarray(test)
 
 
 def active_counts(K) -> np.ndarray:
@@ -214,7 +211,7 @@ def _empirical_operator(K, damping: float) -> Operator:
     empirical.require_features(K, "the finite-width unit-wise operator")
     train, test = _finite_operator(K, damping)
     counts = active_counts(K)
-    first_ok = linalg.try_cholesky(K.fwd_train[0]) is not None
+    first_ok = first_layer_pd(K)
     conditions = {"N <= d (first-layer input Gram invertible)": bool(first_ok),
                   "damping == 0": damping == 0, "C == 1": K.out_dim == 1}
     notes = [f"finite-width unit-wise, damping rho = {damping:.3g} (dual shift N rho)",
@@ -232,7 +229,7 @@ def _infinite_operator(K, damping: float) -> Operator:
         raise ValueError("unit_wise on infinite-width kernels is the damping -> 0 limit only; "
                          "use finite-width (empirical) kernels for a damped unit-wise operator")
     alpha = predicted_alpha(net)
-    first_ok = linalg.try_cholesky(K.fwd_train[0]) is not None
+    first_ok = first_layer_pd(K)
     conditions = {"N <= d (first-layer input Gram invertible)": bool(first_ok),
                   "infinite width (M -> infinity)": False}
     notes = [f"unit-wise from gamma = {net.gamma} and widths {net.widths}: G = alpha I holds only "
