@@ -83,18 +83,22 @@ class SerialNetwork(StaxTriple):
 
     @property
     def depth(self) -> int:
+        """L, the number of trainable (Dense / Conv) layers."""
         return len(self.trainable)
 
     @property
     def out_dim(self) -> int:
+        """C, the output channels of the last trainable layer."""
         return self.layer_widths[-1]
 
     @property
     def widths(self) -> tuple[int, ...]:
+        """Hidden widths (output channels) M_1..M_{L-1} of the trainable layers."""
         return self.layer_widths[:-1]
 
     @property
     def has_conv(self) -> bool:
+        """Whether any trainable layer is a convolution."""
         return "Conv" in self.kinds
 
     def stax_layers(self) -> list:
