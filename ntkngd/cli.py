@@ -131,9 +131,33 @@ def _dataset(args, method: str | None = None):
 
 
 def _net(args, out_dim):
+    if args.arch == "cnn":   # ntkngd.serial_network
+        from .serial_network import cnn
+        return cnn(args.channels, depth=args.depth - 1, activation=args.activation,
+                   W_std=args.w_std, b_std=args.b_std or None, out_dim=out_dim)
     from . import mlp
     return mlp(args.depth, args.width, args.activation, W_std=args.w_std, b_std=args.b_std,
                out_dim=out_dim)
+
+
+def _inputs(args, ds):
+    """(x_train, x_test, input shape): flat vectors for an MLP, square single-channel images
+    (N, s, s, 1) for --arch cnn."""
+    if args.arch != "cnn":
+        return ds.x_train, ds.x_test, (-1, ds.input_dim)
+    side = int(round(ds.input_dim ** 0.5))
+    if args.whiten or side * side != ds.input_dim:
+        raise ValueError(f"--arch cnn needs square single-channel images; the data have "
+                         f"d = {ds.input_dim} features{' (whitened)' if args.whiten else ''}: "
+                         "use --data digits without --whiten")
+    return (ds.x_train.reshape(-1, side, side, 1), ds.x_test.reshape(-1, side, side, 1),
+            (-1, side, side, 1))
+
+
+def _describe(args, net) -> str:
+    if args.arch == "cnn":
+        return f"CNN with {args.channels} channels, {args.activation}"
+    return f"width {args.width}, {net.activation}"
 
 
 def _check_pattern_depth(pattern, depth: int) -> None:
@@ -148,7 +172,8 @@ def cmd_figures(args) -> int:
     _enable_x64(True)
     prof = figures.get(args.profile, data_dir=args.data_dir)
     out = args.out if args.out is not None else figures.default_out_dir(args.profile)
-    status = figures.run(args.only or None, prof, out, force=args.force,
+    only = ["cnn"] if args.arch == "cnn" and not args.only else args.only
+    status = figures.run(only or None, prof, out, force=args.force,
                          progress=not args.no_progress)
     failed = [n for n, s in status.items() if s.startswith("failed")]
     if failed:
@@ -167,14 +192,15 @@ def cmd_train(args) -> int:
     from .methods import canonical
     ds = _dataset(args, canonical(args.method))
     net = _net(args, ds.out_dim)
-    params = net.init_fn(jax.random.PRNGKey(args.seed), (-1, ds.input_dim))[1]
+    xtr, xte, shape = _inputs(args, ds)
+    params = net.init_fn(jax.random.PRNGKey(args.seed), shape)[1]
     method = args.pattern if args.pattern is not None else args.method
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        log = train(method, net, params, (ds.x_train, ds.y_train, ds.x_test, ds.y_test),
+        log = train(method, net, params, (xtr, ds.y_train, xte, ds.y_test),
                     steps=args.steps, lr=args.lr, damping=args.damping, loss=args.loss)
     print(f"data {ds.name}: N = {ds.n_train}, N' = {ds.n_test}, d = {ds.input_dim}, "
-          f"C = {ds.out_dim}; network L = {net.depth}, width {args.width}, {net.activation}")
+          f"C = {ds.out_dim}; network L = {net.depth}, {_describe(args, net)}")
     print(f"preprocessing: {ds.preprocessing}")
     print(log.table())
     for w in sorted({str(w.message) for w in caught}):
@@ -192,12 +218,13 @@ def cmd_check(args) -> int:
     from .empirical import empirical_kernels
     ds = _dataset(args)
     net = _net(args, ds.out_dim)
-    kernels = {"infinite width": analytic_kernels(net, ds.x_train, ds.x_test)}
+    xtr, xte, shape = _inputs(args, ds)
+    kernels = {"infinite width": analytic_kernels(net, xtr, xte)}
     if args.finite:
-        params = net.init_fn(jax.random.PRNGKey(args.seed), (-1, ds.input_dim))[1]
-        kernels[f"width {args.width}"] = empirical_kernels(net, params, ds.x_train, ds.x_test)
+        params = net.init_fn(jax.random.PRNGKey(args.seed), shape)[1]
+        kernels[f"finite: {_describe(args, net)}"] = empirical_kernels(net, params, xtr, xte)
     print(f"data {ds.name}: N = {ds.n_train}, d = {ds.input_dim}, C = {ds.out_dim}; "
-          f"L = {net.depth}, {net.activation}, damping "
+          f"L = {net.depth}, {_describe(args, net)}, damping "
           f"{'default' if args.damping is None else args.damping}")
     print(f"preprocessing: {ds.preprocessing}")
     methods = list(args.methods or ([] if args.pattern is not None else method_names()))
@@ -254,9 +281,20 @@ def _data_args(p):
     p.add_argument("--b-std", type=non_negative_float, default=0.0,
                    help="bias scale (0: no bias)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and the parameters")
+    _arch_args(p)
     p.add_argument("--pattern", type=pattern_matrix, default=None, metavar="S",
                    help="a custom L x L layer block pattern of the Fisher, rows separated by ';', "
                         "e.g. \"1,1,0;1,1,1;0,1,1\" (overrides --method / adds to --methods)")
+
+
+def _arch_args(p, figures: bool = False) -> None:
+    p.add_argument("--arch", default="mlp", choices=["mlp", "cnn"],
+                   help="cnn: only the CNN figure (unless --only is given)" if figures else
+                   "cnn: ntkngd.cnn, (depth - 1) 3x3 convolutions + global average pooling + "
+                   "dense readout, on the digits as 8 x 8 images")
+    if not figures:
+        p.add_argument("--channels", type=positive_int, default=64,
+                       help="channels of each convolution (--arch cnn)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -284,6 +322,7 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--force", action="store_true", help="recompute even if cached")
     f.add_argument("--data-dir", default=None, help="MNIST files for the figures (else digits)")
     f.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _arch_args(f, figures=True)
     f.set_defaults(fn=cmd_figures)
     t = sub.add_parser("train", help="train one method and print measured vs predicted losses",
                        formatter_class=_Formatter)

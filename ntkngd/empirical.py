@@ -167,6 +167,9 @@ def empirical_kernels(net: Network, params: Any, x_train: Any, x_test: Any = Non
     backprops D_l (train and test) from which K-FAC and unit-wise operators are built. Computed in
     the parameters' dtype. Sample-major output index n C + c.
     """
+    if getattr(net, "is_serial", False):   # hook: stax serial networks
+        from .serial_empirical import serial_empirical_kernels
+        return serial_empirical_kernels(net, params, x_train, x_test)
     return kernels_and_outputs(net, params, x_train, x_test)[0]
 
 

@@ -88,6 +88,9 @@ def ngd_direction(method: MethodLike, net: Network, params: Any, x_train: Any, y
     method, net, damping and loss static (inputs are then not validated on the host).
     """
     m, L = get_method(method), get_loss(loss)
+    if getattr(net, "is_serial", False):   # hook: stax serial networks
+        from .serial_methods import direction
+        return direction(m, net, params, x_train, y_train, damping, L)[0]
     damping = damping if _traced(damping) else _check_damping(damping)
     check = not _traced(params, x_train, y_train)
     dense, x, y = _prepare(net, params, x_train, y_train, L, check)
@@ -213,6 +216,16 @@ def _finite_or_diverged(arrays, t: int, lr: float, method: str) -> None:
             "use a smaller lr or damping > 0")
 
 
+def log_step(logs: dict, outputs: tuple, targets: tuple, t: int, lr: float, name: str) -> None:
+    """Append step t's train/test MSE and accuracy to `logs` (keys tr, te, atr, ate); outputs
+    (f, f_test) must be finite (else the step diverged: a clear error)."""
+    (f, ft), (ytr, yte) = outputs, targets
+    _finite_or_diverged((f, ft), t, lr, name)
+    for k, v in (("tr", mse(f, ytr)), ("te", mse(ft, yte)), ("atr", accuracy(f, ytr)),
+                 ("ate", accuracy(ft, yte))):
+        logs[k].append(float(v))
+
+
 def train(method: MethodLike, net: Network, params: Any, data: tuple, steps: int = 5,
           lr: Optional[float] = None, damping: Optional[float] = None,
           loss: Union[str, Loss] = "mse", **loss_options):
@@ -228,6 +241,9 @@ def train(method: MethodLike, net: Network, params: Any, data: tuple, steps: int
     loss_options: lr_fraction, analytic).
     """
     L = get_loss(loss)
+    if getattr(net, "is_serial", False):   # hook: stax serial networks
+        from .serial_train import serial_train
+        return serial_train(method, net, params, data, steps, lr, damping, L)
     if not L.identity_hessian:
         from .ce_engine import train_ce
         return train_ce(method, net, params, data, steps, lr, damping, loss=L, **loss_options)
@@ -264,10 +280,7 @@ def train(method: MethodLike, net: Network, params: Any, data: tuple, steps: int
             dense = train_step(m, net, L, rho, dense, xj, yj, lr_j)
         f = f0 if t == 0 else np.asarray(empirical._forward(net, dense, xj), np.float64)
         ft = f0t if t == 0 else np.asarray(empirical._forward(net, dense, xtj), np.float64)
-        _finite_or_diverged((f, ft), t, lr, m.name)
-        for k, v in (("tr", mse(f, ytr)), ("te", mse(ft, yte)), ("atr", accuracy(f, ytr)),
-                     ("ate", accuracy(ft, yte))):
-            logs[k].append(float(v))
+        log_step(logs, (f, ft), (ytr, yte), t, lr, m.name)
     return TrainLog(m.name, float(lr), rho, op_emp.alpha, np.arange(steps + 1),
                     *(np.asarray(logs[k]) for k in ("tr", "te", "atr", "ate")),
                     np.asarray(pe_tr), np.asarray(pe_te), np.asarray(pi_tr), np.asarray(pi_te))

@@ -164,6 +164,9 @@ def analytic_kernels(net: Network, x_train: Any, x_test: Any = None,
     the computation with `neural_tangents.batch` over all local devices (0: no tiling). Inputs
     whose kernels overflow (row norms ~1e77 and above in float64) raise a ValueError.
     """
+    if getattr(net, "is_serial", False):   # hook: stax serial networks
+        from .serial_kernels import serial_analytic_kernels
+        return serial_analytic_kernels(net, x_train, x_test, batch_size)
     if not isinstance(net, Network):
         raise TypeError(f"net must be an ntkngd Network (from ntkngd.mlp), got {type(net).__name__}")
     batch_size = _checks.non_negative_int(batch_size, "batch_size")

@@ -55,8 +55,32 @@ _ACTIVATIONS: dict[str, tuple[Callable[..., Any], Callable[..., float]]] = {
 ACTIVATIONS: tuple[str, ...] = tuple(sorted(_ACTIVATIONS))
 
 
+class StaxTriple:
+    """neural-tangents' (init_fn, apply_fn, kernel_fn) of a network that lists its `stax_layers()`
+    (shared by `Network` and `ntkngd.serial_network.SerialNetwork`)."""
+
+    def stax(self):
+        """The whole network as one neural-tangents (init_fn, apply_fn, kernel_fn) triple."""
+        return stax.serial(*self.stax_layers())
+
+    @property
+    def init_fn(self):
+        """neural-tangents init_fn(key, input_shape) -> (output_shape, params)."""
+        return self.stax()[0]
+
+    @property
+    def apply_fn(self):
+        """neural-tangents apply_fn(params, x) -> f(x), shape (N, C)."""
+        return self.stax()[1]
+
+    @property
+    def kernel_fn(self):
+        """neural-tangents infinite-width kernel_fn(x1, x2, get) of the whole network."""
+        return self.stax()[2]
+
+
 @dataclass(frozen=True)
-class Network:
+class Network(StaxTriple):
     """An L-layer MLP in NTK parameterization (immutable and hashable, so it can be a static jit
     argument). `widths` are the hidden widths M_1..M_{L-1}; `out_dim` is C = M_L."""
 
@@ -107,24 +131,6 @@ class Network:
                 layers.append(self.activation_layer())
         return layers
 
-    def stax(self):
-        """The whole network as one neural-tangents (init_fn, apply_fn, kernel_fn) triple."""
-        return stax.serial(*self.stax_layers())
-
-    @property
-    def init_fn(self):
-        """neural-tangents init_fn(key, input_shape) -> (output_shape, params)."""
-        return self.stax()[0]
-
-    @property
-    def apply_fn(self):
-        """neural-tangents apply_fn(params, x) -> f(x), shape (N, C)."""
-        return self.stax()[1]
-
-    @property
-    def kernel_fn(self):
-        """neural-tangents infinite-width kernel_fn(x1, x2, get) of the whole network."""
-        return self.stax()[2]
 
 
 def mlp(depth: int, width: int | Sequence[int] = 512, activation: str = "relu",

@@ -1,0 +1,132 @@
+"""Every method on convolutional serial networks: J d = G g, the paper's alphas, KFC and
+channel-wise against the MLP implementations, training through ng.train (float64)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from neural_tangents import stax
+
+import ntkngd as ng
+
+PATTERN = np.array([[1, 1, 0], [1, 1, 1], [0, 1, 1]])
+METHODS = ["gd", "exact", "block_diagonal", "block_tridiagonal", "kfac", "unit_wise", "pattern"]
+
+
+def _cnn(c=6, bias=0.2):
+    return ng.serial(stax.Conv(c, (3, 3), padding="SAME", W_std=1.5, b_std=bias), stax.Erf(),
+                     stax.Conv(c, (3, 3), strides=(2, 2), padding="VALID", b_std=bias),
+                     stax.Relu(), stax.GlobalAvgPool(), stax.Dense(2, b_std=bias))
+
+
+def _data(n=4, hw=7, seed=0):
+    r = np.random.RandomState(seed)
+    return jnp.asarray(r.randn(n, hw, hw, 2)), jnp.asarray(r.randn(n, 2))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_update_moves_outputs_by_the_operator(method):
+    """J d = G g (linearized): d from jax.vjp pullbacks / KFC / channel-wise, J d by jax.jvp."""
+    m = ng.block_pattern(PATTERN) if method == "pattern" else method
+    net = _cnn()
+    x, y = _data()
+    _, params = net.init_fn(jax.random.PRNGKey(2), x.shape)
+    d = ng.ngd_direction(m, net, params, x, y, damping=0.0)
+    K = ng.empirical_kernels(net, params, x)
+    op = ng.operator(m, K, 0.0)
+    g = np.asarray(net.apply_fn(params, x) - y).reshape(-1)
+    _, jd = jax.jvp(lambda p: net.apply_fn(p, x), (params,), (d,))
+    want = op.train @ g
+    assert np.max(np.abs(np.asarray(jd).reshape(-1) - want)) < 1e-10 * np.max(np.abs(want))
+
+
+def test_alphas_on_cnn_kernels_analytic_and_finite():
+    net = ng.serial(stax.Conv(6, (3, 3), padding="SAME", b_std=0.1), stax.Relu(),
+                    stax.Conv(6, (3, 3), padding="SAME", b_std=0.1), stax.Relu(),
+                    stax.Conv(6, (2, 2), strides=(2, 2), padding="VALID", b_std=0.1), stax.Erf(),
+                    stax.GlobalAvgPool(), stax.Dense(1, b_std=0.1))
+    x, _ = _data(n=5, hw=6)
+    _, params = net.init_fn(jax.random.PRNGKey(0), x.shape)
+    for K in (ng.analytic_kernels(net, x), ng.empirical_kernels(net, params, x)):
+        for method, alpha in (("exact", 1.0), ("block_diagonal", 4.0),
+                              ("block_tridiagonal",
+                               ng.pattern_alpha(ng.tridiagonal_pattern(4).matrix))):
+            op = ng.operator(method, K)
+            assert op.conditions["every NTK block invertible"]
+            assert abs(op.alpha - alpha) < 1e-8 and op.alpha_theory == pytest.approx(alpha)
+            assert op.deviation < 1e-8
+    assert ng.pattern_alpha(ng.tridiagonal_pattern(4).matrix) == pytest.approx(2.0)
+
+
+def test_singular_block_is_reported():
+    """A 1x1 single-channel first layer has one parameter: its finite-width block has rank 1."""
+    net = ng.serial(stax.Conv(1, (1, 1)), stax.Relu(), stax.GlobalAvgPool(), stax.Dense(1))
+    x = jnp.asarray(np.random.RandomState(0).rand(4, 3, 3, 1))
+    _, params = net.init_fn(jax.random.PRNGKey(0), x.shape)
+    with pytest.warns(ng.TheoryConditionWarning, match="singular"):
+        op = ng.operator("block_diagonal", ng.empirical_kernels(net, params, x))
+    assert op.conditions["every NTK block invertible"] is False
+    assert abs(op.alpha - 2.0) > 1e-3      # G is not 2 I: the rank-1 block projects
+
+
+def _mlp_pair(bias=0.3, c=1):
+    mlp = ng.mlp(depth=3, width=24, activation="erf", W_std=1.4, b_std=bias, out_dim=c)
+    return mlp, ng.serial(*mlp.stax_layers())
+
+
+@pytest.mark.parametrize("method", ["kfac", "unit_wise"])
+def test_kfc_and_channel_wise_reduce_to_mlp_methods(method):
+    """On Dense-only networks (one position) KFC is K-FAC and channel-wise is unit-wise: the
+    serial implementations agree with the MLP ones (independent code)."""
+    mlp, net = _mlp_pair()
+    r = np.random.RandomState(0)
+    x, xt, y = r.randn(6, 10), r.randn(3, 10), r.randn(6, 1)
+    _, params = mlp.init_fn(jax.random.PRNGKey(4), x.shape)
+    damping = 1e-4
+    a = ng.operator(method, ng.empirical_kernels(net, params, x, xt), damping)
+    b = ng.operator(method, ng.empirical_kernels(mlp, params, x, xt), damping)
+    scale = np.abs(b.train).max()
+    assert np.abs(a.train - b.train).max() < 1e-9 * scale
+    assert np.abs(a.test - b.test).max() < 1e-9 * np.abs(b.test).max()
+    da = ng.ngd_direction(method, net, params, x, y, damping)
+    db = ng.ngd_direction(method, mlp, params, x, y, damping)
+    for u, v in zip(jax.tree_util.tree_leaves(da), jax.tree_util.tree_leaves(db)):
+        assert np.abs(np.asarray(u) - np.asarray(v)).max() < 1e-8 * np.abs(np.asarray(v)).max()
+
+
+def test_kfc_and_channel_wise_refuse_infinite_width():
+    net = _cnn()
+    x, _ = _data()
+    K = ng.analytic_kernels(net, x)
+    for method in ("kfac", "unit_wise"):
+        with pytest.raises(ValueError, match="finite-width"):
+            ng.operator(method, K)
+
+
+def test_train_on_a_cnn_follows_the_predictions():
+    net = _cnn(c=32, bias=0.1)
+    x, y = _data(n=5, hw=5)
+    xt, yt = _data(n=2, hw=5, seed=1)
+    _, params = net.init_fn(jax.random.PRNGKey(1), x.shape)
+    log = ng.train("exact", net, params, (x, y, xt, yt), steps=1)
+    assert log.alpha == pytest.approx(1.0, abs=1e-8)
+    assert log.train_loss[1] < 0.1 * log.train_loss[0]
+    assert log.pred_emp_train_loss[1] < 1e-20
+    assert np.isfinite(log.pred_inf_test_loss).all()
+    kf = ng.train("kfac", net, params, (x, y, xt, yt), steps=1)
+    assert np.isnan(kf.pred_inf_train_loss).all() and kf.train_loss[1] < kf.train_loss[0]
+
+
+def test_cli_check_and_train_accept_cnn(capsys):
+    from ntkngd import cli
+    assert cli.main(["check", "--arch", "cnn", "--channels", "8", "--n-train", "5",
+                     "--n-test", "4", "--methods", "bd", "kfac"]) == 0
+    out = capsys.readouterr().out
+    assert "block_diagonal  alpha measured 3  predicted 3" in out
+    assert "kfac  not available" in out          # infinite width: no KFC theory
+    assert cli.main(["train", "--arch", "cnn", "--channels", "8", "--n-train", "4",
+                     "--n-test", "3", "--steps", "1", "--method", "btd"]) == 0
+    assert "CNN with 8 channels" in capsys.readouterr().out
+    assert cli.main(["check", "--arch", "cnn", "--whiten", "--n-train", "5", "--n-test", "4"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ntkngd check: error: --arch cnn needs square single-channel images")
+    assert "without --whiten" in err
