@@ -145,8 +145,9 @@ def predict(op: Operator, f0_train: Any, y_train: Any, f0_test: Any = None, *,
     An `Operator` (MSE): the linear dynamics in closed form (G decomposed once). A `LossOperator`
     (`ntkngd.operator(..., loss=...)`): the nonlinear flow with diffrax (times) or the discrete
     map (steps) (returns a `cross_entropy.CETrajectory`; lr defaults to 1; solver: rtol, atol,
-    max_steps). lr scales time: one step moves f by -lr G g, and the flow at time tau equals
-    df/dtau = -lr G g.
+    max_steps). lr scales time: one step moves f by -lr G g, and
+    the continuous flow is df/dtau = -lr G g, so its state at time tau with learning rate lr
+    equals the state at time lr * tau with lr = 1.
 
     steps: an int T (evaluates t = 0..T) or a sequence of step indices (discrete map);
     times: continuous times tau (implies continuous=True); continuous=True with steps evaluates

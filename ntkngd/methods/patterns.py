@@ -36,7 +36,21 @@ class BlockPattern:
 
 
 def block_pattern(S, name: str = "block_pattern") -> BlockPattern:
-    """Validate a layer pattern: square, symmetric, entries 0 or 1, ones on the diagonal."""
+    """A layer block pattern of the Fisher, for `operator`, `ngd_direction`, `train`, ...
+
+    S is an L x L symmetric 0/1 matrix over the network's L trainable layers: S[k, l] = 1 keeps the
+    Fisher block between layers k and l, 0 drops it; the diagonal must be 1. S = ones is exact NGD,
+    S = I block diagonal, `tridiagonal_pattern(L)` block tri-diagonal. At infinite width the
+    training-point operator is isotropic, G = alpha I with alpha = 1^T S^+ 1 (`pattern_alpha(S)`),
+    whenever the all-ones vector lies in the range of S; lr = 1/alpha then converges in one step
+    (docs/theory.md, section 2).
+
+    Example (L = 3; layers 1 and 2 share a block, layer 3 stands alone; alpha = 1 + 1 = 2):
+        S = [[1, 1, 0], [1, 1, 0], [0, 0, 1]]
+        op = ng.operator(ng.block_pattern(S, "pairs"), K)     # op.alpha_theory == 2.0
+
+    Raises ValueError unless S is square, symmetric, 0/1 with a unit diagonal.
+    """
     s = np.asarray(S)
     if s.ndim != 2 or s.shape[0] != s.shape[1] or s.shape[0] == 0:
         raise ValueError(f"block pattern must be a non-empty square L x L matrix, got shape {s.shape}")
@@ -54,7 +68,10 @@ def diagonal(depth: int) -> BlockPattern:
 
 
 def tridiagonal(depth: int) -> BlockPattern:
-    """The block tri-diagonal pattern: S_ij = 1 for |i - j| <= 1 (L x L over layers)."""
+    """The block tri-diagonal pattern: S_ij = 1 for |i - j| <= 1 (L x L over layers).
+
+    alpha = 1^T S^+ 1 is 1, 1, 1, 2, 2, 2, 3, ... for L = 1, 2, 3, ...; S is singular at
+    L = 2, 5, 8, ..., where the rho -> 0 (parameter-space minimum-norm) limit is used."""
     s = np.eye(depth) + np.eye(depth, k=1) + np.eye(depth, k=-1)
     return block_pattern(s, "block_tridiagonal")
 
