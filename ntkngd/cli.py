@@ -21,48 +21,26 @@ def _enable_x64(enabled: bool) -> None:
 
 
 # ----------------------------------------------------------------------------- argument types
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer (>= 1), got {value}")
-    return value
+def _number_type(cast, lowest: float, strict: bool, kind: str, bound: str):
+    """An argparse type: text -> cast(text), finite and > lowest (strict) or >= lowest; errors
+    say `kind` (text that does not parse) or `bound` (a value out of range)."""
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {kind}, got {text!r}") from None
+        if not (value > lowest if strict else value >= lowest) or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+    parse.__name__ = kind.replace(" ", "_")
+    parse.__doc__ = f"argparse type: {bound}."
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """argparse type: a finite number >= 0 (damping)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
-    if not (value >= 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0 (learning rate, scales)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
-    if not (value > 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
+positive_int = _number_type(int, 1, False, "a positive integer", "a positive integer (>= 1)")
+non_negative_int = _number_type(int, 0, False, "an integer >= 0", "an integer >= 0")
+non_negative_float = _number_type(float, 0.0, False, "a number >= 0", "a finite number >= 0")
+positive_float = _number_type(float, 0.0, True, "a positive number", "a finite number > 0")
 
 
 def method_name(text: str) -> str:

@@ -143,6 +143,24 @@ def step_params(params, direction, lr: float):
     return apply_update(params, direction, lr)
 
 
+def one_step(net, params, ds, method: str, damping=None) -> dict:
+    """One parameter-space step of `method` at the infinite-width lr, beside the theory.
+
+    Returns the analytic operator `op` (float64 kernels of `ds`), the residual g = f0 - y and the
+    outputs before (f0, f0t) and after (f1, f1t) the step params - op.lr * ngd_direction."""
+    from .. import analytic_kernels, operator
+    from ..empirical import outputs
+    from ..engine import ngd_direction
+    op = quiet(operator, method, analytic_kernels(net, ds.x_train, ds.x_test), 0.0)
+    f0 = np.asarray(outputs(net, params, ds.x_train), float)
+    f0t = np.asarray(outputs(net, params, ds.x_test), float)
+    d = quiet(ngd_direction, method, net, params, ds.x_train, ds.y_train, damping=damping)
+    p1 = step_params(params, d, op.lr)
+    return {"op": op, "g": f0 - ds.y_train, "f0": f0, "f0t": f0t,
+            "f1": np.asarray(outputs(net, p1, ds.x_train), float),
+            "f1t": np.asarray(outputs(net, p1, ds.x_test), float)}
+
+
 def quiet(fn, *args, **kwargs):
     """Call fn with the theory-condition warnings silenced (the figures report the numbers)."""
     with warnings.catch_warnings():

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import analytic_kernels, mlp, operator
+from .. import mlp
 from .. import data as data_mod
 from ..dynamics import mse
-from ..empirical import outputs
-from ..engine import ngd_direction
-from .common import (Context, data_record, init_params, legend, quiet, save_figure, step_params,
-                     subplots)
+from .common import Context, data_record, init_params, legend, one_step, save_figure, subplots
 
 NAME = "kfac_limit"
 TITLE = "K-FAC one-step fall and test gap against the input Gram's condition number"
@@ -64,19 +61,12 @@ def mixed(p, mix: float) -> tuple[data_mod.Dataset, float]:
 
 def _one(p, ds, method: str, width: int, damping: float, seed: int) -> dict:
     net = mlp(p.depth, width, "relu")
-    params = init_params(net, ds.input_dim, 700 + seed)
-    op = quiet(operator, method, analytic_kernels(net, ds.x_train, ds.x_test), 0.0)
-    f0 = np.asarray(outputs(net, params, ds.x_train), float)
-    f0t = np.asarray(outputs(net, params, ds.x_test), float)
-    g = f0 - ds.y_train
-    d = quiet(ngd_direction, method, net, params, ds.x_train, ds.y_train, damping=damping)
-    p1 = step_params(params, d, op.lr)
-    f1 = np.asarray(outputs(net, p1, ds.x_train), float)
-    f1t = np.asarray(outputs(net, p1, ds.x_test), float)
-    theory_t = f0t - op.lr * op.test @ g
-    return {"fall": mse(f1, ds.y_train) / mse(f0, ds.y_train),
-            "test_gap": float(np.linalg.norm(f1t - theory_t) / np.linalg.norm(g)),
-            "test_loss": mse(f1t, ds.y_test), "theory_test_loss": mse(theory_t, ds.y_test)}
+    r = one_step(net, init_params(net, ds.input_dim, 700 + seed), ds, method, damping)
+    op, g = r["op"], r["g"]
+    theory_t = r["f0t"] - op.lr * op.test @ g
+    return {"fall": mse(r["f1"], ds.y_train) / mse(r["f0"], ds.y_train),
+            "test_gap": float(np.linalg.norm(r["f1t"] - theory_t) / np.linalg.norm(g)),
+            "test_loss": mse(r["f1t"], ds.y_test), "theory_test_loss": mse(theory_t, ds.y_test)}
 
 
 def _mean(rows: list) -> dict:

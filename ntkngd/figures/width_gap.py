@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import analytic_kernels, mlp, operator
-from ..empirical import outputs
-from ..engine import ngd_direction
+from .. import mlp
 from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, Context, binary_data, data_record,
-                     init_params, kfac_data,
-                     legend, log_axis_at, quiet, save_figure, step_params, subplots)
+                     init_params, kfac_data, legend, log_axis_at, one_step, save_figure, subplots)
 
 NAME = "width_gap"
 TITLE = "finite-width gap to theory against width"
@@ -17,20 +14,12 @@ TITLE = "finite-width gap to theory against width"
 
 def _one(m, width, seed, ds, depth):
     net = mlp(depth, width, "relu")
-    params = init_params(net, ds.input_dim, seed)
-    Ka = analytic_kernels(net, ds.x_train, ds.x_test)
-    op = quiet(operator, m, Ka, 0.0)
-    f0 = np.asarray(outputs(net, params, ds.x_train), float)
-    f0t = np.asarray(outputs(net, params, ds.x_test), float)
-    g = f0 - ds.y_train
-    d = quiet(ngd_direction, m, net, params, ds.x_train, ds.y_train, damping=None)
-    p1 = step_params(params, d, op.lr)
-    f1 = np.asarray(outputs(net, p1, ds.x_train), float)
-    f1t = np.asarray(outputs(net, p1, ds.x_test), float)
-    train_gap = np.linalg.norm(f1 - (f0 - op.lr * op.train @ g)) / np.linalg.norm(g)
+    r = one_step(net, init_params(net, ds.input_dim, seed), ds, m)
+    op, g = r["op"], r["g"]
+    train_gap = np.linalg.norm(r["f1"] - (r["f0"] - op.lr * op.train @ g)) / np.linalg.norm(g)
     test_gap = np.nan
     if op.test is not None:
-        test_gap = np.linalg.norm(f1t - (f0t - op.lr * op.test @ g)) / np.linalg.norm(g)
+        test_gap = np.linalg.norm(r["f1t"] - (r["f0t"] - op.lr * op.test @ g)) / np.linalg.norm(g)
     return {"train": train_gap, "test": test_gap}
 
 
