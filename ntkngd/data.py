@@ -18,13 +18,8 @@ Conventions (every function here):
 """
 from __future__ import annotations
 
-import gzip
-import os
-import pickle
-import struct
-import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -240,127 +235,8 @@ def one_hot(labels: Any, classes: Sequence[int]) -> np.ndarray:
     return eq.astype(np.float64)
 
 
-def isotropy_error(x: Any) -> float:
-    """Relative deviation ||X^T X - (N/d) I||_F / ||(N/d) I||_F of an (N, d) array from isotropy."""
-    arr = _finite(x, "x")
-    if arr.ndim != 2 or arr.shape[0] == 0:
-        raise ValueError(f"isotropy_error expects a non-empty 2-D (N, d) array, got {arr.shape}")
-    n, d = arr.shape
-    target = n / d
-    dev = arr.T @ arr - target * np.eye(d)
-    return float(np.linalg.norm(dev) / (target * np.sqrt(d)))
-
-
-def forster_fit(x: Any, iters: int = 5000, tol: float = 1e-10) -> np.ndarray:
-    """The d x d matrix M of Forster's transform x -> x M / ||x M||, fitted on the rows of x.
-
-    After the map the rows have unit norm and X^T X = (N/d) I (isotropic position). Iterates
-    X <- rownormalize(X (X^T X)^{-1/2}), accumulating M, until isotropy_error(X) < tol. Needs
-    N >= d and X^T X non-singular (ValueError otherwise); points must be in general position for
-    a solution to exist; if `tol` is not reached after `iters` steps a UserWarning is issued and
-    the iterate with the smallest isotropy error is returned (the authors' code likewise stops
-    after a fixed number of iterations). Apply the same M to test points with `forster_apply`.
-    """
-    arr = _finite(x, "x")
-    if arr.ndim != 2:
-        raise ValueError(f"forster_transform expects a 2-D (N, d) array, got shape {arr.shape}")
-    n, d = arr.shape
-    if n < d:
-        raise ValueError(f"forster_transform needs at least as many points as dimensions "
-                         f"(N >= d), got N={n} < d={d}")
-    if iters < 1 or tol <= 0:
-        raise ValueError(f"iters must be >= 1 and tol > 0, got iters={iters}, tol={tol}")
-    arr = unit_norm_rows(arr)
-    target = n / d
-    total = np.eye(d)
-    best = (np.inf, total)
-    for _ in range(iters):
-        gram = arr.T @ arr
-        err = np.linalg.norm(gram - target * np.eye(d)) / (target * np.sqrt(d))
-        if err < tol:
-            return total
-        if err < best[0]:
-            best = (err, total.copy())
-        evals, evecs = np.linalg.eigh(gram)
-        if evals[0] <= evals[-1] * max(n, d) * np.finfo(np.float64).eps:
-            rank = int(np.sum(evals > evals[-1] * max(n, d) * np.finfo(np.float64).eps))
-            raise ValueError(f"degenerate data: X^T X is singular (numerical rank {rank} < d={d}); "
-                             f"the points must span R^d and be in general position")
-        inv_sqrt = (evecs / np.sqrt(evals)) @ evecs.T
-        total = total @ inv_sqrt
-        total /= np.linalg.norm(total, 2)          # scale is irrelevant; keep it O(1)
-        arr = unit_norm_rows(arr @ inv_sqrt)
-    err = isotropy_error(arr)
-    if err < best[0]:
-        best = (err, total)
-    if best[0] >= tol:
-        warnings.warn(f"forster_transform did not converge in {iters} iterations: smallest "
-                      f"isotropy error {best[0]:.3e} >= tol {tol:.1e} (points may not be in "
-                      f"general position); returning that iterate", UserWarning, stacklevel=2)
-    return best[1]
-
-
-def span_isotropy_error(x: Any, rank: int | None = None) -> tuple[float, int]:
-    """(||V^T X^T X V - (N/r) I||_F / ||(N/r) I||_F, r): `isotropy_error` inside the span V of
-    the r leading right singular vectors of X (r = `rank`, or the numerical rank: cut at
-    max(N, d) eps times the largest singular value)."""
-    arr = _finite(x, "x")
-    _, s, vt = np.linalg.svd(arr, full_matrices=False)
-    r = rank or int(np.sum(s > s[0] * max(arr.shape) * np.finfo(np.float64).eps))
-    return isotropy_error(arr @ vt[:r].T), r
-
-
-def forster_fit_span(x: Any, iters: int = 5000, tol: float = 1e-10) -> tuple[np.ndarray, int]:
-    """Forster's transform inside the span of the rows of x: (d x d matrix M, rank r).
-
-    Rank-deficient inputs (e.g. digits whose constant border pixels give identical columns after
-    the global standardization and unit norm) have no isotropic position in R^d; in the
-    r-dimensional span V_r of the rows they may have one. M = V_r M_r V_r^T with M_r from
-    `forster_fit` on x V_r, so that after x -> x M / ||x M|| the non-zero eigenvalues of X^T X all
-    equal N / r (K-FAC's first-layer condition on the span). Needs N >= r; rank cut at
-    max(N, d) eps times the largest singular value.
-    """
-    arr = unit_norm_rows(_finite(x, "x"))
-    _, s, vt = np.linalg.svd(arr, full_matrices=False)
-    r = int(np.sum(s > s[0] * max(arr.shape) * np.finfo(np.float64).eps))
-    if r == arr.shape[1]:
-        return forster_fit(arr, iters, tol), r
-    v = vt[:r].T
-    return v @ forster_fit(arr @ v, iters, tol) @ v.T, r
-
-
-def forster_apply(x: Any, matrix: np.ndarray) -> np.ndarray:
-    """x -> x M / ||x M|| row-wise (M from `forster_fit`)."""
-    return unit_norm_rows(_finite(x, "x") @ matrix)
-
-
-def forster_transform(x: Any, iters: int = 5000, tol: float = 1e-10) -> np.ndarray:
-    """Put the rows of an (N, d) array in isotropic (radial) position: Forster's transform.
-
-    Output rows have unit norm and X^T X = (N/d) I. See `forster_fit` for the algorithm and errors.
-    """
-    return forster_apply(x, forster_fit(x, iters, tol))
-
-
-def forster_dataset(ds: "Dataset", iters: int = 5000, tol: float = 1e-10,
-                    span: bool = False) -> "Dataset":
-    """Fit Forster's transform on the training inputs and apply it to both splits.
-
-    span=True fits it inside the span of the training inputs when they are rank-deficient
-    (`forster_fit_span`); the recorded preprocessing then names the rank."""
-    import dataclasses
-    if span:
-        m, r = forster_fit_span(ds.x_train, iters, tol)
-    else:
-        m, r = forster_fit(ds.x_train, iters, tol), ds.input_dim
-    where = "" if r == ds.input_dim else f" in the rank-{r} span of the training inputs"
-    xtr = forster_apply(ds.x_train, m)
-    err = span_isotropy_error(xtr, r)[0]
-    return dataclasses.replace(ds, x_train=xtr, x_test=forster_apply(ds.x_test, m),
-                               name=ds.name + " (Forster)",
-                               preprocessing=ds.preprocessing + f" + Forster{where} ({iters} "
-                               f"iterations, isotropy error {err:.2g}; fitted on the training "
-                               "inputs, applied to both splits)")
+from .forster import (forster_apply, forster_dataset, forster_fit, forster_fit_span,  # noqa: E402,F401
+                      forster_transform, isotropy_error, span_isotropy_error)
 
 
 # ----------------------------------------------------------------------------- shared pipeline
@@ -452,397 +328,36 @@ def _from_splits(name: str, x_tr: np.ndarray, lab_tr: np.ndarray, x_te: np.ndarr
 
 
 # ----------------------------------------------------------------------------- bundled / synthetic
-def pca_whiten(x_fit: Any, *xs: Any, rtol: float = 1e-8) -> tuple[np.ndarray, ...]:
-    """PCA-whiten arrays with the mean and covariance of `x_fit` (rows are points), keeping the
-    components whose variance exceeds rtol times the largest; returns each of `xs` whitened.
-    Fit on a pool larger than the training set: centring N points on their own mean leaves rank
-    N - 1, which breaks K-FAC's first-layer condition."""
-    fit = flatten(x_fit)
-    mu = fit.mean(0)
-    _, s, vt = np.linalg.svd(fit - mu, full_matrices=False)
-    keep = s > rtol * s[0]
-    proj = vt[keep].T / s[keep] * np.sqrt(len(fit))
-    return tuple((flatten(x) - mu) @ proj for x in xs)
-
-
-def digits(n_train: int = 100, n_test: int = 100, classes: Sequence[int] | None = (0, 1),
-           binary: bool | None = True, seed: int = 0, standardize: str = "global",
-           unit_norm: bool = True, whiten: bool = False) -> Dataset:
-    """scikit-learn's bundled 8x8 digits (d = 64, pixels 0..16, about 180 points per class).
-
-    The chosen classes (None: all ten) are shuffled with `seed`; the first n_train points train,
-    the next n_test test. binary=True: +0.5 for classes[0], -0.5 for classes[1]; binary=False:
-    one-hot over `classes`; None: binary iff two classes. Inputs are flattened, standardized
-    (default "global": one mean and std of the training array), then scaled to unit norm (the
-    authors' preprocessing; see `preprocess`). whiten=True (an explicit option, not the paper's) first
-    PCA-whitens with the statistics of every image of `classes` outside the test split (labels
-    unused; d becomes the number of non-degenerate components, about 50 for 0-vs-1): the raw 8 x 8
-    digits have constant border pixels and an input Gram with condition number ~1e5.
-    """
-    from sklearn.datasets import load_digits  # lazy: sklearn is only needed here
-
-    n_train, n_test = _count(n_train, "digits n_train"), _count(n_test, "digits n_test")
-    raw = load_digits()
-    classes, binary = _resolve_classes(classes, binary, range(10))
-    x, lab = select_classes(raw.images, raw.target, classes)
-    if n_train + n_test > len(lab):
-        raise ValueError(f"digits: requested n_train={n_train} + n_test={n_test} points but the "
-                         f"classes {classes} have only {len(lab)} points")
-    perm = np.random.default_rng(seed).permutation(len(lab))
-    tr, te = perm[:n_train], perm[n_train:n_train + n_test]
-    x = flatten(x)
-    if whiten:
-        pool = np.setdiff1d(np.arange(len(lab)), te)
-        x = pca_whiten(x[pool], x)[0]
-    return _build(f"digits{classes}" + (" whitened" if whiten else ""), x[tr], lab[tr], x[te],
-                  lab[te], classes, binary, standardize, unit_norm,
-                  before="PCA whitening (pool of non-test images)" if whiten else "")
-
-
-_TEACHERS = ("linear", "random")
-
-
-def gaussian(n_train: int, n_test: int, dim: int, out_dim: int = 1, seed: int = 0,
-             teacher: str = "linear", standardize: str = "global",
-             unit_norm: bool = True) -> Dataset:
-    """Inputs with i.i.d. N(0, 1) entries, then `preprocess`ed (default: the authors' global
-    standardization and unit-norm rows).
-
-    teacher="linear": y = x W / r on the preprocessed inputs x, with a fixed W ~ N(0, 1)^(dim x
-    out_dim) drawn from `seed` (the same teacher for train and test) and r the root mean square
-    row norm of x (1 for unit-norm rows), so every target entry has unit variance.
-    teacher="random": every target entry is +0.5 or -0.5 independently with probability 1/2.
-    labels: for out_dim == 1 the sign of the target (+1 / -1, classes (1, -1)); otherwise the
-    argmax over outputs (classes 0..out_dim-1).
-    """
-    if teacher not in _TEACHERS:
-        raise ValueError(f"unknown teacher {teacher!r}; expected one of {_TEACHERS}")
-    _check_sizes(n_train, n_test, dim, out_dim)
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n_train + n_test, dim))
-    xtr, xte, how = preprocess(x[:n_train], x[n_train:], standardize, unit_norm)
-    x = np.concatenate([xtr, xte])
-    if teacher == "linear":
-        w = rng.standard_normal((dim, out_dim))
-        y = x @ w / np.sqrt(np.mean(np.sum(x * x, axis=1)))
-    else:
-        y = rng.choice(np.array([-0.5, 0.5]), size=(n_train + n_test, out_dim))
-    if out_dim == 1:
-        labels, classes = np.where(y[:, 0] > 0, 1, -1), (1, -1)
-    else:
-        labels, classes = np.argmax(y, axis=1), tuple(range(out_dim))
-    return Dataset(x[:n_train], y[:n_train], x[n_train:], y[n_train:],
-                   labels[:n_train].astype(np.int64), labels[n_train:].astype(np.int64),
-                   classes, f"gaussian(dim={dim}, teacher={teacher})", how)
-
-
-def sphere(n_train: int, n_test: int, dim: int, seed: int = 0) -> Dataset:
-    """Points uniform on the unit sphere in R^dim with random +-0.5 targets (the paper's check).
-
-    labels are +1 / -1 (classes (1, -1)), target = label / 2, drawn independently of the inputs.
-    The inputs are already in the form the authors' preprocessing produces (unit-norm rows, zero
-    mean in expectation); they are not re-standardized, so that they stay exactly uniform.
-    """
-    _check_sizes(n_train, n_test, dim, 1)
-    rng = np.random.default_rng(seed)
-    x = unit_norm_rows(rng.standard_normal((n_train + n_test, dim)))
-    labels = rng.choice(np.array([1, -1]), size=n_train + n_test).astype(np.int64)
-    y = 0.5 * labels.astype(np.float64)[:, None]
-    return Dataset(x[:n_train], y[:n_train], x[n_train:], y[n_train:], labels[:n_train],
-                   labels[n_train:], (1, -1), f"sphere(dim={dim})",
-                   "uniform on the unit sphere (unit-norm rows)")
-
-
-def _check_sizes(n_train: int, n_test: int, dim: int, out_dim: int) -> None:
-    for value, what in ((n_train, "n_train"), (n_test, "n_test"), (dim, "dim"),
-                        (out_dim, "out_dim")):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise ValueError(f"{what} must be an integer, got {value!r}")
-    if n_train < 1 or n_test < 0 or dim < 1 or out_dim < 1:
-        raise ValueError(f"need n_train >= 1, n_test >= 0, dim >= 1 and out_dim >= 1, got "
-                         f"n_train={n_train}, n_test={n_test}, dim={dim}, out_dim={out_dim}")
 
 
 # ----------------------------------------------------------------------------- file readers
-def _read_bytes(path: str) -> bytes:
-    """File contents, transparently gunzipped when the file starts with the gzip magic."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"file not found: {path}") from None
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError, gzip.BadGzipFile) as e:
-            raise ValueError(f"{path}: corrupt or truncated gzip stream ({e})") from None
-    return raw
 
 
-_IDX_IMAGES, _IDX_LABELS = 2051, 2049
+# ------------------------------------------------------------------- names from the submodules
+# The data sets (ntkngd.datasets) and file readers (ntkngd.loaders) build on this module, so they
+# are loaded on first use (PEP 562) rather than imported here.
+_SUBMODULE_NAMES = {"digits": ".datasets", "gaussian": ".datasets", "pca_whiten": ".datasets",
+                    "sphere": ".datasets", "load_mnist": ".loaders", "load_cifar10": ".loaders",
+                    "load_npz": ".loaders"}
 
 
-def _read_idx_images(path: str) -> np.ndarray:
-    """IDX3 images: big-endian uint32 header (magic 2051, count, rows, cols) then uint8 pixels."""
-    data = _read_bytes(path)
-    if len(data) < 16:
-        raise ValueError(f"{path}: IDX image file too short: {len(data)} bytes, expected a "
-                         f"16-byte header (magic {_IDX_IMAGES}, count, rows, cols)")
-    magic, count, rows, cols = struct.unpack(">IIII", data[:16])
-    if magic != _IDX_IMAGES:
-        raise ValueError(f"{path}: wrong magic number {magic} for an IDX image file, "
-                         f"expected {_IDX_IMAGES}")
-    expected = count * rows * cols
-    if len(data) - 16 != expected:
-        raise ValueError(f"{path}: payload has {len(data) - 16} bytes but the header "
-                         f"(count {count} x {rows} x {cols}) expects {expected} bytes "
-                         f"({'truncated' if len(data) - 16 < expected else 'trailing data'})")
-    return np.frombuffer(data, dtype=np.uint8, offset=16).reshape(count, rows, cols)
+def __getattr__(name: str) -> Any:
+    if name not in _SUBMODULE_NAMES:
+        raise AttributeError(f"module 'ntkngd.data' has no attribute {name!r}")
+    import importlib
+    value = getattr(importlib.import_module(_SUBMODULE_NAMES[name], __package__), name)
+    globals()[name] = value
+    return value
 
 
-def _read_idx_labels(path: str) -> np.ndarray:
-    """IDX1 labels: big-endian uint32 header (magic 2049, count) then uint8 labels."""
-    data = _read_bytes(path)
-    if len(data) < 8:
-        raise ValueError(f"{path}: IDX label file too short: {len(data)} bytes, expected an "
-                         f"8-byte header (magic {_IDX_LABELS}, count)")
-    magic, count = struct.unpack(">II", data[:8])
-    if magic != _IDX_LABELS:
-        raise ValueError(f"{path}: wrong magic number {magic} for an IDX label file, "
-                         f"expected {_IDX_LABELS}")
-    if len(data) - 8 != count:
-        raise ValueError(f"{path}: payload has {len(data) - 8} bytes but the header "
-                         f"(count {count}) expects {count} bytes "
-                         f"({'truncated' if len(data) - 8 < count else 'trailing data'})")
-    return _check_labels(np.frombuffer(data, dtype=np.uint8, offset=8), path)
-
-
-def _pixels01(x: np.ndarray, source: str) -> np.ndarray:
-    """Pixels scaled to [0, 1]: integer data, and float data with max > 1, are divided by 255."""
-    x = np.asarray(x)
-    if not np.issubdtype(x.dtype, np.number):
-        raise ValueError(f"{source}: images must be numeric, got dtype {x.dtype}")
-    is_int = np.issubdtype(x.dtype, np.integer)
-    x = _finite(x, source)
-    if x.size == 0:
-        return x
-    lo, hi = float(x.min()), float(x.max())
-    if lo < 0.0 or hi > 255.0:
-        raise ValueError(f"{source}: pixel values must lie in 0..255 (or already in [0, 1]), got "
-                         f"range [{lo:g}, {hi:g}]")
-    return x / 255.0 if (is_int or hi > 1.0) else x
-
-
-def _load_npz_arrays(path: str) -> dict[str, np.ndarray]:
-    keys = ("x_train", "y_train", "x_test", "y_test")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"file not found: {path} (expected an .npz with keys {keys})")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            files = list(f.files)
-            out = {k: f[k] for k in keys if k in files}
-    except Exception as e:  # bad zip, pickled object arrays, not an npz at all
-        raise ValueError(f"{path}: not a readable .npz archive of numeric arrays "
-                         f"({type(e).__name__}: {e})") from None
-    missing = [k for k in keys if k not in out]
-    if missing:
-        raise ValueError(f"{path}: missing key(s) {missing}; expected keys {keys}, "
-                         f"found {sorted(files)}")
-    for split in ("train", "test"):
-        x, y = out[f"x_{split}"], out[f"y_{split}"]
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = out[f"y_{split}"] = y[:, 0]
-        if x.ndim < 2 or y.ndim != 1 or x.shape[0] != y.shape[0]:
-            raise ValueError(f"{path}: x_{split} must be (N, ...) and y_{split} (N,) integer "
-                             f"labels, got shapes {x.shape} and {y.shape}")
-    return out
-
-
-_MNIST_FILES = {
-    "x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
-    "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte",
-}
-
-
-def _find(directory: str, base: str) -> str | None:
-    """The IDX file `base`, gzipped or not (also the common 'train-images.idx3-ubyte' spelling)."""
-    for stem in (base, base.replace("-idx", ".idx")):
-        for name in (stem + ".gz", stem):
-            p = os.path.join(directory, name)
-            if os.path.isfile(p):
-                return p
-    return None
-
-
-def _mnist_arrays(directory: str) -> tuple[dict[str, np.ndarray], str]:
-    if os.path.isfile(directory) and directory.endswith(".npz"):
-        return _load_npz_arrays(directory), directory
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"MNIST directory not found: {directory}")
-    paths = {k: _find(directory, v) for k, v in _MNIST_FILES.items()}
-    if all(paths.values()):
-        x_tr, y_tr = _read_idx_images(paths["x_train"]), _read_idx_labels(paths["y_train"])
-        x_te, y_te = _read_idx_images(paths["x_test"]), _read_idx_labels(paths["y_test"])
-        for x, y, kx, ky in ((x_tr, y_tr, "x_train", "y_train"), (x_te, y_te, "x_test", "y_test")):
-            if len(x) != len(y):
-                raise ValueError(f"MNIST count mismatch: {paths[kx]} has {len(x)} images but "
-                                 f"{paths[ky]} has {len(y)} labels")
-        return {"x_train": x_tr, "y_train": y_tr, "x_test": x_te, "y_test": y_te}, directory
-    npz = os.path.join(directory, "mnist.npz")
-    if os.path.isfile(npz):
-        return _load_npz_arrays(npz), npz
-    missing = [v + "[.gz]" for k, v in _MNIST_FILES.items() if paths[k] is None]
-    raise FileNotFoundError(f"MNIST files not found in {directory}: missing {missing}; expected the "
-                            f"four IDX files (gzipped or not) or a Keras-layout mnist.npz")
-
-
-def load_mnist(directory: str, n_train: int | None = 100, n_test: int | None = 100,
-               classes: Sequence[int] | None = (0, 1), binary: bool | None = None,
-               seed: int | None = None, standardize: str = "global",
-               unit_norm: bool = True) -> Dataset:
-    """MNIST from local files: the four IDX files (.gz or raw) or a Keras-layout mnist.npz.
-
-    `directory` holds the files (or is the path of an .npz with keys x_train, y_train, x_test,
-    y_test). Pixels are scaled to [0, 1], images flattened (d = 784), standardized (default: one
-    global mean and std of the training array), rows scaled to unit norm (`preprocess`). The first n_train / n_test points (None: all) of the chosen classes
-    (None: all ten) are used, or a seeded random subset if `seed` is given. binary=None means
-    binary (+0.5 for classes[0]) iff two classes, else one-hot.
-    """
-    arrs, src = _mnist_arrays(os.fspath(directory))
-    y_tr = _check_labels(arrs["y_train"], f"{src} (y_train)")
-    y_te = _check_labels(arrs["y_test"], f"{src} (y_test)")
-    x_tr = _pixels01(arrs["x_train"], f"{src} (x_train)")
-    x_te = _pixels01(arrs["x_test"], f"{src} (x_test)")
-    return _from_splits("mnist", x_tr, y_tr, x_te, y_te, range(10), n_train, n_test, classes,
-                        binary, seed, standardize, unit_norm)
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickler that only resolves the globals needed for dicts of numpy arrays."""
-
-    _ALLOWED = {
-        ("_codecs", "encode"), ("numpy", "ndarray"), ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    }
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
-        if module == "_codecs":
-            import codecs
-            return codecs.encode
-        if module == "numpy":
-            return getattr(np, name)
-        import importlib
-        try:
-            mod = importlib.import_module(module.replace("numpy.core", "numpy._core"))
-        except ImportError:  # numpy < 2
-            mod = importlib.import_module(module.replace("numpy._core", "numpy.core"))
-        return getattr(mod, name)
-
-
-_CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
-_CIFAR_TEST = "test_batch"
-
-
-def _read_cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """One CIFAR-10 python batch: pickled dict with b'data' (n, 3072) uint8 and b'labels' (n,)."""
-    try:
-        with open(path, "rb") as f:
-            obj = _ArrayUnpickler(f, encoding="bytes").load()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"CIFAR-10 batch not found: {path}") from None
-    except Exception as e:
-        raise ValueError(f"{path}: not a readable CIFAR-10 python batch ({type(e).__name__}: {e})"
-                         ) from None
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a pickled dict with b'data' and b'labels', "
-                         f"got {type(obj).__name__}")
-    obj = {(k.decode() if isinstance(k, bytes) else k): v for k, v in obj.items()}
-    if "data" not in obj or "labels" not in obj:
-        raise ValueError(f"{path}: missing key(s) {[k for k in ('data', 'labels') if k not in obj]};"
-                         f" expected a dict with b'data' (n, 3072) uint8 and b'labels'")
-    data = np.asarray(obj["data"])
-    labels = np.asarray(obj["labels"])
-    if data.ndim != 2 or data.shape[1] != 3072:
-        raise ValueError(f"{path}: b'data' must have shape (n, 3072) (3 x 32 x 32 uint8 pixels), "
-                         f"got {data.shape}")
-    if labels.shape != (data.shape[0],):
-        raise ValueError(f"{path}: b'labels' must have {data.shape[0]} entries (one per image), "
-                         f"got shape {labels.shape}")
-    return data, _check_labels(labels, path)
-
-
-def _cifar_dir(directory: str) -> str:
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"CIFAR-10 directory not found: {directory}")
-    inner = os.path.join(directory, "cifar-10-batches-py")
-    if not os.path.isfile(os.path.join(directory, _CIFAR_TEST)) and os.path.isdir(inner):
-        directory = inner
-    missing = [n for n in _CIFAR_TRAIN + (_CIFAR_TEST,)
-               if not os.path.isfile(os.path.join(directory, n))]
-    if missing:
-        raise FileNotFoundError(f"CIFAR-10 files not found in {directory}: missing {missing}; "
-                                f"expected the python batches data_batch_1..data_batch_5 and "
-                                f"test_batch (cifar-10-batches-py)")
-    return directory
-
-
-def load_cifar10(directory: str, n_train: int | None = 100, n_test: int | None = 100,
-                 classes: Sequence[int] | None = (0, 1), binary: bool | None = None,
-                 seed: int | None = None, standardize: str = "global",
-                 unit_norm: bool = True) -> Dataset:
-    """CIFAR-10 from the local python batches (directory `cifar-10-batches-py` or its parent).
-
-    Pixels scaled to [0, 1], flattened in the batch layout (d = 3072: 1024 R, 1024 G, 1024 B),
-    standardized (default: global) and rows scaled to unit norm (`preprocess`). Point selection and targets as in
-    `load_mnist`. Batches are unpickled with a restricted unpickler (numpy arrays only).
-    """
-    root = _cifar_dir(os.fspath(directory))
-    parts = [_read_cifar_batch(os.path.join(root, n)) for n in _CIFAR_TRAIN]
-    x_tr = np.concatenate([p[0] for p in parts])
-    y_tr = np.concatenate([p[1] for p in parts])
-    x_te, y_te = _read_cifar_batch(os.path.join(root, _CIFAR_TEST))
-    x_tr = _pixels01(x_tr, f"{root} (training batches)")
-    x_te = _pixels01(x_te, f"{root} ({_CIFAR_TEST})")
-    return _from_splits("cifar10", x_tr, y_tr, x_te, y_te, range(10), n_train, n_test, classes,
-                        binary, seed, standardize, unit_norm)
-
-
-def load_npz(path: str, n_train: int | None = None, n_test: int | None = None,
-             classes: Sequence[int] | None = None, binary: bool | None = None,
-             seed: int | None = None, standardize: str = "global", unit_norm: bool = True,
-             scale: float | None = None) -> Dataset:
-    """Generic .npz with keys x_train (N, ...), y_train (N,), x_test (N', ...), y_test (N',).
-
-    y_* are non-negative integer class labels. Inputs are divided by `scale` if given (e.g. 255
-    for uint8 images), flattened, standardized (default: global) and scaled to unit-norm rows.
-    classes=None uses every label present in y_train (sorted); selection and targets as in
-    `load_mnist` (all points by default).
-    """
-    path = os.fspath(path)
-    arrs = _load_npz_arrays(path)
-    labs = {k: _check_labels(arrs[k], f"{path} ({k})", n_classes=None)
-            for k in ("y_train", "y_test")}
-    xs = {k: _finite(arrs[k], f"{path} ({k})") for k in ("x_train", "x_test")}
-    if scale is not None:
-        if not scale > 0:
-            raise ValueError(f"scale must be positive, got {scale}")
-        xs = {k: v / scale for k, v in xs.items()}
-    all_classes = tuple(sorted(set(labs["y_train"].tolist()) | set(labs["y_test"].tolist())))
-    if classes is None:
-        classes = tuple(sorted(set(labs["y_train"].tolist())))
-    name = f"npz:{os.path.basename(path)}"
-    return _from_splits(name, xs["x_train"], labs["y_train"], xs["x_test"], labs["y_test"],
-                        all_classes, n_train, n_test, classes, binary, seed, standardize, unit_norm)
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SUBMODULE_NAMES))
 
 
 # ----------------------------------------------------------------------------- dispatcher
-DATASETS: dict[str, Callable[..., Dataset]] = {
-    "digits": digits, "gaussian": gaussian, "sphere": sphere,
-    "mnist": load_mnist, "cifar10": load_cifar10, "npz": load_npz,
+DATASETS: dict[str, str] = {   # name -> the function (in this package's data modules) that builds it
+    "digits": "digits", "gaussian": "gaussian", "sphere": "sphere",
+    "mnist": "load_mnist", "cifar10": "load_cifar10", "npz": "load_npz",
 }
 
 
@@ -851,4 +366,4 @@ def load(name: str, **kwargs: Any) -> Dataset:
     key = str(name).strip().lower().replace("-", "").replace("_", "")
     if key not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; expected one of {sorted(DATASETS)}")
-    return DATASETS[key](**kwargs)
+    return __getattr__(DATASETS[key])(**kwargs)

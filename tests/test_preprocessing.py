@@ -3,14 +3,14 @@ for K-FAC and only when N > d; every other method keeps the globally standardize
 import numpy as np
 import pytest
 
-from ntkngd import cli, data
+from ntkngd import cli, data, forster
 from ntkngd.figures import common, get
 
 
 def test_forster_only_for_kfac_and_only_when_n_exceeds_d(monkeypatch):
     fits = []
-    real_fit = data.forster_fit
-    monkeypatch.setattr(data, "forster_fit", lambda x, *a, **k: fits.append(x.shape) or
+    real_fit = forster.forster_fit          # the transform lives in ntkngd.forster
+    monkeypatch.setattr(forster, "forster_fit", lambda x, *a, **k: fits.append(x.shape) or
                         real_fit(x, *a, **k))
     small = common.standard_setup(get("tiny", n_train=40), seed=0)        # N = 40 <= d = 64
     assert fits == [] and small.kfac is None and small.for_method("kfac") is small

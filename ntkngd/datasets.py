@@ -1,0 +1,122 @@
+"""Bundled and synthetic data sets: scikit-learn's 8 x 8 digits (optionally PCA-whitened),
+Gaussian inputs with a teacher, and points on the sphere, each prepared as `ntkngd.data`
+describes (the authors' preprocessing by default); `ntkngd.data` re-exports every name here."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from .data import (Dataset, _build, _count, _resolve_classes, flatten, preprocess, select_classes,
+                   unit_norm_rows)
+
+
+def pca_whiten(x_fit: Any, *xs: Any, rtol: float = 1e-8) -> tuple[np.ndarray, ...]:
+    """PCA-whiten arrays with the mean and covariance of `x_fit` (rows are points), keeping the
+    components whose variance exceeds rtol times the largest; returns each of `xs` whitened.
+    Fit on a pool larger than the training set: centring N points on their own mean leaves rank
+    N - 1, which breaks K-FAC's first-layer condition."""
+    fit = flatten(x_fit)
+    mu = fit.mean(0)
+    _, s, vt = np.linalg.svd(fit - mu, full_matrices=False)
+    keep = s > rtol * s[0]
+    proj = vt[keep].T / s[keep] * np.sqrt(len(fit))
+    return tuple((flatten(x) - mu) @ proj for x in xs)
+
+
+def digits(n_train: int = 100, n_test: int = 100, classes: Sequence[int] | None = (0, 1),
+           binary: bool | None = True, seed: int = 0, standardize: str = "global",
+           unit_norm: bool = True, whiten: bool = False) -> Dataset:
+    """scikit-learn's bundled 8x8 digits (d = 64, pixels 0..16, about 180 points per class).
+
+    The chosen classes (None: all ten) are shuffled with `seed`; the first n_train points train,
+    the next n_test test. binary=True: +0.5 for classes[0], -0.5 for classes[1]; binary=False:
+    one-hot over `classes`; None: binary iff two classes. Inputs are flattened, standardized
+    (default "global": one mean and std of the training array), then scaled to unit norm (the
+    authors' preprocessing; see `preprocess`). whiten=True (an explicit option, not the paper's) first
+    PCA-whitens with the statistics of every image of `classes` outside the test split (labels
+    unused; d becomes the number of non-degenerate components, about 50 for 0-vs-1): the raw 8 x 8
+    digits have constant border pixels and an input Gram with condition number ~1e5.
+    """
+    from sklearn.datasets import load_digits  # lazy: sklearn is only needed here
+
+    n_train, n_test = _count(n_train, "digits n_train"), _count(n_test, "digits n_test")
+    raw = load_digits()
+    classes, binary = _resolve_classes(classes, binary, range(10))
+    x, lab = select_classes(raw.images, raw.target, classes)
+    if n_train + n_test > len(lab):
+        raise ValueError(f"digits: requested n_train={n_train} + n_test={n_test} points but the "
+                         f"classes {classes} have only {len(lab)} points")
+    perm = np.random.default_rng(seed).permutation(len(lab))
+    tr, te = perm[:n_train], perm[n_train:n_train + n_test]
+    x = flatten(x)
+    if whiten:
+        pool = np.setdiff1d(np.arange(len(lab)), te)
+        x = pca_whiten(x[pool], x)[0]
+    return _build(f"digits{classes}" + (" whitened" if whiten else ""), x[tr], lab[tr], x[te],
+                  lab[te], classes, binary, standardize, unit_norm,
+                  before="PCA whitening (pool of non-test images)" if whiten else "")
+
+
+_TEACHERS = ("linear", "random")
+
+
+def gaussian(n_train: int, n_test: int, dim: int, out_dim: int = 1, seed: int = 0,
+             teacher: str = "linear", standardize: str = "global",
+             unit_norm: bool = True) -> Dataset:
+    """Inputs with i.i.d. N(0, 1) entries, then `preprocess`ed (default: the authors' global
+    standardization and unit-norm rows).
+
+    teacher="linear": y = x W / r on the preprocessed inputs x, with a fixed W ~ N(0, 1)^(dim x
+    out_dim) drawn from `seed` (the same teacher for train and test) and r the root mean square
+    row norm of x (1 for unit-norm rows), so every target entry has unit variance.
+    teacher="random": every target entry is +0.5 or -0.5 independently with probability 1/2.
+    labels: for out_dim == 1 the sign of the target (+1 / -1, classes (1, -1)); otherwise the
+    argmax over outputs (classes 0..out_dim-1).
+    """
+    if teacher not in _TEACHERS:
+        raise ValueError(f"unknown teacher {teacher!r}; expected one of {_TEACHERS}")
+    _check_sizes(n_train, n_test, dim, out_dim)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n_train + n_test, dim))
+    xtr, xte, how = preprocess(x[:n_train], x[n_train:], standardize, unit_norm)
+    x = np.concatenate([xtr, xte])
+    if teacher == "linear":
+        w = rng.standard_normal((dim, out_dim))
+        y = x @ w / np.sqrt(np.mean(np.sum(x * x, axis=1)))
+    else:
+        y = rng.choice(np.array([-0.5, 0.5]), size=(n_train + n_test, out_dim))
+    if out_dim == 1:
+        labels, classes = np.where(y[:, 0] > 0, 1, -1), (1, -1)
+    else:
+        labels, classes = np.argmax(y, axis=1), tuple(range(out_dim))
+    return Dataset(x[:n_train], y[:n_train], x[n_train:], y[n_train:],
+                   labels[:n_train].astype(np.int64), labels[n_train:].astype(np.int64),
+                   classes, f"gaussian(dim={dim}, teacher={teacher})", how)
+
+
+def sphere(n_train: int, n_test: int, dim: int, seed: int = 0) -> Dataset:
+    """Points uniform on the unit sphere in R^dim with random +-0.5 targets (the paper's check).
+
+    labels are +1 / -1 (classes (1, -1)), target = label / 2, drawn independently of the inputs.
+    The inputs are already in the form the authors' preprocessing produces (unit-norm rows, zero
+    mean in expectation); they are not re-standardized, so that they stay exactly uniform.
+    """
+    _check_sizes(n_train, n_test, dim, 1)
+    rng = np.random.default_rng(seed)
+    x = unit_norm_rows(rng.standard_normal((n_train + n_test, dim)))
+    labels = rng.choice(np.array([1, -1]), size=n_train + n_test).astype(np.int64)
+    y = 0.5 * labels.astype(np.float64)[:, None]
+    return Dataset(x[:n_train], y[:n_train], x[n_train:], y[n_train:], labels[:n_train],
+                   labels[n_train:], (1, -1), f"sphere(dim={dim})",
+                   "uniform on the unit sphere (unit-norm rows)")
+
+
+def _check_sizes(n_train: int, n_test: int, dim: int, out_dim: int) -> None:
+    for value, what in ((n_train, "n_train"), (n_test, "n_test"), (dim, "dim"),
+                        (out_dim, "out_dim")):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"{what} must be an integer, got {value!r}")
+    if n_train < 1 or n_test < 0 or dim < 1 or out_dim < 1:
+        raise ValueError(f"need n_train >= 1, n_test >= 0, dim >= 1 and out_dim >= 1, got "
+                         f"n_train={n_train}, n_test={n_test}, dim={dim}, out_dim={out_dim}")

@@ -1,0 +1,289 @@
+"""Readers for data files the user already has (nothing is downloaded): MNIST (IDX, gzip or
+not, or npz), CIFAR-10 python batches, and generic npz. Each returns an `ntkngd.data.Dataset`
+prepared as `ntkngd.data` describes; `ntkngd.data` re-exports the public loaders."""
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import struct
+from typing import Any, Sequence
+
+import numpy as np
+
+from .data import Dataset, _check_labels, _finite, _from_splits
+
+
+def _read_bytes(path: str) -> bytes:
+    """File contents, transparently gunzipped when the file starts with the gzip magic."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"file not found: {path}") from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError, gzip.BadGzipFile) as e:
+            raise ValueError(f"{path}: corrupt or truncated gzip stream ({e})") from None
+    return raw
+
+
+_IDX_IMAGES, _IDX_LABELS = 2051, 2049
+
+
+def _read_idx_images(path: str) -> np.ndarray:
+    """IDX3 images: big-endian uint32 header (magic 2051, count, rows, cols) then uint8 pixels."""
+    data = _read_bytes(path)
+    if len(data) < 16:
+        raise ValueError(f"{path}: IDX image file too short: {len(data)} bytes, expected a "
+                         f"16-byte header (magic {_IDX_IMAGES}, count, rows, cols)")
+    magic, count, rows, cols = struct.unpack(">IIII", data[:16])
+    if magic != _IDX_IMAGES:
+        raise ValueError(f"{path}: wrong magic number {magic} for an IDX image file, "
+                         f"expected {_IDX_IMAGES}")
+    expected = count * rows * cols
+    if len(data) - 16 != expected:
+        raise ValueError(f"{path}: payload has {len(data) - 16} bytes but the header "
+                         f"(count {count} x {rows} x {cols}) expects {expected} bytes "
+                         f"({'truncated' if len(data) - 16 < expected else 'trailing data'})")
+    return np.frombuffer(data, dtype=np.uint8, offset=16).reshape(count, rows, cols)
+
+
+def _read_idx_labels(path: str) -> np.ndarray:
+    """IDX1 labels: big-endian uint32 header (magic 2049, count) then uint8 labels."""
+    data = _read_bytes(path)
+    if len(data) < 8:
+        raise ValueError(f"{path}: IDX label file too short: {len(data)} bytes, expected an "
+                         f"8-byte header (magic {_IDX_LABELS}, count)")
+    magic, count = struct.unpack(">II", data[:8])
+    if magic != _IDX_LABELS:
+        raise ValueError(f"{path}: wrong magic number {magic} for an IDX label file, "
+                         f"expected {_IDX_LABELS}")
+    if len(data) - 8 != count:
+        raise ValueError(f"{path}: payload has {len(data) - 8} bytes but the header "
+                         f"(count {count}) expects {count} bytes "
+                         f"({'truncated' if len(data) - 8 < count else 'trailing data'})")
+    return _check_labels(np.frombuffer(data, dtype=np.uint8, offset=8), path)
+
+
+def _pixels01(x: np.ndarray, source: str) -> np.ndarray:
+    """Pixels scaled to [0, 1]: integer data, and float data with max > 1, are divided by 255."""
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.number):
+        raise ValueError(f"{source}: images must be numeric, got dtype {x.dtype}")
+    is_int = np.issubdtype(x.dtype, np.integer)
+    x = _finite(x, source)
+    if x.size == 0:
+        return x
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0.0 or hi > 255.0:
+        raise ValueError(f"{source}: pixel values must lie in 0..255 (or already in [0, 1]), got "
+                         f"range [{lo:g}, {hi:g}]")
+    return x / 255.0 if (is_int or hi > 1.0) else x
+
+
+def _load_npz_arrays(path: str) -> dict[str, np.ndarray]:
+    keys = ("x_train", "y_train", "x_test", "y_test")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"file not found: {path} (expected an .npz with keys {keys})")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            files = list(f.files)
+            out = {k: f[k] for k in keys if k in files}
+    except Exception as e:  # bad zip, pickled object arrays, not an npz at all
+        raise ValueError(f"{path}: not a readable .npz archive of numeric arrays "
+                         f"({type(e).__name__}: {e})") from None
+    missing = [k for k in keys if k not in out]
+    if missing:
+        raise ValueError(f"{path}: missing key(s) {missing}; expected keys {keys}, "
+                         f"found {sorted(files)}")
+    for split in ("train", "test"):
+        x, y = out[f"x_{split}"], out[f"y_{split}"]
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = out[f"y_{split}"] = y[:, 0]
+        if x.ndim < 2 or y.ndim != 1 or x.shape[0] != y.shape[0]:
+            raise ValueError(f"{path}: x_{split} must be (N, ...) and y_{split} (N,) integer "
+                             f"labels, got shapes {x.shape} and {y.shape}")
+    return out
+
+
+_MNIST_FILES = {
+    "x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte",
+}
+
+
+def _find(directory: str, base: str) -> str | None:
+    """The IDX file `base`, gzipped or not (also the common 'train-images.idx3-ubyte' spelling)."""
+    for stem in (base, base.replace("-idx", ".idx")):
+        for name in (stem + ".gz", stem):
+            p = os.path.join(directory, name)
+            if os.path.isfile(p):
+                return p
+    return None
+
+
+def _mnist_arrays(directory: str) -> tuple[dict[str, np.ndarray], str]:
+    if os.path.isfile(directory) and directory.endswith(".npz"):
+        return _load_npz_arrays(directory), directory
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"MNIST directory not found: {directory}")
+    paths = {k: _find(directory, v) for k, v in _MNIST_FILES.items()}
+    if all(paths.values()):
+        x_tr, y_tr = _read_idx_images(paths["x_train"]), _read_idx_labels(paths["y_train"])
+        x_te, y_te = _read_idx_images(paths["x_test"]), _read_idx_labels(paths["y_test"])
+        for x, y, kx, ky in ((x_tr, y_tr, "x_train", "y_train"), (x_te, y_te, "x_test", "y_test")):
+            if len(x) != len(y):
+                raise ValueError(f"MNIST count mismatch: {paths[kx]} has {len(x)} images but "
+                                 f"{paths[ky]} has {len(y)} labels")
+        return {"x_train": x_tr, "y_train": y_tr, "x_test": x_te, "y_test": y_te}, directory
+    npz = os.path.join(directory, "mnist.npz")
+    if os.path.isfile(npz):
+        return _load_npz_arrays(npz), npz
+    missing = [v + "[.gz]" for k, v in _MNIST_FILES.items() if paths[k] is None]
+    raise FileNotFoundError(f"MNIST files not found in {directory}: missing {missing}; expected the "
+                            f"four IDX files (gzipped or not) or a Keras-layout mnist.npz")
+
+
+def load_mnist(directory: str, n_train: int | None = 100, n_test: int | None = 100,
+               classes: Sequence[int] | None = (0, 1), binary: bool | None = None,
+               seed: int | None = None, standardize: str = "global",
+               unit_norm: bool = True) -> Dataset:
+    """MNIST from local files: the four IDX files (.gz or raw) or a Keras-layout mnist.npz.
+
+    `directory` holds the files (or is the path of an .npz with keys x_train, y_train, x_test,
+    y_test). Pixels are scaled to [0, 1], images flattened (d = 784), standardized (default: one
+    global mean and std of the training array), rows scaled to unit norm (`preprocess`). The first n_train / n_test points (None: all) of the chosen classes
+    (None: all ten) are used, or a seeded random subset if `seed` is given. binary=None means
+    binary (+0.5 for classes[0]) iff two classes, else one-hot.
+    """
+    arrs, src = _mnist_arrays(os.fspath(directory))
+    y_tr = _check_labels(arrs["y_train"], f"{src} (y_train)")
+    y_te = _check_labels(arrs["y_test"], f"{src} (y_test)")
+    x_tr = _pixels01(arrs["x_train"], f"{src} (x_train)")
+    x_te = _pixels01(arrs["x_test"], f"{src} (x_test)")
+    return _from_splits("mnist", x_tr, y_tr, x_te, y_te, range(10), n_train, n_test, classes,
+                        binary, seed, standardize, unit_norm)
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickler that only resolves the globals needed for dicts of numpy arrays."""
+
+    _ALLOWED = {
+        ("_codecs", "encode"), ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
+        if module == "_codecs":
+            import codecs
+            return codecs.encode
+        if module == "numpy":
+            return getattr(np, name)
+        import importlib
+        try:
+            mod = importlib.import_module(module.replace("numpy.core", "numpy._core"))
+        except ImportError:  # numpy < 2
+            mod = importlib.import_module(module.replace("numpy._core", "numpy.core"))
+        return getattr(mod, name)
+
+
+_CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+_CIFAR_TEST = "test_batch"
+
+
+def _read_cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 python batch: pickled dict with b'data' (n, 3072) uint8 and b'labels' (n,)."""
+    try:
+        with open(path, "rb") as f:
+            obj = _ArrayUnpickler(f, encoding="bytes").load()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"CIFAR-10 batch not found: {path}") from None
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable CIFAR-10 python batch ({type(e).__name__}: {e})"
+                         ) from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a pickled dict with b'data' and b'labels', "
+                         f"got {type(obj).__name__}")
+    obj = {(k.decode() if isinstance(k, bytes) else k): v for k, v in obj.items()}
+    if "data" not in obj or "labels" not in obj:
+        raise ValueError(f"{path}: missing key(s) {[k for k in ('data', 'labels') if k not in obj]};"
+                         f" expected a dict with b'data' (n, 3072) uint8 and b'labels'")
+    data = np.asarray(obj["data"])
+    labels = np.asarray(obj["labels"])
+    if data.ndim != 2 or data.shape[1] != 3072:
+        raise ValueError(f"{path}: b'data' must have shape (n, 3072) (3 x 32 x 32 uint8 pixels), "
+                         f"got {data.shape}")
+    if labels.shape != (data.shape[0],):
+        raise ValueError(f"{path}: b'labels' must have {data.shape[0]} entries (one per image), "
+                         f"got shape {labels.shape}")
+    return data, _check_labels(labels, path)
+
+
+def _cifar_dir(directory: str) -> str:
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"CIFAR-10 directory not found: {directory}")
+    inner = os.path.join(directory, "cifar-10-batches-py")
+    if not os.path.isfile(os.path.join(directory, _CIFAR_TEST)) and os.path.isdir(inner):
+        directory = inner
+    missing = [n for n in _CIFAR_TRAIN + (_CIFAR_TEST,)
+               if not os.path.isfile(os.path.join(directory, n))]
+    if missing:
+        raise FileNotFoundError(f"CIFAR-10 files not found in {directory}: missing {missing}; "
+                                f"expected the python batches data_batch_1..data_batch_5 and "
+                                f"test_batch (cifar-10-batches-py)")
+    return directory
+
+
+def load_cifar10(directory: str, n_train: int | None = 100, n_test: int | None = 100,
+                 classes: Sequence[int] | None = (0, 1), binary: bool | None = None,
+                 seed: int | None = None, standardize: str = "global",
+                 unit_norm: bool = True) -> Dataset:
+    """CIFAR-10 from the local python batches (directory `cifar-10-batches-py` or its parent).
+
+    Pixels scaled to [0, 1], flattened in the batch layout (d = 3072: 1024 R, 1024 G, 1024 B),
+    standardized (default: global) and rows scaled to unit norm (`preprocess`). Point selection and targets as in
+    `load_mnist`. Batches are unpickled with a restricted unpickler (numpy arrays only).
+    """
+    root = _cifar_dir(os.fspath(directory))
+    parts = [_read_cifar_batch(os.path.join(root, n)) for n in _CIFAR_TRAIN]
+    x_tr = np.concatenate([p[0] for p in parts])
+    y_tr = np.concatenate([p[1] for p in parts])
+    x_te, y_te = _read_cifar_batch(os.path.join(root, _CIFAR_TEST))
+    x_tr = _pixels01(x_tr, f"{root} (training batches)")
+    x_te = _pixels01(x_te, f"{root} ({_CIFAR_TEST})")
+    return _from_splits("cifar10", x_tr, y_tr, x_te, y_te, range(10), n_train, n_test, classes,
+                        binary, seed, standardize, unit_norm)
+
+
+def load_npz(path: str, n_train: int | None = None, n_test: int | None = None,
+             classes: Sequence[int] | None = None, binary: bool | None = None,
+             seed: int | None = None, standardize: str = "global", unit_norm: bool = True,
+             scale: float | None = None) -> Dataset:
+    """Generic .npz with keys x_train (N, ...), y_train (N,), x_test (N', ...), y_test (N',).
+
+    y_* are non-negative integer class labels. Inputs are divided by `scale` if given (e.g. 255
+    for uint8 images), flattened, standardized (default: global) and scaled to unit-norm rows.
+    classes=None uses every label present in y_train (sorted); selection and targets as in
+    `load_mnist` (all points by default).
+    """
+    path = os.fspath(path)
+    arrs = _load_npz_arrays(path)
+    labs = {k: _check_labels(arrs[k], f"{path} ({k})", n_classes=None)
+            for k in ("y_train", "y_test")}
+    xs = {k: _finite(arrs[k], f"{path} ({k})") for k in ("x_train", "x_test")}
+    if scale is not None:
+        if not scale > 0:
+            raise ValueError(f"scale must be positive, got {scale}")
+        xs = {k: v / scale for k, v in xs.items()}
+    all_classes = tuple(sorted(set(labs["y_train"].tolist()) | set(labs["y_test"].tolist())))
+    if classes is None:
+        classes = tuple(sorted(set(labs["y_train"].tolist())))
+    name = f"npz:{os.path.basename(path)}"
+    return _from_splits(name, xs["x_train"], labs["y_train"], xs["x_test"], labs["y_test"],
+                        all_classes, n_train, n_test, classes, binary, seed, standardize, unit_norm)
