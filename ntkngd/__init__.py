@@ -5,10 +5,7 @@ neural-tangents load when a function that needs them is first read.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
-from . import _lazy_nt
+from . import _lazy, _lazy_nt
 
 _lazy_nt.install()
 
@@ -66,15 +63,4 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'ntkngd' has no attribute {name!r}")
-    module_name, attr = _EXPORTS[name]
-    module = importlib.import_module(module_name, __name__)
-    value = module if attr is None else getattr(module, attr)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = _lazy.lazy_exports(globals(), _EXPORTS)

@@ -36,3 +36,26 @@ def lazy_jit(fn: Callable | None = None, **jit_kwargs: Any) -> Callable:
             compiled.append(jax.jit(fn, **jit_kwargs))
         return compiled[0](*args, **kwargs)
     return wrapper
+
+
+def lazy_exports(namespace: dict, exports: dict) -> tuple[Callable, Callable]:
+    """PEP 562 `__getattr__` and `__dir__` for a module whose public names live in submodules.
+
+    namespace: the module's globals(); exports: public name -> (relative module, attribute in it;
+    None for the module itself). A name is imported on first access and then cached in namespace."""
+    package = namespace["__package__"]
+    module_name = namespace["__name__"]
+
+    def __getattr__(name: str) -> Any:
+        if name not in exports:
+            raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
+        source, attr = exports[name]
+        module = importlib.import_module(source, package)
+        value = module if attr is None else getattr(module, attr)
+        namespace[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(namespace) | set(exports))
+
+    return __getattr__, __dir__

@@ -23,6 +23,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ._lazy import lazy_exports
+
 __all__ = [
     "Dataset", "flatten", "standardize", "global_standardize", "preprocess", "STANDARDIZE",
     "unit_norm_rows", "select_classes", "binary_targets",
@@ -336,22 +338,10 @@ def _from_splits(name: str, x_tr: np.ndarray, lab_tr: np.ndarray, x_te: np.ndarr
 # ------------------------------------------------------------------- names from the submodules
 # The data sets (ntkngd.datasets) and file readers (ntkngd.loaders) build on this module, so they
 # are loaded on first use (PEP 562) rather than imported here.
-_SUBMODULE_NAMES = {"digits": ".datasets", "gaussian": ".datasets", "pca_whiten": ".datasets",
-                    "sphere": ".datasets", "load_mnist": ".loaders", "load_cifar10": ".loaders",
-                    "load_npz": ".loaders"}
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _SUBMODULE_NAMES:
-        raise AttributeError(f"module 'ntkngd.data' has no attribute {name!r}")
-    import importlib
-    value = getattr(importlib.import_module(_SUBMODULE_NAMES[name], __package__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_SUBMODULE_NAMES))
+_SUBMODULE_NAMES = {name: (module, name) for module, names in (
+    (".datasets", ("digits", "gaussian", "pca_whiten", "sphere")),
+    (".loaders", ("load_mnist", "load_cifar10", "load_npz"))) for name in names}
+__getattr__, __dir__ = lazy_exports(globals(), _SUBMODULE_NAMES)
 
 
 # ----------------------------------------------------------------------------- dispatcher
