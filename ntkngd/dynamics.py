@@ -11,8 +11,10 @@ Relation to `neural_tangents.predict.gradient_descent_mse(k, y, learning_rate=et
 df/dt = -eta Theta (f - y) / (N C) (mean over all N C targets), so its time t at rate eta equals
 GD here (G = Theta / N) at continuous time tau = t with lr = eta / C.
 
-`predict` decomposes G once (scalar for isotropic G, eigh for symmetric G, eig otherwise) and then
-evaluates any number of time points for O(m^2) each.
+`predict` evaluates isotropic G as a scalar. Otherwise, discrete steps up to t_max <= m (and no
+decomposition of G cached yet) are iterated, one product with G per step and one product with G'
+for all time points together (O(t_max m^2), no eigendecomposition); continuous time and longer
+horizons decompose G once (eigh for symmetric G, eig otherwise) and then cost O(m^2) per time point.
 """
 from __future__ import annotations
 
@@ -96,6 +98,32 @@ class _Propagator:
             if want_test:
                 tests.append(gt @ (funm(g, lambda z: psi(z)[k]) @ r0))
         return _real(np.stack(trains)), _real(np.stack(tests)) if want_test else None
+
+
+def _iterate(op: Operator, r0: np.ndarray, t: np.ndarray, lr: float, want_test: bool):
+    """The discrete map by iteration: r_{s+1} = r_s - lr G r_s for s < t_max; the test change
+    lr G' sum_{s<t} r_s for every requested t with one product with G' (a `FactoredMatrix` G' is
+    applied by its solves, never formed)."""
+    steps = t.astype(int)
+    g = op.train
+    rs = [r0]
+    for _ in range(int(steps.max())):
+        rs.append(rs[-1] - lr * (g @ rs[-1]))
+    r = np.stack(rs)                                          # (t_max + 1, m, k)
+    train = r[steps]
+    if not want_test:
+        return train, None
+    partial = np.concatenate([np.zeros_like(r[:1]), np.cumsum(r[:-1], axis=0)])[steps]
+    T, m, k = partial.shape
+    cols = np.ascontiguousarray(partial.transpose(1, 0, 2)).reshape(m, T * k)
+    dtest = lr * np.asarray(op.test @ cols).reshape(-1, T, k).transpose(1, 0, 2)
+    return train, dtest
+
+
+def _iterate_cheaper(op: Operator, t: np.ndarray, continuous: bool) -> bool:
+    """Discrete steps, a non-isotropic G with no decomposition cached and t_max <= m."""
+    return (not continuous and op.deviation > ISOTROPIC_TOL and "eig" not in op.__dict__
+            and t.size > 0 and t.max() <= op.size)
 
 
 def _apply(a: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -195,8 +223,11 @@ def predict(op: Operator, f0_train: Any, y_train: Any, f0_test: Any = None, *,
         f0t = _checks.outputs(f0_test, "f0_test", n_test, c)
     r0 = f0 - y
     r0v = r0 if op.kron_outputs else r0.reshape(-1, 1)
-    phi, psi = _step_functions(t, lr, continuous)
-    res, dtest = _Propagator(op, r0v)(phi, psi, want_test)
+    if _iterate_cheaper(op, t, continuous):
+        res, dtest = _iterate(op, r0v, t, lr, want_test)
+    else:
+        phi, psi = _step_functions(t, lr, continuous)
+        res, dtest = _Propagator(op, r0v)(phi, psi, want_test)
     train = y[None] + res.reshape(len(t), n, c)
     test = test_loss = None
     if want_test:

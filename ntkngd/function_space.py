@@ -11,22 +11,115 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Optional
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
+
+# Side m above which the largest eigenvalue (for lr) comes from Lanczos instead of a full eigvalsh.
+LANCZOS_MIN_SIZE = 256
+
+
+class FactoredMatrix:
+    """A matrix kept as its factors: `a @ x` applies them (solves, products) without forming `a`;
+    `np.asarray(a)` (or `dense(a)`) forms it once and caches it.
+
+    Used for test operators G' = sum_l c_l Theta_l(X', X) Theta_l^{-1}: predictions need G' only on
+    a few residual vectors, so the N' x N matrix (N' solves per layer) is formed only on request.
+    """
+
+    def __init__(self, shape: tuple, dtype: Any, apply: Callable[[np.ndarray], np.ndarray],
+                 materialize: Callable[[], np.ndarray]):
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        self._apply = apply
+        self._materialize = materialize
+        self._dense: Optional[np.ndarray] = None
+
+    ndim = 2
+
+    def __matmul__(self, x) -> np.ndarray:
+        if self._dense is not None:
+            return self._dense @ x
+        x = np.asarray(x)
+        vec = x.ndim == 1
+        out = np.asarray(self._apply(x[:, None] if vec else x))
+        return out[:, 0] if vec else out
+
+    def __mul__(self, scale):
+        if np.ndim(scale) == 0:   # lazily scaled: (s G') @ x = s (G' @ x)
+            return FactoredMatrix(self.shape, self.dtype, lambda x: scale * (self @ x),
+                                  lambda: scale * np.asarray(self))
+        return np.asarray(self) * scale
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, scale):
+        return self * (1.0 / scale) if np.ndim(scale) == 0 else np.asarray(self) / scale
+
+    def __neg__(self):
+        return self * -1.0
+
+    def __rmatmul__(self, x):
+        return x @ np.asarray(self)
+
+    def __add__(self, other):
+        return np.asarray(self) + other
+
+    def __radd__(self, other):
+        return other + np.asarray(self)
+
+    def __sub__(self, other):
+        return np.asarray(self) - other
+
+    def __rsub__(self, other):
+        return other - np.asarray(self)
+
+    def __getitem__(self, index):
+        return np.asarray(self)[index]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getattr__(self, name: str):
+        """Any other array attribute (T, sum, reshape, ...) of the formed matrix."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(np.asarray(self), name)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        if self._dense is None:
+            self._dense = np.asarray(self._materialize())
+        return self._dense if dtype is None else self._dense.astype(dtype)
+
+    def __jax_array__(self):
+        import jax.numpy as jnp
+        return jnp.asarray(self.__array__())
+
+    def __repr__(self) -> str:
+        state = "formed" if self._dense is not None else "factored"
+        return f"FactoredMatrix(shape={self.shape}, dtype={self.dtype}, {state})"
+
+
+MatrixLike = Union[np.ndarray, FactoredMatrix]
+
+
+def dense(a: Optional[MatrixLike]) -> Optional[np.ndarray]:
+    """The dense array of a matrix or `FactoredMatrix` (None stays None)."""
+    return None if a is None else np.asarray(a)
 
 
 @dataclass(frozen=True)
 class Operator:
     """G, G', the alpha theory predicts (None when it predicts no isotropy) and what was measured.
 
+    test:       G' as an array or a `FactoredMatrix` (applied by solves; `np.asarray` forms it).
     conditions: each condition of the theory by name -> whether it holds here.
     notes:      human-readable remarks (failed conditions, conventions used).
     """
 
     name: str
     train: np.ndarray
-    test: Optional[np.ndarray]
+    test: Optional[MatrixLike]
     alpha_theory: Optional[float]
     damping: float
     out_dim: int
@@ -67,8 +160,29 @@ class Operator:
 
     @cached_property
     def spectrum(self) -> np.ndarray:
-        """Eigenvalues of G, descending (real parts when G is not symmetric)."""
+        """Eigenvalues of G, descending (real parts when G is not symmetric). G = alpha I exactly:
+        alpha repeated; symmetric G: eigvalsh (no eigenvectors)."""
+        if self.deviation == 0.0:
+            return np.full(self.size, self.alpha)
+        if self.is_symmetric and "eig" not in self.__dict__:
+            return np.linalg.eigvalsh(0.5 * (self.train + self.train.T))[::-1]
         return np.sort(np.real(self.eig[0]))[::-1]
+
+    @cached_property
+    def largest_eigenvalue(self) -> float:
+        """lambda_max(G) (real part for non-symmetric G). Symmetric G of side >= LANCZOS_MIN_SIZE:
+        Lanczos (ARPACK, tolerance 0 = machine precision, deterministic start vector), whose
+        cost is a few dozen products with G instead of a full eigendecomposition."""
+        if "spectrum" in self.__dict__ or not self.is_symmetric or self.size < LANCZOS_MIN_SIZE:
+            return float(self.spectrum[0])
+        from scipy.sparse.linalg import ArpackError, eigsh
+        g = 0.5 * (self.train + self.train.T)
+        try:
+            lam = eigsh(g, k=1, which="LA", tol=0, v0=np.ones(self.size, g.dtype),
+                        return_eigenvectors=False)
+        except ArpackError:   # pragma: no cover - no convergence: fall back to the full spectrum
+            return float(self.spectrum[0])
+        return float(lam[0])
 
     @cached_property
     def deviation(self) -> float:
@@ -83,7 +197,7 @@ class Operator:
         d < N, ...), the largest step that does not overshoot any mode."""
         if self.deviation <= 1e-6:
             return 1.0 / self.alpha
-        lam = float(self.spectrum[0])
+        lam = self.largest_eigenvalue
         if lam <= 0:
             raise ValueError(f"operator {self.name!r} has no positive eigenvalue; no learning rate")
         return 1.0 / lam

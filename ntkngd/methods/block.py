@@ -8,8 +8,9 @@ Update (docs/theory.md, block patterns): Delta theta_l = -lr J_l^T v_l with
 Exact NGD is S = 1 1^T, solved as one block (the total NTK) whose v is shared by every layer.
 GD is v_l = g / N for every layer (the loss gradient J^T g / N).
 At rho = 0 with a nonsingular S and positive-definite blocks the duals are v_l = c_l Theta_l^{-1}
-(c = S^{-1} 1), so [G, G']^T = sum_l c_l Theta_l^{-1} [Theta_l, Theta_l'^T]: the per-layer solves
-are computed once per Kernels and shared by every such pattern (BD and BTD at L = 3).
+(c = S^{-1} 1), so G = (1^T S^{-1} 1) I exactly and G' = sum_l c_l Theta_l' Theta_l^{-1}, kept as
+the per-layer Cholesky factors (cached per Kernels, shared by every such pattern: BD and BTD at
+L = 3) and applied by solves.
 """
 from __future__ import annotations
 
@@ -19,13 +20,14 @@ import numpy as np
 from jax.scipy.linalg import cho_solve
 
 from .. import empirical, linalg
-from ..function_space import Operator
+from ..function_space import FactoredMatrix, Operator
 from . import dual_solve, patterns
 from ._cache import block_factors, cached, total_block
 
 
 def _as_np(a):
-    return None if a is None else np.asarray(a)
+    """numpy array of a jax array; None and `FactoredMatrix` stay as they are."""
+    return a if a is None or isinstance(a, FactoredMatrix) else np.asarray(a)
 
 
 def _check_depth(K, S: np.ndarray) -> None:
@@ -67,31 +69,42 @@ def _layer_sum(blocks: jnp.ndarray, v: jnp.ndarray) -> jnp.ndarray:
     return jnp.einsum("lij,ljk->ik", blocks, v)
 
 
-def _layer_solves(K, which: str) -> jnp.ndarray:
-    """Theta_l^{-1} [Theta_l, Theta_l(X', X)^T] (L', m, m + m') by the cached Cholesky factors,
-    once per Kernels (shared by every nonsingular pattern at rho = 0)."""
-    def compute():
-        chol = block_factors(K, which)[0]
-        blocks = total_block(K) if which == "total" else jnp.asarray(K.blocks_train)
-        right = blocks
-        if K.has_test:
-            tb = jnp.asarray(K.blocks_test)
-            tb = tb.sum(0)[None] if which == "total" else tb
-            right = jnp.concatenate([blocks, jnp.swapaxes(tb, 1, 2)], axis=2)
-        with linalg.serial_blas(blocks.shape[-1]):
-            return jax.vmap(lambda f, b: cho_solve((f, True), b))(chol, right)
-    return cached(K, "solves_" + which, compute)
+def _test_blocks(K, which: str) -> jnp.ndarray:
+    """Theta_l(X', X) (L', m', m): the per-layer test blocks, or their sum for the total NTK."""
+    tb = jnp.asarray(K.blocks_test)
+    return tb.sum(0)[None] if which == "total" else tb
+
+
+def _solved_test(K, S: np.ndarray, which: str) -> FactoredMatrix:
+    """G' = sum_l c_l Theta_l(X', X) Theta_l^{-1} (c = S^{-1} 1) kept as the cached Cholesky
+    factors: `G' @ x` costs one pair of triangular solves per layer with x's columns; the N' x N
+    matrix is formed only when asked for (`np.asarray`)."""
+    chol = block_factors(K, which)[0]
+    tb = _test_blocks(K, which)
+    c = jnp.asarray(dual_solve.range_weights(S), chol.dtype)
+    solve = jax.vmap(lambda f, b: cho_solve((f, True), b), in_axes=(0, None))
+
+    def apply(x):
+        with linalg.serial_blas(chol.shape[-1]):
+            return np.asarray(jnp.einsum("l,lij,ljk->ik", c, tb, solve(chol, jnp.asarray(x))))
+
+    def materialize():
+        with linalg.serial_blas(chol.shape[-1]):
+            sol = jax.vmap(lambda f, b: cho_solve((f, True), b))(chol, jnp.swapaxes(tb, 1, 2))
+            return np.asarray(jnp.einsum("l,lmk->km", c, sol))
+
+    return FactoredMatrix(tb.shape[1:], chol.dtype, apply, materialize)
 
 
 def _solved_operator(K, S: np.ndarray, which: str):
-    """G, G' of a nonsingular pattern at rho -> 0 with positive-definite blocks:
-    [G, G']^T = sum_l c_l Theta_l^{-1} [Theta_l, Theta_l'^T], c = S^{-1} 1 (the duals of
-    `dual_solve.pattern_duals`, v_l = c_l Theta_l^{-1}, applied by solves)."""
+    """G, G' of a nonsingular pattern at rho -> 0 with positive-definite blocks (the duals of
+    `dual_solve.pattern_duals` are v_l = c_l Theta_l^{-1}, c = S^{-1} 1): G = sum_l c_l
+    Theta_l Theta_l^{-1} = (1^T S^{-1} 1) I holds exactly, so G is set to alpha I (no solve,
+    no round-off); G' = sum_l c_l Theta_l(X', X) Theta_l^{-1} is a `FactoredMatrix`."""
     m = K.blocks_train.shape[1]
-    solves = _layer_solves(K, which)
-    c = jnp.asarray(dual_solve.range_weights(S), solves.dtype)
-    both = jnp.einsum("l,lmk->km", c, solves)
-    return both[:m], (both[m:] if K.has_test else None)
+    dtype = np.dtype(K.blocks_train.dtype)
+    train = float(dual_solve.range_weights(S).sum()) * np.eye(m, dtype=dtype)
+    return train, (_solved_test(K, S, which) if K.has_test else None)
 
 
 def pattern_operator(K, pattern: patterns.BlockPattern, damping: float = 0.0,
@@ -104,8 +117,9 @@ def pattern_operator(K, pattern: patterns.BlockPattern, damping: float = 0.0,
     exact = dual_solve.is_exact(S)
     which = "total" if exact else "layers"
     pd = bool(np.all(np.asarray(block_factors(K, which)[1])))
-    if damping == 0 and pd and not dual_solve.has_null_space(S):
-        train, test = _solved_operator(K, np.ones((1, 1)) if exact else S, which)
+    solved_S = np.ones((1, 1)) if exact else S      # exact NGD: one block, the total NTK
+    if damping == 0 and pd and not dual_solve.has_null_space(solved_S):
+        train, test = _solved_operator(K, solved_S, which)
         notes = []
     else:
         v, blocks, notes = pattern_duals(K, pattern, damping, jnp.eye(m))

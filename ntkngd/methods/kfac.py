@@ -122,13 +122,70 @@ def operator(K, damping: float = 0.0) -> Operator:
         return _operator(K, damping)
 
 
-def _factor_terms(gram, shift, test):
-    """(gram + shift I)^+ [gram, test^T] in one solve, split into the train and test parts
-    (transposed: rows index the left points), and the rank of gram + shift I."""
+class _TrainPart:
+    """(gram + shift I)^+ gram without forming it where it has structure: the identity (a
+    positive-definite gram, undamped), a projector U_k U_k^T (rank-deficient, undamped), or a
+    dense matrix."""
+
+    def __init__(self, dense=None, basis=None, size: int = 0):
+        self.dense, self.basis, self.size = dense, basis, size
+
+    @property
+    def is_identity(self) -> bool:
+        return self.dense is None and self.basis is None
+
+    def diag(self) -> jnp.ndarray:
+        if self.basis is not None:
+            return jnp.sum(self.basis ** 2, axis=1)
+        return jnp.diagonal(self.dense)
+
+    def matrix(self, dtype) -> jnp.ndarray:
+        if self.is_identity:
+            return jnp.eye(self.size, dtype=dtype)
+        return self.basis @ self.basis.T if self.basis is not None else self.dense
+
+
+def _factor_terms(gram, shift, test, rank_deficient: bool = False):
+    """(gram + shift I)^+ [gram, test^T]: the train part (a `_TrainPart`) and the test part
+    (transposed: rows index the left points), and the rank of gram + shift I. Undamped and
+    numerically positive definite: the train part is I exactly and only the test part is solved;
+    rank deficient (or known to be: rank_deficient): the projector and test U_k diag(1/w_k) U_k^T
+    from one eigendecomposition (dtype rank cut); otherwise one solve with both right-hand sides."""
     n = gram.shape[0]
+    gram = 0.5 * (gram + gram.T)
+    if shift == 0 and not _constant(gram):
+        if not rank_deficient:
+            c = jnp.linalg.cholesky(gram)
+            if bool(_pd(c, linalg.rank_rtol(gram.dtype))):
+                return _TrainPart(size=n), \
+                    (None if test is None else cho_solve((c, True), test.T).T), n
+        w, u = jnp.linalg.eigh(gram)
+        w = jnp.clip(w, 0.0, None)
+        keep = w > linalg.rank_rtol(gram.dtype) * jnp.maximum(w.max(), jnp.finfo(w.dtype).tiny)
+        inv = jnp.where(keep, 1.0 / jnp.where(keep, w, 1.0), 0.0)
+        test_part = None if test is None else ((test @ u) * inv) @ u.T
+        return _TrainPart(basis=u * keep, size=n), test_part, int(keep.sum())
     rhs = gram if test is None else jnp.concatenate([gram, test.T], axis=1)
     sol, rank = _ridge_solve(gram, shift, rhs, with_rank=True)
-    return sol[:, :n].T, (None if test is None else sol[:, n:].T), rank
+    return _TrainPart(dense=sol[:, :n].T, size=n), (None if test is None else sol[:, n:].T), rank
+
+
+def _hadamard(pq: _TrainPart, pb: _TrainPart, c: int, dtype) -> jnp.ndarray:
+    """Q-side part (N x N, expanded over outputs: (x) 1 1^T) o B-side part (N C x N C), using
+    I o A = diag(A) so that an identity factor never multiplies a formed matrix."""
+    if pb.is_identity:
+        d = jnp.ones(pq.size, dtype) if pq.is_identity else pq.diag()
+        return jnp.diag(jnp.repeat(d, c))
+    if pq.is_identity:
+        b = pb.matrix(dtype)
+        return jnp.diag(jnp.diagonal(b)) if c == 1 else b * _expand(jnp.eye(pq.size, dtype=dtype), c)
+    return _expand(pq.matrix(dtype), c) * pb.matrix(dtype)
+
+
+def _constant(gram) -> bool:
+    """Whether gram = g 1 1^T with g > 0 (the output layer's backward kernel)."""
+    g0 = gram[0, 0]
+    return bool(g0 > 0) and bool(jnp.all(gram == g0))
 
 
 def _operator(K, damping: float) -> Operator:
@@ -144,11 +201,13 @@ def _operator(K, damping: float) -> Operator:
         qt = bt = None
         if test is not None:
             qt, bt = jnp.asarray(K.fwd_test[l]), jnp.asarray(K.bwd_test[l])
-        pq, pq_t, rq = _factor_terms(fwd[l], shift, qt)
+        # The first layer's input Gram has rank <= d + 1 (inputs and bias): skip its Cholesky.
+        known_deficient = l == 0 and 0 < K.input_dim and n > K.input_dim + 1
+        pq, pq_t, rq = _factor_terms(fwd[l], shift, qt, known_deficient)
         pb, pb_t, rb = _factor_terms(bwd[l], shift, bt)
         ranks_q.append(rq)
         ranks_b.append(rb)
-        train = train + n * _expand(pq, c) * pb
+        train = train + n * _hadamard(pq, pb, c, bwd.dtype)
         if test is not None:
             test = test + n * _expand(pq_t, c) * pb_t
     hidden_full = all(rb == m for rb in ranks_b[:-1])
