@@ -154,6 +154,44 @@ def test_figures_draw_the_registered_method(tmp_path, monkeypatch):
     assert res["merged_last/train_loss"][1] < res["merged_last/train_loss"][0]
 
 
+PLUGIN = """import numpy as np
+import ntkngd as ng
+
+
+def first_two(depth):
+    S = np.eye(depth)
+    S[:2, :2] = 1.0
+    return S
+
+
+ng.register_method(ng.pattern_method("plugin_first_two", first_two))
+"""
+
+
+def test_cli_plugin_registers_a_method(tmp_path, capsys):
+    """`ntkngd --plugin FILE.py`: a method registered in a user's file is a choice of check and
+    train (first two layers merged, L = 4: alpha = 1^T S^+ 1 = 3)."""
+    path = tmp_path / "my_method.py"
+    path.write_text(PLUGIN)
+    base = ["--data", "sphere", "--n-train", "8", "--n-test", "4", "--dim", "16", "--depth",
+            str(L), "--width", "64"]
+    try:
+        assert cli.main(["--plugin", str(path), "check", "--methods", "plugin_first_two"]
+                        + base) == 0
+        out = capsys.readouterr().out
+        assert "plugin_first_two" in out and f"predicted {L - 1}" in out
+        assert "plugin_first_two" in common.METHOD_ORDER
+    finally:
+        methods.REGISTRY.pop("plugin_first_two", None)
+    assert cli.main(["--plugin", str(tmp_path / "missing.py"), "check"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ntkngd: error: --plugin") and "no such file" in err
+    bad = tmp_path / "bad.py"
+    bad.write_text("raise RuntimeError('broken plugin')\n")
+    assert cli.main(["--plugin", str(bad), "check"]) == 2
+    assert "RuntimeError: broken plugin" in capsys.readouterr().err
+
+
 def test_pattern_duals_with_a_generic_vjp_pullback():
     """A block-pattern method needs only the kernel blocks and a per-layer pullback: J_l^T v_l by
     jax.vjp of the whole network (any architecture) equals the MLP engine's direction."""
