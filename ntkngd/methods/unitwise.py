@@ -157,7 +157,7 @@ def signals(K, damping, f, y, loss) -> list:
         if positive:
             out.append(_damped_units(q, h, a, n * damping))
         else:
-            out.append(_pinv_units(q, h, a).T)
+            out.append(_pinv_units(q, h, a))
     return out
 
 
@@ -190,7 +190,8 @@ def _damped_units(q, h, a, shift):
 
 
 def _pinv_units(q, h, a):
-    """sqrt(h) o (sqrt(h) Q sqrt(h))^+ (a / sqrt(h)) per unit (rows of h, a), dtype rank cut."""
+    """sqrt(h) o (sqrt(h) Q sqrt(h))^+ (a / sqrt(h)) per unit (rows of h, a), dtype rank cut;
+    returned as (N, units) like `_damped_units`."""
     sh = jnp.sqrt(h)
     m = sh[:, :, None] * q[None] * sh[:, None, :]
     w, u = jnp.linalg.eigh(m)
@@ -198,7 +199,7 @@ def _pinv_units(q, h, a):
                                                        jnp.finfo(w.dtype).tiny)
     inv = jnp.where(keep, 1.0 / jnp.where(keep, w, 1.0), 0.0)
     rhs = jnp.where(sh > 0, a / jnp.where(sh > 0, sh, 1.0), 0.0)
-    return sh * jnp.einsum("kij,kj,klj,kl->ki", u, inv, u, rhs)
+    return sh.T * jnp.einsum("kij,kj,klj,kl->ik", u, inv, u, rhs)
 
 
 @serial_blas()
