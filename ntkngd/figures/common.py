@@ -86,8 +86,9 @@ class _Style(dict):
         self._spares = list(spares)
 
     def __missing__(self, key):
-        value = self._spares[len([k for k in self if k not in BUILTIN_METHODS]) % len(self._spares)] \
-            if self._spares else str(key).replace("_", " ")
+        taken = len([k for k in self if k not in BUILTIN_METHODS])
+        value = self._spares[taken % len(self._spares)] if self._spares else \
+            str(key).replace("_", " ")
         self[key] = value
         return value
 
