@@ -21,7 +21,6 @@ import optax
 from . import _checks, empirical
 from .dynamics import mse, predict
 from .kernels import Kernels, analytic_kernels
-from .linalg import serial_blas
 from .losses import Loss, get_loss
 from .losses import mse as mse_loss
 from .methods import BlockPattern, Method, get_method
@@ -95,8 +94,7 @@ def ngd_direction(method: MethodLike, net: Network, params: Any, x_train: Any, y
     damping = damping if _traced(damping) else _check_damping(damping)
     check = not _traced(params, x_train, y_train)
     dense, x, y = _prepare(net, params, x_train, y_train, L, check)
-    dws = _run(lambda *a: _core(m, net, L, damping, *a)[0], x.shape[0] * net.out_dim,
-               dense, x, y)
+    dws = _core(m, net, L, damping, dense, x, y)[0]
     return empirical.split_update(net, dense, dws)
 
 
@@ -124,29 +122,9 @@ def ngd_transform(method: MethodLike, net: Network, damping: Optional[float] = N
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _run(fn, size: int, *args):
-    """fn(*args) run to completion with one BLAS thread when size (N C, the dual systems' scale)
-    is below linalg.SMALL_MATRIX; traced arguments (inside jax.jit) are passed straight through.
-
-    The LAPACK calls of a step (Cholesky, eigh, triangular solves of N C x N C systems, the
-    unit-wise N x N blocks) go to OpenBLAS, whose threads are pathological on small matrices on
-    a busy machine (K-FAC at N = 100, width 4096, 2 shared cores: median step 1.55 against 1.05
-    plain gradient steps); the wide products run on XLA's own threads and are not affected."""
-    if _traced(*args):
-        return fn(*args)
-    with serial_blas(size):
-        return jax.block_until_ready(fn(*args))
-
-
-def train_step(method: Method, net: Network, loss: Loss, damping, dense, x, y, lr):
-    """One jitted step on the dense per-layer parameters [(W_l, b_l)]: dense - lr * d (on
-    concrete arrays it returns once the step is done, run with `_run`'s BLAS threading)."""
-    return _run(partial(_jitted_step, method, net, loss, damping), x.shape[0] * net.out_dim,
-                dense, x, y, lr)
-
-
 @partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _jitted_step(method: Method, net: Network, loss: Loss, damping, dense, x, y, lr):
+def train_step(method: Method, net: Network, loss: Loss, damping, dense, x, y, lr):
+    """One jitted step on the dense per-layer parameters [(W_l, b_l)]: dense - lr * d."""
     dws = _core(method, net, loss, damping, dense, x, y)[0]
     out = []
     for (W, b), dw in zip(dense, dws):
