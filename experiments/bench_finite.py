@@ -6,21 +6,33 @@ update on device, as ntkngd.train runs it) and the eager ntkngd.ngd_direction ca
 input checks) over one jitted plain gradient step, the empirical per-layer kernels' time over neural-tangents'
 `empirical_ntk_fn` (NTK-vector products, implementation=2) for the total NTK, and the peak memory.
 Targets: <= 1.5x for exact, BD, BTD, K-FAC; <= 3x unit-wise; kernels >= 10x faster; peak < 3 GB.
-Usage: python experiments/bench_finite.py [--width 4096] [--repeats 3] [--skip-nt]
+
+OpenBLAS runs on one thread (OPENBLAS_NUM_THREADS=1 unless set in the environment; it must be
+set before numpy loads): XLA:CPU hands the methods' small LAPACK calls (Cholesky, eigh and
+triangular solves of N x N systems) to scipy's OpenBLAS, and with its worker threads started a
+100 x 100 eigh inside the jitted step cost about 65 ms of CPU on 2 shared cores, against 1 ms
+alone (K-FAC's step 1.7-1.9 plain gradient steps instead of 1.0-1.1; limiting the threads later
+with threadpoolctl did not help). The gradient step and every wide product run on XLA's own
+threads and do not use OpenBLAS. Usage:
+python experiments/bench_finite.py [--width 4096] [--repeats 7] [--skip-nt]
 """
 from __future__ import annotations
 
-import argparse
-import resource
-import time
+import os
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import ntkngd as ng
-from ntkngd import empirical, engine
-from ntkngd.data import sphere
+import argparse  # noqa: E402
+import resource  # noqa: E402
+import time  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import ntkngd as ng  # noqa: E402
+from ntkngd import empirical, engine  # noqa: E402
+from ntkngd.data import sphere  # noqa: E402
 
 
 def _timed(fn, repeats: int) -> float:
@@ -39,7 +51,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--width", type=int, default=4096)
     ap.add_argument("--depth", type=int, default=3)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=7, help="timed runs per measurement (median)")
     ap.add_argument("--skip-nt", action="store_true", help="skip the slow neural-tangents timing")
     args = ap.parse_args()
 
@@ -57,7 +69,8 @@ def main() -> None:
 
     t_grad = _timed(lambda: grad_step(params), args.repeats)
     print(f"plain jitted gradient step: {t_grad:.4f} s   (N={args.n}, width={args.width}, "
-          f"L={args.depth}, float32)")
+          f"L={args.depth}, float32, OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}, "
+          f"median of {args.repeats})")
 
     dense = empirical.dense_params(net, params, x.shape[1])
     lr = jnp.asarray(1.0, jnp.float32)

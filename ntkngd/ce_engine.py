@@ -20,7 +20,6 @@ keeps the linearization accurate). GD: lr = N / lambda_max(Theta).
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
 import jax.numpy as jnp
@@ -35,6 +34,7 @@ from .loss_dynamics import loss_operator
 from .losses import Loss, get_loss, softmax_cross_entropy
 from .methods import get_method, patterns, unitwise
 from .network import Network
+from .train_log import CETrainLog, TrainLog
 
 __all__ = ["ce_direction", "ce_signals", "linearized_step", "ce_isotropy", "reference_alpha",
            "train_ce", "CETrainLog"]
@@ -103,66 +103,6 @@ def ce_direction(method: MethodLike, net: Network, params: Any, x: Any, y: Any,
     return ngd_direction(method, net, params, x, y, damping, L)
 
 
-# ----------------------------------------------------------------------------- training log
-@dataclass(frozen=True)
-class CETrainLog:
-    """Per step t = 0..T: measured cross-entropy loss / accuracy of the finite network (train and
-    test), and the discrete-map predictions (`ce_predict`, same lr) from the empirical kernels at
-    initialization (`pred_emp_*`) and from the infinite-width analytic kernels with the network's
-    own f_0 (`pred_inf_*`). Per step t = 0..T-1: alpha_fit and deviation of the linearized step
-    from alpha Hs^+ r (`ce_isotropy`; deviation_ref at the reference alpha). For K-FAC /
-    unit-wise the predictions are exact NGD at lr * pred_alpha (training set; test NaN)."""
-
-    method: str
-    lr: float
-    damping: float
-    alpha: Optional[float]
-    pred_alpha: Optional[float]
-    step: np.ndarray
-    train_loss: np.ndarray
-    test_loss: np.ndarray
-    train_acc: np.ndarray
-    test_acc: np.ndarray
-    pred_emp_train_loss: np.ndarray
-    pred_emp_test_loss: np.ndarray
-    pred_emp_train_acc: np.ndarray
-    pred_emp_test_acc: np.ndarray
-    pred_inf_train_loss: np.ndarray
-    pred_inf_test_loss: np.ndarray
-    pred_inf_train_acc: np.ndarray
-    pred_inf_test_acc: np.ndarray
-    alpha_fit: np.ndarray
-    deviation: np.ndarray
-    deviation_ref: np.ndarray
-    notes: tuple = field(default=())
-
-    def rel_error(self, which: str = "emp") -> np.ndarray:
-        """|measured - predicted| / predicted training loss per step."""
-        pred = self.pred_emp_train_loss if which == "emp" else self.pred_inf_train_loss
-        return np.abs(self.train_loss - pred) / np.abs(pred)
-
-    def table(self) -> str:
-        """The log as a text table: one row per step (see the class docstring), then the notes."""
-        a = "none" if self.alpha is None else f"{self.alpha:.6g}"
-        pa = "none" if self.pred_alpha is None else f"{self.pred_alpha:.6g}"
-        head = (f"{self.method} (cross-entropy): lr {self.lr:.6g}, damping {self.damping:.3g}, "
-                f"reference alpha {a}, prediction alpha {pa}\n"
-                f"{'step':>4} {'train':>10} {'pred emp':>10} {'pred inf':>10} {'test':>10} "
-                f"{'pred emp':>10} {'pred inf':>10} {'acc tr':>6} {'acc te':>6} "
-                f"{'alpha_fit':>10} {'dev':>9} {'dev ref':>9}")
-        rows = []
-        T = len(self.step)
-        for i in range(T):
-            tail = (f" {self.alpha_fit[i]:10.4g} {self.deviation[i]:9.2e} "
-                    f"{self.deviation_ref[i]:9.2e}") if i < T - 1 else ""
-            rows.append(f"{int(self.step[i]):>4} {self.train_loss[i]:10.4e} "
-                        f"{self.pred_emp_train_loss[i]:10.4e} {self.pred_inf_train_loss[i]:10.4e} "
-                        f"{self.test_loss[i]:10.4e} {self.pred_emp_test_loss[i]:10.4e} "
-                        f"{self.pred_inf_test_loss[i]:10.4e} {self.train_acc[i]:6.3f} "
-                        f"{self.test_acc[i]:6.3f}" + tail)
-        return "\n".join([head] + rows + [f"  note: {n}" for n in self.notes])
-
-
 def _prediction(op, f0, y, f0t, yt, lr, steps, with_test=True):
     traj = loss_predict(op, f0, y, f0t if with_test else None,
                         y_test=yt if with_test else None, lr=lr, steps=steps)
@@ -182,7 +122,7 @@ def _step_kernels(net, dense, x):
 def train_ce(method: MethodLike, net: Network, params: Any, data: tuple, steps: int = 5,
              lr: Optional[float] = None, damping: Optional[float] = None, *,
              lr_fraction: float = 0.5, analytic: Optional[Kernels] = None,
-             loss: Union[str, Loss] = softmax_cross_entropy) -> CETrainLog:
+             loss: Union[str, Loss] = softmax_cross_entropy) -> TrainLog:
     """T steps of `method` with a non-quadratic loss (default softmax cross-entropy) on a finite
     network, logged beside the function-space predictions (module docstring).
 
@@ -266,7 +206,10 @@ def train_ce(method: MethodLike, net: Network, params: Any, data: tuple, steps: 
         if 0 < t < steps:
             measure(_step_kernels(net, dense, xj)[0], f)
     arr = np.asarray
-    return CETrainLog(m.name, float(lr), float(rho), alpha, pred_alpha, np.arange(steps + 1),
-                      arr(logs["tr"]), arr(logs["te"]), arr(logs["atr"]), arr(logs["ate"]),
-                      *map(arr, pe), *map(arr, pi), arr(fits), arr(devs), arr(devrefs),
-                      tuple(notes))
+    (pe_tr, pe_te, pe_atr, pe_ate), (pi_tr, pi_te, pi_atr, pi_ate) = map(arr, pe), map(arr, pi)
+    return TrainLog(m.name, float(lr), float(rho), alpha, np.arange(steps + 1),
+                    arr(logs["tr"]), arr(logs["te"]), arr(logs["atr"]), arr(logs["ate"]),
+                    pe_tr, pe_te, pi_tr, pi_te, pred_alpha=pred_alpha,
+                    pred_emp_train_acc=pe_atr, pred_emp_test_acc=pe_ate,
+                    pred_inf_train_acc=pi_atr, pred_inf_test_acc=pi_ate, alpha_fit=arr(fits),
+                    deviation=arr(devs), deviation_ref=arr(devrefs), notes=tuple(notes))

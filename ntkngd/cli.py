@@ -286,6 +286,10 @@ def parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="ntkngd", description="NGD with exact and approximate "
                                  "Fisher information in wide networks (Karakida & Osawa 2020).",
                                  formatter_class=_Formatter)
+    ap.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                    help="import a Python module or .py file first (repeatable): the methods and "
+                    "losses it registers (ntkngd.register_method / register_loss) become choices "
+                    "of train and check and are drawn by the figures")
     sub = ap.add_subparsers(dest="command", required=True, metavar="{figures,train,check}")
     f = sub.add_parser("figures", help="regenerate the figures (cached by configuration)",
                        formatter_class=_Formatter)
@@ -330,8 +334,46 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def load_plugin(spec: str) -> None:
+    """Import `spec`, a module name or the path of a .py file (run as its own module), for the
+    registrations it makes."""
+    import importlib
+    import importlib.util
+    if not spec.endswith(".py"):
+        importlib.import_module(spec)
+        return
+    path = os.path.abspath(spec)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such file: {spec}")
+    name = "ntkngd_plugin_" + "".join(ch if ch.isalnum() else "_" for ch in path)
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    module_spec.loader.exec_module(module)
+
+
+def _load_plugins(argv) -> None:
+    """Import every --plugin before the parser is built (its choices come from the registries)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--plugin", action="append", default=[])
+    for spec in pre.parse_known_args(argv)[0].plugin:
+        try:
+            load_plugin(spec)
+        except Exception as e:  # noqa: BLE001 - any failure of the user's module: one line, exit 2
+            raise _PluginError(f"--plugin {spec}: {type(e).__name__}: {e}") from e
+
+
+class _PluginError(Exception):
+    pass
+
+
 def main(argv=None) -> int:
     """Run the command line; returns the exit code (0 ok, 1 a figure failed, 2 bad input, 130 interrupted)."""
+    try:
+        _load_plugins(sys.argv[1:] if argv is None else argv)
+    except _PluginError as e:
+        print(f"ntkngd: error: {e}", file=sys.stderr)
+        return 2
     args = parser().parse_args(argv)
     try:
         return int(args.fn(args) or 0)

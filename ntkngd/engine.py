@@ -10,7 +10,6 @@ host once and is itself jittable; `train_step` is the device-resident step `trai
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, Optional, Union
 
@@ -27,6 +26,7 @@ from .losses import mse as mse_loss
 from .methods import BlockPattern, Method, get_method
 from .network import Network
 from .operators import operator
+from .train_log import TrainLog
 
 MethodLike = Union[str, BlockPattern, Method]
 
@@ -164,42 +164,6 @@ def accuracy(f: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.argmax(f, 1) == np.argmax(y, 1)))
 
 
-@dataclass(frozen=True)
-class TrainLog:
-    """Per step t = 0..T: measured train/test loss and accuracy of the finite network, and the
-    losses predicted by `ntkngd.predict` from the empirical kernels at initialization (`pred_emp_*`)
-    and from the infinite-width analytic kernels with the network's own f_0 (`pred_inf_*`; NaN where
-    that method has no infinite-width test operator)."""
-
-    method: str
-    lr: float
-    damping: float
-    alpha: float
-    step: np.ndarray
-    train_loss: np.ndarray
-    test_loss: np.ndarray
-    train_acc: np.ndarray
-    test_acc: np.ndarray
-    pred_emp_train_loss: np.ndarray
-    pred_emp_test_loss: np.ndarray
-    pred_inf_train_loss: np.ndarray
-    pred_inf_test_loss: np.ndarray
-
-    def table(self) -> str:
-        """The log as a text table: one row per step, 9 columns (see the class docstring)."""
-        head = (f"{self.method}: lr {self.lr:.6g}, damping {self.damping:.3g}, measured alpha "
-                f"(empirical operator) {self.alpha:.6g}\n"
-                f"{'step':>4} {'train':>11} {'pred emp':>11} {'pred inf':>11} {'test':>11} "
-                f"{'pred emp':>11} {'pred inf':>11} {'acc tr':>7} {'acc te':>7}")
-        rows = [f"{int(t):>4} {a:11.4e} {b:11.4e} {c:11.4e} {d:11.4e} {e:11.4e} {f:11.4e} "
-                f"{g:7.3f} {h:7.3f}"
-                for t, a, b, c, d, e, f, g, h in zip(
-                    self.step, self.train_loss, self.pred_emp_train_loss, self.pred_inf_train_loss,
-                    self.test_loss, self.pred_emp_test_loss, self.pred_inf_test_loss,
-                    self.train_acc, self.test_acc)]
-        return "\n".join([head] + rows)
-
-
 def _predictions(op, f0, y, f0t, yt, lr, steps):
     traj = predict(op, f0, y, f0t if op.test is not None else None, lr=lr, steps=steps,
                    y_test=yt if op.test is not None else None)
@@ -237,8 +201,8 @@ def train(method: MethodLike, net: Network, params: Any, data: tuple, steps: int
     Predictions: `predict` with the empirical operator at initialization, and with the
     infinite-width operator (analytic kernels) started from the network's own outputs; where the
     infinite-width operator has no test side (unit-wise) the test prediction is the empirical one.
-    Any loss other than MSE goes to `ntkngd.ce_engine.train_ce` (returns a `CETrainLog`;
-    loss_options: lr_fraction, analytic).
+    Any loss other than MSE goes to `ntkngd.ce_engine.train_ce` (the same `TrainLog`, with the
+    per-step isotropy fields filled; loss_options: lr_fraction, analytic).
     """
     L = get_loss(loss)
     if getattr(net, "is_serial", False):   # hook: stax serial networks

@@ -156,6 +156,20 @@ def test_train_log_and_predictions():
     # test loss after one step close to the linearized (empirical-kernel) prediction
     assert abs(log.test_loss[1] - log.pred_emp_test_loss[1]) < 0.5 * log.test_loss[0]
     assert "pred emp" in log.table() and len(log.table().splitlines()) == 6
+    assert type(log) is ng.TrainLog and log.alpha_fit is None and log.notes == ()
+
+
+def test_one_train_log_type_for_every_loss():
+    """train(loss="ce") returns the same TrainLog (CETrainLog is an alias) with the per-step
+    isotropy fields filled: alpha_fit has T entries, and exact NGD's linearized CE step is
+    alpha Hs^+ r (deviation at round-off)."""
+    net, params, x, _, xt = _setup(3, width=64, c=3)
+    y, yt = np.eye(3)[np.arange(N) % 3], np.eye(3)[np.arange(NT) % 3]
+    log = train("exact", net, params, (x, y, xt, yt), steps=2, loss="ce")
+    assert ng.CETrainLog is ng.TrainLog and type(log) is ng.TrainLog
+    assert log.alpha_fit.shape == (2,) and log.pred_inf_train_acc.shape == (3,)
+    assert np.all(log.deviation < 1e-8) and log.alpha == pytest.approx(1.0)   # S = 1 1^T
+    assert "(cross-entropy)" in log.table() and len(log.table().splitlines()) == 5 + len(log.notes)
 
 
 def test_train_unit_wise_and_multiclass():

@@ -3,6 +3,8 @@ into one Fisher block) and a toy loss defined here run through operator, predict
 ngd_direction, train (every loss), the CLI and the figures' styles, with no other edit."""
 from __future__ import annotations
 
+import json
+import os
 import warnings
 
 import jax
@@ -14,7 +16,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import ntkngd as ng  # noqa: E402
-from ntkngd import cli, losses, methods  # noqa: E402
+from ntkngd import cli, figures, losses, methods  # noqa: E402
 from ntkngd.figures import common  # noqa: E402
 
 N, NT, D, L = 8, 4, 12, 4
@@ -119,8 +121,75 @@ def test_cli_and_figure_styles(capsys):
     assert "merged_last" in out and f"predicted {L - 1}" in out
     assert cli.main(["train", "--method", "merged_last", "--steps", "1"] + base) == 0
     assert "merged_last" in capsys.readouterr().out
-    assert common.COLORS["merged_last"] not in [common.COLORS[m] for m in common.METHOD_ORDER]
+    assert common.COLORS["merged_last"] not in [common.COLORS[m] for m in common.BUILTIN_METHODS]
     assert isinstance(common.MARKERS["merged_last"], str) and common.LABELS["merged_last"]
+
+
+METHOD_FIGURES = ("convergence", "lr_sweep", "width_gap", "spectra", "test_functions",
+                  "cross_entropy")
+
+
+def test_figures_draw_the_registered_method(tmp_path, monkeypatch):
+    """Every figure that loops over methods picks the toy method up; a tiny test-function figure
+    (registry cut to exact NGD and the toy, one step) computes it, keys its cache by it and saves
+    its numbers: alpha = L - 1 of the merged pattern at the profile's depth, and the same initial
+    test loss as exact NGD (same network and data)."""
+    assert list(common.METHOD_ORDER) == list(common.BUILTIN_METHODS) + ["merged_last"]
+    drawn = {n for n in figures.available() if figures.draws_methods(n)}
+    assert set(METHOD_FIGURES) <= drawn and "btd_depth" not in drawn
+    monkeypatch.setattr(methods, "REGISTRY", {k: methods.REGISTRY[k]
+                                              for k in ("exact", "merged_last")})
+    assert tuple(common.METHOD_ORDER) == ("exact", "merged_last")
+    prof = figures.get("tiny", steps=1)
+    out = str(tmp_path)
+    assert figures.run(["test_functions"], prof, out, log=lambda *_: None) == \
+        {"test_functions": "computed"}
+    with open(os.path.join(out, "test_functions.json")) as fh:
+        saved = json.load(fh)
+    assert list(saved["config"]["methods"]) == ["merged_last"]
+    res = saved["results"]
+    assert res["merged_last/lr"] == pytest.approx(1.0 / (prof.depth - 1), rel=1e-8)
+    assert res["merged_last/test_loss"][0] == pytest.approx(res["exact/test_loss"][0], rel=1e-12)
+    assert np.all(np.isfinite(res["merged_last/theory_test_loss"]))
+    assert res["merged_last/train_loss"][1] < res["merged_last/train_loss"][0]
+
+
+PLUGIN = """import numpy as np
+import ntkngd as ng
+
+
+def first_two(depth):
+    S = np.eye(depth)
+    S[:2, :2] = 1.0
+    return S
+
+
+ng.register_method(ng.pattern_method("plugin_first_two", first_two))
+"""
+
+
+def test_cli_plugin_registers_a_method(tmp_path, capsys):
+    """`ntkngd --plugin FILE.py`: a method registered in a user's file is a choice of check and
+    train (first two layers merged, L = 4: alpha = 1^T S^+ 1 = 3)."""
+    path = tmp_path / "my_method.py"
+    path.write_text(PLUGIN)
+    base = ["--data", "sphere", "--n-train", "8", "--n-test", "4", "--dim", "16", "--depth",
+            str(L), "--width", "64"]
+    try:
+        assert cli.main(["--plugin", str(path), "check", "--methods", "plugin_first_two"]
+                        + base) == 0
+        out = capsys.readouterr().out
+        assert "plugin_first_two" in out and f"predicted {L - 1}" in out
+        assert "plugin_first_two" in common.METHOD_ORDER
+    finally:
+        methods.REGISTRY.pop("plugin_first_two", None)
+    assert cli.main(["--plugin", str(tmp_path / "missing.py"), "check"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ntkngd: error: --plugin") and "no such file" in err
+    bad = tmp_path / "bad.py"
+    bad.write_text("raise RuntimeError('broken plugin')\n")
+    assert cli.main(["--plugin", str(bad), "check"]) == 2
+    assert "RuntimeError: broken plugin" in capsys.readouterr().err
 
 
 def test_pattern_duals_with_a_generic_vjp_pullback():

@@ -37,6 +37,13 @@ def default_out_dir(profile: str, root: str = "figures") -> str:
     return root if profile == DEFAULT_PROFILE else os.path.join(root, profile)
 
 
+def draws_methods(name: str) -> bool:
+    """Whether figure `name` loops over the registry's methods (its module uses
+    common.METHOD_ORDER), so that every method registered with ntkngd.register_method is drawn."""
+    from .common import METHOD_ORDER
+    return getattr(_module(name), "METHOD_ORDER", None) is METHOD_ORDER
+
+
 def _outputs_intact(stamp: str, outputs: list[str]) -> bool:
     """Whether every output exists with the bytes recorded when it was computed."""
     try:
@@ -68,8 +75,11 @@ def run_one(name: str, profile: Profile, out_dir: str, force: bool = False,
     to the library, or a truncated or missing output recomputes. Temporary files left by an
     interrupted save are removed first."""
     mod = _module(name)
-    from .common import Context
+    from . import common
     config = {"figure": name, "profile": profile.config(), "version": FIGURE_VERSION}
+    extra = common.methods_config(profile.depth) if draws_methods(name) else {}
+    if extra:        # registered methods: their own key (built-ins only: the key is unchanged)
+        config["methods"] = extra
     key = config_hash(config)
     json_path = os.path.join(out_dir, f"{name}.json")
     outputs = [os.path.join(out_dir, f"{name}.{ext}") for ext in _EXTENSIONS]
@@ -82,7 +92,7 @@ def run_one(name: str, profile: Profile, out_dir: str, force: bool = False,
     stamp = os.path.join(cache.directory, "outputs.json")
     if not force and _outputs_intact(stamp, outputs):
         return "cached"
-    ctx = Context(profile, out_dir, cache, _progress(progress))
+    ctx = common.Context(profile, out_dir, cache, _progress(progress))
     t0 = time.perf_counter()
     results = mod.compute(ctx)
     mod.plot(results, ctx)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -13,10 +14,67 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .. import data as data_mod  # noqa: E402
-from ..store import Cache, atomic_path  # noqa: E402
+from ..store import Cache, atomic_path, config_hash  # noqa: E402
 from .profiles import Profile  # noqa: E402
 
-METHOD_ORDER = ("gd", "exact", "block_diagonal", "block_tridiagonal", "kfac", "unit_wise")
+BUILTIN_METHODS = ("gd", "exact", "block_diagonal", "block_tridiagonal", "kfac", "unit_wise")
+
+
+def extra_methods() -> tuple[str, ...]:
+    """Methods registered with ntkngd.register_method beyond the built-ins, in registration
+    order."""
+    from ..methods import method_names
+    return tuple(m for m in method_names() if m not in BUILTIN_METHODS)
+
+
+class _MethodOrder(Sequence):
+    """The methods a figure draws, read from the registry at every use: the registered built-ins
+    in the paper's order, then every other registered method (`extra_methods`). A figure module
+    that imports METHOD_ORDER draws (and computes) a method as soon as it is registered; its cache
+    key then records the extra methods (`methods_config`)."""
+
+    def _names(self) -> tuple[str, ...]:
+        from ..methods import method_names
+        registered = method_names()
+        return tuple(m for m in BUILTIN_METHODS if m in registered) + extra_methods()
+
+    def __getitem__(self, i):
+        return self._names()[i]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __repr__(self) -> str:
+        return f"METHOD_ORDER{self._names()!r}"
+
+
+METHOD_ORDER = _MethodOrder()
+
+
+def _fingerprint(method, depth: int) -> str:
+    """What identifies a registered method's numbers: its pattern S at `depth` for pattern
+    methods, else the source of its operator and signals (their names when no source exists)."""
+    import inspect
+    if method.kind == "pattern" and method.pattern is not None:
+        S = np.asarray(method.pattern(depth).matrix, float)
+        return config_hash({"kind": "pattern", "S": S.tolist()})
+    parts = []
+    for fn in (method.operator, method.signals, method.default_damping, method.duals):
+        try:
+            parts.append(inspect.getsource(fn))
+        except (OSError, TypeError):
+            parts.append(getattr(fn, "__qualname__", repr(fn)))
+    return config_hash({"kind": method.kind, "code": parts})
+
+
+def methods_config(depth: int) -> dict:
+    """The extra (registered) methods as part of a figure's cache key: name -> fingerprint at
+    `depth`; empty with the built-ins only (the committed figures' keys are unchanged)."""
+    from ..methods import get_method
+    return {m: _fingerprint(get_method(m), depth) for m in extra_methods()}
 
 
 class _Style(dict):
@@ -28,8 +86,9 @@ class _Style(dict):
         self._spares = list(spares)
 
     def __missing__(self, key):
-        value = self._spares[len([k for k in self if k not in METHOD_ORDER]) % len(self._spares)] \
-            if self._spares else str(key).replace("_", " ")
+        taken = len([k for k in self if k not in BUILTIN_METHODS])
+        value = self._spares[taken % len(self._spares)] if self._spares else \
+            str(key).replace("_", " ")
         self[key] = value
         return value
 

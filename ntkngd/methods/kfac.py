@@ -98,7 +98,9 @@ def signals(K, damping, f, y, loss) -> list:
     d[W_l; b_l] = Ht_l^T A_l is F_l^{-1} grad_l with F_l ~ A_{l-1} (x) B_l,
     B_l = sum_n D_n^T H_n D_n / N. With R = blockdiag(H_n^{1/2}), z = R H^+ r and G = R DD^T R:
         A_l = N (Q_l + N lam)^+ Pz (G + N lam)^+ R D_l,     lam = sqrt(rho),
-    pseudo-inverses when lam = 0 (MSE: R = I, z = r; see the module docstring)."""
+    pseudo-inverses when lam = 0 (MSE: R = I, z = r; see the module docstring). Both solves act
+    on the small N x N C mixing matrix N (Q_l + N lam)^+ Pz (G + N lam)^+ (Pz^T as right-hand
+    side, the inverses being symmetric), then one matrix product with the wide R D_l."""
     from .. import empirical
     empirical.require_features(K, "a K-FAC parameter-space update")
     n, c = K.n_train, K.out_dim
@@ -111,9 +113,11 @@ def signals(K, damping, f, y, loss) -> list:
         if root is not None:
             bwd = hessian_rows(root, hessian_rows(root, bwd).T).T
             d = hessian_rows(root, d)
-        yd = _ridge_solve(bwd, shift, d).reshape(n, c, -1)          # (G + N lam)^+ R D
-        a = jnp.einsum("nc,ncm->nm", z.astype(yd.dtype), yd)
-        out.append(n * _ridge_solve(q, shift, a))
+        pz_t = (z.astype(bwd.dtype)[:, :, None]
+                * jnp.eye(n, dtype=bwd.dtype)[:, None, :]).reshape(n * c, n)   # Pz^T (N C, N)
+        left = _ridge_solve(bwd, shift, pz_t)                    # (G + N lam)^+ Pz^T
+        mix = n * _ridge_solve(q, shift, left.T)                 # N (Q + N lam)^+ Pz (G + N lam)^+
+        out.append(mix @ d.astype(mix.dtype))
     return out
 
 

@@ -155,10 +155,9 @@ def signals(K, damping, f, y, loss) -> list:
         h = jnp.sum(d * d, 1).T if H is None else \
             jnp.einsum("nci,ncd,ndi->in", d, H.astype(d.dtype), d)
         if positive:
-            sig = _damped_units(q, h, a, n * damping)
+            out.append(_damped_units(q, h, a, n * damping))
         else:
-            sig = _pinv_units(q, h, a)
-        out.append(sig.T)
+            out.append(_pinv_units(q, h, a))
     return out
 
 
@@ -168,7 +167,9 @@ _UNIT_CHUNK = 64
 def _damped_units(q, h, a, shift):
     """Per unit (rows of h, a): A = sqrt(h) o w with (s I + diag(sqrt h) Q diag(sqrt h)) w =
     a / sqrt(h) (symmetric positive definite: Cholesky), in chunks of units (lax.map) so that each
-    chunk's N x N matrices stay in cache."""
+    chunk's N x N matrices stay in cache. Returns A as (N, units): each chunk is transposed while
+    small, so the update Ht^T A is one plain matrix product (with A as (units, N), XLA computes
+    (A^T Ht)^T and transposes the wide M_{l-1} x M_l result inside the parameter update)."""
     k, n = h.shape
     pad = (-k) % _UNIT_CHUNK
     hp = jnp.pad(h, ((0, pad), (0, 0))).reshape(-1, _UNIT_CHUNK, n)
@@ -182,13 +183,15 @@ def _damped_units(q, h, a, shift):
         rhs = jnp.where(sh > 0, aa / jnp.where(sh > 0, sh, 1.0), 0.0)[:, :, None]
         w = jax.lax.linalg.triangular_solve(c, rhs, left_side=True, lower=True)
         w = jax.lax.linalg.triangular_solve(c, w, left_side=True, lower=True, transpose_a=True)
-        return sh * w[..., 0]
+        return (sh * w[..., 0]).T
 
-    return jax.lax.map(chunk, (hp, ap)).reshape(-1, n)[:k]
+    out = jax.lax.map(chunk, (hp, ap))                                  # (chunks, N, chunk)
+    return jnp.moveaxis(out, 0, 1).reshape(n, -1)[:, :k]
 
 
 def _pinv_units(q, h, a):
-    """sqrt(h) o (sqrt(h) Q sqrt(h))^+ (a / sqrt(h)) per unit (rows of h, a), dtype rank cut."""
+    """sqrt(h) o (sqrt(h) Q sqrt(h))^+ (a / sqrt(h)) per unit (rows of h, a), dtype rank cut;
+    returned as (N, units) like `_damped_units`."""
     sh = jnp.sqrt(h)
     m = sh[:, :, None] * q[None] * sh[:, None, :]
     w, u = jnp.linalg.eigh(m)
@@ -196,7 +199,7 @@ def _pinv_units(q, h, a):
                                                        jnp.finfo(w.dtype).tiny)
     inv = jnp.where(keep, 1.0 / jnp.where(keep, w, 1.0), 0.0)
     rhs = jnp.where(sh > 0, a / jnp.where(sh > 0, sh, 1.0), 0.0)
-    return sh * jnp.einsum("kij,kj,klj,kl->ki", u, inv, u, rhs)
+    return sh.T * jnp.einsum("kij,kj,klj,kl->ik", u, inv, u, rhs)
 
 
 @serial_blas()
