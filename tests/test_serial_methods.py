@@ -130,3 +130,47 @@ def test_cli_check_and_train_accept_cnn(capsys):
     err = capsys.readouterr().err
     assert err.startswith("ntkngd check: error: --arch cnn needs square single-channel images")
     assert "without --whiten" in err
+
+
+
+def _brute_force_direction(net, params, x, y, S):
+    """Independent NGD direction of pattern S from full Jacobians (numpy): per-layer columns J_l,
+    Theta_l = J_l J_l^T, [(S (x) I) blockdiag(Theta_l)] v = 1 (x) g, d_l = J_l^T v_l; S None:
+    exact NGD, Theta v = g with Theta = J J^T (the same v in every layer)."""
+    from jax.flatten_util import ravel_pytree
+    flat, unravel = ravel_pytree(params)
+    jac = np.asarray(jax.jacrev(lambda p: net.apply_fn(unravel(p), x).reshape(-1))(flat))
+    g = np.asarray(net.apply_fn(params, x) - y).reshape(-1)
+    if S is None:
+        return jac.T @ np.linalg.solve(jac @ jac.T, g), flat, unravel
+    cols = []
+    for i in net.trainable:
+        mark = [jax.tree_util.tree_map(jnp.zeros_like, p) for p in params]
+        mark[i] = jax.tree_util.tree_map(jnp.ones_like, params[i])
+        cols.append(np.asarray(ravel_pytree(mark)[0]) > 0)
+    L, m = len(cols), g.size
+    thetas = [jac[:, c] @ jac[:, c].T for c in cols]
+    big = np.block([[S[a, b] * thetas[b] for b in range(L)] for a in range(L)])
+    v = np.linalg.solve(big, np.tile(g, L)).reshape(L, m)
+    d = np.zeros_like(np.asarray(flat))
+    for c, vl in zip(cols, v):
+        d[c] = jac[:, c].T @ vl
+    return d, flat, unravel
+
+
+@pytest.mark.parametrize("method", ["exact", "block_diagonal", "block_tridiagonal"])
+def test_one_step_equals_brute_force_from_full_jacobians(method):
+    """The direction (patches x backprops of the dual vectors) and the one-step loss at
+    lr = 1/alpha against full Jacobians and numpy solves, to round-off."""
+    from jax.flatten_util import ravel_pytree
+    net = _cnn()
+    x, y = _data()
+    _, params = net.init_fn(jax.random.PRNGKey(5), x.shape)
+    S = {"exact": None, "block_diagonal": np.eye(3), "block_tridiagonal": PATTERN}[method]
+    d_bf, flat, unravel = _brute_force_direction(net, params, x, y, S)
+    d = np.asarray(ravel_pytree(ng.ngd_direction(method, net, params, x, y, damping=0.0))[0])
+    assert np.linalg.norm(d - d_bf) < 1e-10 * np.linalg.norm(d_bf)
+    alpha = ng.operator(method, ng.empirical_kernels(net, params, x), 0.0).alpha
+    loss = lambda p: float(ng.mse(np.asarray(net.apply_fn(unravel(p), x)), np.asarray(y)))  # noqa: E731
+    one_step, brute = loss(flat - d / alpha), loss(flat - d_bf / alpha)
+    assert abs(one_step - brute) < 1e-10 * brute
