@@ -23,15 +23,22 @@ def _data(n=4, hw=7, seed=0):
     return jnp.asarray(r.randn(n, hw, hw, 2)), jnp.asarray(r.randn(n, 2))
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_update_moves_outputs_by_the_operator(method):
-    """J d = G g (linearized): d from jax.vjp pullbacks / KFC / channel-wise, J d by jax.jvp."""
-    m = ng.block_pattern(PATTERN) if method == "pattern" else method
+@pytest.fixture(scope="module")
+def small_cnn():
+    """One network, data, parameters and finite-width kernels shared by the tests of this module
+    (one compilation of the network's feature pass)."""
     net = _cnn()
     x, y = _data()
     _, params = net.init_fn(jax.random.PRNGKey(2), x.shape)
+    return net, x, y, params, ng.empirical_kernels(net, params, x)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_update_moves_outputs_by_the_operator(method, small_cnn):
+    """J d = G g (linearized): d from patches x backprops / KFC / channel-wise, J d by jax.jvp."""
+    m = ng.block_pattern(PATTERN) if method == "pattern" else method
+    net, x, y, params, K = small_cnn
     d = ng.ngd_direction(m, net, params, x, y, damping=0.0)
-    K = ng.empirical_kernels(net, params, x)
     op = ng.operator(m, K, 0.0)
     g = np.asarray(net.apply_fn(params, x) - y).reshape(-1)
     _, jd = jax.jvp(lambda p: net.apply_fn(p, x), (params,), (d,))
@@ -39,14 +46,20 @@ def test_update_moves_outputs_by_the_operator(method):
     assert np.max(np.abs(np.asarray(jd).reshape(-1) - want)) < 1e-10 * np.max(np.abs(want))
 
 
-def test_alphas_on_cnn_kernels_analytic_and_finite():
+@pytest.fixture(scope="module")
+def deep_cnn_kernels():
+    """A 4-layer CNN's analytic and finite-width kernels (BTD alpha = 2 at L = 4)."""
     net = ng.serial(stax.Conv(6, (3, 3), padding="SAME", b_std=0.1), stax.Relu(),
                     stax.Conv(6, (3, 3), padding="SAME", b_std=0.1), stax.Relu(),
                     stax.Conv(6, (2, 2), strides=(2, 2), padding="VALID", b_std=0.1), stax.Erf(),
                     stax.GlobalAvgPool(), stax.Dense(1, b_std=0.1))
     x, _ = _data(n=5, hw=6)
     _, params = net.init_fn(jax.random.PRNGKey(0), x.shape)
-    for K in (ng.analytic_kernels(net, x), ng.empirical_kernels(net, params, x)):
+    return ng.analytic_kernels(net, x), ng.empirical_kernels(net, params, x)
+
+
+def test_alphas_on_cnn_kernels_analytic_and_finite(deep_cnn_kernels):
+    for K in deep_cnn_kernels:
         for method, alpha in (("exact", 1.0), ("block_diagonal", 4.0),
                               ("block_tridiagonal",
                                ng.pattern_alpha(ng.tridiagonal_pattern(4).matrix))):
@@ -68,22 +81,26 @@ def test_singular_block_is_reported():
     assert abs(op.alpha - 2.0) > 1e-3      # G is not 2 I: the rank-1 block projects
 
 
-def _mlp_pair(bias=0.3, c=1):
-    mlp = ng.mlp(depth=3, width=24, activation="erf", W_std=1.4, b_std=bias, out_dim=c)
-    return mlp, ng.serial(*mlp.stax_layers())
-
-
-@pytest.mark.parametrize("method", ["kfac", "unit_wise"])
-def test_kfc_and_channel_wise_reduce_to_mlp_methods(method):
-    """On Dense-only networks (one position) KFC is K-FAC and channel-wise is unit-wise: the
-    serial implementations agree with the MLP ones (independent code)."""
-    mlp, net = _mlp_pair()
+@pytest.fixture(scope="module")
+def mlp_pair():
+    """An erf MLP and the same layers as a serial network, data, parameters and both kernels."""
+    mlp = ng.mlp(depth=3, width=24, activation="erf", W_std=1.4, b_std=0.3, out_dim=1)
+    net = ng.serial(*mlp.stax_layers())
     r = np.random.RandomState(0)
     x, xt, y = r.randn(6, 10), r.randn(3, 10), r.randn(6, 1)
     _, params = mlp.init_fn(jax.random.PRNGKey(4), x.shape)
+    return (mlp, net, x, y, params, ng.empirical_kernels(mlp, params, x, xt),
+            ng.empirical_kernels(net, params, x, xt))
+
+
+@pytest.mark.parametrize("method", ["kfac", "unit_wise"])
+def test_kfc_and_channel_wise_reduce_to_mlp_methods(method, mlp_pair):
+    """On Dense-only networks (one position) KFC is K-FAC and channel-wise is unit-wise: the
+    serial implementations agree with the MLP ones (independent code)."""
+    mlp, net, x, y, params, K_mlp, K_net = mlp_pair
     damping = 1e-4
-    a = ng.operator(method, ng.empirical_kernels(net, params, x, xt), damping)
-    b = ng.operator(method, ng.empirical_kernels(mlp, params, x, xt), damping)
+    a = ng.operator(method, K_net, damping)
+    b = ng.operator(method, K_mlp, damping)
     scale = np.abs(b.train).max()
     assert np.abs(a.train - b.train).max() < 1e-9 * scale
     assert np.abs(a.test - b.test).max() < 1e-9 * np.abs(b.test).max()
@@ -93,13 +110,10 @@ def test_kfc_and_channel_wise_reduce_to_mlp_methods(method):
         assert np.abs(np.asarray(u) - np.asarray(v)).max() < 1e-8 * np.abs(np.asarray(v)).max()
 
 
-def test_kfc_and_channel_wise_refuse_infinite_width():
-    net = _cnn()
-    x, _ = _data()
-    K = ng.analytic_kernels(net, x)
+def test_kfc_and_channel_wise_refuse_infinite_width(deep_cnn_kernels):
     for method in ("kfac", "unit_wise"):
         with pytest.raises(ValueError, match="finite-width"):
-            ng.operator(method, K)
+            ng.operator(method, deep_cnn_kernels[0])
 
 
 def test_train_on_a_cnn_follows_the_predictions():
@@ -159,18 +173,30 @@ def _brute_force_direction(net, params, x, y, S):
 
 
 @pytest.mark.parametrize("method", ["exact", "block_diagonal", "block_tridiagonal"])
-def test_one_step_equals_brute_force_from_full_jacobians(method):
+def test_one_step_equals_brute_force_from_full_jacobians(method, small_cnn):
     """The direction (patches x backprops of the dual vectors) and the one-step loss at
     lr = 1/alpha against full Jacobians and numpy solves, to round-off."""
     from jax.flatten_util import ravel_pytree
-    net = _cnn()
-    x, y = _data()
-    _, params = net.init_fn(jax.random.PRNGKey(5), x.shape)
+    net, x, y, params, K = small_cnn
     S = {"exact": None, "block_diagonal": np.eye(3), "block_tridiagonal": PATTERN}[method]
     d_bf, flat, unravel = _brute_force_direction(net, params, x, y, S)
     d = np.asarray(ravel_pytree(ng.ngd_direction(method, net, params, x, y, damping=0.0))[0])
     assert np.linalg.norm(d - d_bf) < 1e-10 * np.linalg.norm(d_bf)
-    alpha = ng.operator(method, ng.empirical_kernels(net, params, x), 0.0).alpha
+    alpha = ng.operator(method, K, 0.0).alpha
     loss = lambda p: float(ng.mse(np.asarray(net.apply_fn(unravel(p), x)), np.asarray(y)))  # noqa: E731
     one_step, brute = loss(flat - d / alpha), loss(flat - d_bf / alpha)
     assert abs(one_step - brute) < 1e-10 * brute
+
+
+def test_btd_at_three_layers_moves_only_the_middle_layer(small_cnn):
+    """L = 3: T^+ 1 = (0, 1, 0), so the undamped BTD duals are v = (0, Theta_2^{-1} g, 0): only
+    layer 2 moves, along block-diagonal NGD's layer-2 direction (v_2 = Theta_2^{-1} g in both)."""
+    net, x, y, params, _ = small_cnn
+    btd = ng.ngd_direction("block_tridiagonal", net, params, x, y, damping=0.0)
+    bd = ng.ngd_direction("block_diagonal", net, params, x, y, damping=0.0)
+    first, middle, last = (np.concatenate([np.ravel(a) for a in btd[i] if a is not None])
+                           for i in net.trainable)
+    bd_middle = np.concatenate([np.ravel(a) for a in bd[net.trainable[1]] if a is not None])
+    scale = np.linalg.norm(middle)
+    assert np.linalg.norm(first) < 1e-10 * scale and np.linalg.norm(last) < 1e-10 * scale
+    assert np.linalg.norm(middle - bd_middle) < 1e-10 * scale
