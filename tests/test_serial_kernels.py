@@ -48,7 +48,7 @@ def _rel(a, b):
 @pytest.mark.parametrize("name", sorted(CNNS))
 def test_analytic_blocks_sum_to_neural_tangents_ntk(name):
     net = _net(name, 4)
-    x, xt = _images(4, 0, hw=5), _images(2, 1, hw=5)
+    x, xt = _images(4, 0, hw=5), _images(4, 1, hw=5)   # same N: shapes shared by the recursions
     K = ng.analytic_kernels(net, x, xt)
     assert K.blocks_train.shape == (net.depth, 4, 4)
     nngp, ntk = net.kernel_fn(x, None, ("nngp", "ntk"))
@@ -89,7 +89,7 @@ def _brute_blocks(net, ja, jb, xa, xb):
 @pytest.mark.parametrize("name", sorted(CNNS))
 def test_empirical_blocks_equal_brute_force_jacobians(name):
     net = _net(name, 4)
-    x, xt = jnp.asarray(_images(3, 0, hw=5)), jnp.asarray(_images(2, 1, hw=5))
+    x, xt = jnp.asarray(_images(3, 0, hw=5)), jnp.asarray(_images(3, 1, hw=5))
     _, params = net.init_fn(jax.random.PRNGKey(3), x.shape)
     K = ng.empirical_kernels(net, params, x, xt)
     jx, jt = _jacobian(net, params, x), _jacobian(net, params, xt)

