@@ -200,3 +200,45 @@ def test_btd_at_three_layers_moves_only_the_middle_layer(small_cnn):
     scale = np.linalg.norm(middle)
     assert np.linalg.norm(first) < 1e-10 * scale and np.linalg.norm(last) < 1e-10 * scale
     assert np.linalg.norm(middle - bd_middle) < 1e-10 * scale
+
+
+@pytest.mark.parametrize("loss", ["softmax_cross_entropy", "sigmoid_binary_cross_entropy"])
+def test_cross_entropy_on_a_dense_serial_network_equals_the_mlp_path(loss):
+    """Directions and training logs (losses, predictions, alpha_fit) of a Dense-only serial
+    network equal ng.mlp's (independent engine: ce_engine.train_ce) under loss='ce' / BCE."""
+    c = 3 if loss == "softmax_cross_entropy" else 1
+    mlp = ng.mlp(depth=3, width=24, activation="erf", W_std=1.4, b_std=0.3, out_dim=c)
+    net = ng.serial(*mlp.stax_layers())
+    r = np.random.RandomState(0)
+    x, xt = r.randn(6, 10), r.randn(6, 10)
+    lab, labt = r.randint(0, 3, 6), r.randint(0, 3, 6)
+    y, yt = (np.eye(3)[lab], np.eye(3)[labt]) if c == 3 else \
+        ((lab[:, None] > 0).astype(float), (labt[:, None] > 0).astype(float))
+    _, params = mlp.init_fn(jax.random.PRNGKey(4), x.shape)
+    for method in ("gd", "exact", "block_diagonal"):
+        a = ng.ngd_direction(method, net, params, x, y, 0.0, loss=loss)
+        b = ng.ngd_direction(method, mlp, params, x, y, 0.0, loss=loss)
+        for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+            assert np.abs(np.asarray(u) - np.asarray(v)).max() < 1e-10 * np.abs(np.asarray(v)).max()
+    for method in ("exact", "block_diagonal"):
+        la = ng.train(method, net, params, (x, y, xt, yt), steps=2, loss=loss)
+        lb = ng.train(method, mlp, params, (x, y, xt, yt), steps=2, loss=loss)
+        assert la.lr == pytest.approx(lb.lr, rel=1e-12)
+        for field in ("train_loss", "test_loss", "pred_emp_train_loss", "pred_emp_test_loss",
+                      "pred_inf_train_loss", "pred_inf_test_loss", "alpha_fit", "deviation"):
+            u, v = getattr(la, field), getattr(lb, field)
+            assert np.allclose(u, v, rtol=1e-9, atol=1e-12), (method, field, u, v)
+
+
+def test_cross_entropy_training_on_a_cnn(small_cnn):
+    """Block-diagonal NGD with softmax cross-entropy on a CNN: the linearized step is 3 H^+ r at
+    initialization (alpha_fit = L, deviation at round-off), and the loss falls."""
+    net, x, _, params, _ = small_cnn
+    y = np.eye(2)[[0, 1, 1, 0]]
+    xt = x[::-1]
+    log = ng.train("block_diagonal", net, params, (x, y, xt, y[::-1]), steps=2, loss="ce")
+    assert log.alpha_fit[0] == pytest.approx(3.0, abs=1e-8) and log.deviation[0] < 1e-8
+    assert log.train_loss[2] < log.train_loss[1] < log.train_loss[0]
+    assert np.isfinite(log.pred_inf_train_loss).all()
+    with pytest.raises(ValueError, match="MSE loss only"):
+        ng.train("kfac", net, params, (x, y, xt, y), steps=1, loss="ce")
