@@ -1,24 +1,23 @@
-"""One step of every NGD approximation on a wide CNN, and KFC / channel-wise isotropy against
-channels (issue: NGD beyond MLPs).
+"""One step of every NGD approximation on a wide CNN against channels, with what keeps the finite
+network from its linearization (issue: NGD beyond MLPs).
 
-Data: 0-vs-1 8 x 8 digits with the data module's default preprocessing (+-0.5 targets), as
-(N, 8, 8, 1) images. Network: `ntkngd.cnn(channels)`: two 3x3 SAME convolutions with ReLU, global
-average pooling, dense readout (L = 3), NTK parameterization, float64. For exact, block-diagonal
-and block tri-diagonal NGD one step at lr = 1/alpha (alpha from the finite-width operator; theory
-1, L, 1^T T^+ 1) and the fall of the training loss. For KFC and channel-wise: measured alpha and
-deviation from isotropy of the finite-width operator against channels, and their one-step fall at
-lr = 1/lambda_max (their operators are not isotropic). Prints a table.
+Data: 0-vs-1 8 x 8 digits, the data module's default preprocessing (the authors': one global mean
+and standard deviation, then unit-norm rows), +-0.5 targets, as (N, 8, 8, 1) images; N = 12.
+Network: `ntkngd.cnn(C)`: two 3x3 SAME convolutions with ReLU, global average pooling, dense
+readout (L = 3), NTK parameterization, no bias, float64, init seed 0. Per channel count C:
+- exact, block-diagonal (BD) and block tri-diagonal (BTD) NGD, one undamped step at the paper's
+  lr = 1/alpha (alpha measured from the finite-width operator: 1, L = 3, 1'T^+1 = 1): the fall of
+  the training loss loss0 / loss1. Their finite-width operators are alpha I to round-off, so the
+  linearized step lands on the targets and the residual after the step is all nonlinearity:
+  ||f1 - y|| / ||f0 - y|| = fall^(-1/2). The relative step of each layer ||lr d_l|| / ||theta_l||.
+- the condition numbers of the finite-width blocks Theta_l and of the NTK, and of the
+  infinite-width blocks (neural-tangents, same inputs);
+- KFC and channel-wise: measured alpha and deviation from isotropy, and the one-step fall at
+  lr = 1/lambda_max (their operators are not isotropic; channel-wise with its default damping).
+Then a least-squares fit log(fall) = a + b log(C) per method over the channel counts, and the C
+at which it reaches 10x (an extrapolation). `--json PATH` writes every number (atomically).
 
-Measured (N = 12, global standardization + unit norm = the data module's default, seed 0, one run
-each): fall of the training loss in one step
-  64 channels:   exact 0.36x, BD 0.70x, BTD 2.32x          (this engine)
-  256 channels:  exact 1.29x, BD 2.24x, BTD 4.51x          (this engine)
-  512 channels:  exact 4.35x, BD 30.9x, BTD 6.92x          (this engine)
-  512 channels:  exact 5.97x, BD 12.3x, BTD 7.47x, KFC 1.55x, channel-wise 4.31x  (first engine)
-  1024 channels: exact 9.52x, BD 19.2x, BTD 6.80x, KFC 1.48x, channel-wise 5.49x  (first engine)
-The issue's >= 10x for exact, BD and BTD at 1024 channels is met by BD only: the CNN's NTK blocks
-are ill-conditioned (condition numbers ~3e3-4e5, the readout block worst), so the width at which
-one NGD step stays linear is larger than for the MLPs. tests/test_serial_slow.py asserts what holds.
+Measured numbers and their reading: docs/theory.md, section 7 (wide-CNN one-step check).
 """
 from __future__ import annotations
 
@@ -37,57 +36,99 @@ import ntkngd as ng  # noqa: E402
 from ntkngd.engine import apply_update  # noqa: E402
 from ntkngd.serial_empirical import serial_kernels_and_outputs, serial_outputs  # noqa: E402
 from ntkngd.serial_methods import direction  # noqa: E402
+from ntkngd.store import write_json  # noqa: E402
+
+PATTERNS = ("exact", "block_diagonal", "block_tridiagonal")
+LAYERWISE = ("kfac", "unit_wise")
 
 
 def digit_images(n: int, seed: int = 0):
-    """N 0-vs-1 digits as (N, 8, 8, 1) images, the data module's default (the authors')
-    preprocessing."""
+    """N 0-vs-1 digits as (N, 8, 8, 1) images and +-0.5 targets (authors' preprocessing)."""
     ds = ng.data.digits(n_train=n, n_test=10, classes=(0, 1), seed=seed)
     return ds.x_train.reshape(n, 8, 8, 1), ds.y_train
 
 
-def one_step(channels: int, n: int, methods, seed: int = 0) -> list[dict]:
+def _cond(blocks) -> list[float]:
+    return [float(np.linalg.cond(np.asarray(b))) for b in blocks]
+
+
+def _rel_steps(net, params, d, lr: float) -> list[float]:
+    out = []
+    for i in net.trainable:
+        num = sum(float(np.sum(np.asarray(a) ** 2)) for a in d[i] if a is not None)
+        den = sum(float(np.sum(np.asarray(a) ** 2)) for a in params[i] if a is not None)
+        out.append(lr * np.sqrt(num / den))
+    return out
+
+
+def one_step(channels: int, n: int, methods=PATTERNS + LAYERWISE, seed: int = 0) -> dict:
+    """Every number of the module docstring for one channel count."""
     x, y = digit_images(n)
     net = ng.cnn(channels)
     _, params = net.init_fn(jax.random.PRNGKey(seed), x.shape)
     t0 = time.perf_counter()
     K, f = serial_kernels_and_outputs(net, params, x)
-    t_k = time.perf_counter() - t0
-    loss0 = float(ng.mse(np.asarray(f), y))
-    rows = []
+    Ka = ng.analytic_kernels(net, x)
+    out = dict(channels=channels, n=n, seed=seed, loss0=float(ng.mse(np.asarray(f), y)),
+               cond_finite=_cond(K.blocks_train) + _cond([K.ntk_train]),
+               cond_infinite=_cond(Ka.blocks_train) + _cond([Ka.ntk_train]), methods={})
     for m in methods:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ng.TheoryConditionWarning)
-            op = ng.operator(m, K)
+            damping = None if m == "unit_wise" else 0.0
+            op = ng.operator(m, K, damping)
             d = direction(m, net, params, x, y, op.damping, kernels_and_outputs=(K, f))[0]
-        p1 = apply_update(params, d, op.lr)
-        loss1 = float(ng.mse(np.asarray(serial_outputs(net, p1, x)), y))
-        rows.append(dict(channels=channels, method=m, alpha=op.alpha, theory=op.alpha_theory,
-                         deviation=op.deviation, lr=op.lr, loss0=loss0, loss1=loss1,
-                         fall=loss0 / loss1, kernel_s=t_k))
-    return rows
+        loss1 = float(ng.mse(np.asarray(serial_outputs(net, apply_update(params, d, op.lr), x)), y))
+        out["methods"][m] = dict(alpha=op.alpha, theory=op.alpha_theory, deviation=op.deviation,
+                                 lr=op.lr, loss1=loss1, fall=out["loss0"] / loss1,
+                                 rel_step=_rel_steps(net, params, d, op.lr))
+    out["seconds"] = time.perf_counter() - t0
+    return out
 
 
-def main(channels: int, n: int, sweep: list[int]) -> None:
-    print(f"N = {n} digits (0 vs 1) (data defaults), 8x8x1 images, "
-          "ng.cnn(C): conv3x3-relu-conv3x3-relu-GAP-dense")
-    head = (f"{'C':>5} {'method':>18} {'alpha':>10} {'theory':>8} {'deviation':>10} "
-            f"{'loss0':>10} {'loss1':>10} {'fall':>9}")
-    print(head)
-    for c in sorted(set(sweep + [channels])):
-        methods = ["kfac", "unit_wise"]
-        if c == channels:
-            methods = ["exact", "block_diagonal", "block_tridiagonal"] + methods
-        for r in one_step(c, n, methods):
-            th = "-" if r["theory"] is None else f"{r['theory']:.4g}"
-            print(f"{c:>5} {r['method']:>18} {r['alpha']:>10.5g} {th:>8} {r['deviation']:>10.3e} "
-                  f"{r['loss0']:>10.4e} {r['loss1']:>10.4e} {r['fall']:>9.3g}", flush=True)
+def fit_falls(rows: list[dict], method: str, target: float = 10.0) -> dict:
+    """log(fall) = a + b log(C) by least squares; C at which the fit reaches `target`."""
+    c = np.array([r["channels"] for r in rows], float)
+    fall = np.array([r["methods"][method]["fall"] for r in rows])
+    b, a = np.polyfit(np.log(c), np.log(fall), 1)
+    reach = float(np.exp((np.log(target) - a) / b)) if b > 0 else float("inf")
+    return dict(slope=float(b), intercept=float(a), channels_for_target=reach, target=target)
+
+
+def _print_row(r: dict) -> None:
+    cf = " ".join(f"{v:.2g}" for v in r["cond_finite"])
+    ci = " ".join(f"{v:.2g}" for v in r["cond_infinite"])
+    print(f"C = {r['channels']}: loss0 {r['loss0']:.4e}; cond(Theta_1..L, Theta) finite {cf}; "
+          f"infinite {ci}; {r['seconds']:.0f} s")
+    for m, v in r["methods"].items():
+        th = "-" if v["theory"] is None else f"{v['theory']:.4g}"
+        steps = " ".join(f"{s:.2e}" for s in v["rel_step"])
+        print(f"  {m:>18} alpha {v['alpha']:>9.5g} (theory {th:>4}) deviation {v['deviation']:.2e} "
+              f"loss1 {v['loss1']:.4e} fall {v['fall']:>7.3g}x  |lr d_l|/|theta_l| {steps}",
+              flush=True)
+
+
+def main(sweep: list[int], n: int, json_path: str | None) -> None:
+    print(f"N = {n} digits (0 vs 1), authors' preprocessing, 8x8x1 images, ng.cnn(C): "
+          "conv3x3-relu-conv3x3-relu-GAP-dense, float64, one step")
+    rows = []
+    for c in sorted(sweep):
+        rows.append(one_step(c, n))
+        _print_row(rows[-1])
+    fits = {}
+    if len(rows) >= 2:
+        for m in PATTERNS:
+            fits[m] = fit_falls(rows, m)
+            print(f"fit {m}: fall ~ C^{fits[m]['slope']:.2f}; 10x at C ~ "
+                  f"{fits[m]['channels_for_target']:.0f}")
+    if json_path:
+        write_json(json_path, dict(rows=rows, fits=fits))
 
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--channels", type=int, default=1024)
-    p.add_argument("--n", type=int, default=20)
-    p.add_argument("--sweep", type=str, default="16,64,256")
+    p.add_argument("--sweep", type=str, default="128,256,512,1024", help="channel counts")
+    p.add_argument("--n", type=int, default=12)
+    p.add_argument("--json", type=str, default=None)
     a = p.parse_args()
-    main(a.channels, a.n, [int(s) for s in a.sweep.split(",") if s])
+    main([int(s) for s in a.sweep.split(",") if s], a.n, a.json)

@@ -207,7 +207,7 @@ def train(method: MethodLike, net: Network, params: Any, data: tuple, steps: int
     L = get_loss(loss)
     if getattr(net, "is_serial", False):   # hook: stax serial networks
         from .serial_train import serial_train
-        return serial_train(method, net, params, data, steps, lr, damping, L)
+        return serial_train(method, net, params, data, steps, lr, damping, L, **loss_options)
     if not L.identity_hessian:
         from .ce_engine import train_ce
         return train_ce(method, net, params, data, steps, lr, damping, loss=L, **loss_options)

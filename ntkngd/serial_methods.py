@@ -2,8 +2,9 @@
 function-space operators of K-FAC for convolutions (KFC) and channel-wise blocks at finite width.
 
 GD / exact / BD / BTD / any block pattern: the operators come from the generic `Kernels` path
-(`ntkngd.operator`); the update is d theta_l = J_l^T v_l with the same dual vectors v_l, pulled
-back by one `jax.vjp` per layer (no Jacobian), so J d = G g.
+(`ntkngd.operator`); the update is d theta_l = J_l^T v_l with the same dual vectors v_l, formed from
+the layer's patches and backprops (`pattern_update`: one matrix product, no Jacobian, no backward
+pass), so J d = G g.
 
 KFC (Grosse & Martens 2016): for layer l with patches Ht (N, S, k+1) and backprops D (N C, S, M),
     F_l ~ A (x) B,   A = sum_{n, s} Ht[n, s] Ht[n, s]^T / N,   B = sum_{(n, c), s} D D^T / (N S),
@@ -175,13 +176,14 @@ def layer_operator(m: Method, K: Kernels, damping: float) -> Operator:
     return channel_wise_operator(K, damping)
 
 
-def _pullback(net: SerialNetwork, params: list, x: jnp.ndarray, vs: jnp.ndarray) -> list:
-    """Per-layer J_l^T v_l (vs (L, N, C)) by one VJP per layer; a pytree like params."""
-    _, vjp = jax.vjp(lambda p: net.apply_fn(p, x), params)
-    out = [() for _ in params]
-    for l, i in enumerate(net.trainable):
-        out[i] = tuple(vjp(vs[l].astype(x.dtype))[0][i])
-    return out
+def pattern_update(ht, d, v: jnp.ndarray) -> jnp.ndarray:
+    """J_l^T v_l as the augmented d[W_l; b_l] (k [+1], M) from the patches and backprops:
+    d[k, o] = sum_{n, s} Ht[n, s, k] E[n, s, o],  E[n, s, o] = sum_c D[(n, c), s, o] v[(n, c)]
+    (one matrix product; no backward pass through the network)."""
+    n, s, k = ht.shape
+    c = d.shape[0] // n
+    e = jnp.einsum("ncso,nc->nso", d.reshape(n, c, s, -1), v.reshape(n, c).astype(d.dtype))
+    return ht.reshape(n * s, k).T @ e.reshape(n * s, -1)
 
 
 def _from_augmented(params: list, net: SerialNetwork, dws: list) -> list:
@@ -200,12 +202,12 @@ def direction(method: MethodLike, net: SerialNetwork, params: Any, x: Any, y: An
               kernels_and_outputs: Optional[tuple] = None):
     """(direction pytree, Kernels, residual g, damping) of `method` at params; one step is
     params - lr * direction. gd / block patterns: the method's own dual vectors (`Method.duals`,
-    the same system as `ntkngd.operator` on the same kernels) pulled back by `jax.vjp`; kfac /
+    the same system as `ntkngd.operator` on the same kernels) mapped by J_l^T; kfac /
     unit_wise: KFC / channel-wise updates (MSE only). damping None: the method's default.
     kernels_and_outputs: (K, f(X)) already computed at these params and x (saves a pass)."""
     m, L = get_method(method), get_loss(loss)
     K, f = kernels_and_outputs or serial_kernels_and_outputs(net, params, x)
-    x = jnp.asarray(net.check_inputs(x), f.dtype)
+    net.check_inputs(x)
     n, c = f.shape
     y = jnp.asarray(L.validate(y, "y_train", n, c), f.dtype)
     if damping is not None:
@@ -222,5 +224,6 @@ def direction(method: MethodLike, net: SerialNetwork, params: Any, x: Any, y: An
     if m.duals is None:
         raise ValueError(f"method {m.name!r} defines no dual vectors (Method.duals): it cannot "
                          "update a serial network")
-    vs = jnp.asarray(m.duals(K, rho, f, y, L), f.dtype).reshape(K.depth, n, c)
-    return _pullback(net, list(params), x, vs), K, g, rho
+    vs = jnp.asarray(m.duals(K, rho, f, y, L), f.dtype).reshape(K.depth, n * c)
+    dws = [pattern_update(h, d, v) for h, d, v in zip(K.layer_inputs_train, K.backprops_train, vs)]
+    return _from_augmented(list(params), net, dws), K, g, rho

@@ -1,23 +1,30 @@
-"""Finite-width training of a `SerialNetwork` (MSE), logged beside the function-space predictions
-of the empirical operator at initialization and of the infinite-width operator (analytic kernels
-through neural-tangents) started from the network's own outputs. Same `TrainLog` as for MLPs;
+"""Finite-width training of a `SerialNetwork`, logged beside the function-space predictions of the
+empirical operator at initialization and of the infinite-width operator (analytic kernels through
+neural-tangents) started from the network's own outputs. MSE: the same `TrainLog` as for MLPs;
 K-FAC (KFC) and channel-wise have no infinite-width operator: their `pred_inf_*` are NaN.
+Cross-entropy / binary cross-entropy (`serial_train_ce`): the same `CETrainLog` as
+`ntkngd.ce_engine.train_ce`, for GD and block patterns (KFC and channel-wise: MSE only).
 """
 from __future__ import annotations
 
 from typing import Any, Optional, Union
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from . import _checks
-from .engine import TrainLog, _predictions, apply_update, log_step
+from .ce_engine import CETrainLog, _prediction, ce_isotropy, reference_alpha
+from .engine import TrainLog, _finite_or_diverged, _predictions, apply_update, log_step
+from .loss_dynamics import loss_operator
 from .losses import Loss, get_loss
 from .methods import get_method
 from .operators import operator
 from .serial_network import SerialNetwork
-from .serial_empirical import serial_empirical_kernels, serial_outputs
+from .serial_empirical import param_dtype, serial_empirical_kernels, serial_outputs
 from .serial_kernels import serial_analytic_kernels
 from .serial_methods import direction
+
 _ANALYTIC: dict = {}     # (layers, inputs) -> analytic Kernels: every method reuses them
 
 
@@ -34,13 +41,15 @@ def _analytic(net: SerialNetwork, xtr, xte):
 
 def serial_train(method, net: SerialNetwork, params: Any, data: tuple, steps: int = 5,
                  lr: Optional[float] = None, damping: Optional[float] = None,
-                 loss: Union[str, Loss] = "mse") -> TrainLog:
-    """T steps of `method` (params - lr * direction), MSE loss; lr None: the empirical operator's
+                 loss: Union[str, Loss] = "mse", **loss_options):
+    """T steps of `method` (params - lr * direction), MSE; lr None: the empirical operator's
     lr at initialization (1/alpha when isotropic, 1/lambda_max otherwise); damping None: the
     method's default. Layer-structured methods (K-FAC, channel-wise) have no infinite-width
-    operator: their `pred_inf_*` are NaN."""
+    operator: their `pred_inf_*` are NaN. Other losses: `serial_train_ce` (loss_options:
+    lr_fraction, analytic)."""
     if not get_loss(loss).identity_hessian:
-        raise ValueError("training a serial network supports the MSE loss only (loss='mse')")
+        return serial_train_ce(method, net, params, data, steps, lr, damping, loss=loss,
+                               **loss_options)
     if not isinstance(data, (tuple, list)) or len(data) != 4:
         raise ValueError("data must be a tuple (x_train, y_train, x_test, y_test)")
     steps = _checks.positive_int(steps, "steps")
@@ -73,3 +82,72 @@ def serial_train(method, net: SerialNetwork, params: Any, data: tuple, steps: in
     return TrainLog(m.name, float(lr), rho, op_emp.alpha, np.arange(steps + 1),
                     *(np.asarray(logs[k]) for k in ("tr", "te", "atr", "ate")),
                     np.asarray(pe_tr), np.asarray(pe_te), np.asarray(pi_tr), np.asarray(pi_te))
+
+
+def _linearized_step(net: SerialNetwork, params, x, d) -> np.ndarray:
+    """J d (N, C) by one jax.jvp of the network."""
+    return np.asarray(jax.jvp(lambda p: net.apply_fn(p, x), (params,), (d,))[1], np.float64)
+
+
+def serial_train_ce(method, net: SerialNetwork, params: Any, data: tuple, steps: int = 5,
+                    lr: Optional[float] = None, damping: Optional[float] = None, *,
+                    lr_fraction: float = 0.5, analytic=None,
+                    loss: Union[str, Loss] = "softmax_cross_entropy") -> CETrainLog:
+    """`ntkngd.ce_engine.train_ce` on a serial network (GD and block patterns): T steps of
+    params - lr * direction with the loss's output Hessian in the dual systems, logged beside the
+    loss-dynamics predictions of the empirical (initialization) and infinite-width operators, and
+    per step the alpha_fit / deviation of the linearized step J d (jax.jvp) from alpha H^+ r.
+    lr None: lr_fraction / alpha (GD: N / lambda_max(Theta))."""
+    L = get_loss(loss)
+    if not isinstance(data, (tuple, list)) or len(data) != 4:
+        raise ValueError("data must be a tuple (x_train, y_train, x_test, y_test)")
+    steps = _checks.positive_int(steps, "steps")
+    m = get_method(method)
+    if m.kind == "layer":
+        raise ValueError(f"{m.name} on a serial network supports the MSE loss only; with the "
+                         f"{L.name} loss use GD or a block pattern")
+    L.check_outputs(net.out_dim)
+    if damping is not None:
+        damping = _checks.non_negative(damping, "damping")
+    lr_fraction = _checks.positive(lr_fraction, "lr_fraction")
+    xtr, ytr_raw, xte, yte_raw = data
+    K0 = serial_empirical_kernels(net, params, xtr, xte)
+    f0 = np.asarray(serial_outputs(net, params, xtr), np.float64)
+    f0t = np.asarray(serial_outputs(net, params, xte), np.float64)
+    n = f0.shape[0]
+    ytr = np.asarray(L.validate(ytr_raw, "y_train", n, net.out_dim), np.float64)
+    yte = np.asarray(L.validate(yte_raw, "y_test", f0t.shape[0], net.out_dim), np.float64)
+    rho = float(m.resolve_damping(K0, damping))
+    alpha = reference_alpha(m, net, n)
+    if lr is not None:
+        lr = _checks.positive(lr, "lr")
+    elif m.kind == "gd":
+        lr = n / float(np.linalg.eigvalsh(np.asarray(K0.ntk_train, np.float64))[-1])
+    elif alpha is None or not alpha > 0:
+        raise ValueError(f"no alpha for {m.name}: pass lr explicitly")
+    else:
+        lr = lr_fraction / alpha
+    Ka = analytic if analytic is not None else _analytic(net, xtr, xte)
+    pe = _prediction(loss_operator(m, K0, rho, L), f0, ytr, f0t, yte, lr, steps)
+    pi = _prediction(loss_operator(m, Ka, rho, L), f0, ytr, f0t, yte, lr, steps)
+    logs: dict[str, list] = {k: [] for k in ("tr", "te", "atr", "ate", "fit", "dev", "ref")}
+    p, f, ft = params, f0, f0t
+    xj = jnp.asarray(net.check_inputs(xtr), param_dtype(params))
+    for t in range(steps + 1):
+        for k, v in (("tr", L.value(f, ytr)), ("te", L.value(ft, yte)),
+                     ("atr", L.accuracy(f, ytr)), ("ate", L.accuracy(ft, yte))):
+            logs[k].append(float(v))
+        if t == steps:
+            break
+        d = direction(m, net, p, xtr, ytr, rho, L)[0]
+        iso = ce_isotropy(_linearized_step(net, p, xj, d), f, ytr, alpha, L)
+        for k, key in (("fit", "alpha_fit"), ("dev", "deviation"), ("ref", "deviation_ref")):
+            logs[k].append(iso[key])
+        p = apply_update(p, d, lr)
+        f = np.asarray(serial_outputs(net, p, xtr), np.float64)
+        ft = np.asarray(serial_outputs(net, p, xte), np.float64)
+        _finite_or_diverged((f, ft), t + 1, lr, m.name)
+    arr = np.asarray
+    return CETrainLog(m.name, float(lr), rho, alpha, alpha, np.arange(steps + 1),
+                      *(arr(logs[k]) for k in ("tr", "te", "atr", "ate")), *map(arr, pe),
+                      *map(arr, pi), *(arr(logs[k]) for k in ("fit", "dev", "ref")))

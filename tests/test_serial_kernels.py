@@ -1,5 +1,7 @@
 """Serial networks (ntkngd.serial_network): per-layer analytic blocks through neural-tangents,
 finite-width blocks from patches x backprops, both against independent references (float64)."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,6 +31,12 @@ SINGLE_CONV = {   # the batched test's network (its blocks are checked by the sa
 }
 
 
+@functools.lru_cache(maxsize=None)
+def _net(name, channels):
+    """One network object per (architecture, channels): jitted feature passes compile once."""
+    return ng.serial(*{**CNNS, **SINGLE_CONV}[name](channels))
+
+
 def _images(n, seed, hw=6, ch=2):
     return np.random.RandomState(seed).randn(n, hw, hw, ch)
 
@@ -39,13 +47,14 @@ def _rel(a, b):
 
 @pytest.mark.parametrize("name", sorted(CNNS))
 def test_analytic_blocks_sum_to_neural_tangents_ntk(name):
-    net = ng.serial(*CNNS[name](8))
-    x, xt = _images(4, 0, hw=5), _images(2, 1, hw=5)
+    net = _net(name, 4)
+    x, xt = _images(4, 0, hw=5), _images(4, 1, hw=5)   # same N: shapes shared by the recursions
     K = ng.analytic_kernels(net, x, xt)
     assert K.blocks_train.shape == (net.depth, 4, 4)
-    assert _rel(K.ntk_train, net.kernel_fn(x, None, "ntk")) < 1e-10
+    nngp, ntk = net.kernel_fn(x, None, ("nngp", "ntk"))
+    assert _rel(K.ntk_train, ntk) < 1e-10
     assert _rel(K.ntk_test, net.kernel_fn(xt, x, "ntk")) < 1e-10
-    assert _rel(K.nngp_train, net.kernel_fn(x, None, "nngp")) < 1e-10
+    assert _rel(K.nngp_train, nngp) < 1e-10
     for b in np.asarray(K.blocks_train):       # each block is a kernel: symmetric PSD
         assert np.allclose(b, b.T, atol=1e-12 * np.abs(b).max())
         assert np.linalg.eigvalsh(b).min() > -1e-10 * np.abs(b).max()
@@ -62,9 +71,12 @@ def test_analytic_blocks_match_the_mlp_path():
     assert _rel(a.fwd_train, b.fwd_train) < 1e-10
 
 
-def _brute_blocks(net, params, xa, xb):
-    ja = jax.jacrev(lambda p: net.apply_fn(p, xa))(params)
-    jb = jax.jacrev(lambda p: net.apply_fn(p, xb))(params)
+def _jacobian(net, params, x):
+    return jax.jacrev(lambda p: net.apply_fn(p, x))(params)
+
+
+def _brute_blocks(net, ja, jb, xa, xb):
+    """Per-layer J_l(xa) J_l(xb)^T from full Jacobians ja, jb (pytrees like params)."""
     c = net.out_dim
     out = []
     for i in net.trainable:
@@ -76,17 +88,18 @@ def _brute_blocks(net, params, xa, xb):
 
 @pytest.mark.parametrize("name", sorted(CNNS))
 def test_empirical_blocks_equal_brute_force_jacobians(name):
-    net = ng.serial(*CNNS[name](4))
-    x, xt = jnp.asarray(_images(3, 0, hw=5)), jnp.asarray(_images(2, 1, hw=5))
+    net = _net(name, 4)
+    x, xt = jnp.asarray(_images(3, 0, hw=5)), jnp.asarray(_images(3, 1, hw=5))
     _, params = net.init_fn(jax.random.PRNGKey(3), x.shape)
     K = ng.empirical_kernels(net, params, x, xt)
-    assert _rel(K.blocks_train, _brute_blocks(net, params, x, x)) < 1e-10
-    assert _rel(K.blocks_test, _brute_blocks(net, params, xt, x)) < 1e-10
+    jx, jt = _jacobian(net, params, x), _jacobian(net, params, xt)
+    assert _rel(K.blocks_train, _brute_blocks(net, jx, jx, x, x)) < 1e-10
+    assert _rel(K.blocks_test, _brute_blocks(net, jt, jx, xt, x)) < 1e-10
 
 
 def test_gram_and_jacobian_forms_agree():
-    net = ng.serial(*CNNS["same_erf_valid_stride_relu_gap_bias"](5))
-    x = jnp.asarray(_images(4, 0))
+    net = _net("same_erf_valid_stride_relu_gap_bias", 4)
+    x = jnp.asarray(_images(3, 0, hw=5))
     _, params = net.init_fn(jax.random.PRNGKey(0), x.shape)
     _, hts, ds = serial_empirical.features(net, params, x)
     for h, d in zip(hts, ds):
@@ -104,10 +117,17 @@ def test_empirical_blocks_match_the_mlp_fast_path():
     assert _rel(a.fwd_train, b.fwd_train) < 1e-12
 
 
+@functools.lru_cache(maxsize=None)
+def _mc_analytic(name):
+    """Analytic blocks (independent of the channel count) on the Monte Carlo inputs."""
+    return np.asarray(ng.analytic_kernels(_net(name, 1), _images(3, 0, hw=5)).blocks_train)
+
+
 def _mc_gap(channels, seeds=2):
-    net = ng.serial(*CNNS["same_erf_valid_stride_relu_gap_bias"](channels))
+    name = "same_erf_valid_stride_relu_gap_bias"
+    net = _net(name, channels)
     x = _images(3, 0, hw=5)
-    Ka = np.asarray(ng.analytic_kernels(net, x).blocks_train)
+    Ka = _mc_analytic(name)
     gaps = []
     for s in range(seeds):
         _, params = net.init_fn(jax.random.PRNGKey(s), x.shape)
@@ -155,7 +175,7 @@ def test_bad_inputs_give_clear_errors():
 
 
 def test_batched_analytic_blocks_equal_unbatched():
-    net = ng.serial(*SINGLE_CONV["relu_gap_single_conv"](4))
+    net = _net("relu_gap_single_conv", 4)
     x, xt = _images(4, 0, hw=5), _images(2, 1, hw=5)
     a, b = ng.analytic_kernels(net, x, xt), ng.analytic_kernels(net, x, xt, batch_size=2)
     assert _rel(a.ntk_train, net.kernel_fn(x, None, "ntk")) < 1e-10
