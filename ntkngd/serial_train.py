@@ -2,7 +2,7 @@
 empirical operator at initialization and of the infinite-width operator (analytic kernels through
 neural-tangents) started from the network's own outputs. MSE: the same `TrainLog` as for MLPs;
 K-FAC (KFC) and channel-wise have no infinite-width operator: their `pred_inf_*` are NaN.
-Cross-entropy / binary cross-entropy (`serial_train_ce`): the same `CETrainLog` as
+Cross-entropy / binary cross-entropy (`serial_train_ce`): the same `TrainLog` as
 `ntkngd.ce_engine.train_ce`, for GD and block patterns (KFC and channel-wise: MSE only).
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _checks
-from .ce_engine import CETrainLog, _prediction, ce_isotropy, reference_alpha
+from .ce_engine import _prediction, ce_isotropy, reference_alpha
 from .engine import TrainLog, _finite_or_diverged, _predictions, apply_update, log_step
 from .loss_dynamics import loss_operator
 from .losses import Loss, get_loss
@@ -92,7 +92,7 @@ def _linearized_step(net: SerialNetwork, params, x, d) -> np.ndarray:
 def serial_train_ce(method, net: SerialNetwork, params: Any, data: tuple, steps: int = 5,
                     lr: Optional[float] = None, damping: Optional[float] = None, *,
                     lr_fraction: float = 0.5, analytic=None,
-                    loss: Union[str, Loss] = "softmax_cross_entropy") -> CETrainLog:
+                    loss: Union[str, Loss] = "softmax_cross_entropy") -> TrainLog:
     """`ntkngd.ce_engine.train_ce` on a serial network (GD and block patterns): T steps of
     params - lr * direction with the loss's output Hessian in the dual systems, logged beside the
     loss-dynamics predictions of the empirical (initialization) and infinite-width operators, and
@@ -148,6 +148,12 @@ def serial_train_ce(method, net: SerialNetwork, params: Any, data: tuple, steps:
         ft = np.asarray(serial_outputs(net, p, xte), np.float64)
         _finite_or_diverged((f, ft), t + 1, lr, m.name)
     arr = np.asarray
-    return CETrainLog(m.name, float(lr), rho, alpha, alpha, np.arange(steps + 1),
-                      *(arr(logs[k]) for k in ("tr", "te", "atr", "ate")), *map(arr, pe),
-                      *map(arr, pi), *(arr(logs[k]) for k in ("fit", "dev", "ref")))
+    pe_tr, pe_te, pe_atr, pe_ate = map(arr, pe)
+    pi_tr, pi_te, pi_atr, pi_ate = map(arr, pi)
+    return TrainLog(m.name, float(lr), rho, alpha, np.arange(steps + 1),
+                    *(arr(logs[k]) for k in ("tr", "te", "atr", "ate")),
+                    pe_tr, pe_te, pi_tr, pi_te, pred_alpha=alpha,
+                    pred_emp_train_acc=pe_atr, pred_emp_test_acc=pe_ate,
+                    pred_inf_train_acc=pi_atr, pred_inf_test_acc=pi_ate,
+                    alpha_fit=arr(logs["fit"]), deviation=arr(logs["dev"]),
+                    deviation_ref=arr(logs["ref"]))
