@@ -10,12 +10,15 @@ instead of ~ lambda_max / lambda_min), at the profile's N and at one N > d. The 
 f' = f'_0 - G' G^+ (f_0 - y); exact NGD and GD share one (G' G^-1 = Theta' Theta^-1)."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .. import analytic_kernels, mlp, operator, predict
 from ..dynamics import mse
 from ..empirical import outputs
 from ..engine import accuracy, ngd_direction
+from ..linalg import serial_blas
 from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, FORSTER_ITERS, Context, binary_data,
                      data_record, init_params, log_axis_at, quiet, save_figure, step_params,
                      subplots)
@@ -56,19 +59,38 @@ def _fixed_point(op, f0, y, f0t):
     return traj.train[-1], traj.test[-1]
 
 
+@functools.lru_cache(maxsize=2)
+def _params(depth: int, width: int, input_dim: int, seed: int, dtype: str):
+    """The initial parameters of seed `seed`, drawn once and shared by every configuration and
+    method (at width 4096 drawing and checking them cost more than the theory itself)."""
+    del dtype                           # part of the key: jax's default float width
+    return init_params(mlp(depth, width, "relu"), input_dim, seed)
+
+
+def _seed_params(p, input_dim: int, seed: int):
+    import jax.numpy as jnp
+    return _params(p.depth, p.width, input_dim, seed, jnp.zeros(()).dtype.name)
+
+
+def _initial_outputs(p, ds, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(f_0 on the training inputs, f_0 on the test inputs) of the network of seed 500 + seed."""
+    net = mlp(p.depth, p.width, "relu")
+    params = _seed_params(p, ds.input_dim, 500 + seed)
+    return (np.asarray(outputs(net, params, ds.x_train), float),
+            np.asarray(outputs(net, params, ds.x_test), float))
+
+
 def _theory(p, ds, seeds: int) -> dict:
     net = mlp(p.depth, p.width, "relu")
     K = analytic_kernels(net, ds.x_train, ds.x_test)
+    starts = [_initial_outputs(p, ds, s) for s in range(seeds)]     # shared by the methods
     res = {}
     for m in METHOD_ORDER:
         if m == "unit_wise":           # no infinite-width test operator
             continue
         op = quiet(operator, m, K, 0.0)
         rows = []
-        for s in range(seeds):
-            params = init_params(net, ds.input_dim, 500 + s)
-            f0 = np.asarray(outputs(net, params, ds.x_train), float)
-            f0t = np.asarray(outputs(net, params, ds.x_test), float)
+        for f0, f0t in starts:
             ftr, fte = _fixed_point(op, f0, ds.y_train, f0t)
             rows.append((mse(fte, ds.y_test), accuracy(fte, ds.y_test), mse(ftr, ds.y_train)))
         r = np.mean(rows, axis=0)
@@ -102,7 +124,7 @@ def _gd_train(net, params, x, y, lam_max: float, lam_min: float, steps: int):
 
 def _finite(p, ds, m: str, seed: int) -> dict:
     net = mlp(p.depth, p.width, "relu")
-    params = init_params(net, ds.input_dim, 500 + seed)
+    params = _seed_params(p, ds.input_dim, 500 + seed)
     K = analytic_kernels(net, ds.x_train)
     op = quiet(operator, m, K, 0.0)
     lr = op.lr
@@ -134,6 +156,15 @@ def sizes(p) -> tuple[np.ndarray, tuple]:
 
 
 def compute(ctx: Context) -> dict:
+    """Every number of the figure, with the dense LAPACK work (kernels' methods, eigen-
+    decompositions of G) on one BLAS thread: multi-threaded OpenBLAS gives results that vary from
+    run to run in the last bits (amplified by the nearly singular operators of Forster inputs) and
+    is 10-30x slower on these small matrices on a busy machine."""
+    with serial_blas():
+        return _compute(ctx)
+
+
+def _compute(ctx: Context) -> dict:
     p = ctx.profile
     if p.data_dir:
         raise ValueError("the generalization figure uses the bundled digits (whitening); "
