@@ -197,7 +197,7 @@ def _compute(ctx: Context) -> dict:
     ns, finite_ns = sizes(p)
     out = {"n": ns, "finite_n": np.array(finite_ns), "steps": NGD_STEPS,
            "gd_steps": GD_STEPS.get(p.name, GD_STEPS_DEFAULT), "width": p.width, "prep": {}}
-    for prep in ctx.progress(PREPS, desc=NAME):
+    for prep in ctx.progress(PREPS, desc=NAME):          # theory: cheap, every N
         dims, rows, notes = [], [], []
         for n in ns:
             ds, why = _data(p, int(n), prep)
@@ -206,20 +206,21 @@ def _compute(ctx: Context) -> dict:
             rows.append({} if ds is None else ctx.cache.get_or_compute(
                 f"theory_{prep}_n{n}", lambda ds=ds: _theory(p, ds, SEEDS)))
         rec = {"d": dims, "notes": notes, "data": {}}
-        for key in {k for r in rows for k in r}:
+        for key in sorted({k for r in rows for k in r}):
             rec[key] = [r.get(key, np.nan) for r in rows]
-        for n in finite_ns:
-            ds, why = _data(p, int(n), prep)
-            if ds is None:
-                continue
-            rec["data"][str(n)] = data_record(ds)
-            for m in METHOD_ORDER:
-                r = ctx.cache.get_or_compute(f"finite_{prep}_n{n}_{m}" + ("_hb" if m == "gd"
-                                                                          else ""),
-                                             lambda ds=ds, m=m: _finite(p, ds, m, 0))
-                for k, v in r.items():
-                    rec[f"finite/{m}/{k}/n{n}"] = v
         out["prep"][prep] = rec
+    jobs = [(n, prep) for n in finite_ns for prep in PREPS]   # the profile's N first
+    for n, prep in ctx.progress(jobs, desc=f"{NAME} (finite width)"):
+        ds, why = _data(p, int(n), prep)
+        if ds is None:
+            continue
+        rec = out["prep"][prep]
+        rec["data"][str(n)] = data_record(ds)
+        for m in METHOD_ORDER:
+            r = ctx.cache.get_or_compute(f"finite_{prep}_n{n}_{m}" + ("_hb" if m == "gd" else ""),
+                                         lambda ds=ds, m=m: _finite(p, ds, m, 0))
+            for k, v in r.items():
+                rec[f"finite/{m}/{k}/n{n}"] = v
     out["preprocessing"] = {k: v["data"] for k, v in out["prep"].items()}
     return out
 
