@@ -109,3 +109,16 @@ def test_theory_on_nearly_singular_forster_inputs_is_bitwise_reproducible():
         assert all(np.array_equal(runs[0][k], r[k], equal_nan=True) for r in runs[1:]), k
     # exact NGD and GD share their fixed point also here (G' G^-1 = Theta' Theta^-1)
     assert runs[0]["exact/test_loss"] == pytest.approx(runs[0]["gd/test_loss"], rel=1e-8)
+
+
+def test_kfac_limit_caps_n_where_the_digits_gram_is_invertible():
+    """The K-FAC-limit figure needs an invertible input Gram: the digits 0 vs 1 span about 50
+    pixel dimensions, so the paper profile's N = 100 is capped at 48 (kappa finite)."""
+    from ntkngd.figures import kfac_limit
+    from ntkngd.figures.profiles import get
+    paper = get("paper")
+    assert kfac_limit.n_train(paper) == 48 and kfac_limit.n_train(get("quick")) == 40
+    ds, kappa = kfac_limit.mixed(paper, 0.0)
+    assert ds.n_train == 48
+    s = np.linalg.svd(ds.x_train, compute_uv=False)
+    assert kappa == pytest.approx((s[0] / s[-1]) ** 2) and 1e5 < kappa < 1e8
