@@ -267,5 +267,16 @@ def plot(res: dict, ctx: Context) -> list:
                  f"({res['steps']} NGD steps; GD: {res['gd_steps']} momentum steps to its fixed "
                  f"point; markers).\nTest losses above {CLIP:g} drawn at {CLIP:g}. Forster: "
                  "no exact isotropic position exists for these digits (the authors' 100 "
-                 "iterations are used)", fontsize=9)
+                 "iterations are used)" + _no_limit_note(res), fontsize=9)
     return save_figure(fig, ctx, NAME)
+
+
+def _no_limit_note(res: dict) -> str:
+    """Caption text naming the theory points without a t -> infinity limit (a growing mode)."""
+    n = np.asarray(res["n"], float)
+    hits = [f"{LABELS[m]} ({prep}, N/d = {n[i] / res['prep'][prep]['d'][i]:.2g})"
+            for prep in PREPS for m in METHOD_ORDER
+            for i, v in enumerate(res["prep"][prep].get(f"{m}/train_loss", []))
+            if np.isinf(float(v))]
+    return ("" if not hits else ".\nNo limit (G has an eigenvalue with negative real part; loss "
+            f"drawn at {CLIP:g}, no accuracy): " + ", ".join(hits))
