@@ -70,7 +70,8 @@ def test_fixed_point_is_the_limit_of_the_flow_with_a_null_space():
     vi = np.linalg.inv(v)
     g_op = v @ np.diag(lam) @ vi
     test = rng.standard_normal((nt, n)) @ g_op
-    f0, y, f0t = rng.standard_normal((n, 1)), rng.standard_normal((n, 1)), rng.standard_normal((nt, 1))
+    f0, y = rng.standard_normal((n, 1)), rng.standard_normal((n, 1))
+    f0t = rng.standard_normal((nt, 1))
     train, out, lowest = _fixed_point(_operator(g_op, test), f0, y, f0t)
     null = v @ np.diag(lam == 0) @ vi
     drazin = v @ np.diag(np.where(lam > 0, 1 / np.where(lam > 0, lam, 1), 0)) @ vi

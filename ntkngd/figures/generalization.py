@@ -2,11 +2,12 @@
 0 vs 1 prepared three ways (the authors' raw pipeline, PCA-whitened, Forster for every method)
 against N/d. Lines: infinite-width theory at t -> infinity (the limit of the continuous-time flow
 from the networks' own initial outputs, computed directly: `_fixed_point`; no limit where G has
-a growing mode, recorded as infinite loss); markers: finite networks trained in parameter space (NGD methods `steps` steps at
-lr = 1/alpha; GD by full-batch gradient steps with Polyak momentum tuned to the extreme
-eigenvalues of the NTK, which reaches GD's fixed point -- the same point for any method whose steps
-stay in the span of the gradients, exactly so for the linearized network -- in `GD_STEPS` steps
-instead of ~ lambda_max / lambda_min), at the profile's N and at one N > d. The theory says the methods train alike and differ only in their test functions
+a growing mode, recorded as infinite loss); markers: finite networks trained in parameter space
+(NGD methods `steps` steps at lr = 1/alpha; GD by full-batch gradient steps with Polyak momentum
+tuned to the extreme eigenvalues of the NTK, which reaches GD's fixed point -- the same point for
+any method whose steps stay in the span of the gradients, exactly so for the linearized network --
+in `GD_STEPS` steps instead of ~ lambda_max / lambda_min), at the profile's N and at one N > d.
+The theory says the methods train alike and differ only in their test functions
 f' = f'_0 - G' G^+ (f_0 - y); exact NGD and GD share one (G' G^-1 = Theta' Theta^-1)."""
 from __future__ import annotations
 
