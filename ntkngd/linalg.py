@@ -44,6 +44,9 @@ def serial_blas(size: int = 0):
         yield
         return
     if _BLAS_CONTROLLER is None:
+        # the controller lists the BLAS libraries loaded when it is made: load scipy's (jax's
+        # LAPACK and scipy.linalg use it, numpy has its own) first, or it is never limited
+        import scipy.linalg  # noqa: F401
         _BLAS_CONTROLLER = threadpoolctl.ThreadpoolController()
     with _BLAS_CONTROLLER.limit(limits=1, user_api="blas"):
         yield

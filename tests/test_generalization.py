@@ -50,3 +50,76 @@ def test_lr_sweep_departure_is_the_first_fraction_off_the_isotropic_curve():
     assert departure(fr, off) == 1.5
     off[2] = on[2] + 1.01 * DEPART_TOL
     assert departure(fr, off) == 1.25
+
+
+def _operator(train, test):
+    from ntkngd.function_space import Operator
+    return Operator("test", train, test, None, 0.0, 1, True)
+
+
+def test_fixed_point_is_the_limit_of_the_flow_with_a_null_space():
+    """A non-normal G = V diag(lam) V^-1 with two zero eigenvalues and G' = W G (vanishing on G's
+    null space, as every method's G' does): the residual keeps its null-space component (along
+    the range), the test outputs move by G' G^D g; the flow of `predict` at a long time agrees."""
+    from ntkngd import predict
+    from ntkngd.figures.generalization import _fixed_point
+    rng = np.random.default_rng(3)
+    n, nt = 8, 5
+    v = np.eye(n) + 0.4 * rng.standard_normal((n, n))
+    lam = np.array([0.0, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0])
+    vi = np.linalg.inv(v)
+    g_op = v @ np.diag(lam) @ vi
+    test = rng.standard_normal((nt, n)) @ g_op
+    f0, y = rng.standard_normal((n, 1)), rng.standard_normal((n, 1))
+    f0t = rng.standard_normal((nt, 1))
+    train, out, lowest = _fixed_point(_operator(g_op, test), f0, y, f0t)
+    null = v @ np.diag(lam == 0) @ vi
+    drazin = v @ np.diag(np.where(lam > 0, 1 / np.where(lam > 0, lam, 1), 0)) @ vi
+    np.testing.assert_allclose(train, y + null @ (f0 - y), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(out, f0t - test @ drazin @ (f0 - y), rtol=0, atol=1e-12)
+    assert lowest == pytest.approx(0.5 / 4.0, rel=1e-12)
+    traj = predict(_operator(g_op, test), f0, y, f0t, lr=1.0, times=[80.0])   # e^-40 of the slowest
+    np.testing.assert_allclose(traj.train[-1], train, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(traj.test[-1], out, rtol=0, atol=1e-10)
+
+
+def test_fixed_point_reports_a_growing_mode():
+    from ntkngd.figures.generalization import _fixed_point
+    g_op = np.diag([2.0, 1.0, -0.5])
+    _, _, lowest = _fixed_point(_operator(g_op, np.ones((2, 3))), np.ones((3, 1)),
+                                np.zeros((3, 1)), np.zeros((2, 1)))
+    assert lowest == -0.25
+
+
+def test_theory_on_nearly_singular_forster_inputs_is_bitwise_reproducible():
+    """Forster inputs at N/d = 2.5 (nearly singular kernels): the theory numbers do not depend on
+    the BLAS threads around the call (multi-threaded OpenBLAS varied them in the last bits from
+    run to run) nor on the run."""
+    from threadpoolctl import threadpool_limits
+
+    from ntkngd.figures import generalization as gen_fig
+    from ntkngd.figures.profiles import get
+    p = get("tiny")
+    ds, _ = gen_fig._data(p, 160, "forster")
+    runs = []
+    for threads in (2, 1, 2):
+        with threadpool_limits(threads, "blas"):
+            runs.append(gen_fig._theory(p, ds, 1))
+    assert set(runs[0]) == set(runs[1]) == set(runs[2])
+    for k in runs[0]:
+        assert all(np.array_equal(runs[0][k], r[k], equal_nan=True) for r in runs[1:]), k
+    # exact NGD and GD share their fixed point also here (G' G^-1 = Theta' Theta^-1)
+    assert runs[0]["exact/test_loss"] == pytest.approx(runs[0]["gd/test_loss"], rel=1e-8)
+
+
+def test_kfac_limit_caps_n_where_the_digits_gram_is_invertible():
+    """The K-FAC-limit figure needs an invertible input Gram: the digits 0 vs 1 span about 50
+    pixel dimensions, so the paper profile's N = 100 is capped at 48 (kappa finite)."""
+    from ntkngd.figures import kfac_limit
+    from ntkngd.figures.profiles import get
+    paper = get("paper")
+    assert kfac_limit.n_train(paper) == 48 and kfac_limit.n_train(get("quick")) == 40
+    ds, kappa = kfac_limit.mixed(paper, 0.0)
+    assert ds.n_train == 48
+    s = np.linalg.svd(ds.x_train, compute_uv=False)
+    assert kappa == pytest.approx((s[0] / s[-1]) ** 2) and 1e5 < kappa < 1e8

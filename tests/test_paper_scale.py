@@ -22,6 +22,7 @@ import ntkngd as ng  # noqa: E402
 from ntkngd import empirical, engine  # noqa: E402
 from ntkngd.data import sphere  # noqa: E402
 from ntkngd.dynamics import mse  # noqa: E402
+from ntkngd.methods import get_method  # noqa: E402
 
 METHODS = ("exact", "block_diagonal", "block_tridiagonal", "kfac", "unit_wise")
 MIN_FALL = {"exact": 100, "block_diagonal": 100, "block_tridiagonal": 15, "kfac": 15,
@@ -41,7 +42,7 @@ def one_step_falls(width: int, seed: int = 0) -> dict:
     out = {}
     for m in METHODS:
         t = time.perf_counter()
-        rho = engine._damping(m, K, None)
+        rho = float(get_method(m).resolve_damping(K, None))     # the default of every entry point
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ng.TheoryConditionWarning)
             alpha = ng.operator(m, K, rho).alpha

@@ -1,21 +1,25 @@
 """(j) Generalization at the fixed points: test loss and test accuracy of every method on digits
 0 vs 1 prepared three ways (the authors' raw pipeline, PCA-whitened, Forster for every method)
-against N/d. Lines: infinite-width theory at t -> infinity (continuous-time flow of `predict`
-from the networks' own initial outputs, the time set so that every mode of G has decayed by
-e^-50); markers: finite networks trained in parameter space (NGD methods `steps` steps at
-lr = 1/alpha; GD by full-batch gradient steps with Polyak momentum tuned to the extreme
-eigenvalues of the NTK, which reaches GD's fixed point -- the same point for any method whose steps
-stay in the span of the gradients, exactly so for the linearized network -- in `GD_STEPS` steps
-instead of ~ lambda_max / lambda_min), at the profile's N and at one N > d. The theory says the methods train alike and differ only in their test functions
+against N/d. Lines: infinite-width theory at t -> infinity (the limit of the continuous-time flow
+from the networks' own initial outputs, computed directly: `_fixed_point`; no limit where G has
+a growing mode, recorded as infinite loss); markers: finite networks trained in parameter space
+(NGD methods `steps` steps at lr = 1/alpha; GD by full-batch gradient steps with Polyak momentum
+tuned to the extreme eigenvalues of the NTK, which reaches GD's fixed point -- the same point for
+any method whose steps stay in the span of the gradients, exactly so for the linearized network --
+in `GD_STEPS` steps instead of ~ lambda_max / lambda_min), at the profile's N and at one N > d.
+The theory says the methods train alike and differ only in their test functions
 f' = f'_0 - G' G^+ (f_0 - y); exact NGD and GD share one (G' G^-1 = Theta' Theta^-1)."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-from .. import analytic_kernels, mlp, operator, predict
+from .. import analytic_kernels, mlp, operator
 from ..dynamics import mse
 from ..empirical import outputs
 from ..engine import accuracy, ngd_direction
+from ..linalg import serial_blas
 from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, FORSTER_ITERS, Context, binary_data,
                      data_record, init_params, log_axis_at, quiet, save_figure, step_params,
                      subplots)
@@ -27,8 +31,10 @@ PREP_LABELS = {"raw": "raw (global standardization + unit norm)",
                "whitened": "PCA-whitened", "forster": "Forster (every method)"}
 GD_STEPS = {"tiny": 100}
 GD_STEPS_DEFAULT = 300
-DECAY = 50.0          # flow time: exp(-DECAY) on the slowest non-zero mode of lr G
-RANK_CUT = 1e-8       # modes of G below RANK_CUT x its largest eigenvalue count as its null space
+# Modes of G below RANK_CUT x its largest eigenvalue modulus count as its null space: 100 x the
+# float64 rank cut of linalg.rank_rtol (1e-10), since the eigenvalues of a non-normal G carry
+# errors well above eps x ||G||.
+RANK_CUT = 1e-8
 SWEEP = {"tiny": (0.25, 0.75, 1.5)}            # N / 64 of the theory sweep
 SWEEP_DEFAULT = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
 CLIP = 10.0           # test losses above CLIP (Forster's near-singular inputs) drawn at CLIP
@@ -47,33 +53,74 @@ def _data(p, n: int, prep: str):
     return quiet(data_mod.forster_dataset, ds, iters=FORSTER_ITERS, span=True), ""
 
 
-def _fixed_point(op, f0, y, f0t):
-    """Train and test outputs of the continuous-time flow at a time where every non-zero mode of
-    lr G has decayed by e^-DECAY (the t -> infinity limit)."""
-    ev = np.linalg.eigvals(op.train).real
-    slow = ev[ev > ev.max() * RANK_CUT].min()
-    traj = predict(op, f0, y, f0t, lr=op.lr, times=[DECAY / (op.lr * slow)])
-    return traj.train[-1], traj.test[-1]
+def _fixed_point(op, f0, y, f0t) -> tuple[np.ndarray, np.ndarray, float]:
+    """Train and test outputs of the flow df/dt = -G (f - y) at t -> infinity, and the smallest
+    real part of G's retained eigenvalues relative to the largest modulus.
+
+    With g = f_0 - y:  f_inf = y + (I - G G^D) g  and  f'_inf = f'_0 - G' G^D g,  where G^D inverts
+    G on its invariant subspace of eigenvalues of modulus above RANK_CUT x the largest and is zero
+    on the complementary one (the numerical null space, whose residual the flow never moves).
+    Computed from the ordered real Schur form G = Q [[T11, T12], [0, T22]] Q^T (orthogonal, hence
+    well conditioned where G is far from normal and its eigenvectors nearly parallel, as on Forster
+    inputs), decoupled by the Sylvester equation T11 Y - Y T22 = -T12:
+    G^D = Q [[T11^-1, -T11^-1 Y], [0, 0]] Q^T,  I - G G^D = Q [[0, Y], [0, I]] Q^T.
+    This is the limit of the flow itself (every retained mode decays as exp(-lambda t); G' vanishes
+    on G's null space) when the returned real part is positive; a negative one is a growing mode:
+    the flow diverges."""
+    from scipy.linalg import schur, solve_sylvester
+    g = np.asarray(f0 - y, float)
+    gt = np.asarray(op.train, float)
+    top = np.max(np.abs(np.linalg.eigvals(gt)))
+    cut = RANK_CUT * top
+    t, q, k = schur(gt, output="real", sort=lambda re, im: np.hypot(re, im) > cut)
+    t11, t12, t22 = t[:k, :k], t[:k, k:], t[k:, k:]
+    u1, u2 = q[:, :k].T @ g, q[:, k:].T @ g
+    y12 = solve_sylvester(t11, -t22, -t12) if k < len(t) else np.zeros((k, 0))
+    v1 = np.linalg.solve(t11, u1 - y12 @ u2)
+    train = y + q[:, :k] @ (y12 @ u2) + q[:, k:] @ u2
+    test = f0t - (np.asarray(op.test, float) @ q[:, :k]) @ v1
+    lowest = float(np.min(np.linalg.eigvals(t11).real)) / top
+    return train, test, lowest
 
 
+@functools.lru_cache(maxsize=2)
+def _params(depth: int, width: int, input_dim: int, seed: int, dtype: str):
+    """The initial parameters of seed `seed`, drawn once and shared by every configuration and
+    method (at width 4096 drawing and checking them cost more than the theory itself)."""
+    del dtype                           # part of the key: jax's default float width
+    return init_params(mlp(depth, width, "relu"), input_dim, seed)
+
+
+def _seed_params(p, input_dim: int, seed: int):
+    import jax.numpy as jnp
+    return _params(p.depth, p.width, input_dim, seed, jnp.zeros(()).dtype.name)
+
+
+def _initial_outputs(p, ds, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(f_0 on the training inputs, f_0 on the test inputs) of the network of seed 500 + seed."""
+    net = mlp(p.depth, p.width, "relu")
+    params = _seed_params(p, ds.input_dim, 500 + seed)
+    return (np.asarray(outputs(net, params, ds.x_train), float),
+            np.asarray(outputs(net, params, ds.x_test), float))
+
+
+@serial_blas()
 def _theory(p, ds, seeds: int) -> dict:
     net = mlp(p.depth, p.width, "relu")
     K = analytic_kernels(net, ds.x_train, ds.x_test)
+    starts = [_initial_outputs(p, ds, s) for s in range(seeds)]     # shared by the methods
     res = {}
     for m in METHOD_ORDER:
         if m == "unit_wise":           # no infinite-width test operator
             continue
         op = quiet(operator, m, K, 0.0)
         rows = []
-        for s in range(seeds):
-            params = init_params(net, ds.input_dim, 500 + s)
-            f0 = np.asarray(outputs(net, params, ds.x_train), float)
-            f0t = np.asarray(outputs(net, params, ds.x_test), float)
-            ftr, fte = _fixed_point(op, f0, ds.y_train, f0t)
+        for f0, f0t in starts:
+            ftr, fte, lowest = _fixed_point(op, f0, ds.y_train, f0t)
             rows.append((mse(fte, ds.y_test), accuracy(fte, ds.y_test), mse(ftr, ds.y_train)))
-        r = np.mean(rows, axis=0)
+        r = np.mean(rows, axis=0) if lowest > 0 else (np.inf, np.nan, np.inf)   # diverges
         res.update({f"{m}/test_loss": r[0], f"{m}/test_acc": r[1], f"{m}/train_loss": r[2],
-                    f"{m}/deviation": op.deviation})
+                    f"{m}/deviation": op.deviation, f"{m}/lowest_eig": lowest})
     return res
 
 
@@ -100,9 +147,10 @@ def _gd_train(net, params, x, y, lam_max: float, lam_min: float, steps: int):
     return jax.jit(lambda p: jax.lax.fori_loop(0, steps, body, (p, p))[0])(params)
 
 
+@serial_blas()
 def _finite(p, ds, m: str, seed: int) -> dict:
     net = mlp(p.depth, p.width, "relu")
-    params = init_params(net, ds.input_dim, 500 + seed)
+    params = _seed_params(p, ds.input_dim, 500 + seed)
     K = analytic_kernels(net, ds.x_train)
     op = quiet(operator, m, K, 0.0)
     lr = op.lr
@@ -134,6 +182,15 @@ def sizes(p) -> tuple[np.ndarray, tuple]:
 
 
 def compute(ctx: Context) -> dict:
+    """Every number of the figure, with the dense LAPACK work (kernels' methods, eigen-
+    decompositions of G) on one BLAS thread: multi-threaded OpenBLAS gives results that vary from
+    run to run in the last bits (amplified by the nearly singular operators of Forster inputs) and
+    is 10-30x slower on these small matrices on a busy machine."""
+    with serial_blas():
+        return _compute(ctx)
+
+
+def _compute(ctx: Context) -> dict:
     p = ctx.profile
     if p.data_dir:
         raise ValueError("the generalization figure uses the bundled digits (whitening); "
@@ -141,7 +198,7 @@ def compute(ctx: Context) -> dict:
     ns, finite_ns = sizes(p)
     out = {"n": ns, "finite_n": np.array(finite_ns), "steps": NGD_STEPS,
            "gd_steps": GD_STEPS.get(p.name, GD_STEPS_DEFAULT), "width": p.width, "prep": {}}
-    for prep in ctx.progress(PREPS, desc=NAME):
+    for prep in ctx.progress(PREPS, desc=NAME):          # theory: cheap, every N
         dims, rows, notes = [], [], []
         for n in ns:
             ds, why = _data(p, int(n), prep)
@@ -150,20 +207,21 @@ def compute(ctx: Context) -> dict:
             rows.append({} if ds is None else ctx.cache.get_or_compute(
                 f"theory_{prep}_n{n}", lambda ds=ds: _theory(p, ds, SEEDS)))
         rec = {"d": dims, "notes": notes, "data": {}}
-        for key in {k for r in rows for k in r}:
+        for key in sorted({k for r in rows for k in r}):
             rec[key] = [r.get(key, np.nan) for r in rows]
-        for n in finite_ns:
-            ds, why = _data(p, int(n), prep)
-            if ds is None:
-                continue
-            rec["data"][str(n)] = data_record(ds)
-            for m in METHOD_ORDER:
-                r = ctx.cache.get_or_compute(f"finite_{prep}_n{n}_{m}" + ("_hb" if m == "gd"
-                                                                          else ""),
-                                             lambda ds=ds, m=m: _finite(p, ds, m, 0))
-                for k, v in r.items():
-                    rec[f"finite/{m}/{k}/n{n}"] = v
         out["prep"][prep] = rec
+    jobs = [(n, prep) for n in finite_ns for prep in PREPS]   # the profile's N first
+    for n, prep in ctx.progress(jobs, desc=f"{NAME} (finite width)"):
+        ds, why = _data(p, int(n), prep)
+        if ds is None:
+            continue
+        rec = out["prep"][prep]
+        rec["data"][str(n)] = data_record(ds)
+        for m in METHOD_ORDER:
+            r = ctx.cache.get_or_compute(f"finite_{prep}_n{n}_{m}" + ("_hb" if m == "gd" else ""),
+                                         lambda ds=ds, m=m: _finite(p, ds, m, 0))
+            for k, v in r.items():
+                rec[f"finite/{m}/{k}/n{n}"] = v
     out["preprocessing"] = {k: v["data"] for k, v in out["prep"].items()}
     return out
 
@@ -210,5 +268,16 @@ def plot(res: dict, ctx: Context) -> list:
                  f"({res['steps']} NGD steps; GD: {res['gd_steps']} momentum steps to its fixed "
                  f"point; markers).\nTest losses above {CLIP:g} drawn at {CLIP:g}. Forster: "
                  "no exact isotropic position exists for these digits (the authors' 100 "
-                 "iterations are used)", fontsize=9)
+                 "iterations are used)" + _no_limit_note(res), fontsize=9)
     return save_figure(fig, ctx, NAME)
+
+
+def _no_limit_note(res: dict) -> str:
+    """Caption text naming the theory points without a t -> infinity limit (a growing mode)."""
+    n = np.asarray(res["n"], float)
+    hits = [f"{LABELS[m]} ({prep}, N/d = {n[i] / res['prep'][prep]['d'][i]:.2g})"
+            for prep in PREPS for m in METHOD_ORDER
+            for i, v in enumerate(res["prep"][prep].get(f"{m}/train_loss", []))
+            if np.isinf(float(v))]
+    return ("" if not hits else ".\nNo limit (G has an eigenvalue with negative real part; loss "
+            f"drawn at {CLIP:g}, no accuracy): " + ", ".join(hits))
