@@ -163,12 +163,13 @@ def _factor_terms(gram, shift, test, rank_deficient: bool = False):
             if bool(_pd(c, linalg.rank_rtol(gram.dtype))):
                 return _TrainPart(size=n), \
                     (None if test is None else cho_solve((c, True), test.T).T), n
-        w, u = jnp.linalg.eigh(gram)
+        w, u = jnp.linalg.eigh(gram)           # ascending: the kept eigenvalues are the last r
         w = jnp.clip(w, 0.0, None)
-        keep = w > linalg.rank_rtol(gram.dtype) * jnp.maximum(w.max(), jnp.finfo(w.dtype).tiny)
-        inv = jnp.where(keep, 1.0 / jnp.where(keep, w, 1.0), 0.0)
-        test_part = None if test is None else ((test @ u) * inv) @ u.T
-        return _TrainPart(basis=u * keep, size=n), test_part, int(keep.sum())
+        rank = int(jnp.sum(w > linalg.rank_rtol(gram.dtype) *
+                           jnp.maximum(w.max(), jnp.finfo(w.dtype).tiny)))
+        uk, wk = u[:, n - rank:], w[n - rank:]
+        test_part = None if test is None else ((test @ uk) / wk) @ uk.T
+        return _TrainPart(basis=uk, size=n), test_part, rank
     rhs = gram if test is None else jnp.concatenate([gram, test.T], axis=1)
     sol, rank = _ridge_solve(gram, shift, rhs, with_rank=True)
     return _TrainPart(dense=sol[:, :n].T, size=n), (None if test is None else sol[:, n:].T), rank
