@@ -119,6 +119,16 @@ def _step_kernels(net, dense, x):
     return _kernels(net, x, f, hts, ds), f
 
 
+def default_lr(m, K0, n: int, alpha: Optional[float], lr_fraction: float) -> float:
+    """The step size when none is given: GD n / lambda_max(Theta) (empirical NTK K0, n points),
+    every other method lr_fraction / alpha (ValueError when there is no positive alpha)."""
+    if m.kind == "gd":
+        return n / float(np.linalg.eigvalsh(np.asarray(K0.ntk_train, np.float64))[-1])
+    if alpha is None or not alpha > 0:
+        raise ValueError(f"no alpha for {m.name}: pass lr explicitly")
+    return lr_fraction / alpha
+
+
 def train_ce(method: MethodLike, net: Network, params: Any, data: tuple, steps: int = 5,
              lr: Optional[float] = None, damping: Optional[float] = None, *,
              lr_fraction: float = 0.5, analytic: Optional[Kernels] = None,
@@ -170,12 +180,7 @@ def train_ce(method: MethodLike, net: Network, params: Any, data: tuple, steps: 
     approx = m.kind == "layer"
     pred_alpha = fits[0] if approx else alpha
     if lr is None:
-        if m.kind == "gd":
-            lr = n / float(np.linalg.eigvalsh(np.asarray(K0.ntk_train, np.float64))[-1])
-        elif pred_alpha is None or not pred_alpha > 0:
-            raise ValueError(f"no alpha for {m.name}: pass lr explicitly")
-        else:
-            lr = lr_fraction / pred_alpha
+        lr = default_lr(m, K0, n, pred_alpha, lr_fraction)
     Ka = analytic if analytic is not None else analytic_kernels(net, xtr, xte)
     exact = get_method("exact")
     with warnings.catch_warnings():

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _checks
-from .ce_engine import _prediction, ce_isotropy, reference_alpha
+from .ce_engine import _prediction, default_lr, ce_isotropy, reference_alpha
 from .engine import TrainLog, _finite_or_diverged, _predictions, apply_update, log_step
 from .loss_dynamics import loss_operator
 from .losses import Loss, get_loss
@@ -119,14 +119,7 @@ def serial_train_ce(method, net: SerialNetwork, params: Any, data: tuple, steps:
     yte = np.asarray(L.validate(yte_raw, "y_test", f0t.shape[0], net.out_dim), np.float64)
     rho = float(m.resolve_damping(K0, damping))
     alpha = reference_alpha(m, net, n)
-    if lr is not None:
-        lr = _checks.positive(lr, "lr")
-    elif m.kind == "gd":
-        lr = n / float(np.linalg.eigvalsh(np.asarray(K0.ntk_train, np.float64))[-1])
-    elif alpha is None or not alpha > 0:
-        raise ValueError(f"no alpha for {m.name}: pass lr explicitly")
-    else:
-        lr = lr_fraction / alpha
+    lr = _checks.positive(lr, "lr") if lr is not None else default_lr(m, K0, n, alpha, lr_fraction)
     Ka = analytic if analytic is not None else _analytic(net, xtr, xte)
     pe = _prediction(loss_operator(m, K0, rho, L), f0, ytr, f0t, yte, lr, steps)
     pi = _prediction(loss_operator(m, Ka, rho, L), f0, ytr, f0t, yte, lr, steps)
