@@ -46,7 +46,7 @@ def serial_blas(size: int = 0):
     if _BLAS_CONTROLLER is None:
         # the controller lists the BLAS libraries loaded when it is made: load scipy's (jax's
         # LAPACK and scipy.linalg use it, numpy has its own) first, or it is never limited
-        import scipy.linalg  # noqa: F401
+        import scipy.linalg  # noqa: F401  (loads scipy's BLAS)
         _BLAS_CONTROLLER = threadpoolctl.ThreadpoolController()
     with _BLAS_CONTROLLER.limit(limits=1, user_api="blas"):
         yield

@@ -105,7 +105,6 @@ def kfc_operator(K: Kernels, damping: float = 0.0) -> Operator:
 def kfc_update(ht, d, g: jnp.ndarray, damping: float) -> jnp.ndarray:
     """d[W; b] (k [+1], M) = (A + lam)^-1 grad (B + lam)^-1 through the dual form Ht^T X D."""
     n, s, _ = ht.shape
-    c = d.shape[0] // n
     qinv, binv = _kfc_factors(ht, d, damping)
     eye_n, eye_s = jnp.eye(n, dtype=g.dtype), jnp.eye(s, dtype=g.dtype)
     r = eye_n[:, None, :, None, None] * eye_s[None, :, None, None, :] * g[None, None, :, :, None]

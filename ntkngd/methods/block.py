@@ -22,7 +22,7 @@ from jax.scipy.linalg import cho_solve
 from .. import empirical, linalg
 from ..function_space import FactoredMatrix, Operator
 from . import dual_solve, patterns
-from ._cache import block_factors, cached, total_block
+from ._cache import block_factors, total_block
 
 
 def _as_np(a):

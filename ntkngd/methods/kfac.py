@@ -68,8 +68,8 @@ def _ridge_solve(gram: jnp.ndarray, shift: float, b: jnp.ndarray, with_rank: boo
         c = jnp.linalg.cholesky(gram)
         return jax.lax.cond(_pd(c, rtol), lambda: cho_solve((c, True), b),
                             lambda: _eigh_solve(gram, 0.0, b, rtol)[0])
-    g0 = gram[0, 0]
-    if g0 > 0 and bool(jnp.all(gram == g0)):   # (g0 1 1^T + s I)^+ in closed form
+    if _constant(gram):   # (g0 1 1^T + s I)^+ in closed form
+        g0 = gram[0, 0]
         col = b.sum(0, keepdims=True)
         sol = (b - col * (g0 / (shift + n * g0))) / shift if shift > 0 else \
             jnp.broadcast_to(col / (n * n * g0), b.shape)
