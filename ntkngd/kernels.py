@@ -41,6 +41,9 @@ class Kernels:
               finite-width kernels.
     layer_inputs_*, backprops_*: finite width only: per layer Ht_l (N, M_{l-1} [+1]) and
               D_l (N C, M_l), from which K-FAC and unit-wise operators are built.
+    first_inputs_*: infinite-width MLPs: the first layer's input Ht_1 = [W_std x / sqrt(d), b_std]
+              (N, d [+1]), so that fwd_*[0] = Ht_1 Ht_1(train)^T; K-FAC factors its first-layer
+              Gram through it when N > d + 1 (a (d+1) x (d+1) problem instead of N x N).
     """
 
     blocks_train: jnp.ndarray
@@ -59,6 +62,8 @@ class Kernels:
     layer_inputs_test: Optional[tuple] = None
     backprops_train: Optional[tuple] = None
     backprops_test: Optional[tuple] = None
+    first_inputs_train: Optional[jnp.ndarray] = None
+    first_inputs_test: Optional[jnp.ndarray] = None
 
     replace = dataclasses.replace
 
@@ -105,11 +110,13 @@ class _LayerKernels(NamedTuple):
     nngp: jnp.ndarray
 
 
-def _tap_layers(net: Network, x1: jnp.ndarray, x2: Optional[jnp.ndarray]) -> _LayerKernels:
+def _tap_layers(net: Network, x1: jnp.ndarray, x2: Optional[jnp.ndarray],
+                layer_axis: int = 0) -> _LayerKernels:
     """Run neural-tangents' kernel recursion layer by layer and read off Q_l, Kdot_l.
 
-    Returns arrays with leading axes (n1, n2) (as `nt.batch` expects): fwd, bwd, blocks of shape
-    (n1, n2, L) and the output nngp (n1, n2). Exact diagonals need x2 = None (x2 = x1).
+    Returns fwd, bwd, blocks with the layer index on `layer_axis` ((L, n1, n2) by default;
+    layer_axis=-1 gives (n1, n2, L), the leading sample axes `nt.batch` expects) and the output
+    nngp (n1, n2). Exact diagonals need x2 = None (x2 = x1).
     """
     act = net.activation_layer()
     fwd, kdot = [], []
@@ -126,7 +133,7 @@ def _tap_layers(net: Network, x1: jnp.ndarray, x2: Optional[jnp.ndarray]) -> _La
     bwd = [jnp.ones_like(fwd[-1])]
     for l in range(net.depth - 1, 0, -1):
         bwd.insert(0, net.W_std ** 2 * kdot[l - 1] * bwd[0])
-    fwd_s, bwd_s = jnp.stack(fwd, -1), jnp.stack(bwd, -1)
+    fwd_s, bwd_s = jnp.stack(fwd, layer_axis), jnp.stack(bwd, layer_axis)
     return _LayerKernels(fwd_s, bwd_s, fwd_s * bwd_s, k.nngp)
 
 
@@ -136,16 +143,18 @@ def _pad_rows(x: jnp.ndarray, multiple: int) -> jnp.ndarray:
 
 
 def _layer_kernels(net: Network, x1, x2, batch_size: int) -> _LayerKernels:
-    """x2 = None means x2 = x1; neural-tangents then uses exact diagonal formulas (passing x1 twice
-    loses ~sqrt(eps) on the diagonal of arc-cosine kernels)."""
+    """Per-layer kernels with the layer axis first. x2 = None means x2 = x1; neural-tangents then
+    uses exact diagonal formulas (passing x1 twice loses ~sqrt(eps) on the diagonal of arc-cosine
+    kernels)."""
     n1 = x1.shape[0]
     n2 = n1 if x2 is None else x2.shape[0]
     if batch_size and max(n1, n2) > batch_size:
-        fn = nt.batch(lambda a, b: _tap_layers(net, a, b), batch_size=batch_size,
+        fn = nt.batch(lambda a, b: _tap_layers(net, a, b, layer_axis=-1), batch_size=batch_size,
                       store_on_device=False)
         tile = batch_size * jax.local_device_count()   # nt.batch spreads tiles over devices
-        out = fn(_pad_rows(x1, tile), None if x2 is None else _pad_rows(x2, tile))
-        return _LayerKernels(*(jnp.asarray(v)[:n1, :n2] for v in out))
+        out = [jnp.asarray(v)[:n1, :n2] for v in
+               fn(_pad_rows(x1, tile), None if x2 is None else _pad_rows(x2, tile))]
+        return _LayerKernels(*(_move_layer_axis(v) for v in out[:3]), out[3])
     # Not jitted on purpose: XLA's fused arithmetic turns the exact zero of prod - nngp^2 on the
     # diagonal of arc-cosine kernels into round-off, whose square root costs ~1e-8 relative.
     return _tap_layers(net, x1, x2)
@@ -153,6 +162,15 @@ def _layer_kernels(net: Network, x1, x2, batch_size: int) -> _LayerKernels:
 
 def _move_layer_axis(a: jnp.ndarray) -> jnp.ndarray:
     return jnp.moveaxis(a, -1, 0)
+
+
+def first_layer_inputs(net: Network, x: jnp.ndarray) -> jnp.ndarray:
+    """Ht_1 = [W_std x / sqrt(d), b_std 1] (the bias column only when the network has a bias):
+    the first dense layer's input as scaled in NTK parameterization, Q_1(x, x') = Ht_1 Ht_1'^T."""
+    ht = x * (net.W_std / np.sqrt(x.shape[1]))
+    if net.has_bias:
+        ht = jnp.concatenate([ht, jnp.full((x.shape[0], 1), net.b_std, x.dtype)], axis=1)
+    return ht
 
 
 def analytic_kernels(net: Network, x_train: Any, x_test: Any = None,
@@ -175,15 +193,15 @@ def analytic_kernels(net: Network, x_train: Any, x_test: Any = None,
     d = xtr.shape[1]
     train = _layer_kernels(net, xtr, None, batch_size)
     fields: dict[str, Any] = dict(
-        blocks_train=_move_layer_axis(train.blocks), fwd_train=_move_layer_axis(train.fwd),
-        bwd_train=_move_layer_axis(train.bwd), nngp_train=train.nngp,
-        out_dim=net.out_dim, kron_outputs=True, network=net, input_dim=d)
+        blocks_train=train.blocks, fwd_train=train.fwd, bwd_train=train.bwd, nngp_train=train.nngp,
+        out_dim=net.out_dim, kron_outputs=True, network=net, input_dim=d,
+        first_inputs_train=first_layer_inputs(net, xtr))
     if x_test is not None:
         xte = jnp.asarray(_checks.inputs(x_test, "x_test", dim=d), dtype)
         test = _layer_kernels(net, xte, xtr, batch_size)
-        fields.update(blocks_test=_move_layer_axis(test.blocks),
-                      fwd_test=_move_layer_axis(test.fwd), bwd_test=_move_layer_axis(test.bwd),
-                      nngp_test=test.nngp)
-    _checks.finite_kernels({k: v for k, v in fields.items() if k.endswith(("_train", "_test"))},
+        fields.update(blocks_test=test.blocks, fwd_test=test.fwd, bwd_test=test.bwd,
+                      nngp_test=test.nngp, first_inputs_test=first_layer_inputs(net, xte))
+    # blocks = fwd * bwd is inf or NaN wherever fwd or bwd is, so blocks and nngp cover every kernel
+    _checks.finite_kernels({k: v for k, v in fields.items() if k.startswith(("blocks", "nngp"))},
                            np.asarray(xtr))
     return Kernels(**fields)

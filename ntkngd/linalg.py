@@ -25,6 +25,21 @@ def dtype_of(*arrays) -> np.dtype:
     return np.result_type(*kinds) if kinds else np.dtype(np.float64)
 
 
+def cholesky_symmetric(a):
+    """Lower Cholesky factor(s) of a matrix (batch) that is already exactly symmetric: the same bits
+    as jnp.linalg.cholesky, which would average `a` with its transpose once more (a pass over
+    the matrix for nothing)."""
+    import jax
+    return jax.lax.linalg.cholesky(a, symmetrize_input=False)
+
+
+def eigh_symmetric(a):
+    """(eigenvalues ascending, eigenvectors) of an exactly symmetric matrix (batch), without the
+    second symmetrization jnp.linalg.eigh does; the same bits."""
+    import jax.numpy as jnp
+    return jnp.linalg.eigh(a, symmetrize_input=False)
+
+
 _BLAS_CONTROLLER = None
 SMALL_MATRIX = 512
 

@@ -36,7 +36,10 @@ def block_factors(K, which: str = "layers"):
 
 
 def first_layer_pd(K) -> bool:
-    """Whether the first-layer forward Gram Q_1 is numerically positive definite (N <= d)."""
+    """Whether the first-layer forward Gram Q_1 is numerically positive definite (N <= d). It has
+    rank <= d + 1 (inputs and bias), so it is not when N > d + 1 (no Cholesky needed)."""
     from .dual_solve import cholesky_per_block
+    if 0 < K.input_dim and K.n_train > K.input_dim + 1:
+        return False
     return cached(K, "q1_pd", lambda: bool(cholesky_per_block(
         jnp.asarray(K.fwd_train[0])[None])[1][0]))

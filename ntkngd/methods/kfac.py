@@ -44,28 +44,46 @@ def _concrete(*xs) -> bool:
 
 def _eigh_solve(gram, shift, b, rtol):
     """(gram + shift I)^+ b by eigendecomposition with the rank cut; and the numerical rank."""
-    w, u = jnp.linalg.eigh(gram)
+    w, u = linalg.eigh_symmetric(gram)
     w = jnp.clip(w, 0.0, None)
     keep = w > rtol * jnp.maximum(w.max(), jnp.finfo(w.dtype).tiny)
     inv = 1.0 / (w + shift) if shift > 0 else jnp.where(keep, 1.0 / jnp.where(keep, w, 1.0), 0.0)
     return u @ (inv[:, None] * (u.T @ b)), keep.sum()
 
 
-def _ridge_solve(gram: jnp.ndarray, shift: float, b: jnp.ndarray, with_rank: bool = False):
+def _features_pinv_solve(f, b, rtol):
+    """(f f^T)^+ b for a gram given by features f (n x p, p < n: singular) through the p x p gram
+    f^T f = V diag(w) V^T (same nonzero eigenvalues, same rank cut): f V diag(w_k^-2) V^T f^T b.
+    The output layer has p = C: no n x n factorization at all (an n x n eigh inside a jitted step
+    wakes OpenBLAS's threads, which then compete with XLA's on small machines)."""
+    small = f.T @ f
+    w, v = linalg.eigh_symmetric(0.5 * (small + small.T))
+    w = jnp.clip(w, 0.0, None)
+    keep = w > rtol * jnp.maximum(w.max(), jnp.finfo(w.dtype).tiny)
+    inv2 = jnp.where(keep, 1.0 / jnp.where(keep, w, 1.0) ** 2, 0.0)
+    return f @ (v @ (inv2[:, None] * (v.T @ (f.T @ b)))), keep.sum()
+
+
+def _ridge_solve(gram: jnp.ndarray, shift: float, b: jnp.ndarray, with_rank: bool = False,
+                 features=None):
     """(gram + shift I)^+ b in jax.numpy for a symmetric PSD gram: Cholesky when gram + shift I is
     numerically positive definite (condition number below ~1/rank_rtol of the dtype), else an
     eigendecomposition with the dtype's rank cut (`linalg.rank_rtol`). Under jit the branch is
     chosen on device (lax.cond); on concrete arrays on the host, where a constant gram g 1 1^T
-    (the output layer's backward kernel) is solved in closed form. with_rank: also return the
-    numerical rank of gram + shift I (concrete arrays only)."""
+    (the output layer's backward kernel) is solved in closed form. Undamped with features f
+    (gram = f f^T) narrower than the gram: through f^T f (`_features_pinv_solve`). with_rank:
+    also return the numerical rank of gram + shift I (concrete arrays only)."""
     gram = 0.5 * (gram + gram.T)
     n = gram.shape[0]
     eye = jnp.eye(n, dtype=gram.dtype)
     rtol = linalg.rank_rtol(gram.dtype)
+    narrow = shift == 0 and features is not None and features.shape[1] < n
     if not _concrete(gram, b, shift):
         if shift > 0:   # the small (N C x N C) inverse, then one matrix product with the wide b
-            return cho_solve((jnp.linalg.cholesky(gram + shift * eye), True), eye) @ b
-        c = jnp.linalg.cholesky(gram)
+            return cho_solve((linalg.cholesky_symmetric(gram + shift * eye), True), eye) @ b
+        if narrow:
+            return _features_pinv_solve(features.astype(gram.dtype), b, rtol)[0]
+        c = linalg.cholesky_symmetric(gram)
         return jax.lax.cond(_pd(c, rtol), lambda: cho_solve((c, True), b),
                             lambda: _eigh_solve(gram, 0.0, b, rtol)[0])
     if _constant(gram):   # (g0 1 1^T + s I)^+ in closed form
@@ -74,17 +92,21 @@ def _ridge_solve(gram: jnp.ndarray, shift: float, b: jnp.ndarray, with_rank: boo
         sol = (b - col * (g0 / (shift + n * g0))) / shift if shift > 0 else \
             jnp.broadcast_to(col / (n * n * g0), b.shape)
         out = sol, (n if shift > 0 else 1)
+    elif narrow:
+        out = _features_pinv_solve(jnp.asarray(features, gram.dtype), b, rtol)
     else:
-        c = jnp.linalg.cholesky(gram + shift * eye)
+        c = linalg.cholesky_symmetric(gram + shift * eye)
         out = (cho_solve((c, True), b), n) if bool(_pd(c, rtol)) else \
             _eigh_solve(gram, shift, b, rtol)
     return (out[0], int(out[1])) if with_rank else out[0]
 
 
 def _pd(c: jnp.ndarray, rtol: float):
-    """Whether a Cholesky factor c is finite with condition number of c c^T below ~1/rtol."""
+    """Whether a Cholesky factor c is finite with condition number of c c^T below ~1/rtol. A
+    failed factorization is NaN, and an inf or NaN anywhere in c reaches the diagonal (each
+    c_ii^2 subtracts the squares of row i), so the diagonal is checked."""
     d = jnp.abs(jnp.diagonal(c))
-    return jnp.all(jnp.isfinite(c)) & (d.min() > np.sqrt(rtol) * d.max())
+    return jnp.all(jnp.isfinite(d)) & (d.min() > np.sqrt(rtol) * d.max())
 
 
 def _psd_sqrt(H: jnp.ndarray) -> jnp.ndarray:
@@ -109,14 +131,14 @@ def signals(K, damping, f, y, loss) -> list:
     root = None if loss.identity_hessian else _psd_sqrt(loss.hessian(f))
     z = x if root is None else jnp.einsum("ncd,nd->nc", root, x)
     out = []
-    for q, bwd, d in zip(K.fwd_train, K.bwd_train, K.backprops_train):
+    for q, bwd, d, ht in zip(K.fwd_train, K.bwd_train, K.backprops_train, K.layer_inputs_train):
         if root is not None:
             bwd = hessian_rows(root, hessian_rows(root, bwd).T).T
             d = hessian_rows(root, d)
         pz_t = (z.astype(bwd.dtype)[:, :, None]
                 * jnp.eye(n, dtype=bwd.dtype)[:, None, :]).reshape(n * c, n)   # Pz^T (N C, N)
-        left = _ridge_solve(bwd, shift, pz_t)                    # (G + N lam)^+ Pz^T
-        mix = n * _ridge_solve(q, shift, left.T)                 # N (Q + N lam)^+ Pz (G + N lam)^+
+        left = _ridge_solve(bwd, shift, pz_t, features=d)        # (G + N lam)^+ Pz^T
+        mix = n * _ridge_solve(q, shift, left.T, features=ht)    # N (Q + N lam)^+ Pz (G + N lam)^+
         out.append(mix @ d.astype(mix.dtype))
     return out
 
@@ -128,8 +150,8 @@ def operator(K, damping: float = 0.0) -> Operator:
 
 class _TrainPart:
     """(gram + shift I)^+ gram without forming it where it has structure: the identity (a
-    positive-definite gram, undamped), a projector U_k U_k^T (rank-deficient, undamped), or a
-    dense matrix."""
+    positive-definite gram, undamped), A A^T for a thin basis A (a projector U_k U_k^T when
+    rank-deficient and undamped), or a dense matrix."""
 
     def __init__(self, dense=None, basis=None, size: int = 0):
         self.dense, self.basis, self.size = dense, basis, size
@@ -157,13 +179,15 @@ def _factor_terms(gram, shift, test, rank_deficient: bool = False):
     from one eigendecomposition (dtype rank cut); otherwise one solve with both right-hand sides."""
     n = gram.shape[0]
     gram = 0.5 * (gram + gram.T)
-    if shift == 0 and not _constant(gram):
+    if _constant(gram):
+        return _constant_terms(gram[0, 0], n, shift, test)
+    if shift == 0:
         if not rank_deficient:
-            c = jnp.linalg.cholesky(gram)
+            c = linalg.cholesky_symmetric(gram)
             if bool(_pd(c, linalg.rank_rtol(gram.dtype))):
                 return _TrainPart(size=n), \
                     (None if test is None else cho_solve((c, True), test.T).T), n
-        w, u = jnp.linalg.eigh(gram)           # ascending: the kept eigenvalues are the last r
+        w, u = linalg.eigh_symmetric(gram)     # ascending: the kept eigenvalues are the last r
         w = jnp.clip(w, 0.0, None)
         rank = int(jnp.sum(w > linalg.rank_rtol(gram.dtype) *
                            jnp.maximum(w.max(), jnp.finfo(w.dtype).tiny)))
@@ -173,6 +197,75 @@ def _factor_terms(gram, shift, test, rank_deficient: bool = False):
     rhs = gram if test is None else jnp.concatenate([gram, test.T], axis=1)
     sol, rank = _ridge_solve(gram, shift, rhs, with_rank=True)
     return _TrainPart(dense=sol[:, :n].T, size=n), (None if test is None else sol[:, n:].T), rank
+
+
+def _constant_terms(g, n: int, shift: float, test):
+    """`_factor_terms` for gram = g 1 1^T (N x N, g > 0: the output layer's backward kernel), in
+    closed form: (gram + s I)^+ gram = a 1 1^T with a = g / (s + N g), and
+    test (gram + s I)^+ = (test - a (test 1) 1^T) / s, or (test 1) 1^T / (N^2 g) when s = 0."""
+    a = g / (shift + n * g)
+    train = _TrainPart(basis=jnp.full((n, 1), jnp.sqrt(a), dtype=g.dtype), size=n)
+    if test is None:
+        return train, None, (n if shift > 0 else 1)
+    rows = test.sum(1, keepdims=True)
+    test_part = (test - a * rows) / shift if shift > 0 else \
+        jnp.broadcast_to(rows / (n * n * g), test.shape)
+    return train, test_part, (n if shift > 0 else 1)
+
+
+def _feature_terms(ht, ht_test, shift):
+    """`_factor_terms` for a gram = Ht Ht^T given by its features Ht (N x p, p < N), through the
+    p x p gram Ht^T Ht = V diag(w) V^T: with A = Ht V_k diag(w_k + shift)^(-1/2) (kept k: the
+    dtype's rank cut; all when shift > 0),
+        (gram + shift I)^+ gram = A A^T,   test (gram + shift I)^+ = Ht' V_k diag(.)^(-1/2) A^T,
+    by push-through. Cholesky factors replace V diag(.)^(1/2) when Ht^T Ht + shift I is
+    numerically positive definite. Cost O(N p^2) instead of O(N^3)."""
+    n, p = ht.shape
+    small = ht.T @ ht
+    small = 0.5 * (small + small.T)
+    rtol = linalg.rank_rtol(small.dtype)
+    c = linalg.cholesky_symmetric(small + shift * jnp.eye(p, dtype=small.dtype))
+    if bool(_pd(c, rtol)):      # Ht R^{-T}, R R^T = Ht^T Ht + shift
+        whiten = lambda h: jax.lax.linalg.triangular_solve(                          # noqa: E731
+            c, h, left_side=False, lower=True, transpose_a=True)
+        rank = n if shift > 0 else p
+    else:
+        w, v = linalg.eigh_symmetric(small)
+        w = jnp.clip(w, 0.0, None)
+        keep = w > rtol * jnp.maximum(w.max(), jnp.finfo(w.dtype).tiny)
+        k = int(keep.sum())
+        vk = v[:, p - k:] / jnp.sqrt(w[p - k:] + shift)
+        whiten = lambda h: h @ vk                                                       # noqa: E731
+        rank = n if shift > 0 else k
+    a = whiten(ht)
+    test_part = None if ht_test is None else whiten(ht_test) @ a.T
+    return _TrainPart(basis=a, size=n), test_part, rank
+
+
+def _layer_features(K, l: int, side: str):
+    """Features (train, test) of layer l's forward ("fwd": Ht_l, Q_l = Ht Ht^T) or backward
+    ("bwd": D_l, DD^T) Gram, or (None, None) where K does not carry them (infinite width: only
+    the first layer's inputs)."""
+    train, test = (K.layer_inputs_train, K.layer_inputs_test) if side == "fwd" else \
+        (K.backprops_train, K.backprops_test)
+    if train is not None:
+        return train[l], (None if test is None else test[l])
+    if side == "fwd" and l == 0:
+        return K.first_inputs_train, K.first_inputs_test
+    return None, None
+
+
+def _terms(gram, test, shift, feats, dtype, known_deficient: bool = False):
+    """`_factor_terms`, or `_feature_terms` when the gram's features are narrower than the gram
+    (then it is singular, and the p x p problem is cheaper) and it is not the constant output
+    Gram (closed form)."""
+    ht, ht_t = feats
+    n = gram.shape[0]
+    if ht is not None and ht.shape[0] == n and ht.shape[1] < n and \
+            (test is None) == (ht_t is None) and not _constant(gram):
+        as_dtype = lambda a: None if a is None else jnp.asarray(a, dtype)   # noqa: E731
+        return _feature_terms(as_dtype(ht), as_dtype(ht_t), shift)
+    return _factor_terms(gram, shift, test, known_deficient)
 
 
 def _hadamard(pq: _TrainPart, pb: _TrainPart, c: int, dtype) -> jnp.ndarray:
@@ -206,10 +299,11 @@ def _operator(K, damping: float) -> Operator:
         qt = bt = None
         if test is not None:
             qt, bt = jnp.asarray(K.fwd_test[l]), jnp.asarray(K.bwd_test[l])
-        # The first layer's input Gram has rank <= d + 1 (inputs and bias): skip its Cholesky.
+        # The first layer's input Gram has rank <= d + 1 (inputs and bias).
         known_deficient = l == 0 and 0 < K.input_dim and n > K.input_dim + 1
-        pq, pq_t, rq = _factor_terms(fwd[l], shift, qt, known_deficient)
-        pb, pb_t, rb = _factor_terms(bwd[l], shift, bt)
+        pq, pq_t, rq = _terms(fwd[l], qt, shift, _layer_features(K, l, "fwd"), bwd.dtype,
+                              known_deficient)
+        pb, pb_t, rb = _terms(bwd[l], bt, shift, _layer_features(K, l, "bwd"), bwd.dtype)
         ranks_q.append(rq)
         ranks_b.append(rb)
         train = train + n * _hadamard(pq, pb, c, bwd.dtype)

@@ -162,31 +162,79 @@ def signals(K, damping, f, y, loss) -> list:
 
 
 _UNIT_CHUNK = 64
+_BUCKETS = 8            # active-set sizes ceil(j N / 8), j = 1..8
+_BUCKET_MIN_N = 48      # below this every unit is solved at full size N
+
+
+def _active_sizes(n: int) -> list:
+    """The static system sizes a chunk of units may be solved at (ascending, the last one N)."""
+    if n < _BUCKET_MIN_N:
+        return [n]
+    return sorted({max(1, -(-j * n // _BUCKETS)) for j in range(1, _BUCKETS + 1)})
+
+
+def _solve_active(b: int, q, hh, aa, idx, pos, shift):
+    """One chunk of units: per unit A = sqrt(h) o w with (s I + diag(sqrt h) Q diag(sqrt h)) w =
+    a / sqrt(h) (Cholesky), solved on the unit's first b samples in `idx` (its active samples
+    first) and put back in sample order by `pos` (each sample's place in idx); b = N solves on all
+    samples in their own order. Samples with h = 0 decouple exactly (their rows and columns are
+    s I and their right-hand side 0), so dropping them changes nothing but the cost.
+    Returns (N, chunk)."""
+    n = hh.shape[1]
+    if b < n:
+        sel = idx[:, :b]
+        hh, aa = jnp.take_along_axis(hh, sel, 1), jnp.take_along_axis(aa, sel, 1)
+        q = jnp.take_along_axis(q[sel], sel[:, None, :], 2)             # rows, then columns
+    sh = jnp.sqrt(jnp.clip(hh, 0.0, None))
+    c = linalg.cholesky_symmetric(sh[:, :, None] * q * sh[:, None, :]
+                                  + shift * jnp.eye(b, dtype=q.dtype))
+    rhs = jnp.where(sh > 0, aa / jnp.where(sh > 0, sh, 1.0), 0.0)[:, :, None]
+    w = jax.lax.linalg.triangular_solve(c, rhs, left_side=True, lower=True)
+    w = jax.lax.linalg.triangular_solve(c, w, left_side=True, lower=True, transpose_a=True)
+    out = sh * w[..., 0]
+    if b < n:          # back to sample order; place b holds the 0 of the dropped samples
+        out = jnp.take_along_axis(jnp.pad(out, ((0, 0), (0, 1))), jnp.minimum(pos, b), 1)
+    return out.T
 
 
 def _damped_units(q, h, a, shift):
     """Per unit (rows of h, a): A = sqrt(h) o w with (s I + diag(sqrt h) Q diag(sqrt h)) w =
     a / sqrt(h) (symmetric positive definite: Cholesky), in chunks of units (lax.map) so that each
-    chunk's N x N matrices stay in cache. Returns A as (N, units): each chunk is transposed while
-    small, so the update Ht^T A is one plain matrix product (with A as (units, N), XLA computes
-    (A^T Ht)^T and transposes the wide M_{l-1} x M_l result inside the parameter update)."""
+    chunk's matrices stay in cache. A unit only couples the samples where it is active (h > 0;
+    about half of them for ReLU): for N >= _BUCKET_MIN_N units are sorted by their active count
+    and each chunk is solved at the smallest of `_active_sizes` that holds its largest active set
+    (lax.switch), which cuts the Cholesky work ~(active fraction)^3 (N = 100, width 4096: 2x
+    faster). Returns A as (N, units): each chunk is transposed while small, so the update
+    Ht^T A is one plain matrix product."""
     k, n = h.shape
+    q = 0.5 * (q + q.T)
+    sizes = _active_sizes(n)
+    if len(sizes) == 1:
+        order = idx = pos = None
+        parts = (h, a)
+    else:
+        active = h > 0
+        order = jnp.argsort(active.sum(1))                               # units by active count
+        act = active[order]
+        # each sample's place when a unit's active samples come first (both parts in order)
+        pos = jnp.where(act, jnp.cumsum(act, 1) - 1,
+                        act.sum(1, keepdims=True) + jnp.cumsum(~act, 1) - 1).astype(jnp.int32)
+        idx = jnp.zeros((k, n), jnp.int32).at[jnp.arange(k)[:, None], pos].set(
+            jnp.arange(n, dtype=jnp.int32)[None])
+        parts = (h[order], a[order], idx, pos)
     pad = (-k) % _UNIT_CHUNK
-    hp = jnp.pad(h, ((0, pad), (0, 0))).reshape(-1, _UNIT_CHUNK, n)
-    ap = jnp.pad(a, ((0, pad), (0, 0))).reshape(-1, _UNIT_CHUNK, n)
-    eye = jnp.eye(n, dtype=q.dtype)
+    chunked = tuple(jnp.pad(v, ((0, pad), (0, 0))).reshape(-1, _UNIT_CHUNK, n) for v in parts)
 
     def chunk(args):
-        hh, aa = args
-        sh = jnp.sqrt(jnp.clip(hh, 0.0, None))
-        c = jnp.linalg.cholesky(sh[:, :, None] * q[None] * sh[:, None, :] + shift * eye)
-        rhs = jnp.where(sh > 0, aa / jnp.where(sh > 0, sh, 1.0), 0.0)[:, :, None]
-        w = jax.lax.linalg.triangular_solve(c, rhs, left_side=True, lower=True)
-        w = jax.lax.linalg.triangular_solve(c, w, left_side=True, lower=True, transpose_a=True)
-        return (sh * w[..., 0]).T
+        if len(sizes) == 1:
+            return _solve_active(n, q[None], *args, None, None, shift)
+        branches = [lambda *xs, b=b: _solve_active(b, q, *xs, shift) for b in sizes]
+        need = jnp.max(jnp.sum(args[0] > 0, axis=1))
+        return jax.lax.switch(jnp.searchsorted(jnp.asarray(sizes), need), branches, *args)
 
-    out = jax.lax.map(chunk, (hp, ap))                                  # (chunks, N, chunk)
-    return jnp.moveaxis(out, 0, 1).reshape(n, -1)[:, :k]
+    out = jax.lax.map(chunk, chunked)                                    # (chunks, N, chunk)
+    cols = jnp.moveaxis(out, 0, 1).reshape(n, -1)[:, :k]
+    return cols if order is None else cols[:, jnp.argsort(order)]
 
 
 def _pinv_units(q, h, a):
