@@ -25,6 +25,24 @@ def dtype_of(*arrays) -> np.dtype:
     return np.result_type(*kinds) if kinds else np.dtype(np.float64)
 
 
+def _symmetrized(a):
+    import jax.numpy as jnp
+    return 0.5 * (a + jnp.swapaxes(a, -1, -2))
+
+
+_SYMMETRIZED_JIT = None
+
+
+def symmetrized(a):
+    """(a + a^T) / 2 over the last two axes, as one fused pass (jitted: eager jax.numpy makes
+    three passes over the matrix); the same bits as the eager expression, and traceable."""
+    global _SYMMETRIZED_JIT
+    if _SYMMETRIZED_JIT is None:
+        import jax
+        _SYMMETRIZED_JIT = jax.jit(_symmetrized)
+    return _SYMMETRIZED_JIT(a)
+
+
 def cholesky_symmetric(a):
     """Lower Cholesky factor(s) of a matrix (batch) that is already exactly symmetric: the same bits
     as jnp.linalg.cholesky, which would average `a` with its transpose once more (a pass over

@@ -40,7 +40,7 @@ def assemble(S: np.ndarray, mats: jnp.ndarray) -> jnp.ndarray:
 
 
 def _sym(a):
-    return 0.5 * (a + jnp.swapaxes(a, -1, -2))
+    return linalg.symmetrized(a)
 
 
 def cholesky_per_block(blocks: jnp.ndarray):

@@ -57,7 +57,7 @@ def _features_pinv_solve(f, b, rtol):
     The output layer has p = C: no n x n factorization at all (an n x n eigh inside a jitted step
     wakes OpenBLAS's threads, which then compete with XLA's on small machines)."""
     small = f.T @ f
-    w, v = linalg.eigh_symmetric(0.5 * (small + small.T))
+    w, v = linalg.eigh_symmetric(linalg.symmetrized(small))
     w = jnp.clip(w, 0.0, None)
     keep = w > rtol * jnp.maximum(w.max(), jnp.finfo(w.dtype).tiny)
     inv2 = jnp.where(keep, 1.0 / jnp.where(keep, w, 1.0) ** 2, 0.0)
@@ -73,7 +73,7 @@ def _ridge_solve(gram: jnp.ndarray, shift: float, b: jnp.ndarray, with_rank: boo
     (the output layer's backward kernel) is solved in closed form. Undamped with features f
     (gram = f f^T) narrower than the gram: through f^T f (`_features_pinv_solve`). with_rank:
     also return the numerical rank of gram + shift I (concrete arrays only)."""
-    gram = 0.5 * (gram + gram.T)
+    gram = linalg.symmetrized(gram)
     n = gram.shape[0]
     eye = jnp.eye(n, dtype=gram.dtype)
     rtol = linalg.rank_rtol(gram.dtype)
@@ -178,7 +178,7 @@ def _factor_terms(gram, shift, test, rank_deficient: bool = False):
     rank deficient (or known to be: rank_deficient): the projector and test U_k diag(1/w_k) U_k^T
     from one eigendecomposition (dtype rank cut); otherwise one solve with both right-hand sides."""
     n = gram.shape[0]
-    gram = 0.5 * (gram + gram.T)
+    gram = linalg.symmetrized(gram)
     if _constant(gram):
         return _constant_terms(gram[0, 0], n, shift, test)
     if shift == 0:
@@ -222,7 +222,7 @@ def _feature_terms(ht, ht_test, shift):
     numerically positive definite. Cost O(N p^2) instead of O(N^3)."""
     n, p = ht.shape
     small = ht.T @ ht
-    small = 0.5 * (small + small.T)
+    small = linalg.symmetrized(small)
     rtol = linalg.rank_rtol(small.dtype)
     c = linalg.cholesky_symmetric(small + shift * jnp.eye(p, dtype=small.dtype))
     if bool(_pd(c, rtol)):      # Ht R^{-T}, R R^T = Ht^T Ht + shift
