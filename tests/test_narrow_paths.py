@@ -1,0 +1,145 @@
+"""Shortcuts through narrow factors against the plain computations they replace (float64):
+K-FAC's Grams solved through their features (first-layer inputs, output-layer backprops) instead
+of N x N factorizations, and unit-wise per-unit solves restricted to each unit's active samples."""
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ntkngd as ng
+from conftest import sphere_points
+from ntkngd import empirical, engine
+from ntkngd.losses import mse
+from ntkngd.methods import kfac, unitwise
+
+
+@pytest.mark.parametrize("b_std", [0.0, 0.3])
+def test_first_inputs_factor_the_first_layer_gram(b_std):
+    x, xt = sphere_points(50, 7, 0), sphere_points(9, 7, 1)
+    K = ng.analytic_kernels(ng.mlp(3, 64, "relu", W_std=1.3, b_std=b_std), x, xt)
+    F, Ft = np.asarray(K.first_inputs_train), np.asarray(K.first_inputs_test)
+    assert F.shape == (50, 7 + (b_std > 0))
+    scale = np.abs(np.asarray(K.fwd_train[0])).max()
+    np.testing.assert_allclose(F @ F.T, K.fwd_train[0], rtol=0, atol=1e-14 * scale)
+    np.testing.assert_allclose(Ft @ F.T, K.fwd_test[0], rtol=0, atol=1e-14 * scale)
+
+
+def _without_features(K):
+    return K.replace(first_inputs_train=None, first_inputs_test=None, layer_inputs_train=None,
+                     layer_inputs_test=None, backprops_train=None, backprops_test=None)
+
+
+def _operators(K, damping):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ng.TheoryConditionWarning)
+        return ng.operator("kfac", K, damping), ng.operator("kfac", _without_features(K), damping)
+
+
+def _close(a, b, rel):
+    a, b = np.asarray(a), np.asarray(b)
+    np.testing.assert_allclose(a, b, rtol=0, atol=rel * np.abs(b).max())
+
+
+@pytest.mark.parametrize("damping", [0.0, 1e-4])
+def test_kfac_feature_route_equals_the_gram_route_at_infinite_width(damping):
+    """N = 120 > d + 1 = 11: the first-layer Gram is singular; through its (d+1)-column features
+    or through an N x N eigendecomposition (damped: Cholesky), the same operator."""
+    x, xt = sphere_points(120, 10, 2), sphere_points(30, 10, 3)
+    K = ng.analytic_kernels(ng.mlp(3, 64, "relu", b_std=0.2), x, xt)
+    op, ref = _operators(K, damping)
+    _close(op.train, ref.train, 1e-11)
+    _close(np.asarray(op.test), np.asarray(ref.test), 1e-11)
+    assert op.conditions == ref.conditions
+    assert op.conditions["N <= d (first-layer input Gram invertible)"] is (damping > 0)
+
+
+@pytest.mark.parametrize("out_dim,damping", [(1, 0.0), (3, 0.0), (3, 1e-3)])
+def test_kfac_feature_route_equals_the_gram_route_at_finite_width(out_dim, damping):
+    """Finite width, N = 30 > d + 1 = 9 and C = 3 (the output layer's backward Gram 1 1^T (x) I_C
+    has rank C < N C): features Ht_1 and D_L against N x N (N C x N C) factorizations."""
+    net = ng.mlp(3, 48, "relu", b_std=0.1, out_dim=out_dim)
+    params = net.init_fn(jax.random.PRNGKey(0), (-1, 8))[1]
+    K = ng.empirical_kernels(net, params, sphere_points(30, 8, 4), sphere_points(7, 8, 5))
+    op, ref = _operators(K, damping)
+    _close(op.train, ref.train, 1e-11)
+    _close(np.asarray(op.test), np.asarray(ref.test), 1e-11)
+    assert op.conditions == ref.conditions
+
+
+def _pinv_signals(K, g):
+    """A_l = N Q_l^+ Pg G_l^+ D_l with every pseudo-inverse formed by numpy (MSE, undamped)."""
+    n, c = K.n_train, K.out_dim
+    pg_t = (g[:, :, None] * np.eye(n)[:, None, :]).reshape(n * c, n)
+    out = []
+    for q, b, d in zip(*(map(np.asarray, v) for v in (K.fwd_train, K.bwd_train,
+                                                      K.backprops_train))):
+        qp = np.linalg.pinv(q, rcond=1e-10, hermitian=True)
+        bp = np.linalg.pinv(b, rcond=1e-10, hermitian=True)
+        out.append(n * qp @ (bp @ pg_t).T @ d)
+    return out
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_kfac_signals_through_features_equal_pseudo_inverses(jit):
+    """The parameter-space K-FAC signals with a singular first-layer Gram (N > d + 1) and a rank-C
+    output Gram, eager and under jit (where no N x N eigendecomposition is left)."""
+    net = ng.mlp(3, 48, "relu", b_std=0.1, out_dim=3)
+    params = net.init_fn(jax.random.PRNGKey(1), (-1, 8))[1]
+    x = sphere_points(30, 8, 6)
+    K = ng.empirical_kernels(net, params, x)
+    g = np.random.RandomState(0).randn(30, 3)
+    dense = empirical.dense_params(net, params, 8)
+
+    def run(dense, x, g):
+        f, hts, ds = empirical.features(net, dense, x)
+        return kfac.signals(engine._kernels(net, x, f, hts, ds), 0.0, jnp.zeros_like(f), g,
+                            mse)                      # MSE residual f - y = -g
+    got = jax.jit(run)(dense, x, g) if jit else run(dense, jnp.asarray(x), g)
+    for a, want in zip(got, _pinv_signals(K, -g)):
+        _close(a, want, 1e-9)
+
+
+def _dense_units(q, h, a, shift):
+    """Per unit i: sqrt(h_i) o (s I + diag(sqrt h_i) Q diag(sqrt h_i))^{-1} (a_i / sqrt(h_i))."""
+    sh = np.sqrt(h)
+    out = np.zeros((h.shape[1], h.shape[0]))
+    for i in range(h.shape[0]):
+        m = sh[i][:, None] * q * sh[i][None, :] + shift * np.eye(len(q))
+        rhs = np.where(sh[i] > 0, a[i] / np.where(sh[i] > 0, sh[i], 1.0), 0.0)
+        out[:, i] = sh[i] * np.linalg.solve(m, rhs)
+    return out
+
+
+@pytest.mark.parametrize("n", [64, 20])
+def test_unit_wise_active_set_solves_equal_dense_solves(n, monkeypatch):
+    """Units active on 0 to all of the N samples (dead units included), solved in sorted chunks
+    at the smallest size holding each chunk's active sets (N = 64) or at full size (N = 20)."""
+    rng = np.random.RandomState(3)
+    monkeypatch.setattr(unitwise, "_UNIT_CHUNK", 16)
+    k = 150
+    frac = np.linspace(0.0, 1.0, k)[rng.permutation(k)]
+    h = np.abs(rng.randn(k, n)) * (rng.rand(k, n) < frac[:, None])
+    a = rng.randn(k, n) * (h > 0)
+    z = rng.randn(n, 3 * n)
+    q = z @ z.T / n
+    assert len(unitwise._active_sizes(n)) == (8 if n >= unitwise._BUCKET_MIN_N else 1)
+    got = jax.jit(unitwise._damped_units)(jnp.asarray(q), jnp.asarray(h), jnp.asarray(a), 1e-3)
+    want = _dense_units(q, h, a, 1e-3)
+    assert got.shape == (n, k)
+    _close(got, want, 1e-11)
+
+
+def test_unit_wise_direction_does_not_depend_on_the_active_set_shortcut(monkeypatch):
+    """A whole unit-wise direction at N = 60 (size buckets) equals the one solved at full size."""
+    net = ng.mlp(3, 40, "relu", b_std=0.1)
+    params = net.init_fn(jax.random.PRNGKey(2), (-1, 5))[1]
+    x = sphere_points(60, 5, 7)
+    y = np.sign(np.random.RandomState(1).randn(60, 1)) / 2
+    got = ng.ngd_direction("unit_wise", net, params, x, y, damping=1e-4)
+    monkeypatch.setattr(unitwise, "_BUCKET_MIN_N", 10 ** 9)
+    jax.clear_caches()
+    want = ng.ngd_direction("unit_wise", net, params, x, y, damping=1e-4)
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        _close(a, b, 1e-11)
