@@ -215,31 +215,31 @@ def _constant_terms(g, n: int, shift: float, test):
 
 def _feature_terms(ht, ht_test, shift):
     """`_factor_terms` for a gram = Ht Ht^T given by its features Ht (N x p, p < N), through the
-    p x p gram Ht^T Ht = V diag(w) V^T: with A = Ht V_k diag(w_k + shift)^(-1/2) (kept k: the
-    dtype's rank cut; all when shift > 0),
+    p x p gram Ht^T Ht = V diag(w) V^T (the same nonzero eigenvalues): with
+    A = Ht V_k diag(w_k + shift)^(-1/2) (kept k: the dtype's rank cut; all when shift > 0),
         (gram + shift I)^+ gram = A A^T,   test (gram + shift I)^+ = Ht' V_k diag(.)^(-1/2) A^T,
-    by push-through. Cholesky factors replace V diag(.)^(1/2) when Ht^T Ht + shift I is
-    numerically positive definite. Cost O(N p^2) instead of O(N^3)."""
+    by push-through. A Cholesky factor R R^T = Ht^T Ht + shift I replaces V diag(.)^(1/2) (A =
+    Ht R^{-T}) when it certifies that the cut keeps every eigenvalue, lambda_min >=
+    1 / ||R^{-1}||_F^2 > rtol trace >= rtol lambda_max; otherwise the eigendecomposition decides,
+    as the N x N route does. Cost O(N p^2) instead of O(N^3)."""
     n, p = ht.shape
-    small = ht.T @ ht
-    small = linalg.symmetrized(small)
+    small = linalg.symmetrized(ht.T @ ht)
     rtol = linalg.rank_rtol(small.dtype)
-    c = linalg.cholesky_symmetric(small + shift * jnp.eye(p, dtype=small.dtype))
-    if bool(_pd(c, rtol)):      # Ht R^{-T}, R R^T = Ht^T Ht + shift
-        whiten = lambda h: jax.lax.linalg.triangular_solve(                          # noqa: E731
-            c, h, left_side=False, lower=True, transpose_a=True)
-        rank = n if shift > 0 else p
+    eye = jnp.eye(p, dtype=small.dtype)
+    rinv = jax.scipy.linalg.solve_triangular(
+        linalg.cholesky_symmetric(small + shift * eye), eye, lower=True)
+    finite = bool(jnp.all(jnp.isfinite(rinv)))
+    if finite and (shift > 0 or bool(1.0 / jnp.sum(rinv ** 2) > rtol * jnp.trace(small))):
+        basis, k = rinv.T, p
     else:
         w, v = linalg.eigh_symmetric(small)
         w = jnp.clip(w, 0.0, None)
         keep = w > rtol * jnp.maximum(w.max(), jnp.finfo(w.dtype).tiny)
-        k = int(keep.sum())
-        vk = v[:, p - k:] / jnp.sqrt(w[p - k:] + shift)
-        whiten = lambda h: h @ vk                                                       # noqa: E731
-        rank = n if shift > 0 else k
-    a = whiten(ht)
-    test_part = None if ht_test is None else whiten(ht_test) @ a.T
-    return _TrainPart(basis=a, size=n), test_part, rank
+        k = p if shift > 0 else int(keep.sum())
+        basis = v[:, p - k:] / jnp.sqrt(w[p - k:] + shift)
+    a = ht @ basis
+    test_part = None if ht_test is None else (ht_test @ basis) @ a.T
+    return _TrainPart(basis=a, size=n), test_part, (n if shift > 0 else k)
 
 
 def _layer_features(K, l: int, side: str):
