@@ -143,3 +143,22 @@ def test_unit_wise_direction_does_not_depend_on_the_active_set_shortcut(monkeypa
     want = ng.ngd_direction("unit_wise", net, params, x, y, damping=1e-4)
     for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
         _close(a, b, 1e-11)
+
+
+def test_kfac_feature_route_cuts_the_same_rank_as_the_gram_route():
+    """Features whose Gram has one eigenvalue 1e-13 below the largest, in a random direction (below
+    the 1e-10 cut): both routes drop it (rank d - 1) and give the same projector."""
+    rng = np.random.RandomState(8)
+    n, d = 90, 12
+    u, _ = np.linalg.qr(rng.randn(n, d))
+    v, _ = np.linalg.qr(rng.randn(d, d))
+    s = np.geomspace(1.0, 0.3, d)
+    s[-1] = 3e-7                                        # eigenvalue s^2 ~ 1e-13 of H^T H
+    ht = u @ np.diag(s) @ v.T
+    ht_t = rng.randn(15, d) @ v @ np.diag(s) @ v.T       # test features in the same geometry
+    part, test_part, rank = kfac._feature_terms(jnp.asarray(ht), jnp.asarray(ht_t), 0.0)
+    ref, ref_test, ref_rank = kfac._factor_terms(jnp.asarray(ht @ ht.T), 0.0,
+                                                 jnp.asarray(ht_t @ ht.T), True)
+    assert rank == ref_rank == d - 1
+    _close(part.matrix(np.float64), ref.matrix(np.float64), 1e-10)
+    _close(test_part, ref_test, 1e-8)
