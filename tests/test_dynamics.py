@@ -89,6 +89,7 @@ def test_predict_bad_input(setup):
         ng.predict(op, f0, y)
     with pytest.raises(ValueError, match="integers"):
         ng.predict(op, f0, y, steps=[0.5])
-    uw = ng.operator("unit_wise", K)
+    with pytest.warns(ng.TheoryConditionWarning, match="first-layer input Gram is singular"):
+        uw = ng.operator("unit_wise", K)       # these kernels have N > d
     with pytest.raises(ValueError, match="no test operator"):
         ng.predict(uw, f0, y, f0t, steps=2)
