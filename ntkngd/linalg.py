@@ -58,6 +58,17 @@ def eigh_symmetric(a):
     return jnp.linalg.eigh(a, symmetrize_input=False)
 
 
+def kept_spectrum(a):
+    """Eigendecomposition of an exactly symmetric PSD matrix (batch) with the dtype's relative
+    rank cut: (eigenvalues ascending and clipped at 0, eigenvectors, keep = w > rank_rtol x the
+    largest eigenvalue)."""
+    import jax.numpy as jnp
+    w, u = eigh_symmetric(a)
+    w = jnp.clip(w, 0.0, None)
+    top = jnp.maximum(w.max(-1, keepdims=True), jnp.finfo(w.dtype).tiny)
+    return w, u, w > rank_rtol(w.dtype) * top
+
+
 _BLAS_CONTROLLER = None
 SMALL_MATRIX = 512
 

@@ -47,9 +47,8 @@ def cholesky_per_block(blocks: jnp.ndarray):
     """Lower Cholesky factors (L, m, m) and, per block, whether it is numerically positive definite
     (condition number below ~1/rank_rtol of the dtype: min/max of diag(chol) above sqrt(rtol))."""
     rtol = linalg.rank_rtol(blocks.dtype)
-    sym = _sym(blocks)   # one factorization per block: faster than the batched one on CPU
-    c = jnp.stack([linalg.cholesky_symmetric(b) for b in sym]) if sym.ndim == 3 else \
-        linalg.cholesky_symmetric(sym)
+    # one factorization per block: faster than the batched one on CPU
+    c = jnp.stack([linalg.cholesky_symmetric(b) for b in _sym(blocks)])
     d = jnp.abs(jnp.diagonal(c, axis1=-2, axis2=-1))
     ok = jnp.all(jnp.isfinite(d), axis=-1) & (d.min(-1) > np.sqrt(rtol) * d.max(-1))   # kfac._pd
     return c, ok
@@ -104,9 +103,7 @@ def _pinv_limit(blocks: jnp.ndarray, S: np.ndarray, rhs: jnp.ndarray) -> jnp.nda
     """rho -> 0 limit for singular blocks: v = Kb^{+1/2} [(S (x) I) Kb^{1/2}]^+ (1 (x) rhs)."""
     rtol = linalg.rank_rtol(blocks.dtype)
     L, m, _ = blocks.shape
-    w, u = linalg.eigh_symmetric(_sym(blocks))
-    w = jnp.clip(w, 0.0, None)
-    keep = w > rtol * jnp.maximum(w.max(-1, keepdims=True), jnp.finfo(w.dtype).tiny)
+    w, u, keep = linalg.kept_spectrum(_sym(blocks))
     root = jnp.sqrt(w)
     inv_root = jnp.where(keep, 1.0 / jnp.sqrt(jnp.where(keep, w, 1.0)), 0.0)
     roots = jnp.einsum("lij,lj,lkj->lik", u, root, u)

@@ -42,24 +42,19 @@ def _concrete(*xs) -> bool:
     return not any(isinstance(x, jax.core.Tracer) for x in xs)
 
 
-def _eigh_solve(gram, shift, b, rtol):
+def _eigh_solve(gram, shift, b):
     """(gram + shift I)^+ b by eigendecomposition with the rank cut; and the numerical rank."""
-    w, u = linalg.eigh_symmetric(gram)
-    w = jnp.clip(w, 0.0, None)
-    keep = w > rtol * jnp.maximum(w.max(), jnp.finfo(w.dtype).tiny)
+    w, u, keep = linalg.kept_spectrum(gram)
     inv = 1.0 / (w + shift) if shift > 0 else jnp.where(keep, 1.0 / jnp.where(keep, w, 1.0), 0.0)
     return u @ (inv[:, None] * (u.T @ b)), keep.sum()
 
 
-def _features_pinv_solve(f, b, rtol):
+def _features_pinv_solve(f, b):
     """(f f^T)^+ b for a gram given by features f (n x p, p < n: singular) through the p x p gram
     f^T f = V diag(w) V^T (same nonzero eigenvalues, same rank cut): f V diag(w_k^-2) V^T f^T b.
     The output layer has p = C: no n x n factorization at all (an n x n eigh inside a jitted step
     wakes OpenBLAS's threads, which then compete with XLA's on small machines)."""
-    small = f.T @ f
-    w, v = linalg.eigh_symmetric(linalg.symmetrized(small))
-    w = jnp.clip(w, 0.0, None)
-    keep = w > rtol * jnp.maximum(w.max(), jnp.finfo(w.dtype).tiny)
+    w, v, keep = linalg.kept_spectrum(linalg.symmetrized(f.T @ f))
     inv2 = jnp.where(keep, 1.0 / jnp.where(keep, w, 1.0) ** 2, 0.0)
     return f @ (v @ (inv2[:, None] * (v.T @ (f.T @ b)))), keep.sum()
 
@@ -82,22 +77,18 @@ def _ridge_solve(gram: jnp.ndarray, shift: float, b: jnp.ndarray, with_rank: boo
         if shift > 0:   # the small (N C x N C) inverse, then one matrix product with the wide b
             return cho_solve((linalg.cholesky_symmetric(gram + shift * eye), True), eye) @ b
         if narrow:
-            return _features_pinv_solve(features.astype(gram.dtype), b, rtol)[0]
+            return _features_pinv_solve(features.astype(gram.dtype), b)[0]
         c = linalg.cholesky_symmetric(gram)
         return jax.lax.cond(_pd(c, rtol), lambda: cho_solve((c, True), b),
-                            lambda: _eigh_solve(gram, 0.0, b, rtol)[0])
+                            lambda: _eigh_solve(gram, 0.0, b)[0])
     if _constant(gram):   # (g0 1 1^T + s I)^+ in closed form
-        g0 = gram[0, 0]
-        col = b.sum(0, keepdims=True)
-        sol = (b - col * (g0 / (shift + n * g0))) / shift if shift > 0 else \
-            jnp.broadcast_to(col / (n * n * g0), b.shape)
-        out = sol, (n if shift > 0 else 1)
+        out = _constant_solve(gram[0, 0], n, shift, b, 0), (n if shift > 0 else 1)
     elif narrow:
-        out = _features_pinv_solve(jnp.asarray(features, gram.dtype), b, rtol)
+        out = _features_pinv_solve(jnp.asarray(features, gram.dtype), b)
     else:
         c = linalg.cholesky_symmetric(gram + shift * eye)
         out = (cho_solve((c, True), b), n) if bool(_pd(c, rtol)) else \
-            _eigh_solve(gram, shift, b, rtol)
+            _eigh_solve(gram, shift, b)
     return (out[0], int(out[1])) if with_rank else out[0]
 
 
@@ -179,18 +170,14 @@ def _factor_terms(gram, shift, test, rank_deficient: bool = False):
     from one eigendecomposition (dtype rank cut); otherwise one solve with both right-hand sides."""
     n = gram.shape[0]
     gram = linalg.symmetrized(gram)
-    if _constant(gram):
-        return _constant_terms(gram[0, 0], n, shift, test)
     if shift == 0:
         if not rank_deficient:
             c = linalg.cholesky_symmetric(gram)
             if bool(_pd(c, linalg.rank_rtol(gram.dtype))):
                 return _TrainPart(size=n), \
                     (None if test is None else cho_solve((c, True), test.T).T), n
-        w, u = linalg.eigh_symmetric(gram)     # ascending: the kept eigenvalues are the last r
-        w = jnp.clip(w, 0.0, None)
-        rank = int(jnp.sum(w > linalg.rank_rtol(gram.dtype) *
-                           jnp.maximum(w.max(), jnp.finfo(w.dtype).tiny)))
+        w, u, keep = linalg.kept_spectrum(gram)   # ascending: the kept ones are the last r
+        rank = int(keep.sum())
         uk, wk = u[:, n - rank:], w[n - rank:]
         test_part = None if test is None else ((test @ uk) / wk) @ uk.T
         return _TrainPart(basis=uk, size=n), test_part, rank
@@ -205,12 +192,16 @@ def _constant_terms(g, n: int, shift: float, test):
     test (gram + s I)^+ = (test - a (test 1) 1^T) / s, or (test 1) 1^T / (N^2 g) when s = 0."""
     a = g / (shift + n * g)
     train = _TrainPart(basis=jnp.full((n, 1), jnp.sqrt(a), dtype=g.dtype), size=n)
-    if test is None:
-        return train, None, (n if shift > 0 else 1)
-    rows = test.sum(1, keepdims=True)
-    test_part = (test - a * rows) / shift if shift > 0 else \
-        jnp.broadcast_to(rows / (n * n * g), test.shape)
+    test_part = None if test is None else _constant_solve(g, n, shift, test, 1)
     return train, test_part, (n if shift > 0 else 1)
+
+
+def _constant_solve(g, n: int, shift: float, b, axis: int):
+    """(g 1 1^T + s I)^+ b (axis 0) or b (g 1 1^T + s I)^+ (axis 1) for an N x N constant gram:
+    (b - a (sum of b along axis)) / s with a = g / (s + N g), or (sum) / (N^2 g) when s = 0."""
+    total = b.sum(axis, keepdims=True)
+    return (b - total * (g / (shift + n * g))) / shift if shift > 0 else \
+        jnp.broadcast_to(total / (n * n * g), b.shape)
 
 
 def _feature_terms(ht, ht_test, shift):
@@ -232,9 +223,7 @@ def _feature_terms(ht, ht_test, shift):
     if finite and (shift > 0 or bool(1.0 / jnp.sum(rinv ** 2) > rtol * jnp.trace(small))):
         basis, k = rinv.T, p
     else:
-        w, v = linalg.eigh_symmetric(small)
-        w = jnp.clip(w, 0.0, None)
-        keep = w > rtol * jnp.maximum(w.max(), jnp.finfo(w.dtype).tiny)
+        w, v, keep = linalg.kept_spectrum(small)
         k = p if shift > 0 else int(keep.sum())
         basis = v[:, p - k:] / jnp.sqrt(w[p - k:] + shift)
     a = ht @ basis
@@ -256,13 +245,16 @@ def _layer_features(K, l: int, side: str):
 
 
 def _terms(gram, test, shift, feats, dtype, known_deficient: bool = False):
-    """`_factor_terms`, or `_feature_terms` when the gram's features are narrower than the gram
-    (then it is singular, and the p x p problem is cheaper) and it is not the constant output
-    Gram (closed form)."""
+    """(gram + shift I)^+ [gram, test^T] as (train part, test part, rank): in closed form for the
+    constant output Gram (`_constant_terms`), through the features when they are narrower than
+    the gram (then it is singular, and the p x p problem is cheaper: `_feature_terms`), else
+    `_factor_terms`."""
     ht, ht_t = feats
     n = gram.shape[0]
+    if _constant(gram):
+        return _constant_terms(gram[0, 0], n, shift, test)
     if ht is not None and ht.shape[0] == n and ht.shape[1] < n and \
-            (test is None) == (ht_t is None) and not _constant(gram):
+            (test is None) == (ht_t is None):
         as_dtype = lambda a: None if a is None else jnp.asarray(a, dtype)   # noqa: E731
         return _feature_terms(as_dtype(ht), as_dtype(ht_t), shift)
     return _factor_terms(gram, shift, test, known_deficient)

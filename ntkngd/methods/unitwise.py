@@ -207,7 +207,7 @@ def _damped_units(q, h, a, shift):
     faster). Returns A as (N, units): each chunk is transposed while small, so the update
     Ht^T A is one plain matrix product."""
     k, n = h.shape
-    q = 0.5 * (q + q.T)
+    q = linalg.symmetrized(q)
     sizes = _active_sizes(n)
     if len(sizes) == 1:
         order = idx = pos = None
@@ -227,7 +227,7 @@ def _damped_units(q, h, a, shift):
 
     def chunk(args):
         if len(sizes) == 1:
-            return _solve_active(n, q[None], *args, None, None, shift)
+            return _solve_active(n, q, *args, None, None, shift)
         branches = [lambda *xs, b=b: _solve_active(b, q, *xs, shift) for b in sizes]
         need = jnp.max(jnp.sum(args[0] > 0, axis=1))
         return jax.lax.switch(jnp.searchsorted(jnp.asarray(sizes), need), branches, *args)
