@@ -11,10 +11,12 @@ Relation to `neural_tangents.predict.gradient_descent_mse(k, y, learning_rate=et
 df/dt = -eta Theta (f - y) / (N C) (mean over all N C targets), so its time t at rate eta equals
 GD here (G = Theta / N) at continuous time tau = t with lr = eta / C.
 
-`predict` evaluates isotropic G as a scalar. Otherwise, discrete steps up to t_max <= m (and no
-decomposition of G cached yet) are iterated, one product with G per step and one product with G'
-for all time points together (O(t_max m^2), no eigendecomposition); continuous time and longer
-horizons decompose G once (eigh for symmetric G, eig otherwise) and then cost O(m^2) per time point.
+`predict` evaluates isotropic G as a scalar and diagonal G (exactly zero off the diagonal) sample
+by sample, with one product with G' for all time points. Otherwise, discrete steps up to
+t_max <= m (and no decomposition of G cached yet) are iterated, one product with G per step and
+one product with G' for all time points together (O(t_max m^2), no eigendecomposition);
+continuous time and longer horizons decompose G once (eigh for symmetric G, eig otherwise) and
+then cost O(m^2) per time point.
 """
 from __future__ import annotations
 
@@ -54,12 +56,15 @@ class _Propagator:
 
     def __init__(self, op: Operator, r0: np.ndarray):
         g = op.train
-        self.alpha = None
+        self.alpha = self.diag = None
         self.dense = None
         if op.deviation <= ISOTROPIC_TOL:
             self.alpha = op.alpha
             self.r0 = r0
             self.test_r0 = None if op.test is None else op.test @ r0
+            return
+        if op.is_diagonal:   # eigenpairs (G_ii, e_i): every sample evolves on its own
+            self.diag, self.r0, self.test = np.diagonal(g).copy(), r0, op.test
             return
         lam, vecs = op.eig
         if op.is_symmetric:
@@ -80,6 +85,11 @@ class _Propagator:
             train = p[:, None, None] * self.r0
             test = q[:, None, None] * self.test_r0 if want_test else None
             return _real(train), _real(test)
+        if self.diag is not None:
+            p, q = phi(self.diag), psi(self.diag)          # (T, m)
+            train = _real(p)[:, :, None] * self.r0[None]
+            test = _apply(self.test, _real(q)[:, :, None] * self.r0[None]) if want_test else None
+            return train, test
         if self.dense is not None:
             return self._dense(phi, psi, want_test)
         p, q = phi(self.lam), psi(self.lam)               # (T, m)
@@ -121,9 +131,10 @@ def _iterate(op: Operator, r0: np.ndarray, t: np.ndarray, lr: float, want_test: 
 
 
 def _iterate_cheaper(op: Operator, t: np.ndarray, continuous: bool) -> bool:
-    """Discrete steps, a non-isotropic G with no decomposition cached and t_max <= m."""
-    return (not continuous and op.deviation > ISOTROPIC_TOL and "eig" not in op.__dict__
-            and t.size > 0 and t.max() <= op.size)
+    """Discrete steps, a non-isotropic, non-diagonal G with no decomposition cached and
+    t_max <= m."""
+    return (not continuous and op.deviation > ISOTROPIC_TOL and not op.is_diagonal
+            and "eig" not in op.__dict__ and t.size > 0 and t.max() <= op.size)
 
 
 def _apply(a: np.ndarray, x: np.ndarray) -> np.ndarray:

@@ -103,6 +103,14 @@ class FactoredMatrix:
 MatrixLike = Union[np.ndarray, FactoredMatrix]
 
 
+def is_diagonal(a: np.ndarray) -> bool:
+    """Whether every off-diagonal entry of the square matrix a is exactly zero: read through the
+    strided view in which row i holds the m entries between diagonal entries i and i + 1."""
+    a = np.ascontiguousarray(a)
+    m = a.shape[0]
+    return m < 2 or not np.any(a.reshape(-1)[1:].reshape(m - 1, m + 1)[:, :m])
+
+
 def dense(a: Optional[MatrixLike]) -> Optional[np.ndarray]:
     """The dense array of a matrix or `FactoredMatrix` (None stays None)."""
     return None if a is None else np.asarray(a)
@@ -145,8 +153,17 @@ class Operator:
         return float(np.trace(self.train) / self.size)
 
     @cached_property
+    def is_diagonal(self) -> bool:
+        """Whether every off-diagonal entry of G is exactly zero (K-FAC with a rank-deficient
+        first layer and identity factors elsewhere; alpha I). Then G's eigenpairs are its diagonal
+        and the unit vectors, and the dynamics act sample by sample."""
+        return is_diagonal(self.train)
+
+    @cached_property
     def is_symmetric(self) -> bool:
         """Whether G = G^T to 1e-10 relative (then eigh, else eig, decomposes it)."""
+        if self.is_diagonal:
+            return True
         g = self.train
         return bool(np.linalg.norm(g - g.T) <= 1e-10 * max(np.linalg.norm(g), 1e-300))
 
@@ -164,6 +181,8 @@ class Operator:
         alpha repeated; symmetric G: eigvalsh (no eigenvectors)."""
         if self.deviation == 0.0:
             return np.full(self.size, self.alpha)
+        if self.is_diagonal:
+            return np.sort(np.diagonal(self.train))[::-1]
         if self.is_symmetric and "eig" not in self.__dict__:
             return np.linalg.eigvalsh(0.5 * (self.train + self.train.T))[::-1]
         return np.sort(np.real(self.eig[0]))[::-1]
@@ -173,7 +192,8 @@ class Operator:
         """lambda_max(G) (real part for non-symmetric G). Symmetric G of side >= LANCZOS_MIN_SIZE:
         Lanczos (ARPACK, tolerance 0 = machine precision, deterministic start vector), whose
         cost is a few dozen products with G instead of a full eigendecomposition."""
-        if "spectrum" in self.__dict__ or not self.is_symmetric or self.size < LANCZOS_MIN_SIZE:
+        if "spectrum" in self.__dict__ or self.is_diagonal or not self.is_symmetric or \
+                self.size < LANCZOS_MIN_SIZE:
             return float(self.spectrum[0])
         from scipy.sparse.linalg import ArpackError, eigsh
         g = 0.5 * (self.train + self.train.T)
@@ -188,7 +208,8 @@ class Operator:
     def deviation(self) -> float:
         """||G - alpha I||_F / ||alpha I||_F with the measured alpha."""
         a = self.alpha
-        dev = np.linalg.norm(self.train - a * np.eye(self.size))
+        dev = np.linalg.norm(np.diagonal(self.train) - a) if self.is_diagonal else \
+            np.linalg.norm(self.train - a * np.eye(self.size))
         return float(dev / (abs(a) * np.sqrt(self.size))) if a != 0 else float("inf")
 
     @cached_property

@@ -74,6 +74,50 @@ def test_isotropic_flow_and_one_direction_on_test(setup):
     assert one.lr == pytest.approx(0.2) and one.train_loss[1] < 1e-25
 
 
+def test_diagonal_operator_flow_and_steps(setup):
+    """K-FAC with d < N has G = diag(...) exactly (the first layer's N diag(P_X)): predict's
+    sample-by-sample path against the matrix exponential and against the dense operator (the
+    same G with one off-diagonal round-off entry, which takes the eigendecomposition path)."""
+    from scipy.linalg import expm
+    K, y, f0, f0t = setup
+    with pytest.warns(ng.TheoryConditionWarning, match="rank"):
+        op = ng.operator("kfac", K)
+    assert op.is_diagonal and op.deviation > 1e-3
+    g = op.train
+    assert op.spectrum[0] == pytest.approx(np.diagonal(g).max(), rel=1e-15)
+    assert op.lr == pytest.approx(1 / np.diagonal(g).max(), rel=1e-15)
+    tau, lr = np.array([0.0, 0.3, 2.0]), 0.3
+    traj = ng.predict(op, f0, y, f0t, lr=lr, times=tau)
+    for k, t in enumerate(tau):
+        e = expm(-lr * t * g)
+        np.testing.assert_allclose(traj.train[k] - y, e @ (f0 - y), atol=1e-12)
+        integral = np.linalg.solve(g, np.eye(10) - e)        # int_0^t lr e^{-lr G s} ds
+        np.testing.assert_allclose(traj.test[k], f0t - op.test @ integral @ (f0 - y), atol=1e-12)
+    bumped = g.copy()
+    bumped[0, 1] = bumped[1, 0] = 1e-300
+    dense = op.replace(train=bumped)
+    assert not dense.is_diagonal
+    for kw in (dict(times=tau), dict(steps=30)):
+        a = ng.predict(op, f0, y, f0t, lr=lr, **kw)
+        b = ng.predict(dense, f0, y, f0t, lr=lr, **kw)
+        np.testing.assert_allclose(a.train, b.train, atol=1e-12)
+        np.testing.assert_allclose(a.test, b.test, atol=1e-12)
+
+
+def test_is_diagonal_reads_every_off_diagonal_entry():
+    rng = np.random.RandomState(3)
+    for m in (1, 2, 5):
+        d = np.diag(rng.rand(m))
+        assert ng.function_space.is_diagonal(d)
+        for i in range(m):
+            for j in range(m):
+                if i != j:
+                    e = d.copy()
+                    e[i, j] = 1e-300
+                    assert not ng.function_space.is_diagonal(e)
+        assert ng.function_space.is_diagonal(np.asfortranarray(d))
+
+
 def test_predict_bad_input(setup):
     K, y, f0, f0t = setup
     op = ng.operator("exact", K)
