@@ -14,6 +14,7 @@ matrices are (N C) x (N C), sample-major (row n * C + c), and `kron_outputs=Fals
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional
 
@@ -121,20 +122,40 @@ def _tap_layers(net: Network, x1: jnp.ndarray, x2: Optional[jnp.ndarray],
     act = net.activation_layer()
     fwd, kdot = [], []
     k: Any = x1, x2
+    one = jnp.ones((), x1.dtype)
     for l in range(1, net.depth + 1):
         dense = net.dense_layer(l)
         k = dense[2](*k) if l == 1 else dense[2](k)
         fwd.append(k.nngp)
         if l < net.depth:
             # With ntk := 1 going in, phi's kernel_fn returns ntk = Kdot_l (the NTK itself is
-            # never needed: Theta_l = Q_l * B_l), so one activation call per layer suffices.
-            k = act[2](k.replace(ntk=jnp.ones_like(k.nngp)))
+            # never needed: Theta_l = Q_l * B_l); ntk := None going into the next dense layer
+            # skips its NTK update.
+            k = act[2](k.replace(ntk=one))
             kdot.append(k.ntk)
+            k = k.replace(ntk=None)
+    fwd_s, bwd_s, blocks = _stack_layers(tuple(fwd), tuple(kdot), float(net.W_std) ** 2,
+                                         layer_axis)
+    return _LayerKernels(fwd_s, bwd_s, blocks, k.nngp)
+
+
+def _stack_layers(fwd: tuple, kdot: tuple, w_var: float, layer_axis: int):
+    """Stacked Q_l, B_l (B_L = 1, B_l = W_std^2 Kdot_l B_{l+1}) and Theta_l = Q_l B_l in one
+    jitted pass (products only: the same bits as eager jax.numpy)."""
+    return _stack_layers_jit()(fwd, kdot, w_var, layer_axis)
+
+
+@functools.lru_cache(maxsize=None)
+def _stack_layers_jit():
+    return jax.jit(_stack_layers_eager, static_argnums=(2, 3))
+
+
+def _stack_layers_eager(fwd: tuple, kdot: tuple, w_var: float, layer_axis: int):
     bwd = [jnp.ones_like(fwd[-1])]
-    for l in range(net.depth - 1, 0, -1):
-        bwd.insert(0, net.W_std ** 2 * kdot[l - 1] * bwd[0])
+    for l in range(len(fwd) - 1, 0, -1):
+        bwd.insert(0, w_var * kdot[l - 1] * bwd[0])
     fwd_s, bwd_s = jnp.stack(fwd, layer_axis), jnp.stack(bwd, layer_axis)
-    return _LayerKernels(fwd_s, bwd_s, fwd_s * bwd_s, k.nngp)
+    return fwd_s, bwd_s, fwd_s * bwd_s
 
 
 def _pad_rows(x: jnp.ndarray, multiple: int) -> jnp.ndarray:

@@ -58,6 +58,38 @@ def eigh_symmetric(a):
     return jnp.linalg.eigh(a, symmetrize_input=False)
 
 
+_TRI_INV_BASE = 128
+
+
+def _lower_triangular_inverse(r):
+    """Blocked inverse of a lower-triangular r (LAPACK trtri's recursion): with
+    r = [[a, 0], [b, c]], r^{-1} = [[a^{-1}, 0], [-c^{-1} b a^{-1}, c^{-1}]]; 2p^3/3 flops, nearly
+    all matrix products, where a triangular solve against the identity costs p^3."""
+    import jax
+    import jax.numpy as jnp
+    p = r.shape[-1]
+    if p <= _TRI_INV_BASE:
+        return jax.scipy.linalg.solve_triangular(r, jnp.eye(p, dtype=r.dtype), lower=True)
+    h = p // 2
+    a_inv = _lower_triangular_inverse(r[:h, :h])
+    c_inv = _lower_triangular_inverse(r[h:, h:])
+    return jnp.block([[a_inv, jnp.zeros((h, p - h), r.dtype)],
+                      [-(c_inv @ (r[h:, :h] @ a_inv)), c_inv]])
+
+
+_TRI_INV_JIT = None
+
+
+def lower_triangular_inverse(r):
+    """r^{-1} for a lower-triangular matrix r (a Cholesky factor), jitted (`_lower_triangular_inverse`);
+    inf or NaN where r is singular."""
+    global _TRI_INV_JIT
+    if _TRI_INV_JIT is None:
+        import jax
+        _TRI_INV_JIT = jax.jit(_lower_triangular_inverse)
+    return _TRI_INV_JIT(r)
+
+
 def kept_spectrum(a):
     """Eigendecomposition of an exactly symmetric PSD matrix (batch) with the dtype's relative
     rank cut: (eigenvalues ascending and clipped at 0, eigenvectors, keep = w > rank_rtol x the

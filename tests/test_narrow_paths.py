@@ -162,3 +162,37 @@ def test_kfac_feature_route_cuts_the_same_rank_as_the_gram_route():
     assert rank == ref_rank == d - 1
     _close(part.matrix(np.float64), ref.matrix(np.float64), 1e-10)
     _close(test_part, ref_test, 1e-8)
+
+
+@pytest.mark.parametrize("p", [1, 5, 128, 129, 300, 517])
+def test_lower_triangular_inverse_is_the_inverse(p):
+    """The blocked inverse (base blocks of 128 solved against I) against numpy's inverse, for
+    sizes below, at and across the recursion's splits; a singular factor gives inf or NaN."""
+    from ntkngd import linalg
+    rng = np.random.RandomState(p)
+    a = rng.randn(p, 2 * p)
+    r = np.linalg.cholesky(a @ a.T / (2 * p) + 0.1 * np.eye(p))   # a Cholesky factor, cond <= ~60
+    inv = np.asarray(linalg.lower_triangular_inverse(jnp.asarray(r)))
+    assert np.array_equal(inv, np.tril(inv))
+    np.testing.assert_allclose(inv @ r, np.eye(p), rtol=0, atol=1e-13)
+    np.testing.assert_allclose(inv, np.linalg.inv(r), rtol=0, atol=1e-13 * np.abs(inv).max())
+    r[p // 2, p // 2] = 0.0
+    assert not np.all(np.isfinite(np.asarray(linalg.lower_triangular_inverse(jnp.asarray(r)))))
+
+
+def test_kfac_reuses_the_block_methods_output_factor_bit_for_bit():
+    """At infinite width Theta_L = Q_L (B_L = 1): after BD has factored the blocks, K-FAC takes
+    the output layer's factor from the cache instead of factoring Q_L again; same bits."""
+    from ntkngd.methods import _cache
+    x, xt = sphere_points(40, 50, 4), sphere_points(9, 50, 5)   # N < d: isotropic
+    net = ng.mlp(3, 64, "relu", b_std=0.1)
+    alone = ng.operator("kfac", ng.analytic_kernels(net, x, xt))
+    K = ng.analytic_kernels(net, x, xt)
+    ng.operator("bd", K)
+    assert _cache.peek(K, "chol_layers") is not None
+    assert kfac._shared_factor(K, 2, jnp.asarray(K.fwd_train[2])) is not None
+    assert kfac._shared_factor(K, 1, jnp.asarray(K.fwd_train[1])) is None
+    after = ng.operator("kfac", K)
+    assert np.array_equal(alone.train, after.train)
+    assert np.array_equal(np.asarray(alone.test), np.asarray(after.test))
+    assert alone.alpha_theory == after.alpha_theory == 2 * 40 + 1

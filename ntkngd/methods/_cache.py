@@ -22,6 +22,11 @@ def cached(K, key: str, compute: Callable[[], Any]) -> Any:
     return _CACHE[full]
 
 
+def peek(K, key: str) -> Any:
+    """The cached value of (K, key), or None when nothing computed it yet."""
+    return _CACHE.get((id(K), key))
+
+
 def total_block(K) -> jnp.ndarray:
     """The total NTK sum_l Theta_l as a (1, m, m) block stack (exact NGD's single block)."""
     return cached(K, "total", lambda: jnp.asarray(K.blocks_train).sum(0)[None])

@@ -30,6 +30,7 @@ from .. import linalg
 from .._checks import TheoryConditionWarning
 from ..linalg import serial_blas
 from ..function_space import Operator
+from . import _cache
 from .dual_solve import hessian_rows
 
 
@@ -162,18 +163,20 @@ class _TrainPart:
         return self.basis @ self.basis.T if self.basis is not None else self.dense
 
 
-def _factor_terms(gram, shift, test, rank_deficient: bool = False):
+def _factor_terms(gram, shift, test, rank_deficient: bool = False, factor=None):
     """(gram + shift I)^+ [gram, test^T]: the train part (a `_TrainPart`) and the test part
     (transposed: rows index the left points), and the rank of gram + shift I. Undamped and
     numerically positive definite: the train part is I exactly and only the test part is solved;
     rank deficient (or known to be: rank_deficient): the projector and test U_k diag(1/w_k) U_k^T
-    from one eigendecomposition (dtype rank cut); otherwise one solve with both right-hand sides."""
+    from one eigendecomposition (dtype rank cut); otherwise one solve with both right-hand sides.
+    factor: (lower Cholesky factor of the symmetrized gram, whether it is numerically positive
+    definite) when already computed (`_shared_factor`)."""
     n = gram.shape[0]
     gram = linalg.symmetrized(gram)
     if shift == 0:
         if not rank_deficient:
-            c = linalg.cholesky_symmetric(gram)
-            if bool(_pd(c, linalg.rank_rtol(gram.dtype))):
+            c, pd = (linalg.cholesky_symmetric(gram), None) if factor is None else factor
+            if bool(_pd(c, linalg.rank_rtol(gram.dtype)) if pd is None else pd):
                 return _TrainPart(size=n), \
                     (None if test is None else cho_solve((c, True), test.T).T), n
         w, u, keep = linalg.kept_spectrum(gram)   # ascending: the kept ones are the last r
@@ -216,9 +219,8 @@ def _feature_terms(ht, ht_test, shift):
     n, p = ht.shape
     small = linalg.symmetrized(ht.T @ ht)
     rtol = linalg.rank_rtol(small.dtype)
-    eye = jnp.eye(p, dtype=small.dtype)
-    rinv = jax.scipy.linalg.solve_triangular(
-        linalg.cholesky_symmetric(small + shift * eye), eye, lower=True)
+    rinv = linalg.lower_triangular_inverse(
+        linalg.cholesky_symmetric(small + shift * jnp.eye(p, dtype=small.dtype)))
     finite = bool(jnp.all(jnp.isfinite(rinv)))
     if finite and (shift > 0 or bool(1.0 / jnp.sum(rinv ** 2) > rtol * jnp.trace(small))):
         basis, k = rinv.T, p
@@ -226,9 +228,11 @@ def _feature_terms(ht, ht_test, shift):
         w, v, keep = linalg.kept_spectrum(small)
         k = p if shift > 0 else int(keep.sum())
         basis = v[:, p - k:] / jnp.sqrt(w[p - k:] + shift)
-    a = ht @ basis
-    test_part = None if ht_test is None else (ht_test @ basis) @ a.T
-    return _TrainPart(basis=a, size=n), test_part, (n if shift > 0 else k)
+    if ht_test is None:
+        return _TrainPart(basis=ht @ basis, size=n), None, (n if shift > 0 else k)
+    both = jnp.concatenate([ht, ht_test]) @ basis     # train and test rows in one product
+    a = both[:n]
+    return _TrainPart(basis=a, size=n), both[n:] @ a.T, (n if shift > 0 else k)
 
 
 def _layer_features(K, l: int, side: str):
@@ -244,11 +248,24 @@ def _layer_features(K, l: int, side: str):
     return None, None
 
 
-def _terms(gram, test, shift, feats, dtype, known_deficient: bool = False):
+def _shared_factor(K, l: int, gram):
+    """The block methods' cached Cholesky factor of layer l's NTK block (`_cache.block_factors`,
+    computed by BD/BTD) when that block is bit for bit this forward Gram: the output layer at
+    infinite width, where Theta_L = Q_L * B_L with B_L = 1. None otherwise (nothing is computed)."""
+    cached = _cache.peek(K, "chol_layers")
+    if cached is None or l != K.depth - 1 or not K.kron_outputs:
+        return None
+    block = jnp.asarray(K.blocks_train[l])
+    if block.shape != gram.shape or not bool(jnp.array_equal(block, gram)):
+        return None
+    return cached[0][l], bool(cached[1][l])
+
+
+def _terms(gram, test, shift, feats, dtype, known_deficient: bool = False, factor=None):
     """(gram + shift I)^+ [gram, test^T] as (train part, test part, rank): in closed form for the
     constant output Gram (`_constant_terms`), through the features when they are narrower than
     the gram (then it is singular, and the p x p problem is cheaper: `_feature_terms`), else
-    `_factor_terms`."""
+    `_factor_terms` (with `factor`, a Cholesky factor already computed, if any)."""
     ht, ht_t = feats
     n = gram.shape[0]
     if _constant(gram):
@@ -257,19 +274,28 @@ def _terms(gram, test, shift, feats, dtype, known_deficient: bool = False):
             (test is None) == (ht_t is None):
         as_dtype = lambda a: None if a is None else jnp.asarray(a, dtype)   # noqa: E731
         return _feature_terms(as_dtype(ht), as_dtype(ht_t), shift)
-    return _factor_terms(gram, shift, test, known_deficient)
+    return _factor_terms(gram, shift, test, known_deficient, factor)
 
 
-def _hadamard(pq: _TrainPart, pb: _TrainPart, c: int, dtype) -> jnp.ndarray:
+def _hadamard(pq: _TrainPart, pb: _TrainPart, c: int, dtype):
     """Q-side part (N x N, expanded over outputs: (x) 1 1^T) o B-side part (N C x N C), using
-    I o A = diag(A) so that an identity factor never multiplies a formed matrix."""
+    I o A = diag(A) so that an identity factor never multiplies a formed matrix. Returns
+    (diagonal, None) when the product is diagonal, else (None, matrix)."""
     if pb.is_identity:
         d = jnp.ones(pq.size, dtype) if pq.is_identity else pq.diag()
-        return jnp.diag(jnp.repeat(d, c))
+        return jnp.repeat(d, c), None
     if pq.is_identity:
         b = pb.matrix(dtype)
-        return jnp.diag(jnp.diagonal(b)) if c == 1 else b * _expand(jnp.eye(pq.size, dtype=dtype), c)
-    return _expand(pq.matrix(dtype), c) * pb.matrix(dtype)
+        return (jnp.diagonal(b), None) if c == 1 else \
+            (None, b * _expand(jnp.eye(pq.size, dtype=dtype), c))
+    return None, _expand(pq.matrix(dtype), c) * pb.matrix(dtype)
+
+
+@jax.jit
+def _add_product(acc, a, b, scale):
+    """acc + scale a o b in one pass (acc None: scale a o b)."""
+    term = scale * a * b
+    return term if acc is None else acc + term
 
 
 def _constant(gram) -> bool:
@@ -283,24 +309,31 @@ def _operator(K, damping: float) -> Operator:
     c = 1 if K.kron_outputs else K.out_dim
     fwd, bwd = jnp.asarray(K.fwd_train), jnp.asarray(K.bwd_train)
     m = bwd.shape[1]
-    train = jnp.zeros((m, m), bwd.dtype)
-    test = jnp.zeros((K.n_test * c, m), bwd.dtype) if K.has_test else None
+    diag_sum = jnp.zeros(m, bwd.dtype)     # the diagonal terms (every one, when isotropic)
+    dense_sum = test = None
     ranks_q, ranks_b = [], []
     shift = n * float(np.sqrt(damping))
     for l in range(L):     # same factors as `signals`, applied by solves (no inverse)
         qt = bt = None
-        if test is not None:
+        if K.has_test:
             qt, bt = jnp.asarray(K.fwd_test[l]), jnp.asarray(K.bwd_test[l])
         # The first layer's input Gram has rank <= d + 1 (inputs and bias).
         known_deficient = l == 0 and 0 < K.input_dim and n > K.input_dim + 1
+        factor = _shared_factor(K, l, fwd[l]) if shift == 0 and not known_deficient else None
         pq, pq_t, rq = _terms(fwd[l], qt, shift, _layer_features(K, l, "fwd"), bwd.dtype,
-                              known_deficient)
+                              known_deficient, factor)
         pb, pb_t, rb = _terms(bwd[l], bt, shift, _layer_features(K, l, "bwd"), bwd.dtype)
         ranks_q.append(rq)
         ranks_b.append(rb)
-        train = train + n * _hadamard(pq, pb, c, bwd.dtype)
-        if test is not None:
-            test = test + n * _expand(pq_t, c) * pb_t
+        term_diag, term = _hadamard(pq, pb, c, bwd.dtype)
+        if term is None:
+            diag_sum = diag_sum + n * term_diag
+        else:
+            dense_sum = _add_product(dense_sum, term, 1.0, float(n))
+        if K.has_test:
+            test = _add_product(test, _expand(pq_t, c), pb_t, float(n))
+    train = jnp.diag(diag_sum) if dense_sum is None else \
+        dense_sum + jnp.diag(diag_sum)
     hidden_full = all(rb == m for rb in ranks_b[:-1])
     first_full = ranks_q[0] == n
     conditions = {
