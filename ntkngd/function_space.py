@@ -208,8 +208,12 @@ class Operator:
     def deviation(self) -> float:
         """||G - alpha I||_F / ||alpha I||_F with the measured alpha."""
         a = self.alpha
-        dev = np.linalg.norm(np.diagonal(self.train) - a) if self.is_diagonal else \
-            np.linalg.norm(self.train - a * np.eye(self.size))
+        if self.is_diagonal:
+            dev = np.linalg.norm(np.diagonal(self.train) - a)
+        else:   # G - a I without forming I: the same entries, the same norm
+            shifted = np.array(self.train, copy=True)
+            shifted.flat[::self.size + 1] -= a
+            dev = np.linalg.norm(shifted)
         return float(dev / (abs(a) * np.sqrt(self.size))) if a != 0 else float("inf")
 
     @cached_property

@@ -51,6 +51,41 @@ def cholesky_symmetric(a):
     return jax.lax.linalg.cholesky(a, symmetrize_input=False)
 
 
+def _cholesky_upper(a, symmetrize: bool):
+    import jax
+    import jax.numpy as jnp
+    if symmetrize:
+        a = _symmetrized(a)
+    return jnp.swapaxes(jax.lax.linalg.cholesky(a, symmetrize_input=False), -1, -2)
+
+
+_CHOLESKY_UPPER_JIT = None
+
+
+def cholesky_upper(a, symmetrize: bool = False):
+    """The upper Cholesky factor u = l^T (a = u^T u) of a symmetric matrix (batch), or of
+    (a + a^T) / 2 with symmetrize=True, jitted in one pass with the factorization. Row-major u
+    holds the bytes of the lower factor l in LAPACK's column-major order, so the solves of
+    `cho_solve_upper` use it without a transposing copy (a cached lower factor costs one per
+    solve). Same bits as jnp.linalg.cholesky(a).T."""
+    global _CHOLESKY_UPPER_JIT
+    if _CHOLESKY_UPPER_JIT is None:
+        import jax
+        _CHOLESKY_UPPER_JIT = jax.jit(_cholesky_upper, static_argnums=1)
+    return _CHOLESKY_UPPER_JIT(a, symmetrize)
+
+
+def cho_solve_upper(u, b):
+    """a^{-1} b for a = u^T u (u from `cholesky_upper`): l y = b, l^T x = y with l = u^T; the same
+    bits as jax.scipy.linalg.cho_solve((l, True), b). Copy-free when traced (jit, vmap in jit)."""
+    import jax
+    import jax.numpy as jnp
+    lower = jnp.swapaxes(u, -1, -2)
+    y = jax.lax.linalg.triangular_solve(lower, b, left_side=True, lower=True)
+    return jax.lax.linalg.triangular_solve(lower, y, left_side=True, lower=True,
+                                           transpose_a=True, conjugate_a=True)
+
+
 def eigh_symmetric(a):
     """(eigenvalues ascending, eigenvectors) of an exactly symmetric matrix (batch), without the
     second symmetrization jnp.linalg.eigh does; the same bits."""

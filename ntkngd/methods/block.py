@@ -17,7 +17,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.linalg import cho_solve
 
 from .. import empirical, linalg
 from ..function_space import FactoredMatrix, Operator
@@ -82,18 +81,30 @@ def _solved_test(K, S: np.ndarray, which: str) -> FactoredMatrix:
     chol = block_factors(K, which)[0]
     tb = _test_blocks(K, which)
     c = jnp.asarray(dual_solve.range_weights(S), chol.dtype)
-    solve = jax.vmap(lambda f, b: cho_solve((f, True), b), in_axes=(0, None))
 
     def apply(x):
         with linalg.serial_blas(chol.shape[-1]):
-            return np.asarray(jnp.einsum("l,lij,ljk->ik", c, tb, solve(chol, jnp.asarray(x))))
+            return np.asarray(_apply_solved(c, tb, chol, jnp.asarray(x, chol.dtype)))
 
     def materialize():
         with linalg.serial_blas(chol.shape[-1]):
-            sol = jax.vmap(lambda f, b: cho_solve((f, True), b))(chol, jnp.swapaxes(tb, 1, 2))
-            return np.asarray(jnp.einsum("l,lmk->km", c, sol))
+            return np.asarray(_solved_matrix(c, tb, chol))
 
     return FactoredMatrix(tb.shape[1:], chol.dtype, apply, materialize)
+
+
+@jax.jit
+def _apply_solved(c, tb, chol, x):
+    """sum_l c_l Theta_l(X', X) Theta_l^{-1} x with Theta_l = u_l^T u_l (upper factors)."""
+    solve = jax.vmap(linalg.cho_solve_upper, in_axes=(0, None))
+    return jnp.einsum("l,lij,ljk->ik", c, tb, solve(chol, x))
+
+
+@jax.jit
+def _solved_matrix(c, tb, chol):
+    """sum_l c_l Theta_l(X', X) Theta_l^{-1}, formed (N' solves per layer)."""
+    sol = jax.vmap(linalg.cho_solve_upper)(chol, jnp.swapaxes(tb, 1, 2))
+    return jnp.einsum("l,lmk->km", c, sol)
 
 
 def _solved_operator(K, S: np.ndarray, which: str):

@@ -22,7 +22,6 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.linalg import cho_solve
 
 from .. import linalg
 from .._checks import TheoryConditionWarning
@@ -44,18 +43,20 @@ def _sym(a):
 
 
 def cholesky_per_block(blocks: jnp.ndarray):
-    """Lower Cholesky factors (L, m, m) and, per block, whether it is numerically positive definite
-    (condition number below ~1/rank_rtol of the dtype: min/max of diag(chol) above sqrt(rtol))."""
+    """Upper Cholesky factors u (L, m, m) of the symmetrized blocks (u^T u = block:
+    `linalg.cholesky_upper`, solved with `linalg.cho_solve_upper`) and, per block, whether it is
+    numerically positive definite (condition number below ~1/rank_rtol of the dtype: min/max of
+    diag(u) above sqrt(rtol))."""
     rtol = linalg.rank_rtol(blocks.dtype)
     # one factorization per block: faster than the batched one on CPU
-    c = jnp.stack([linalg.cholesky_symmetric(b) for b in _sym(blocks)])
+    c = jnp.stack([linalg.cholesky_upper(b, symmetrize=True) for b in blocks])
     d = jnp.abs(jnp.diagonal(c, axis1=-2, axis2=-1))
     ok = jnp.all(jnp.isfinite(d), axis=-1) & (d.min(-1) > np.sqrt(rtol) * d.max(-1))   # kfac._pd
     return c, ok
 
 
 def cholesky_blocks(blocks: jnp.ndarray):
-    """Lower Cholesky factors (L, m, m) and whether every block is numerically positive definite
+    """Upper Cholesky factors (L, m, m) and whether every block is numerically positive definite
     (`cholesky_per_block`); a traced bool under jit."""
     c, ok = cholesky_per_block(blocks)
     return c, jnp.all(ok)
@@ -75,7 +76,7 @@ def _min_norm(chol: jnp.ndarray, S: np.ndarray, rhs: jnp.ndarray) -> jnp.ndarray
     c = jnp.asarray(range_weights(S), rhs.dtype)
     null = jnp.asarray(_null_basis(S), rhs.dtype)
     k = null.shape[1]
-    solve = jax.vmap(lambda f, b: cho_solve((f, True), b), in_axes=(0, None))
+    solve = jax.vmap(linalg.cho_solve_upper, in_axes=(0, None))
     inv_rhs = solve(chol, rhs)                                          # (L, m, K)
     if k == 0:
         return c[:, None, None] * inv_rhs

@@ -19,6 +19,7 @@ same contraction Ht^T A_l as every other method; J dtheta reproduces G g above.
 """
 from __future__ import annotations
 
+import functools
 import warnings
 
 import jax
@@ -169,16 +170,19 @@ def _factor_terms(gram, shift, test, rank_deficient: bool = False, factor=None):
     numerically positive definite: the train part is I exactly and only the test part is solved;
     rank deficient (or known to be: rank_deficient): the projector and test U_k diag(1/w_k) U_k^T
     from one eigendecomposition (dtype rank cut); otherwise one solve with both right-hand sides.
-    factor: (lower Cholesky factor of the symmetrized gram, whether it is numerically positive
+    factor: (upper Cholesky factor of the symmetrized gram, whether it is numerically positive
     definite) when already computed (`_shared_factor`)."""
     n = gram.shape[0]
+    if shift == 0 and not rank_deficient:
+        rtol = linalg.rank_rtol(gram.dtype)
+        if factor is None:
+            pd, test_part = _pd_solve(gram, test, rtol)
+        else:
+            pd, test_part = factor[1], (None if test is None else _right_solve(factor[0], test))
+        if bool(pd):
+            return _TrainPart(size=n), test_part, n
     gram = linalg.symmetrized(gram)
     if shift == 0:
-        if not rank_deficient:
-            c, pd = (linalg.cholesky_symmetric(gram), None) if factor is None else factor
-            if bool(_pd(c, linalg.rank_rtol(gram.dtype)) if pd is None else pd):
-                return _TrainPart(size=n), \
-                    (None if test is None else cho_solve((c, True), test.T).T), n
         w, u, keep = linalg.kept_spectrum(gram)   # ascending: the kept ones are the last r
         rank = int(keep.sum())
         uk, wk = u[:, n - rank:], w[n - rank:]
@@ -187,6 +191,21 @@ def _factor_terms(gram, shift, test, rank_deficient: bool = False, factor=None):
     rhs = gram if test is None else jnp.concatenate([gram, test.T], axis=1)
     sol, rank = _ridge_solve(gram, shift, rhs, with_rank=True)
     return _TrainPart(dense=sol[:, :n].T, size=n), (None if test is None else sol[:, n:].T), rank
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _pd_solve(gram, test, rtol: float):
+    """Whether the symmetrized gram is numerically positive definite (`_pd` of its Cholesky
+    factor c) and test gram^{-1} by c (None without test), as one XLA computation, so that the
+    factor is used in LAPACK's column-major layout without copies back and forth."""
+    c = linalg.cholesky_symmetric(linalg.symmetrized(gram))
+    return _pd(c, rtol), (None if test is None else cho_solve((c, True), test.T).T)
+
+
+@jax.jit
+def _right_solve(u, test):
+    """test (u^T u)^{-1} for an upper Cholesky factor u (`linalg.cholesky_upper`)."""
+    return linalg.cho_solve_upper(u, test.T).T
 
 
 def _constant_terms(g, n: int, shift: float, test):
