@@ -10,8 +10,8 @@ Targets: <= 1.5x for exact, BD, BTD, K-FAC; <= 3x unit-wise; kernels >= 10x fast
 OpenBLAS runs on one thread (OPENBLAS_NUM_THREADS=1 unless set in the environment; it must be
 set before numpy loads): XLA:CPU hands the methods' small LAPACK calls (Cholesky, eigh and
 triangular solves of N x N systems) to scipy's OpenBLAS, whose started worker threads then spin
-on the cores XLA's own threads use. With OPENBLAS_NUM_THREADS=2 K-FAC's step measured 1.14-1.25
-plain gradient steps on an idle 2-core machine (1.0 with one thread; 1.85 on a busy machine
+on the cores XLA's own threads use. With OPENBLAS_NUM_THREADS=2 K-FAC's step measured 1.14-1.45
+plain gradient steps on a 2-core machine (1.0-1.14 with one thread; 1.85 on a busy machine
 when its step still had an N x N eigh). The gradient step and every wide product run on XLA's
 own threads and do not use OpenBLAS. Usage:
 python experiments/bench_finite.py [--width 4096] [--repeats 7] [--skip-nt]
