@@ -14,14 +14,13 @@ matrices are (N C) x (N C), sample-major (row n * C + c), and `kron_outputs=Fals
 from __future__ import annotations
 
 import dataclasses
-import functools
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
 from . import _checks
-from ._lazy import LazyModule
+from ._lazy import LazyModule, lazy_jit
 from .network import Network
 
 
@@ -139,18 +138,10 @@ def _tap_layers(net: Network, x1: jnp.ndarray, x2: Optional[jnp.ndarray],
     return _LayerKernels(fwd_s, bwd_s, blocks, k.nngp)
 
 
+@lazy_jit(static_argnums=(2, 3))
 def _stack_layers(fwd: tuple, kdot: tuple, w_var: float, layer_axis: int):
     """Stacked Q_l, B_l (B_L = 1, B_l = W_std^2 Kdot_l B_{l+1}) and Theta_l = Q_l B_l in one
     jitted pass (products only: the same bits as eager jax.numpy)."""
-    return _stack_layers_jit()(fwd, kdot, w_var, layer_axis)
-
-
-@functools.lru_cache(maxsize=None)
-def _stack_layers_jit():
-    return jax.jit(_stack_layers_eager, static_argnums=(2, 3))
-
-
-def _stack_layers_eager(fwd: tuple, kdot: tuple, w_var: float, layer_axis: int):
     bwd = [jnp.ones_like(fwd[-1])]
     for l in range(len(fwd) - 1, 0, -1):
         bwd.insert(0, w_var * kdot[l - 1] * bwd[0])

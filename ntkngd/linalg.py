@@ -6,6 +6,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from ._lazy import lazy_jit
+
 # Relative eigenvalue threshold below which a PSD matrix is treated as singular (pseudo-inverse):
 # 1e-10 for float64, scaled with the machine epsilon of the arrays' dtype as eps^(2/3)
 # (float32: 6.6e-5), so that round-off of a float32 kernel is never counted as rank.
@@ -25,22 +27,12 @@ def dtype_of(*arrays) -> np.dtype:
     return np.result_type(*kinds) if kinds else np.dtype(np.float64)
 
 
-def _symmetrized(a):
-    import jax.numpy as jnp
-    return 0.5 * (a + jnp.swapaxes(a, -1, -2))
-
-
-_SYMMETRIZED_JIT = None
-
-
+@lazy_jit
 def symmetrized(a):
     """(a + a^T) / 2 over the last two axes, as one fused pass (jitted: eager jax.numpy makes
     three passes over the matrix); the same bits as the eager expression, and traceable."""
-    global _SYMMETRIZED_JIT
-    if _SYMMETRIZED_JIT is None:
-        import jax
-        _SYMMETRIZED_JIT = jax.jit(_symmetrized)
-    return _SYMMETRIZED_JIT(a)
+    import jax.numpy as jnp
+    return 0.5 * (a + jnp.swapaxes(a, -1, -2))
 
 
 def cholesky_symmetric(a):
@@ -51,28 +43,27 @@ def cholesky_symmetric(a):
     return jax.lax.linalg.cholesky(a, symmetrize_input=False)
 
 
-def _cholesky_upper(a, symmetrize: bool):
-    import jax
+def factor_is_pd(c, rtol: float):
+    """Per matrix of a Cholesky factor (batch) c: whether it is finite with condition number of
+    c c^T below ~1/rtol, min |c_ii| > sqrt(rtol) max |c_ii|. A failed factorization is NaN, and an
+    inf or NaN anywhere in c reaches the diagonal (each c_ii^2 subtracts the squares of row i),
+    so only the diagonal is read."""
     import jax.numpy as jnp
-    if symmetrize:
-        a = _symmetrized(a)
-    return jnp.swapaxes(jax.lax.linalg.cholesky(a, symmetrize_input=False), -1, -2)
+    d = jnp.abs(jnp.diagonal(c, axis1=-2, axis2=-1))
+    return jnp.all(jnp.isfinite(d), axis=-1) & (d.min(-1) > np.sqrt(rtol) * d.max(-1))
 
 
-_CHOLESKY_UPPER_JIT = None
-
-
+@lazy_jit(static_argnums=1)
 def cholesky_upper(a, symmetrize: bool = False):
     """The upper Cholesky factor u = l^T (a = u^T u) of a symmetric matrix (batch), or of
     (a + a^T) / 2 with symmetrize=True, jitted in one pass with the factorization. Row-major u
     holds the bytes of the lower factor l in LAPACK's column-major order, so the solves of
     `cho_solve_upper` use it without a transposing copy (a cached lower factor costs one per
     solve). Same bits as jnp.linalg.cholesky(a).T."""
-    global _CHOLESKY_UPPER_JIT
-    if _CHOLESKY_UPPER_JIT is None:
-        import jax
-        _CHOLESKY_UPPER_JIT = jax.jit(_cholesky_upper, static_argnums=1)
-    return _CHOLESKY_UPPER_JIT(a, symmetrize)
+    import jax.numpy as jnp
+    if symmetrize:
+        a = symmetrized(a)
+    return jnp.swapaxes(cholesky_symmetric(a), -1, -2)
 
 
 def cho_solve_upper(u, b):
@@ -97,9 +88,6 @@ _TRI_INV_BASE = 128
 
 
 def _lower_triangular_inverse(r):
-    """Blocked inverse of a lower-triangular r (LAPACK trtri's recursion): with
-    r = [[a, 0], [b, c]], r^{-1} = [[a^{-1}, 0], [-c^{-1} b a^{-1}, c^{-1}]]; 2p^3/3 flops, nearly
-    all matrix products, where a triangular solve against the identity costs p^3."""
     import jax
     import jax.numpy as jnp
     p = r.shape[-1]
@@ -112,17 +100,13 @@ def _lower_triangular_inverse(r):
                       [-(c_inv @ (r[h:, :h] @ a_inv)), c_inv]])
 
 
-_TRI_INV_JIT = None
-
-
+@lazy_jit
 def lower_triangular_inverse(r):
-    """r^{-1} for a lower-triangular matrix r (a Cholesky factor), jitted (`_lower_triangular_inverse`);
-    inf or NaN where r is singular."""
-    global _TRI_INV_JIT
-    if _TRI_INV_JIT is None:
-        import jax
-        _TRI_INV_JIT = jax.jit(_lower_triangular_inverse)
-    return _TRI_INV_JIT(r)
+    """r^{-1} for a lower-triangular matrix r (a Cholesky factor) by LAPACK trtri's blocked
+    recursion: with r = [[a, 0], [b, c]], r^{-1} = [[a^{-1}, 0], [-c^{-1} b a^{-1}, c^{-1}]]
+    (blocks of at most 128 solved against I); 2p^3/3 flops, nearly all matrix products, where a
+    triangular solve against the identity costs p^3. inf or NaN where r is singular."""
+    return _lower_triangular_inverse(r)
 
 
 def kept_spectrum(a):

@@ -50,9 +50,7 @@ def cholesky_per_block(blocks: jnp.ndarray):
     rtol = linalg.rank_rtol(blocks.dtype)
     # one factorization per block: faster than the batched one on CPU
     c = jnp.stack([linalg.cholesky_upper(b, symmetrize=True) for b in blocks])
-    d = jnp.abs(jnp.diagonal(c, axis1=-2, axis2=-1))
-    ok = jnp.all(jnp.isfinite(d), axis=-1) & (d.min(-1) > np.sqrt(rtol) * d.max(-1))   # kfac._pd
-    return c, ok
+    return c, linalg.factor_is_pd(c, rtol)
 
 
 def cholesky_blocks(blocks: jnp.ndarray):

@@ -81,7 +81,8 @@ def _ridge_solve(gram: jnp.ndarray, shift: float, b: jnp.ndarray, with_rank: boo
         if narrow:
             return _features_pinv_solve(features.astype(gram.dtype), b)[0]
         c = linalg.cholesky_symmetric(gram)
-        return jax.lax.cond(_pd(c, rtol), lambda: cho_solve((c, True), b),
+        return jax.lax.cond(linalg.factor_is_pd(c, rtol),
+                            lambda: cho_solve((c, True), b),
                             lambda: _eigh_solve(gram, 0.0, b)[0])
     if _constant(gram):   # (g0 1 1^T + s I)^+ in closed form
         out = _constant_solve(gram[0, 0], n, shift, b, 0), (n if shift > 0 else 1)
@@ -89,17 +90,9 @@ def _ridge_solve(gram: jnp.ndarray, shift: float, b: jnp.ndarray, with_rank: boo
         out = _features_pinv_solve(jnp.asarray(features, gram.dtype), b)
     else:
         c = linalg.cholesky_symmetric(gram + shift * eye)
-        out = (cho_solve((c, True), b), n) if bool(_pd(c, rtol)) else \
+        out = (cho_solve((c, True), b), n) if bool(linalg.factor_is_pd(c, rtol)) else \
             _eigh_solve(gram, shift, b)
     return (out[0], int(out[1])) if with_rank else out[0]
-
-
-def _pd(c: jnp.ndarray, rtol: float):
-    """Whether a Cholesky factor c is finite with condition number of c c^T below ~1/rtol. A
-    failed factorization is NaN, and an inf or NaN anywhere in c reaches the diagonal (each
-    c_ii^2 subtracts the squares of row i), so the diagonal is checked."""
-    d = jnp.abs(jnp.diagonal(c))
-    return jnp.all(jnp.isfinite(d)) & (d.min() > np.sqrt(rtol) * d.max())
 
 
 def _psd_sqrt(H: jnp.ndarray) -> jnp.ndarray:
@@ -195,11 +188,12 @@ def _factor_terms(gram, shift, test, rank_deficient: bool = False, factor=None):
 
 @functools.partial(jax.jit, static_argnums=2)
 def _pd_solve(gram, test, rtol: float):
-    """Whether the symmetrized gram is numerically positive definite (`_pd` of its Cholesky
-    factor c) and test gram^{-1} by c (None without test), as one XLA computation, so that the
-    factor is used in LAPACK's column-major layout without copies back and forth."""
+    """Whether the symmetrized gram is numerically positive definite (`linalg.factor_is_pd` of
+    its Cholesky factor c) and test gram^{-1} by c (None without test), as one XLA computation,
+    so that the factor is used in LAPACK's column-major layout without copies back and forth."""
     c = linalg.cholesky_symmetric(linalg.symmetrized(gram))
-    return _pd(c, rtol), (None if test is None else cho_solve((c, True), test.T).T)
+    test_part = None if test is None else cho_solve((c, True), test.T).T
+    return linalg.factor_is_pd(c, rtol), test_part
 
 
 @jax.jit
