@@ -6,9 +6,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-$(BIN)/ntkngd: pyproject.toml
+# The environment is installed from requirements.lock without dependency resolution (exact versions,
+# no TensorFlow: neural-tangents needs it only for a subpackage ntkngd never imports), then ntkngd
+# itself. `pip install .` from pyproject.toml still gives neural-tangents with all its requirements.
+$(BIN)/ntkngd: pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -r requirements.lock
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
 install: $(BIN)/ntkngd
