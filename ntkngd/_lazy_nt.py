@@ -21,7 +21,15 @@ class _LazyExperimental(types.ModuleType):
     def _load(self) -> types.ModuleType:
         if sys.modules.get(_NAME) is self:
             del sys.modules[_NAME]
-        real = importlib.import_module(_NAME)
+        try:
+            real = importlib.import_module(_NAME)
+        except ModuleNotFoundError as err:   # the lean environment: no TensorFlow / tf2jax
+            sys.modules.setdefault(_NAME, self)
+            raise ImportError(
+                f"{_NAME} (neural-tangents' TensorFlow port) needs {err.name!r}, which the lean "
+                "environment of requirements.lock leaves out; ntkngd never uses it. To get it: "
+                "pip install tensorflow==2.19.1 tf2jax==0.3.7 (or install ntkngd with `pip "
+                "install .`, which pulls neural-tangents with all its requirements).") from err
         parent = sys.modules.get("neural_tangents")
         if parent is not None:
             parent.experimental = real

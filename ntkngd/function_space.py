@@ -149,8 +149,23 @@ class Operator:
 
     @cached_property
     def alpha(self) -> float:
-        """Measured alpha = tr(G) / m (the best isotropic fit alpha I in Frobenius norm)."""
+        """Measured alpha = tr(G) / m (the best isotropic fit alpha I in Frobenius norm). For G
+        stored as c I (`is_scaled_identity`) it is c itself: summing m copies of c rounds, and
+        the deviation of c I would be that round-off instead of 0."""
+        if self.is_scaled_identity:
+            return float(self.train.flat[0]) if self.size else 0.0
         return float(np.trace(self.train) / self.size)
+
+    @cached_property
+    def is_scaled_identity(self) -> bool:
+        """Whether G is stored as c I: off-diagonal entries exactly zero and every diagonal entry
+        the same float (the pattern methods' rho -> 0 operator with positive-definite blocks is
+        set this way by construction, no arithmetic on it). Exact comparisons of stored values,
+        not of computed results."""
+        if not self.is_diagonal:
+            return False
+        diag = np.diagonal(self.train)
+        return bool(np.all(diag == diag[:1]))
 
     @cached_property
     def is_diagonal(self) -> bool:

@@ -48,15 +48,92 @@ def test_a_command_prints_only_its_output():
 
 
 def test_experimental_subpackage_still_importable_on_demand():
+    """With TensorFlow installed (`pip install .`) the real subpackage loads on first use; in the
+    lean environment (requirements.lock) the first use raises an ImportError saying what is
+    missing and how to get it, and ntkngd itself never needs it."""
+    import importlib.util
     code = ("import sys, ntkngd, neural_tangents as nt\n"
             "assert 'tensorflow' not in sys.modules\n"
-            "from neural_tangents.experimental import empirical_ntk_fn_tf\n"
+            "try:\n"
+            "    from neural_tangents.experimental import empirical_ntk_fn_tf\n"
+            "except ImportError as e:\n"
+            "    print('ImportError', str(e).replace(' ', '_'))\n"
+            "    raise SystemExit\n"
             "import neural_tangents.experimental as ex\n"
             "print(callable(empirical_ntk_fn_tf), 'tensorflow' in sys.modules,"
             " type(ex).__name__, nt.experimental is ex, ex.__file__.endswith('__init__.py'))\n")
     out = _run(["-c", code])
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == ["True", "True", "module", "True", "True"]
+    if importlib.util.find_spec("tensorflow") is None:
+        kind, message = out.stdout.split()
+        assert kind == "ImportError"
+        assert "'tensorflow'" in message and "pip_install_tensorflow==2.19.1" in message
+    else:
+        assert out.stdout.split() == ["True", "True", "module", "True", "True"]
+
+
+def _lock() -> dict:
+    """requirements.lock as {normalized name: version}."""
+    import re
+    pins = {}
+    with open(os.path.join(ROOT, "requirements.lock")) as fh:
+        for line in fh:
+            line = line.split("#")[0].strip()
+            if line:
+                name, version = line.split("==")
+                pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return pins
+
+
+def test_lock_file_pins_a_lean_stack():
+    """requirements.lock pins exact versions, TensorFlow and tf2jax left out, and keeps the pins
+    of pyproject.toml's direct requirements (neural-tangents, jax, numpy, ...)."""
+    import re
+    pins = _lock()
+    assert "tensorflow" not in pins and "tf2jax" not in pins
+    with open(os.path.join(ROOT, "pyproject.toml")) as fh:
+        direct = re.findall(r'"([A-Za-z0-9_.-]+)==([^"]+)"', fh.read())
+    for name, version in direct:
+        key = re.sub(r"[-_.]+", "-", name).lower()
+        if key not in ("tensorflow", "tf2jax"):
+            assert pins.get(key) == version, (name, version, pins.get(key))
+
+
+def test_locked_environment_runs_the_public_api_without_tensorflow():
+    """In the environment `make` installs (exactly the lock's distributions), TensorFlow is not
+    installed, and every public name resolves and the main paths run: analytic and empirical
+    kernels, every built-in operator, predict, isotropy, a finite-width direction and training,
+    CNN blocks."""
+    from importlib import metadata
+    import re
+    installed = {re.sub(r"[-_.]+", "-", d.metadata["Name"]).lower(): d.version
+                 for d in metadata.distributions()}
+    extra = set(installed) - set(_lock()) - {"ntkngd", "pip", "setuptools"}
+    assert not extra, f"the test environment is not the locked one: {sorted(extra)}"
+    code = ("import sys, importlib.util, ntkngd as ng\n"
+            "assert importlib.util.find_spec('tensorflow') is None\n"
+            "[getattr(ng, n) for n in ng.__all__]\n"
+            "import jax; jax.config.update('jax_enable_x64', True)\n"
+            "import numpy as np\n"
+            "x = np.random.RandomState(0).randn(6, 5); x /= np.linalg.norm(x, axis=1)[:, None]\n"
+            "y = np.sign(x[:, :1]) / 2\n"
+            "net = ng.mlp(3, 32)\n"
+            "K = ng.analytic_kernels(net, x, x[:3])\n"
+            "for m in ('gd', 'exact', 'block_diagonal', 'block_tridiagonal', 'kfac'):\n"
+            "    op = ng.operator(m, K)\n"
+            "    ng.isotropy(op); ng.predict(op, 0 * y, y, 0 * y[:3], steps=2)\n"
+            "p = net.init_fn(jax.random.PRNGKey(0), (-1, 5))[1]\n"
+            "ng.ngd_direction('kfac', net, p, x, y)\n"
+            "ng.train('exact', net, p, (x, y, x[:3], y[:3]), steps=1)\n"
+            "cnn = ng.cnn(4, depth=1)\n"
+            "img = np.random.RandomState(1).randn(3, 4, 4, 1)\n"
+            "ng.analytic_kernels(cnn, img)\n"
+            "pc = cnn.init_fn(jax.random.PRNGKey(0), (-1, 4, 4, 1))[1]\n"
+            "ng.ngd_direction('kfac', cnn, pc, img, y[:3])\n"
+            "print('ok', 'tensorflow' in sys.modules)\n")
+    out = _run(["-c", code])
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["ok", "False"]
 
 
 def test_every_public_name_resolves_lazily():
