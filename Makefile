@@ -17,8 +17,9 @@ $(BIN)/ntkngd: pyproject.toml requirements.lock
 
 install: $(BIN)/ntkngd
 
+# Two worker processes (pytest-xdist), each test file on one worker so module fixtures are shared.
 test: install
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 test-slow: install
 	$(BIN)/pytest -q -m slow -p no:cacheprovider
