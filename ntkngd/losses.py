@@ -119,10 +119,26 @@ def _ce_pinv(f, y):
     return inv_py * (1.0 / f.shape[-1] - y)
 
 
+def _ratio(r, log_p):
+    """r / p from log p without overflow or 0 x inf: sign(r) exp(log|r| - log p) (0 where r = 0)."""
+    r = jnp.asarray(r)
+    mag = jnp.abs(r)
+    safe = jnp.where(mag > 0, mag, 1.0)
+    return jnp.where(mag > 0, jnp.sign(r) * jnp.exp(jnp.log(safe) - log_p), 0.0)
+
+
 def _ce_pinv_apply(f, r):
-    """H^+ r for r with zero sum per sample: x = q - mean(q), q = r' / p, 1/p = exp(-log p)."""
-    inv_p = jnp.exp(-jax.nn.log_softmax(f, axis=-1))
-    q = (r - r.mean(-1, keepdims=True)) * inv_p
+    """H^+ r for r with zero sum per sample (H = diag(p) - p p^T): x = q - mean(q), q = r / p.
+    The entry at the most probable class is taken as minus the sum of the others (r = p - y
+    computed in floating point has lost it to cancellation when p is near 1: 1 - p_y rounds), and
+    r / p is formed in the log domain (`_ratio`: no overflow, no 0 x inf). r is used as given: an
+    entry that underflowed to 0 (p - y where p < 1e-308) cannot be recovered; `from_targets`
+    computes H^+ r exactly from the targets instead."""
+    log_p = jax.nn.log_softmax(f, axis=-1)
+    top = jax.nn.one_hot(jnp.argmax(log_p, -1), f.shape[-1], dtype=r.dtype)
+    others = jnp.sum(r * (1 - top), -1, keepdims=True)
+    r = jnp.where(top > 0, -others, r)
+    q = _ratio(r, log_p)
     return q - q.mean(-1, keepdims=True)
 
 
@@ -172,8 +188,19 @@ def _bce_hessian(f):
 
 
 def _bce_pinv(f, y):
-    """(p - y) / (p (1 - p)) = -y (1 + e^{-f}) + (1 - y)(1 + e^{f}): exact for every logit."""
-    return (1 - y) * (1 + jnp.exp(f)) - y * (1 + jnp.exp(-f))
+    """(p - y) / (p (1 - p)) = -(1 + e^{-f}) = -exp(softplus(-f)) for y = 1 and 1 + e^{f} =
+    exp(softplus(f)) for y = 0, chosen per entry (no 0 x inf): exact for every logit; it
+    overflows only where the true value does (a confident wrong prediction, |f| > ~709 in
+    float64, ~88 in float32)."""
+    f = jnp.asarray(f)
+    return jnp.where(jnp.asarray(y) > 0.5, -jnp.exp(jax.nn.softplus(-f)),
+                     jnp.exp(jax.nn.softplus(f)))
+
+
+def _bce_pinv_apply(f, r):
+    """H^+ r = r / (p (1 - p)) = r exp(softplus(f) + softplus(-f)), in the log domain (`_ratio`)."""
+    f = jnp.asarray(f)
+    return _ratio(r, -(jax.nn.softplus(f) + jax.nn.softplus(-f)))
 
 
 def _binary(y, name, n, c):
@@ -194,7 +221,7 @@ def _binary_accuracy(f, y):
 sigmoid_binary_cross_entropy = Loss(
     "sigmoid_binary_cross_entropy", _bce_value, lambda f, y: jax.nn.sigmoid(f) - y, _bce_hessian,
     _bce_pinv, lambda c: np.eye(c), _binary, _binary_accuracy,
-    lambda f, r: r * (2 + jnp.exp(f) + jnp.exp(-f)), out_dims=(1, 1))
+    _bce_pinv_apply, out_dims=(1, 1))
 
 
 # ---------------------------------------------------------------------------- registry
