@@ -23,7 +23,7 @@ import numpy as np
 from . import _checks
 
 __all__ = ["Loss", "mse", "softmax_cross_entropy", "sigmoid_binary_cross_entropy", "LOSSES",
-           "get_loss", "register_loss", "complement_basis"]
+           "get_loss", "register_loss", "complement_basis", "class_encoding", "coded_accuracy"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,15 +76,53 @@ def _mse_validate(y, name, n, c):
     return _checks.outputs(y, name, n, c)
 
 
-def _sign_accuracy(f, y):
-    f, y = jnp.asarray(f), jnp.asarray(y)
-    if f.shape[-1] == 1:
-        return jnp.mean(jnp.sign(f[..., 0]) == jnp.sign(y[..., 0]), axis=-1)
-    return jnp.mean(jnp.argmax(f, -1) == jnp.argmax(y, -1), axis=-1)
+def class_encoding(*ys) -> tuple:
+    """How regression targets code classes, read from the targets themselves (all arrays that
+    share the coding, e.g. train and test): ("threshold", t) for one output with two values
+    a < b (t = (a + b) / 2: 0/1 -> 0.5, +-1 and +-0.5 -> 0; a single value v stands for {0, 1}
+    when v is 0 or 1, else for {-|v|, |v|}); ("argmax", None) for C > 1 outputs whose every
+    row has a unique largest entry (one-hot, or +-a with one positive entry). Raises ValueError
+    for anything else (accuracy is undefined for such targets)."""
+    arrs = [np.asarray(y, np.float64) for y in ys]
+    c = arrs[0].shape[-1]
+    if c == 1:
+        vals = np.unique(np.concatenate([a.reshape(-1) for a in arrs]))
+        if len(vals) == 2:
+            return "threshold", float(vals.mean())
+        if len(vals) == 1:
+            v = float(vals[0])
+            return "threshold", 0.5 if v in (0.0, 1.0) else 0.0
+        raise ValueError(f"accuracy needs class-coded targets: one output with two values (0/1, "
+                         f"+-1, +-0.5), got {len(vals)} distinct target values (regression "
+                         "targets have no accuracy)")
+    for a in arrs:
+        rows = a.reshape(-1, c)
+        top = rows.max(-1, keepdims=True)
+        if not np.all((rows == top).sum(-1) == 1):
+            raise ValueError(f"accuracy needs class-coded targets: with C = {c} outputs every row "
+                             "must have one largest entry (one-hot, or +-a with one positive); "
+                             "some rows tie")
+    return "argmax", None
+
+
+def coded_accuracy(f, y, encoding: tuple):
+    """Fraction of points whose outputs f fall in the class of their targets y (last two axes;
+    a leading time axis is allowed) under `class_encoding`'s encoding."""
+    f, y = np.asarray(f, np.float64), np.asarray(y, np.float64)
+    kind, t = encoding
+    if kind == "threshold":
+        return np.mean((f[..., 0] > t) == (y[..., 0] > t), axis=-1)
+    return np.mean(np.argmax(f, -1) == np.argmax(y, -1), axis=-1)
+
+
+def _mse_accuracy(f, y):
+    """Accuracy of MSE outputs f for class-coded targets y, the coding read from y
+    (`class_encoding`: 0/1 -> f > 0.5, +-a -> sign, one-hot -> argmax; else ValueError)."""
+    return coded_accuracy(f, y, class_encoding(y))
 
 
 mse = Loss("mse", _mse_value, lambda f, y: f - y, _eye_hessian, lambda f, y: f - y,
-           lambda c: np.eye(c), _mse_validate, _sign_accuracy, lambda f, r: r,
+           lambda c: np.eye(c), _mse_validate, _mse_accuracy, lambda f, r: r,
            identity_hessian=True)
 
 

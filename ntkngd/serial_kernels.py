@@ -17,9 +17,11 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 import neural_tangents as nt
+import numpy as np
 from neural_tangents import stax
 from neural_tangents._src.stax.requirements import Bool, get_req
 
+from . import _checks
 from .kernels import Kernels, _pad_rows
 from .serial_network import SerialNetwork
 
@@ -112,4 +114,6 @@ def serial_analytic_kernels(net: SerialNetwork, x_train: Any, x_test: Any = None
         test = _blocks(net, xte, xtr, batch_size)
         fields.update(blocks_test=mv(test.blocks), fwd_test=mv(test.fwd),
                       bwd_test=jnp.full_like(mv(test.blocks), jnp.nan), nngp_test=test.nngp)
+    _checks.finite_kernels({k: v for k, v in fields.items() if k.startswith(("blocks", "nngp"))},
+                           np.asarray(xtr).reshape(xtr.shape[0], -1))
     return Kernels(**fields)

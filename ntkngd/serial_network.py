@@ -111,6 +111,7 @@ class SerialNetwork(StaxTriple):
         if arr.ndim != self.input_rank:
             want = "images (N, H, W, C) (NHWC)" if self.input_rank == 4 else "(N, d)"
             raise ValueError(f"{name} must be {want} for this network, got shape {arr.shape}")
+        _checks.input_scale(arr, name)
         return arr
 
     def check_params(self, params: Any) -> list:
