@@ -45,9 +45,9 @@ positive_float = _number_type(float, 0.0, True, "a positive number", "a finite n
 
 def method_name(text: str) -> str:
     """argparse type: a registered method name or alias, returned in canonical form."""
-    from .methods import canonical
+    from ._names import canonical_method
     try:
-        return canonical(text)
+        return canonical_method(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
@@ -195,8 +195,7 @@ def cmd_train(args) -> int:
     import jax
 
     from .engine import train
-    from .methods import canonical
-    ds = _dataset(args, canonical(args.method))
+    ds = _dataset(args, args.method)
     net = _net(args, ds.out_dim)
     xtr, xte, shape = _inputs(args, ds)
     params = net.init_fn(jax.random.PRNGKey(args.seed), shape)[1]
@@ -317,8 +316,7 @@ def parser() -> argparse.ArgumentParser:
     """The argument parser of the `ntkngd` command (choices from the registries)."""
     from .figures import available
     from .figures.profiles import PROFILES
-    from .losses import LOSSES
-    from .methods import method_names
+    from ._names import loss_names, method_names
     registered = list(method_names())
     methods = ", ".join(registered)
     ap = _Parser(prog="ntkngd", description="NGD with exact and approximate "
@@ -354,7 +352,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--damping", type=non_negative_float, default=None,
                    help="rho >= 0 (None: 0; unit_wise: methods.unitwise.default_damping)")
     t.add_argument("--float32", action="store_true", help="train in float32 (default float64)")
-    t.add_argument("--loss", default="mse", choices=sorted(LOSSES) + ["bce", "ce"],
+    t.add_argument("--loss", default="mse", choices=list(loss_names()) + ["bce", "ce"],
                    help="ce: softmax cross-entropy with one-hot targets (C >= 2); bce: sigmoid "
                    "binary cross-entropy (C = 1, targets 0/1); any registered loss")
     _data_args(t)
