@@ -35,6 +35,12 @@ def _traced(*trees) -> bool:
     return any(isinstance(a, jax.core.Tracer) for t in trees for a in jax.tree_util.tree_leaves(t))
 
 
+def _under_trace() -> bool:
+    """Whether a JAX transformation (jit, vmap, ...) is tracing this call: then even closed-over
+    concrete arrays become tracers in every operation, so no host check can run."""
+    return isinstance(jnp.zeros(()), jax.core.Tracer)
+
+
 def signals(method: MethodLike, K: Kernels, damping: float, g: Any) -> list:
     """Per-layer MSE signals A_l of `method` on finite-width kernels K for residual g (N, C)."""
     g = jnp.asarray(g)
@@ -92,8 +98,12 @@ def ngd_direction(method: MethodLike, net: Network, params: Any, x_train: Any, y
     if getattr(net, "is_serial", False):   # hook: stax serial networks
         from .serial_methods import direction
         return direction(m, net, params, x_train, y_train, damping, L)[0]
-    damping = damping if _traced(damping) else _check_damping(damping)
-    check = not _traced(params, x_train, y_train)
+    if _traced(damping):
+        raise TypeError("damping is a traced value: it selects the dual solve and must be a "
+                        "concrete Python number under jax.jit (close over it, or mark it static "
+                        "with static_argnums)")
+    damping = _check_damping(damping)
+    check = not (_traced(params, x_train, y_train) or _under_trace())
     dense, x, y = _prepare(net, params, x_train, y_train, L, check)
     dws = _core(m, net, L, damping, dense, x, y)[0]
     return empirical.split_update(net, dense, dws)
