@@ -129,16 +129,20 @@ def _pinv_limit(blocks: jnp.ndarray, S: np.ndarray, rhs: jnp.ndarray,
     non-zero eigenvalues are F_S's, so its cut is the brute-force pinv's). root: per-sample
     symmetric roots D_n = H_n^{1/2} (n, k, k) of a loss Hessian (None: H = I); then
     F_S = Jb^T (S (x) H) Jb, solved on D Theta_l D with rhs D x (x = H^+ r) and v = D v'."""
-    L, m, _ = blocks.shape
     if root is not None:
         dmat = _block_diag(root)
         blocks = jnp.einsum("ab,lbc,cd->lad", dmat, blocks, dmat)
         rhs = dmat @ rhs
-    u, inv_s, lam, q, kept, y = _eigen_system(blocks, S, rhs)
-    inv_lam = jnp.where(kept, 1.0 / jnp.where(kept, lam, 1.0), 0.0)
-    z = (q @ (inv_lam[:, None] * (q.T @ y))).reshape(L, m, -1)
-    v = jnp.einsum("lai,li,lik->lak", u, inv_s, z)
+    v = _solve_system(_eigen_system(blocks, S, rhs))
     return v if root is None else jnp.einsum("ab,lbk->lak", dmat, v)
+
+
+def _solve_system(system) -> jnp.ndarray:
+    """v_l = u_l diag(1/s_l) (B^+ y)_l from `_eigen_system`'s output, (L, m, K)."""
+    u, inv_s, lam, q, kept, y = system
+    inv_lam = jnp.where(kept, 1.0 / jnp.where(kept, lam, 1.0), 0.0)
+    z = (q @ (inv_lam[:, None] * (q.T @ y))).reshape(u.shape[0], u.shape[1], -1)
+    return jnp.einsum("lai,li,lik->lak", u, inv_s, z)
 
 
 def _block_diag(root: jnp.ndarray) -> jnp.ndarray:
@@ -147,14 +151,14 @@ def _block_diag(root: jnp.ndarray) -> jnp.ndarray:
     return jnp.einsum("ab,aij->aibj", jnp.eye(n, dtype=root.dtype), root).reshape(n * k, n * k)
 
 
-def gradient_outside_range(blocks: jnp.ndarray, S: np.ndarray, rhs: jnp.ndarray) -> bool:
-    """Whether K^{1/2} (1 (x) rhs) has a part outside the range of K^{1/2} (S (x) I) K^{1/2}
-    above sqrt of the dtype's rank cut (relative): then the gradient is not in range(F_S), the
-    damped update diverges as rho -> 0, and `_pinv_limit` is the least-squares minimum-norm
-    F_S^+ grad. Eager (a host bool)."""
-    _, _, _, q, kept, y = _eigen_system(blocks, S, rhs)
+def _outside_range(system) -> bool:
+    """Whether y = K^{1/2} (1 (x) rhs) has a part outside the range of B = K^{1/2} (S (x) I)
+    K^{1/2} above sqrt of the dtype's rank cut (relative), from `_eigen_system`'s output: then
+    the gradient is not in range(F_S), the damped update diverges as rho -> 0, and
+    `_solve_system` is the least-squares minimum-norm F_S^+ grad. Eager (a host bool)."""
+    _, _, _, q, kept, y = system
     inside = q @ (jnp.where(kept, 1.0, 0.0)[:, None] * (q.T @ y))
-    return bool(jnp.linalg.norm(y - inside) > np.sqrt(linalg.rank_rtol(blocks.dtype))
+    return bool(jnp.linalg.norm(y - inside) > np.sqrt(linalg.rank_rtol(y.dtype))
                 * jnp.linalg.norm(y))
 
 
@@ -206,12 +210,13 @@ def pattern_duals(blocks: jnp.ndarray, S: np.ndarray, n_samples: int, damping: f
     singular = [int(l) + 1 for l in np.flatnonzero(~ok)]
     msg = (f"NTK block(s) of layer(s) {singular} are singular: returning the rho -> 0 limit, the "
            "minimum-norm step F_S^+ grad (pseudo-inverse of the pattern's Fisher)")
-    if gradient_outside_range(blocks, S, rhs):
+    system = _eigen_system(blocks, S, rhs)
+    if _outside_range(system):
         msg = (f"NTK block(s) of layer(s) {singular} are singular and the gradient is not in the "
                "range of the pattern's Fisher F_S: the damped update diverges as damping -> 0; "
                "returning the least-squares minimum-norm step F_S^+ grad")
     warnings.warn(msg, TheoryConditionWarning)
-    return _pinv_limit(blocks, S, rhs), notes + [msg]
+    return _solve_system(system), notes + [msg]
 
 
 def damped_duals(hblocks: jnp.ndarray, S: np.ndarray, shift, rhs: jnp.ndarray) -> jnp.ndarray:
