@@ -127,3 +127,14 @@ def test_infinite_width_duplicated_inputs_is_the_damped_limit(name, depth):
         scale = np.linalg.norm(lim)
         assert np.linalg.norm(b - lim) < 1e-3 * scale                    # 1e-6: close already
         assert np.linalg.norm(extrapolated - lim) < 1e-5 * scale
+
+
+def test_constant_ce_operator_says_it_approximates_with_a_singular_block(singular_readout):
+    _, x, _, _ = singular_readout
+    net = ng.mlp(3, 4, out_dim=3)
+    _, params = net.init_fn(jax.random.PRNGKey(2), x.shape)
+    K = ng.empirical_kernels(net, params, x)
+    from ntkngd.loss_dynamics import min_norm_operator
+    with pytest.warns(ng.TheoryConditionWarning, match="depends on the loss Hessian H"):
+        op = min_norm_operator(ng.get_method("block_tridiagonal"), K, ng.get_loss("ce"))
+    assert any("an approximation" in n for n in op.notes)
