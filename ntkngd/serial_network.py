@@ -180,7 +180,7 @@ class SerialNetwork(StaxTriple):
 _FITS: dict = {}
 
 
-def jax_leaf(params):
+def _first_leaf(params):
     """The first array of a params pytree (its dtype keys the shape cache)."""
     for p in params:
         for a in (p if isinstance(p, (list, tuple)) else ()):
@@ -193,7 +193,7 @@ def _output_shape(net: SerialNetwork, point: tuple, shapes, params) -> tuple:
     """The network's output shape for one point of shape `point` (jax.eval_shape), cached by
     (network, point shape, parameter shapes)."""
     key = (id(net), point, shapes, None if params is None else
-           str(getattr(jax_leaf(params), "dtype", "")))
+           str(getattr(_first_leaf(params), "dtype", "")))
     if key not in _FITS:
         import jax
         import jax.numpy as jnp
