@@ -1,7 +1,9 @@
 """ntkngd: natural gradient descent with exact and approximate Fisher information in wide networks.
 
 Names are imported on first use (PEP 562), so `import ntkngd` is fast and prints nothing; JAX and
-neural-tangents load when a function that needs them is first read.
+neural-tangents load when a function that needs them is first read. `ntkngd.stax` is
+neural-tangents' stax module loaded the quiet way (without its TensorFlow port), for
+`ntkngd.serial(...)` stacks.
 """
 from __future__ import annotations
 
@@ -58,6 +60,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "ce_direction": (".ce_engine", "ce_direction"),
     "train_ce": (".ce_engine", "train_ce"),
     "data": (".data", None),
+    "stax": ("neural_tangents.stax", None),
 }
 
 __all__ = sorted(_EXPORTS)

@@ -43,6 +43,26 @@ def inputs(x: Any, name: str, dim: int | None = None) -> np.ndarray:
     return arr
 
 
+def input_scale(x: Any, name: str, dtype: Any = np.float64) -> None:
+    """Raise unless the non-zero row norms r of `x` (one row per point, any trailing shape) lie in
+    [tiny^(1/4), max^(1/4)] of `dtype` (float64: [1.2e-77, 1.2e77], float32: [3.3e-10, 4.3e9]):
+    kernels grow like r^2 and the solves multiply two of them, so outside this range they
+    overflow (NaN) or underflow (alpha 0, a zero direction), a silent wrong answer."""
+    xs = np.asarray(x, np.float64).reshape(np.shape(x)[0], -1)
+    scale = float(np.max(np.abs(xs)))
+    if scale == 0.0:
+        return
+    norms = scale * np.linalg.norm(xs / scale, axis=-1)
+    norms = norms[norms > 0]
+    info = np.finfo(np.dtype(dtype) if np.dtype(dtype).kind == "f" else np.float64)
+    lo, hi = float(info.tiny) ** 0.25, float(info.max) ** 0.25
+    if norms.max() > hi or norms.min() < lo:
+        raise ValueError(f"{name} has row norms from {norms.min():.3g} to {norms.max():.3g}, "
+                         f"outside [{lo:.2g}, {hi:.2g}] where the kernels (~ norm^2) and their "
+                         f"products stay finite and normal in {info.dtype}; rescale the inputs "
+                         "(e.g. unit-norm rows, ntkngd.data.unit_norm_rows)")
+
+
 def outputs(y: Any, name: str, n: int, c: int) -> np.ndarray:
     """Outputs or targets of shape (n, c); a 1-D vector is accepted when c == 1."""
     arr = as_array(y, name)

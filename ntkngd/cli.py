@@ -45,9 +45,9 @@ positive_float = _number_type(float, 0.0, True, "a positive number", "a finite n
 
 def method_name(text: str) -> str:
     """argparse type: a registered method name or alias, returned in canonical form."""
-    from .methods import canonical
+    from ._names import canonical_method
     try:
-        return canonical(text)
+        return canonical_method(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
@@ -98,6 +98,8 @@ def _dataset(args, method: str | None = None):
                     binary=len(args.classes) == 2 and not one_hot, **std, **kw)
     else:
         raise SystemExit(f"unknown data set {name!r}")
+    if getattr(args, "loss", "mse") in ("bce", "sigmoid_binary_cross_entropy"):
+        ds = _zero_one_targets(ds)
     if args.forster and method == "kfac" and ds.n_train > ds.input_dim:
         with warnings.catch_warnings():   # non-convergence is reported in ds.preprocessing
             warnings.simplefilter("ignore", UserWarning)
@@ -108,7 +110,21 @@ def _dataset(args, method: str | None = None):
     return ds
 
 
+def _zero_one_targets(ds):
+    """The binary +-0.5 targets as 0/1 (the first class is 1), for the sigmoid cross-entropy."""
+    import dataclasses
+    if ds.y_train.shape[1] != 1:
+        raise ValueError(f"--loss bce needs two classes (one output with 0/1 targets), got "
+                         f"{ds.y_train.shape[1]} classes: use --loss ce for more")
+    return dataclasses.replace(ds, y_train=(ds.y_train > 0).astype(float),
+                               y_test=(ds.y_test > 0).astype(float),
+                               preprocessing=ds.preprocessing + "; targets 0/1 for --loss bce")
+
+
 def _net(args, out_dim):
+    if args.arch == "cnn" and args.depth < 2:
+        raise ValueError(f"--arch cnn needs --depth >= 2 (depth - 1 convolutions and the dense "
+                         f"readout), got --depth {args.depth}")
     if args.arch == "cnn":   # ntkngd.serial_network
         from .serial_network import cnn
         return cnn(args.channels, depth=args.depth - 1, activation=args.activation,
@@ -144,12 +160,24 @@ def _check_pattern_depth(pattern, depth: int) -> None:
                          f"--depth {depth} layers; S must be L x L")
 
 
+def _check_writable(path: str, option: str) -> None:
+    """OSError naming `option` unless directory `path` exists or can be made, and takes files."""
+    import tempfile
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise OSError(f"{option} {path}: cannot write figures there ({e.strerror or e})") from None
+
+
 def cmd_figures(args) -> int:
     """ntkngd figures: compute (or reuse) and draw the figures of one profile."""
     from . import figures
     _enable_x64(True)
     prof = figures.get(args.profile, data_dir=args.data_dir)
     out = args.out if args.out is not None else figures.default_out_dir(args.profile)
+    _check_writable(out, "--out")
     only = ["cnn"] if args.arch == "cnn" and not args.only else args.only
     status = figures.run(only or None, prof, out, force=args.force,
                          progress=not args.no_progress)
@@ -167,8 +195,7 @@ def cmd_train(args) -> int:
     import jax
 
     from .engine import train
-    from .methods import canonical
-    ds = _dataset(args, canonical(args.method))
+    ds = _dataset(args, args.method)
     net = _net(args, ds.out_dim)
     xtr, xte, shape = _inputs(args, ds)
     params = net.init_fn(jax.random.PRNGKey(args.seed), shape)[1]
@@ -181,9 +208,18 @@ def cmd_train(args) -> int:
           f"C = {ds.out_dim}; network L = {net.depth}, {_describe(args, net)}")
     print(f"preprocessing: {ds.preprocessing}")
     print(log.table())
-    for w in sorted({str(w.message) for w in caught}):
+    for w in sorted({_forster_aware(str(w.message), ds.preprocessing) for w in caught}):
         print(f"warning: {w}", file=sys.stderr)
     return 0
+
+
+def _forster_aware(message: str, preprocessing: str) -> str:
+    """K-FAC's advice to apply the Forster transform, rewritten when --forster was applied (the
+    inputs then fell short of isotropic position: the fit's own report says by how much)."""
+    if "forster_transform" not in message or "Forster" not in preprocessing:
+        return message
+    return (message.split("; put the inputs")[0] + "; --forster was applied but the inputs are not "
+            f"exactly in isotropic position ({preprocessing.split('Forster', 1)[1].strip()})")
 
 
 def cmd_check(args) -> int:
@@ -258,7 +294,8 @@ def _data_args(p):
     p.add_argument("--w-std", type=positive_float, default=2 ** 0.5, help="weight scale")
     p.add_argument("--b-std", type=non_negative_float, default=0.0,
                    help="bias scale (0: no bias)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the data and the parameters")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed of the data and the parameters")
     _arch_args(p)
     p.add_argument("--pattern", type=pattern_matrix, default=None, metavar="S",
                    help="a custom L x L layer block pattern of the Fisher, rows separated by ';', "
@@ -279,8 +316,7 @@ def parser() -> argparse.ArgumentParser:
     """The argument parser of the `ntkngd` command (choices from the registries)."""
     from .figures import available
     from .figures.profiles import PROFILES
-    from .losses import LOSSES
-    from .methods import method_names
+    from ._names import loss_names, method_names
     registered = list(method_names())
     methods = ", ".join(registered)
     ap = _Parser(prog="ntkngd", description="NGD with exact and approximate "
@@ -316,7 +352,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--damping", type=non_negative_float, default=None,
                    help="rho >= 0 (None: 0; unit_wise: methods.unitwise.default_damping)")
     t.add_argument("--float32", action="store_true", help="train in float32 (default float64)")
-    t.add_argument("--loss", default="mse", choices=sorted(LOSSES) + ["bce", "ce"],
+    t.add_argument("--loss", default="mse", choices=list(loss_names()) + ["bce", "ce"],
                    help="ce: softmax cross-entropy with one-hot targets (C >= 2); bce: sigmoid "
                    "binary cross-entropy (C = 1, targets 0/1); any registered loss")
     _data_args(t)
@@ -334,13 +370,28 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+_PLUGIN_FILES: dict[str, str] = {}   # file of each loaded plugin module -> its --plugin spec
+
+
+def _plugin_frame(exc: BaseException):
+    """The --plugin spec whose code raised `exc` (a frame of its traceback in a plugin file)."""
+    import traceback
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        spec = _PLUGIN_FILES.get(os.path.abspath(frame.filename))
+        if spec is not None:
+            return spec
+    return None
+
+
 def load_plugin(spec: str) -> None:
     """Import `spec`, a module name or the path of a .py file (run as its own module), for the
     registrations it makes."""
     import importlib
     import importlib.util
     if not spec.endswith(".py"):
-        importlib.import_module(spec)
+        module = importlib.import_module(spec)
+        if getattr(module, "__file__", None):
+            _PLUGIN_FILES[os.path.abspath(module.__file__)] = spec
         return
     path = os.path.abspath(spec)
     if not os.path.isfile(path):
@@ -349,6 +400,7 @@ def load_plugin(spec: str) -> None:
     module_spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module
+    _PLUGIN_FILES[path] = spec
     module_spec.loader.exec_module(module)
 
 
@@ -382,6 +434,13 @@ def main(argv=None) -> int:
         return 130
     except (ValueError, TypeError, OSError) as e:
         print(f"ntkngd {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - only errors raised in a plugin's own code
+        spec = _plugin_frame(e)
+        if spec is None:
+            raise
+        print(f"ntkngd {args.command}: error: --plugin {spec} raised {type(e).__name__}: {e}",
+              file=sys.stderr)
         return 2
 
 

@@ -179,6 +179,7 @@ def kernels_and_outputs(net: Network, params: Any, x_train: Any,
     xtr = _checks.inputs(x_train, "x_train")
     dense = dense_params(net, params, xtr.shape[1])
     dtype = param_dtype(dense)
+    _checks.input_scale(xtr, "x_train", dtype)
     xtr = jnp.asarray(xtr, dtype)
     f, hts, ds = features(net, dense, xtr)
     qs, bs, blocks = _grams(hts, ds, hts, ds)
@@ -186,7 +187,9 @@ def kernels_and_outputs(net: Network, params: Any, x_train: Any,
         blocks_train=blocks, fwd_train=qs, bwd_train=bs, out_dim=net.out_dim, kron_outputs=False,
         network=net, input_dim=xtr.shape[1], layer_inputs_train=hts, backprops_train=ds)
     if x_test is not None:
-        xte = jnp.asarray(_checks.inputs(x_test, "x_test", dim=xtr.shape[1]), dtype)
+        xte = _checks.inputs(x_test, "x_test", dim=xtr.shape[1])
+        _checks.input_scale(xte, "x_test", dtype)
+        xte = jnp.asarray(xte, dtype)
         _, hts_t, ds_t = features(net, dense, xte)
         qt, bt, blocks_t = _grams(hts_t, ds_t, hts, ds)
         fields.update(blocks_test=blocks_t, fwd_test=qt, bwd_test=bt, layer_inputs_test=hts_t,

@@ -21,7 +21,7 @@ import optax
 from . import _checks, empirical
 from .dynamics import mse, predict
 from .kernels import Kernels, analytic_kernels
-from .losses import Loss, get_loss
+from .losses import Loss, class_encoding, coded_accuracy, get_loss
 from .losses import mse as mse_loss
 from .methods import BlockPattern, Method, get_method
 from .network import Network
@@ -33,6 +33,12 @@ MethodLike = Union[str, BlockPattern, Method]
 
 def _traced(*trees) -> bool:
     return any(isinstance(a, jax.core.Tracer) for t in trees for a in jax.tree_util.tree_leaves(t))
+
+
+def _under_trace() -> bool:
+    """Whether a JAX transformation (jit, vmap, ...) is tracing this call: then even closed-over
+    concrete arrays become tracers in every operation, so no host check can run."""
+    return isinstance(jnp.zeros(()), jax.core.Tracer)
 
 
 def signals(method: MethodLike, K: Kernels, damping: float, g: Any) -> list:
@@ -63,6 +69,7 @@ def _prepare(net, params, x, y, loss: Loss, check: bool):
     if check:
         x = _checks.inputs(x, "x_train")
         dense = empirical.dense_params(net, params, x.shape[1])
+        _checks.input_scale(x, "x_train", empirical.param_dtype(dense))
         y = loss.validate(y, "y_train", x.shape[0], net.out_dim)
     else:
         dense = empirical.dense_params(net, params, None, check_finite=False)
@@ -91,8 +98,12 @@ def ngd_direction(method: MethodLike, net: Network, params: Any, x_train: Any, y
     if getattr(net, "is_serial", False):   # hook: stax serial networks
         from .serial_methods import direction
         return direction(m, net, params, x_train, y_train, damping, L)[0]
-    damping = damping if _traced(damping) else _check_damping(damping)
-    check = not _traced(params, x_train, y_train)
+    if _traced(damping):
+        raise TypeError("damping is a traced value: it selects the dual solve and must be a "
+                        "concrete Python number under jax.jit (close over it, or mark it static "
+                        "with static_argnums)")
+    damping = _check_damping(damping)
+    check = not (_traced(params, x_train, y_train) or _under_trace())
     dense, x, y = _prepare(net, params, x_train, y_train, L, check)
     dws = _core(m, net, L, damping, dense, x, y)[0]
     return empirical.split_update(net, dense, dws)
@@ -157,11 +168,19 @@ def apply_update(params: Any, d: Any, lr: float) -> list:
     return out
 
 
-def accuracy(f: np.ndarray, y: np.ndarray) -> float:
-    """Sign agreement for C = 1 (+-0.5 targets), argmax agreement for C > 1."""
-    if f.shape[-1] == 1:
-        return float(np.mean(np.sign(f[:, 0]) == np.sign(y[:, 0])))
-    return float(np.mean(np.argmax(f, 1) == np.argmax(y, 1)))
+def accuracy(f: np.ndarray, y: np.ndarray, encoding: Optional[tuple] = None) -> float:
+    """Fraction of points classified as their targets code them (`losses.class_encoding`: 0/1 ->
+    f > 0.5, +-1 / +-0.5 -> sign, one-hot -> argmax; read from y unless `encoding` is given);
+    ValueError for targets that code no classes."""
+    return float(coded_accuracy(f, y, class_encoding(y) if encoding is None else encoding))
+
+
+def _encoding(*ys) -> Optional[tuple]:
+    """The targets' class encoding, or None (accuracy logged as NaN) for regression targets."""
+    try:
+        return class_encoding(*ys)
+    except ValueError:
+        return None
 
 
 def _predictions(op, f0, y, f0t, yt, lr, steps):
@@ -182,12 +201,29 @@ def _finite_or_diverged(arrays, t: int, lr: float, method: str) -> None:
 
 def log_step(logs: dict, outputs: tuple, targets: tuple, t: int, lr: float, name: str) -> None:
     """Append step t's train/test MSE and accuracy to `logs` (keys tr, te, atr, ate); outputs
-    (f, f_test) must be finite (else the step diverged: a clear error)."""
+    (f, f_test) must be finite (else the step diverged: a clear error). Accuracy follows the
+    class coding of the train and test targets together (`accuracy`); NaN for regression
+    targets."""
     (f, ft), (ytr, yte) = outputs, targets
     _finite_or_diverged((f, ft), t, lr, name)
-    for k, v in (("tr", mse(f, ytr)), ("te", mse(ft, yte)), ("atr", accuracy(f, ytr)),
-                 ("ate", accuracy(ft, yte))):
+    enc = _encoding(ytr, yte)
+    acc = (lambda a, b: np.nan) if enc is None else (lambda a, b: accuracy(a, b, enc))
+    for k, v in (("tr", mse(f, ytr)), ("te", mse(ft, yte)), ("atr", acc(f, ytr)),
+                 ("ate", acc(ft, yte))):
         logs[k].append(float(v))
+
+
+_LOSS_OPTIONS = ("lr_fraction", "analytic")
+
+
+def reject_loss_options(options: dict, loss: Loss) -> None:
+    """TypeError naming the first keyword `train` cannot use with `loss` (MSE takes none of the
+    other losses' options; anything else is unknown: a typo such as dampnig= must not be dropped)."""
+    for k in options:
+        if k in _LOSS_OPTIONS:
+            raise TypeError(f"train() option {k}= applies only to losses other than MSE; "
+                            f"loss={loss.name!r} takes no such option")
+        raise TypeError(f"train() got an unexpected keyword argument {k!r}")
 
 
 def train(method: MethodLike, net: Network, params: Any, data: tuple, steps: int = 5,
@@ -202,9 +238,13 @@ def train(method: MethodLike, net: Network, params: Any, data: tuple, steps: int
     infinite-width operator (analytic kernels) started from the network's own outputs; where the
     infinite-width operator has no test side (unit-wise) the test prediction is the empirical one.
     Any loss other than MSE goes to `ntkngd.ce_engine.train_ce` (the same `TrainLog`, with the
-    per-step isotropy fields filled; loss_options: lr_fraction, analytic).
+    per-step isotropy fields filled; loss_options: lr_fraction, analytic); with MSE any extra
+    keyword is a TypeError. Accuracy follows the targets' class coding (`accuracy`; NaN for
+    regression targets).
     """
     L = get_loss(loss)
+    if L.identity_hessian:
+        reject_loss_options(loss_options, L)
     if getattr(net, "is_serial", False):   # hook: stax serial networks
         from .serial_train import serial_train
         return serial_train(method, net, params, data, steps, lr, damping, L, **loss_options)

@@ -222,7 +222,18 @@ def min_norm_operator(m: Method, K: Kernels, loss: Loss) -> LossOperator:
     uc = np.asarray(loss.basis(c), float)
     u = np.kron(np.eye(n), uc)                                           # (N C, N k)
     pb = project(jnp.asarray(blocks), uc)
-    v, notes = pattern_duals(pb, S, n, 0.0, jnp.eye(u.shape[1], dtype=pb.dtype))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TheoryConditionWarning)
+        v, notes = pattern_duals(pb, S, n, 0.0, jnp.eye(u.shape[1], dtype=pb.dtype))
+    if caught and loss.identity_hessian:
+        for w in caught:
+            warnings.warn(w.message, w.category)
+    elif caught:
+        msg = ("a projected NTK block is singular: the rho -> 0 limit then depends on the loss "
+               "Hessian H(f) (ntkngd.ngd_direction computes it exactly per step); this constant "
+               "operator is the minimum-norm solution with H = I on range(H), an approximation")
+        warnings.warn(msg, TheoryConditionWarning)
+        notes = list(notes) + [msg]
     w = np.einsum("ai,lij,bj->lab", u, np.asarray(v), u)                  # U V'_l U^T
     train = np.einsum("lab,lbc->ac", blocks, w)
     test = None if tblocks is None else np.einsum("lab,lbc->ac", tblocks, w)

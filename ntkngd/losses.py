@@ -23,7 +23,7 @@ import numpy as np
 from . import _checks
 
 __all__ = ["Loss", "mse", "softmax_cross_entropy", "sigmoid_binary_cross_entropy", "LOSSES",
-           "get_loss", "register_loss", "complement_basis"]
+           "get_loss", "register_loss", "complement_basis", "class_encoding", "coded_accuracy"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,15 +76,53 @@ def _mse_validate(y, name, n, c):
     return _checks.outputs(y, name, n, c)
 
 
-def _sign_accuracy(f, y):
-    f, y = jnp.asarray(f), jnp.asarray(y)
-    if f.shape[-1] == 1:
-        return jnp.mean(jnp.sign(f[..., 0]) == jnp.sign(y[..., 0]), axis=-1)
-    return jnp.mean(jnp.argmax(f, -1) == jnp.argmax(y, -1), axis=-1)
+def class_encoding(*ys) -> tuple:
+    """How regression targets code classes, read from the targets themselves (all arrays that
+    share the coding, e.g. train and test): ("threshold", t) for one output with two values
+    a < b (t = (a + b) / 2: 0/1 -> 0.5, +-1 and +-0.5 -> 0; a single value v stands for {0, 1}
+    when v is 0 or 1, else for {-|v|, |v|}); ("argmax", None) for C > 1 outputs whose every
+    row has a unique largest entry (one-hot, or +-a with one positive entry). Raises ValueError
+    for anything else (accuracy is undefined for such targets)."""
+    arrs = [np.asarray(y, np.float64) for y in ys]
+    c = arrs[0].shape[-1]
+    if c == 1:
+        vals = np.unique(np.concatenate([a.reshape(-1) for a in arrs]))
+        if len(vals) == 2:
+            return "threshold", float(vals.mean())
+        if len(vals) == 1:
+            v = float(vals[0])
+            return "threshold", 0.5 if v in (0.0, 1.0) else 0.0
+        raise ValueError(f"accuracy needs class-coded targets: one output with two values (0/1, "
+                         f"+-1, +-0.5), got {len(vals)} distinct target values (regression "
+                         "targets have no accuracy)")
+    for a in arrs:
+        rows = a.reshape(-1, c)
+        top = rows.max(-1, keepdims=True)
+        if not np.all((rows == top).sum(-1) == 1):
+            raise ValueError(f"accuracy needs class-coded targets: with C = {c} outputs every row "
+                             "must have one largest entry (one-hot, or +-a with one positive); "
+                             "some rows tie")
+    return "argmax", None
+
+
+def coded_accuracy(f, y, encoding: tuple):
+    """Fraction of points whose outputs f fall in the class of their targets y (last two axes;
+    a leading time axis is allowed) under `class_encoding`'s encoding."""
+    f, y = np.asarray(f, np.float64), np.asarray(y, np.float64)
+    kind, t = encoding
+    if kind == "threshold":
+        return np.mean((f[..., 0] > t) == (y[..., 0] > t), axis=-1)
+    return np.mean(np.argmax(f, -1) == np.argmax(y, -1), axis=-1)
+
+
+def _mse_accuracy(f, y):
+    """Accuracy of MSE outputs f for class-coded targets y, the coding read from y
+    (`class_encoding`: 0/1 -> f > 0.5, +-a -> sign, one-hot -> argmax; else ValueError)."""
+    return coded_accuracy(f, y, class_encoding(y))
 
 
 mse = Loss("mse", _mse_value, lambda f, y: f - y, _eye_hessian, lambda f, y: f - y,
-           lambda c: np.eye(c), _mse_validate, _sign_accuracy, lambda f, r: r,
+           lambda c: np.eye(c), _mse_validate, _mse_accuracy, lambda f, r: r,
            identity_hessian=True)
 
 
@@ -119,10 +157,26 @@ def _ce_pinv(f, y):
     return inv_py * (1.0 / f.shape[-1] - y)
 
 
+def _ratio(r, log_p):
+    """r / p from log p without overflow or 0 x inf: sign(r) exp(log|r| - log p) (0 where r = 0)."""
+    r = jnp.asarray(r)
+    mag = jnp.abs(r)
+    safe = jnp.where(mag > 0, mag, 1.0)
+    return jnp.where(mag > 0, jnp.sign(r) * jnp.exp(jnp.log(safe) - log_p), 0.0)
+
+
 def _ce_pinv_apply(f, r):
-    """H^+ r for r with zero sum per sample: x = q - mean(q), q = r' / p, 1/p = exp(-log p)."""
-    inv_p = jnp.exp(-jax.nn.log_softmax(f, axis=-1))
-    q = (r - r.mean(-1, keepdims=True)) * inv_p
+    """H^+ r for r with zero sum per sample (H = diag(p) - p p^T): x = q - mean(q), q = r / p.
+    The entry at the most probable class is taken as minus the sum of the others (r = p - y
+    computed in floating point has lost it to cancellation when p is near 1: 1 - p_y rounds), and
+    r / p is formed in the log domain (`_ratio`: no overflow, no 0 x inf). r is used as given: an
+    entry that underflowed to 0 (p - y where p < 1e-308) cannot be recovered; `from_targets`
+    computes H^+ r exactly from the targets instead."""
+    log_p = jax.nn.log_softmax(f, axis=-1)
+    top = jax.nn.one_hot(jnp.argmax(log_p, -1), f.shape[-1], dtype=r.dtype)
+    others = jnp.sum(r * (1 - top), -1, keepdims=True)
+    r = jnp.where(top > 0, -others, r)
+    q = _ratio(r, log_p)
     return q - q.mean(-1, keepdims=True)
 
 
@@ -172,8 +226,19 @@ def _bce_hessian(f):
 
 
 def _bce_pinv(f, y):
-    """(p - y) / (p (1 - p)) = -y (1 + e^{-f}) + (1 - y)(1 + e^{f}): exact for every logit."""
-    return (1 - y) * (1 + jnp.exp(f)) - y * (1 + jnp.exp(-f))
+    """(p - y) / (p (1 - p)) = -(1 + e^{-f}) = -exp(softplus(-f)) for y = 1 and 1 + e^{f} =
+    exp(softplus(f)) for y = 0, chosen per entry (no 0 x inf): exact for every logit; it
+    overflows only where the true value does (a confident wrong prediction, |f| > ~709 in
+    float64, ~88 in float32)."""
+    f = jnp.asarray(f)
+    return jnp.where(jnp.asarray(y) > 0.5, -jnp.exp(jax.nn.softplus(-f)),
+                     jnp.exp(jax.nn.softplus(f)))
+
+
+def _bce_pinv_apply(f, r):
+    """H^+ r = r / (p (1 - p)) = r exp(softplus(f) + softplus(-f)), in the log domain (`_ratio`)."""
+    f = jnp.asarray(f)
+    return _ratio(r, -(jax.nn.softplus(f) + jax.nn.softplus(-f)))
 
 
 def _binary(y, name, n, c):
@@ -194,7 +259,7 @@ def _binary_accuracy(f, y):
 sigmoid_binary_cross_entropy = Loss(
     "sigmoid_binary_cross_entropy", _bce_value, lambda f, y: jax.nn.sigmoid(f) - y, _bce_hessian,
     _bce_pinv, lambda c: np.eye(c), _binary, _binary_accuracy,
-    lambda f, r: r * (2 + jnp.exp(f) + jnp.exp(-f)), out_dims=(1, 1))
+    _bce_pinv_apply, out_dims=(1, 1))
 
 
 # ---------------------------------------------------------------------------- registry

@@ -141,7 +141,7 @@ def serial_kernels_and_outputs(net: SerialNetwork, params: Any, x_train: Any,
     backprops_* the D_l (N C, S_l, M_l) from which KFC and channel-wise operators are built."""
     params = net.check_params(params)
     dtype = param_dtype(params)
-    xtr = jnp.asarray(net.check_inputs(x_train, "x_train"), dtype)
+    xtr = jnp.asarray(net.check_inputs(x_train, "x_train", params), dtype)
     f, hts, ds = features(net, params, xtr)
     _check_output(f, net)
     blocks, qs, bs = _kernel_set(hts, ds, hts, ds)
@@ -149,7 +149,7 @@ def serial_kernels_and_outputs(net: SerialNetwork, params: Any, x_train: Any,
         blocks_train=blocks, fwd_train=qs, bwd_train=bs, out_dim=net.out_dim, kron_outputs=False,
         network=net, input_dim=int(xtr[0].size), layer_inputs_train=hts, backprops_train=ds)
     if x_test is not None:
-        xte = jnp.asarray(net.check_inputs(x_test, "x_test"), dtype)
+        xte = jnp.asarray(net.check_inputs(x_test, "x_test", params, like=xtr), dtype)
         _, hts_t, ds_t = features(net, params, xte)
         bt, qt, bbt = _kernel_set(hts_t, ds_t, hts, ds)
         fields.update(blocks_test=bt, fwd_test=qt, bwd_test=bbt, layer_inputs_test=hts_t,
@@ -171,7 +171,7 @@ def _check_output(f, net: SerialNetwork) -> None:
 def serial_outputs(net: SerialNetwork, params: Any, x: Any) -> jnp.ndarray:
     """f(x) (N, C) in the parameters' dtype."""
     params = net.check_params(params)
-    f = _jit_apply(net, params, jnp.asarray(net.check_inputs(x), param_dtype(params)))
+    f = _jit_apply(net, params, jnp.asarray(net.check_inputs(x, "x", params), param_dtype(params)))
     _check_output(f, net)
     return f
 

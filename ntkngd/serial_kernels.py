@@ -17,9 +17,11 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 import neural_tangents as nt
+import numpy as np
 from neural_tangents import stax
 from neural_tangents._src.stax.requirements import Bool, get_req
 
+from . import _checks
 from .kernels import Kernels, _pad_rows
 from .serial_network import SerialNetwork
 
@@ -96,6 +98,7 @@ def serial_analytic_kernels(net: SerialNetwork, x_train: Any, x_test: Any = None
     """Infinite-width per-layer kernels of a serial network (see the module docstring).
     Inputs NHWC images for convolutional networks; JAX's default float dtype."""
     dtype = jnp.zeros(()).dtype
+    batch_size = _checks.non_negative_int(batch_size, "batch_size")
     xtr = jnp.asarray(net.check_inputs(x_train, "x_train"), dtype)
     train = _blocks(net, xtr, None, batch_size)
     mv = lambda a: jnp.moveaxis(a, -1, 0)   # noqa: E731
@@ -105,11 +108,10 @@ def serial_analytic_kernels(net: SerialNetwork, x_train: Any, x_test: Any = None
         nngp_train=train.nngp, out_dim=net.out_dim, kron_outputs=True, network=net,
         input_dim=int(xtr[0].size))
     if x_test is not None:
-        xte = jnp.asarray(net.check_inputs(x_test, "x_test"), dtype)
-        if xte.shape[1:] != xtr.shape[1:]:
-            raise ValueError(f"x_test points have shape {xte.shape[1:]}, x_train points "
-                             f"{xtr.shape[1:]}")
+        xte = jnp.asarray(net.check_inputs(x_test, "x_test", like=xtr), dtype)
         test = _blocks(net, xte, xtr, batch_size)
         fields.update(blocks_test=mv(test.blocks), fwd_test=mv(test.fwd),
                       bwd_test=jnp.full_like(mv(test.blocks), jnp.nan), nngp_test=test.nngp)
+    _checks.finite_kernels({k: v for k, v in fields.items() if k.startswith(("blocks", "nngp"))},
+                           np.asarray(xtr).reshape(xtr.shape[0], -1))
     return Kernels(**fields)

@@ -71,13 +71,14 @@ class SerialNetwork(StaxTriple):
     """A serial stack of stax layers split into L trainable layers (hashed by identity, so it can
     be a static jit argument). `layer_widths` are the output channels M_1..M_L of the trainable
     layers (M_L = out_dim = C), `widths` the hidden ones M_1..M_{L-1} (as for `ntkngd.mlp`);
-    `input_rank` is 4 (NHWC images) when the stack has a convolution, else 2."""
+    `input_rank` is 4 (NHWC images) when the stack has a convolution, None (any rank >= 2) when
+    a Flatten precedes the first trainable layer, else 2."""
 
     layers: tuple
     kinds: tuple[str, ...]
     trainable: tuple[int, ...]
     layer_widths: tuple[int, ...]
-    input_rank: int
+    input_rank: int | None
 
     is_serial = True   # read by the engine's dispatch hooks without importing this module
 
@@ -105,13 +106,57 @@ class SerialNetwork(StaxTriple):
         """The stax layers, in order."""
         return list(self.layers)
 
-    def check_inputs(self, x: Any, name: str = "x") -> np.ndarray:
-        """Inputs as a float array of the rank the network expects (N, H, W, C) or (N, d)."""
+    def check_inputs(self, x: Any, name: str = "x", params: Any = None,
+                     like: Any = None) -> np.ndarray:
+        """Inputs as a float array of the rank the network expects (N, H, W, C) or (N, d) (any
+        rank >= 2 when a Flatten comes before the first trainable layer), of a size the layers
+        accept with an (N, C) output; with `params`, with the channels they take; with `like`
+        (the training inputs), of the same per-point shape. One clear ValueError otherwise."""
         arr = _checks.as_array(x, name)
-        if arr.ndim != self.input_rank:
+        rank_ok = arr.ndim >= 2 if self.input_rank is None else arr.ndim == self.input_rank
+        if not rank_ok:
             want = "images (N, H, W, C) (NHWC)" if self.input_rank == 4 else "(N, d)"
             raise ValueError(f"{name} must be {want} for this network, got shape {arr.shape}")
+        if like is not None and np.shape(like)[1:] != arr.shape[1:]:
+            raise ValueError(f"{name} points have shape {arr.shape[1:]} but the training points "
+                             f"{tuple(np.shape(like)[1:])}: every point must have the same shape")
+        if params is not None:
+            self._check_channels(arr, name, params)
+        self._check_fit(arr, name, params)
+        _checks.input_scale(arr, name)
         return arr
+
+    def _check_channels(self, arr: np.ndarray, name: str, params: Any) -> None:
+        i = self.trainable[0]
+        if self.kinds[i] != "Conv" or not isinstance(params, (list, tuple)) or len(params) <= i:
+            return
+        w = params[i][0] if isinstance(params[i], (list, tuple)) and params[i] else None
+        if w is None or np.ndim(w) != arr.ndim:
+            return
+        need = int(np.shape(w)[-2])                      # HWIO filters: input channels
+        if arr.shape[-1] != need:
+            hint = (f"; these look NCHW (channels first): use x.transpose(0, 2, 3, 1)"
+                    if arr.ndim == 4 and arr.shape[1] == need else "")
+            raise ValueError(f"{name} has {arr.shape[-1]} channels (last axis of NHWC images "
+                             f"{arr.shape}) but the network's parameters take {need}{hint}")
+
+    def _check_fit(self, arr: np.ndarray, name: str, params: Any) -> None:
+        """Shape inference through the layers (jax.eval_shape: no computation; cached per
+        network, point shape and parameter shapes)."""
+        shapes = None if params is None else tuple(
+            tuple(np.shape(a)) for p in params if isinstance(p, (list, tuple))
+            for a in p if a is not None)
+        try:
+            out = _output_shape(self, tuple(arr.shape[1:]), shapes, params)
+        except Exception as e:  # noqa: BLE001 - the layers' own shape errors, made one line
+            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise ValueError(f"{name} points of shape {arr.shape[1:]} do not fit the network's "
+                             f"layers (NHWC images; a k x k VALID convolution or pooling needs at "
+                             f"least k x k positions): {reason}") from None
+        if len(out) != 2:
+            raise ValueError(f"the network's output for {name} has shape (N,) + {out[1:]}; it "
+                             "must be (N, C): end a convolutional stack with global pooling or "
+                             "Flatten + Dense")
 
     def check_params(self, params: Any) -> list:
         """stax params (from init_fn): one entry per layer; trainable layers carry (W, b or
@@ -130,6 +175,48 @@ class SerialNetwork(StaxTriple):
             elif p not in ((), []):
                 raise ValueError(f"params[{i}] ({kind}) must be (), got {p!r}")
         return list(params)
+
+
+_FITS: dict = {}
+
+
+def _first_leaf(params):
+    """The first array of a params pytree (its dtype keys the shape cache)."""
+    for p in params:
+        for a in (p if isinstance(p, (list, tuple)) else ()):
+            if a is not None:
+                return a
+    return None
+
+
+def _output_shape(net: SerialNetwork, point: tuple, shapes, params) -> tuple:
+    """The network's output shape for one point of shape `point` (jax.eval_shape), cached by
+    (network, point shape, parameter shapes)."""
+    key = (id(net), point, shapes, None if params is None else
+           str(getattr(_first_leaf(params), "dtype", "")))
+    if key not in _FITS:
+        import jax
+        import jax.numpy as jnp
+        leaves = [] if params is None else jax.tree_util.tree_leaves(params)
+        dtype = leaves[0].dtype if leaves else jnp.zeros(()).dtype
+        x = jax.ShapeDtypeStruct((1,) + point, dtype)
+        if params is None:
+            params = jax.eval_shape(lambda k: net.init_fn(k, x.shape)[1], jax.random.PRNGKey(0))
+
+        def layer_outputs(ps, a):
+            outs = []
+            for layer, p in zip(net.layers, ps):
+                a = layer[1](p, a)
+                outs.append(a)
+            return outs
+
+        shapes_out = [tuple(o.shape) for o in jax.eval_shape(layer_outputs, params, x)]
+        for i, shape in enumerate(shapes_out):
+            if any(d <= 0 for d in shape[1:]):
+                raise ValueError(f"layer {i} ({net.kinds[i]}) would output shape (N,) + "
+                                 f"{shape[1:]}: no positions left")
+        _FITS[key] = (net, shapes_out[-1])
+    return _FITS[key][1]
 
 
 def serial(*layers: Any) -> SerialNetwork:
@@ -153,6 +240,8 @@ def serial(*layers: Any) -> SerialNetwork:
             break
     rank = conv_rank if "Conv" in kinds or any(k in ("AvgPool", "SumPool", "GlobalAvgPool",
                                                        "GlobalSumPool") for k in kinds) else 2
+    if "Conv" not in kinds and "Flatten" in kinds[:trainable[0]]:
+        rank = None        # Flatten first: images of any rank, or vectors
     return SerialNetwork(tuple(layers), kinds, trainable, widths, rank)
 
 
@@ -166,12 +255,19 @@ def cnn(channels: int | Sequence[int] = 64, depth: int = 2, kernel: int = 3,
     and a dense readout to `out_dim`: L = depth + 1 trainable layers. b_std None: no bias."""
     depth = _checks.positive_int(depth, "depth")
     _checks.choice(activation, "activation", _ACTS)
-    chans = (channels,) * depth if isinstance(channels, int) else tuple(channels)
+    kernel = _checks.positive_int(kernel, "kernel")
+    strides = _checks.positive_int(strides, "strides")
+    _checks.choice(padding, "padding", ("SAME", "VALID", "CIRCULAR"))
+    if isinstance(channels, (str, bytes)):
+        raise TypeError(f"channels must be an integer or a list of {depth} integers, got "
+                        f"{channels!r}")
+    chans = (channels,) * depth if np.ndim(channels) == 0 else tuple(np.asarray(channels).tolist())
     if len(chans) != depth:
         raise ValueError(f"channels must be one integer or {depth} integers, got {len(chans)}")
+    chans = tuple(_checks.positive_int(c, "channels") for c in chans)
     layers: list = []
     for c in chans:
-        layers += [stax.Conv(_checks.positive_int(c, "channels"), (kernel, kernel),
+        layers += [stax.Conv(c, (kernel, kernel),
                              strides=(strides, strides), padding=padding, W_std=W_std,
                              b_std=b_std, parameterization="ntk"), _ACTS[activation]()]
     layers += [stax.GlobalAvgPool(), stax.Dense(_checks.positive_int(out_dim, "out_dim"),

@@ -50,6 +50,8 @@ def serial_train(method, net: SerialNetwork, params: Any, data: tuple, steps: in
     if not get_loss(loss).identity_hessian:
         return serial_train_ce(method, net, params, data, steps, lr, damping, loss=loss,
                                **loss_options)
+    from .engine import reject_loss_options
+    reject_loss_options(loss_options, get_loss(loss))
     if not isinstance(data, (tuple, list)) or len(data) != 4:
         raise ValueError("data must be a tuple (x_train, y_train, x_test, y_test)")
     steps = _checks.positive_int(steps, "steps")

@@ -7,6 +7,8 @@ import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
+import ntkngd  # noqa: E402,F401  (first: keeps neural-tangents' TensorFlow port unloaded)
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 

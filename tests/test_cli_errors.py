@@ -124,3 +124,70 @@ def test_isotropy_summary_in_words():
     assert ("failing: more training points than input dimensions (N > d): the first-layer "
             "input Gram is singular") in kfac
     assert "note: literal K-FAC: the output layer contributes 1" in kfac
+
+
+# ------------------------------------------------------------------ issue 18: one line, exit 2
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--seed", "-3"], "argument --seed: must be an integer >= 0, got -3"),
+    (["train", "--arch", "cnn", "--depth", "1"], "--arch cnn needs --depth >= 2"),
+    (["train", "--loss", "bce", "--classes", "0", "1", "2"], "--loss bce needs two classes"),
+    (["figures", "--out", "/dev/null/x", "--only", "spectra"],
+     "--out /dev/null/x: cannot write figures there"),
+])
+def test_more_bad_arguments_exit_2_with_one_line(argv, message, capsys):
+    try:
+        code = cli.main(argv + (["--n-train", "8"] if argv[0] == "train" else []))
+    except SystemExit as e:      # argparse's own errors
+        code = e.code
+    assert code == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith(f"ntkngd {argv[0]}: error: ") and message in line
+
+
+def test_bce_on_the_command_line_trains_on_zero_one_targets(capsys):
+    assert cli.main(["train", "--loss", "bce", "--n-train", "8", "--n-test", "4", "--width", "16",
+                     "--steps", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "targets 0/1 for --loss bce" in out
+
+
+def _plugin(tmp_path, body: str) -> str:
+    path = tmp_path / "plugin_mod.py"
+    path.write_text(body)
+    return str(path)
+
+
+def test_plugin_cannot_replace_a_built_in_method(tmp_path, capsys):
+    spec = _plugin(tmp_path, "import numpy as np\nimport ntkngd as ng\n"
+                   "ng.register_method(ng.pattern_method('exact', lambda L: np.eye(L)))\n")
+    assert cli.main(["--plugin", spec, "train", "--steps", "1"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "'exact' is a built-in method name or alias" in line
+    from ntkngd import methods
+    assert methods.get_method("exact").pattern(3).matrix.sum() == 9     # still S = 1 1^T
+
+
+def test_plugin_raising_at_run_time_is_one_line(tmp_path, capsys):
+    from ntkngd import methods
+    spec = _plugin(tmp_path, "import ntkngd as ng\nfrom ntkngd.methods import Method\n"
+                   "def op(*a):\n    raise RuntimeError('plugin op failed')\n"
+                   "ng.register_method(Method('raising_plugin_method', op, op))\n")
+    try:
+        assert cli.main(["--plugin", spec, "train", "--method", "raising_plugin_method",
+                         "--steps", "1", "--n-train", "8", "--n-test", "4", "--width", "16"]) == 2
+    finally:
+        methods.REGISTRY.pop("raising_plugin_method", None)
+    line = _one_line(capsys.readouterr().err)
+    assert line == (f"ntkngd train: error: --plugin {spec} raised RuntimeError: "
+                    "plugin op failed")
+
+
+def test_register_method_refuses_built_in_names_unless_replace():
+    from ntkngd import methods
+    m = methods.pattern_method("exact", methods.patterns.diagonal)
+    with pytest.raises(ValueError, match="'exact' is a built-in"):
+        methods.register_method(m)
+    with pytest.raises(ValueError, match="'btd' is a built-in"):
+        methods.register_method(methods.pattern_method("other_name", methods.patterns.diagonal),
+                                "btd")
+    assert "other_name" not in methods.REGISTRY

@@ -132,8 +132,13 @@ def test_kfac_few_inputs_is_reported_and_forster_restores_isotropy():
     P = q1 @ np.linalg.pinv(q1, rcond=1e-10, hermitian=True)
     np.testing.assert_allclose(np.diag(op.train), N * np.diag(P) + N + 1, rtol=1e-9)
     xf = forster_transform(x)
-    with pytest.warns(ng.TheoryConditionWarning):
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         op_f = ng.operator("kfac", ng.analytic_kernels(net, xf))
+    # in isotropic position: a note, not the advice to apply the transform that was just applied
+    assert not any("forster_transform" in str(w.message) for w in caught)
+    assert any("isotropic position (diag(P_X) constant)" in n for n in op_f.notes)
     # docs/theory.md: the first layer then contributes d: alpha = 20 + 40 + 1 = 61
     assert abs(op_f.alpha - 61.0) < 1e-6 and op_f.deviation < 1e-8
 

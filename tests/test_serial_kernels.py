@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from neural_tangents import stax
+from ntkngd import stax  # neural-tangents stax, loaded the quiet way
 
 import ntkngd as ng
 from ntkngd import serial_empirical

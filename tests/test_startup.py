@@ -165,3 +165,42 @@ def test_every_public_name_has_a_docstring():
                         not (fn.__doc__ or "").strip():
                     missing.append(f"{name}.{attr}")
     assert sorted(set(missing) - _DOCSTRING_PENDING) == []
+
+
+def test_static_names_match_the_registries():
+    """The command line lists these without importing JAX; they must be the registries' own."""
+    from ntkngd import _names, losses, methods
+    builtin = tuple(n for n in methods.method_names() if n in methods._BUILTIN)
+    assert builtin == _names.METHODS
+    assert {k: v for k, v in methods.ALIASES.items() if k in methods._BUILTIN} == \
+        _names.METHOD_ALIASES
+    assert tuple(sorted(losses.LOSSES)) == _names.LOSSES
+    assert losses._ALIASES == _names.LOSS_ALIASES
+    for alias, name in _names.METHOD_ALIASES.items():
+        assert methods.canonical(alias) == name == _names.canonical_method(alias)
+
+
+def test_help_and_argument_errors_import_no_jax():
+    code = ("import sys\n"
+            "from ntkngd import cli\n"
+            "for argv in (['--help'], ['train', '--help'], ['train', '--seed', '-3'],\n"
+            "             ['train', '--method', 'btd', '--loss', 'nope']):\n"
+            "    try:\n"
+            "        cli.main(argv)\n"
+            "    except SystemExit:\n"
+            "        pass\n"
+            "print('jax' in sys.modules, file=sys.stderr)\n")
+    out = _run(["-c", code])
+    assert out.stderr.strip().splitlines()[-1] == "False"
+    assert "block_tridiagonal" in out.stdout and "softmax_cross_entropy" in out.stdout
+
+
+def test_stax_is_neural_tangents_stax_loaded_quietly():
+    code = ("import sys, ntkngd as ng\n"
+            "net = ng.serial(ng.stax.Conv(4, (3, 3)), ng.stax.Relu(), ng.stax.GlobalAvgPool(),\n"
+            "                ng.stax.Dense(1))\n"
+            "import neural_tangents.stax as s\n"
+            "print(ng.stax is s, net.depth, 'tensorflow' in sys.modules)\n")
+    out = _run(["-c", code])
+    assert out.returncode == 0 and out.stderr == "", out.stderr[-2000:]
+    assert out.stdout.split() == ["True", "2", "False"]

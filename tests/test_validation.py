@@ -21,7 +21,7 @@ def test_inputs_whose_kernels_overflow_are_refused():
         ng.analytic_kernels(net, x, 1e200 * x[:2])
     import jax
     params = net.init_fn(jax.random.PRNGKey(0), (-1, 3))[1]
-    with pytest.raises(ValueError, match="kernels overflowed"):
+    with pytest.raises(ValueError, match=r"x_train has row norms from 1e\+160 .* rescale"):
         ng.empirical_kernels(net, params, 1e160 * x)
 
 
@@ -89,3 +89,107 @@ def test_data_counts_and_empty_splits(tmp_path):
                                          "integer, got 2.5"):
         d.load_npz(path, n_train=2.5)
     assert d.load_npz(path, n_train=np.int64(4), classes=(0, 1)).n_train == 4
+
+
+# ------------------------------------------------------------------ issue 18: one clear message
+@pytest.mark.parametrize("kwargs,message", [
+    ({"kernel": 0}, "kernel must be a positive integer, got 0"),
+    ({"kernel": -1}, "kernel must be a positive integer, got -1"),
+    ({"kernel": 2.5}, "kernel must be an integer, got 2.5"),
+    ({"strides": 0}, "strides must be a positive integer, got 0"),
+    ({"padding": "same"}, "unknown padding 'same'"),
+    ({"channels": [4]}, "channels must be one integer or 2 integers, got 1"),
+    ({"channels": 0}, "channels must be a positive integer, got 0"),
+])
+def test_cnn_arguments(kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        ng.cnn(**{"channels": 4, **kwargs})
+
+
+def test_cnn_takes_integral_floats_like_mlp():
+    assert ng.cnn(4.0).widths == (4, 4)
+
+
+def _images(n=3, side=5, chans=1, seed=0):
+    x = np.random.default_rng(seed).normal(size=(n, side, side, chans))
+    return x / np.linalg.norm(x.reshape(n, -1), axis=1)[:, None, None, None]
+
+
+@pytest.fixture(scope="module")
+def small_cnn():
+    import jax
+    net = ng.cnn(4)
+    x = _images()
+    return net, x, net.init_fn(jax.random.PRNGKey(0), x.shape)[1]
+
+
+def test_images_too_small_for_a_valid_kernel():
+    with pytest.raises(ValueError, match=r"x_train points of shape \(5, 5, 1\) do not fit.*"
+                                         r"layer 0 \(Conv\) would output shape"):
+        ng.analytic_kernels(ng.cnn(4, kernel=9, padding="VALID"), _images())
+
+
+def test_test_images_of_another_size(small_cnn):
+    net, x, params = small_cnn
+    xt = _images(2, side=7, seed=1)
+    msg = r"x_test points have shape \(7, 7, 1\) but the training points \(5, 5, 1\)"
+    with pytest.raises(ValueError, match=msg):
+        ng.empirical_kernels(net, params, x, xt)
+    with pytest.raises(ValueError, match=msg):
+        ng.train("exact", net, params, (x, np.ones((3, 1)), xt, np.ones((2, 1))), steps=1)
+    with pytest.raises(ValueError, match=msg):
+        ng.analytic_kernels(net, x, xt)
+
+
+def test_convolution_without_pooling(small_cnn):
+    import jax
+    net = ng.serial(ng.stax.Conv(4, (3, 3)), ng.stax.Relu(), ng.stax.Conv(1, (3, 3)))
+    x = _images()
+    params = net.init_fn(jax.random.PRNGKey(0), x.shape)[1]
+    with pytest.raises(ValueError, match=r"output for x_train has shape .* must be \(N, C\): "
+                                         "end a convolutional stack with global pooling"):
+        ng.empirical_kernels(net, params, x)
+
+
+def test_nchw_and_channel_mismatch(small_cnn):
+    net, x, params = small_cnn
+    with pytest.raises(ValueError, match=r"these look NCHW \(channels first\): use x.transpose"):
+        ng.empirical_kernels(net, params, np.transpose(x, (0, 3, 1, 2)))
+    with pytest.raises(ValueError, match="x_train has 3 channels .* parameters take 1"):
+        ng.ngd_direction("exact", net, params, np.repeat(x, 3, -1), np.ones((3, 1)))
+
+
+@pytest.mark.parametrize("batch_size,message", [(-1, "batch_size must be an integer >= 0"),
+                                                (2.5, "batch_size must be an integer, got 2.5")])
+def test_serial_batch_size(batch_size, message, small_cnn):
+    with pytest.raises(ValueError, match=message):
+        ng.analytic_kernels(small_cnn[0], small_cnn[1], batch_size=batch_size)
+
+
+def test_flatten_first_takes_images():
+    """serial(Flatten(), Dense(...)) on images: the same kernels as the MLP on flattened images."""
+    import jax
+    net = ng.serial(ng.stax.Flatten(), ng.stax.Dense(8), ng.stax.Relu(), ng.stax.Dense(1))
+    x = _images()
+    params = net.init_fn(jax.random.PRNGKey(0), x.shape)[1]
+    K = ng.empirical_kernels(net, params, x)
+    K2 = ng.empirical_kernels(net, params, x.reshape(3, -1))
+    np.testing.assert_allclose(np.asarray(K.blocks_train), np.asarray(K2.blocks_train),
+                               rtol=1e-12, atol=1e-14)
+
+
+def test_jit_with_closed_over_arrays_and_traced_damping():
+    import jax
+    import jax.numpy as jnp
+    net = ng.mlp(3, 16)
+    x = sphere_points(4, 5)
+    y = jnp.ones((4, 1))
+    params = net.init_fn(jax.random.PRNGKey(0), x.shape)[1]
+    for method in ("exact", "btd"):
+        eager = ng.ngd_direction(method, net, params, x, y, 0.0)
+        jitted = jax.jit(lambda: ng.ngd_direction(method, net, params, jnp.asarray(x), y, 0.0))()
+        for a, b in zip(jax.tree_util.tree_leaves(eager), jax.tree_util.tree_leaves(jitted)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9,
+                                       atol=1e-12 * float(np.abs(np.asarray(a)).max() + 1e-300))
+    with pytest.raises(TypeError, match="damping is a traced value.*static_argnums"):
+        jax.jit(lambda d: ng.ngd_direction("exact", net, params, x, y, d))(0.1)

@@ -60,10 +60,19 @@ ALIASES = {"bd": "block_diagonal", "btd": "block_tridiagonal", "ngd": "exact",
            "k-fac": "kfac", "unitwise": "unit_wise"}
 
 
-def register_method(method: Method, *aliases: str) -> Method:
-    """Register `method` under its name (and aliases); returns it."""
+_BUILTIN: set = set()   # names and aliases of the built-in methods (filled once, below)
+
+
+def register_method(method: Method, *aliases: str, replace: bool = False) -> Method:
+    """Register `method` under its name (and aliases); returns it. A name or alias of a built-in
+    method (exact, kfac, btd, ...) is refused with a ValueError unless replace=True: a plugin
+    must not silently change what `exact` means."""
     if not isinstance(method, Method):
         raise TypeError(f"register_method needs an ntkngd Method, got {type(method).__name__}")
+    for key in (method.name.lower(),) + tuple(a.lower() for a in aliases):
+        if key in _BUILTIN and not replace:
+            raise ValueError(f"register_method: {key!r} is a built-in method name or alias; "
+                             "choose another name (or pass replace=True to override it)")
     REGISTRY[method.name.lower()] = method
     for a in aliases:
         ALIASES[a.lower()] = method.name.lower()
@@ -135,6 +144,7 @@ def _unit_wise_default(K):
 
 _register_builtins()
 METHODS: tuple[str, ...] = method_names()
+_BUILTIN.update(REGISTRY, ALIASES)
 
 
 class _OperatorView(dict):

@@ -4,16 +4,19 @@ With S the L x L pattern, Theta_l the per-layer kernel blocks (N C x N C, sample
 per-sample output Hessian of the loss and r its residual (ntkngd.losses), the update is
 Delta theta_l = -lr J_l^T v_l with
     damped (rho > 0):  [(S (x) I) blockdiag(H Theta_l) + N rho I] v = 1 (x) r,
-    rho -> 0:          the parameter-space minimum-norm solution: minimise sum_l w_l^T Theta_l^+ w_l
-                       (w_l = Theta_l v_l) subject to (S (x) H) w = 1 (x) r.
-For rho -> 0 the null space of H (softmax: the all-ones logit shift of each sample) is removed by
-projecting onto U = I_N (x) U_C (U_C an orthonormal basis of range(H_n), `Loss.basis`): the
-problem becomes the MSE pattern problem on U^T Theta_l U with right-hand side U^T H^+ r, solved as
+    rho -> 0:          the limit, the minimum-norm step F_S^+ grad with F_S = Jb^T (S (x) H) Jb,
+                       Jb = blockdiag(J_l), grad = Jb^T (1 (x) r).
+With every block positive definite the limit is: minimise sum_l w_l^T Theta_l^{-1} w_l
+(w_l = Theta_l v_l) subject to (S (x) H) w = 1 (x) r. The null space of H (softmax: the all-ones
+logit shift of each sample) is removed by projecting onto U = I_N (x) U_C (U_C an orthonormal
+basis of range(H_n), `Loss.basis`): the problem becomes the MSE pattern problem on U^T Theta_l U
+with right-hand side x = U^T H^+ r, solved as
     w = c (x) x + sum_j n_j (x) z_j,  v_l = Theta_l^{-1} w_l,  c = S^+ 1, n_j spanning null(S),
-with z minimising sum_l w_l^T Theta_l^{-1} w_l (Cholesky; every block positive definite), or, when
-a block is singular, v = Kb^{+1/2} [(S (x) I) Kb^{1/2}]^+ (1 (x) x). Rank cuts and the positive-
-definiteness test follow the dtype (`linalg.rank_rtol`). Exact NGD (S = 1 1^T) is one block, the
-total kernel, whose v every layer shares.
+with z minimising sum_l w_l^T Theta_l^{-1} w_l (Cholesky). When a block is singular the limit
+depends on H itself: with D = H^{1/2} (projected) and K = blockdiag(D Theta_l D),
+    v = D K^{+1/2} [K^{1/2} (S (x) I) K^{1/2}]^+ K^{1/2} (1 (x) D x)     (`_pinv_limit`).
+Rank cuts and the positive-definiteness test follow the dtype (`linalg.rank_rtol`). Exact NGD
+(S = 1 1^T) is one block, the total kernel, whose v every layer shares.
 """
 from __future__ import annotations
 
@@ -98,28 +101,90 @@ def range_weights(S: np.ndarray) -> np.ndarray:
     return np.linalg.pinv(S) @ np.ones(len(S))
 
 
-def _pinv_limit(blocks: jnp.ndarray, S: np.ndarray, rhs: jnp.ndarray) -> jnp.ndarray:
-    """rho -> 0 limit for singular blocks: v = Kb^{+1/2} [(S (x) I) Kb^{1/2}]^+ (1 (x) rhs)."""
-    rtol = linalg.rank_rtol(blocks.dtype)
+def _eigen_system(blocks: jnp.ndarray, S: np.ndarray, rhs: jnp.ndarray):
+    """The reduced system of `_pinv_limit` in each block's eigenbasis Theta_l = u_l diag(w_l)
+    u_l^T, s_l = sqrt(w_l) on the kept spectrum (per-block rank cut, `linalg.kept_spectrum`):
+    B_lk = S_lk diag(s_l) u_l^T u_k diag(s_k) (= K^{1/2} (S (x) I) K^{1/2} in these coordinates)
+    and y_l = diag(s_l) u_l^T rhs (= K^{1/2} (1 (x) rhs)). Returns (u, 1/s on the kept spectrum
+    and 0 elsewhere, B's eigenvalues, eigenvectors and kept mask (|lambda| above the dtype's
+    relative cut), y)."""
     L, m, _ = blocks.shape
+    rtol = linalg.rank_rtol(blocks.dtype)
     w, u, keep = linalg.kept_spectrum(_sym(blocks))
-    root = jnp.sqrt(w)
-    inv_root = jnp.where(keep, 1.0 / jnp.sqrt(jnp.where(keep, w, 1.0)), 0.0)
-    roots = jnp.einsum("lij,lj,lkj->lik", u, root, u)
-    inv_roots = jnp.einsum("lij,lj,lkj->lik", u, inv_root, u)
-    y = jnp.linalg.pinv(assemble(S, roots), rtol=rtol) @ jnp.tile(rhs, (L, 1))
-    return jnp.einsum("lij,ljk->lik", inv_roots, y.reshape(L, m, -1))
+    inv_s = jnp.where(keep, 1.0 / jnp.sqrt(jnp.where(keep, w, 1.0)), 0.0)
+    us = u * jnp.where(keep, jnp.sqrt(w), 0.0)[:, None, :]              # u_l diag(s_l)
+    big = jnp.einsum("lk,lai,kaj->likj", jnp.asarray(S, us.dtype), us, us).reshape(L * m, L * m)
+    y = jnp.einsum("lai,ak->lik", us, rhs).reshape(L * m, -1)
+    lam, q = linalg.eigh_symmetric(_sym(big))
+    kept = jnp.abs(lam) > rtol * jnp.maximum(jnp.abs(lam).max(), jnp.finfo(lam.dtype).tiny)
+    return u, inv_s, lam, q, kept, y
 
 
-def limit_duals(blocks: jnp.ndarray, S: np.ndarray, rhs: jnp.ndarray, factors=None) -> jnp.ndarray:
+def _pinv_limit(blocks: jnp.ndarray, S: np.ndarray, rhs: jnp.ndarray,
+                root=None) -> jnp.ndarray:
+    """rho -> 0 limit when a block is singular: the minimum-norm step F_S^+ grad in dual form,
+        v = K^{+1/2} [K^{1/2} (S (x) I) K^{1/2}]^+ K^{1/2} (1 (x) rhs),  K = blockdiag(Theta_l)
+    (with Jb = blockdiag(J_l) = K^{1/2} W^T, F_S = Jb^T (S (x) I) Jb and grad = Jb^T (1 (x) g),
+    Jb^T v = F_S^+ grad exactly), as v_l = u_l diag(1/s_l) (B^+ y)_l (`_eigen_system`; B's
+    non-zero eigenvalues are F_S's, so its cut is the brute-force pinv's). root: per-sample
+    symmetric roots D_n = H_n^{1/2} (n, k, k) of a loss Hessian (None: H = I); then
+    F_S = Jb^T (S (x) H) Jb, solved on D Theta_l D with rhs D x (x = H^+ r) and v = D v'."""
+    if root is not None:
+        dmat = _block_diag(root)
+        blocks = jnp.einsum("ab,lbc,cd->lad", dmat, blocks, dmat)
+        rhs = dmat @ rhs
+    v = _solve_system(_eigen_system(blocks, S, rhs))
+    return v if root is None else jnp.einsum("ab,lbk->lak", dmat, v)
+
+
+def _solve_system(system) -> jnp.ndarray:
+    """v_l = u_l diag(1/s_l) (B^+ y)_l from `_eigen_system`'s output, (L, m, K)."""
+    u, inv_s, lam, q, kept, y = system
+    inv_lam = jnp.where(kept, 1.0 / jnp.where(kept, lam, 1.0), 0.0)
+    z = (q @ (inv_lam[:, None] * (q.T @ y))).reshape(u.shape[0], u.shape[1], -1)
+    return jnp.einsum("lai,li,lik->lak", u, inv_s, z)
+
+
+def _block_diag(root: jnp.ndarray) -> jnp.ndarray:
+    """blockdiag_n(root_n) (n k, n k) of per-sample (n, k, k) matrices."""
+    n, k, _ = root.shape
+    return jnp.einsum("ab,aij->aibj", jnp.eye(n, dtype=root.dtype), root).reshape(n * k, n * k)
+
+
+def _outside_range(system) -> bool:
+    """Whether y = K^{1/2} (1 (x) rhs) has a part outside the range of B = K^{1/2} (S (x) I)
+    K^{1/2} above sqrt of the dtype's rank cut (relative), from `_eigen_system`'s output: then
+    the gradient is not in range(F_S), the damped update diverges as rho -> 0, and
+    `_solve_system` is the least-squares minimum-norm F_S^+ grad. Eager (a host bool)."""
+    _, _, _, q, kept, y = system
+    inside = q @ (jnp.where(kept, 1.0, 0.0)[:, None] * (q.T @ y))
+    return bool(jnp.linalg.norm(y - inside) > np.sqrt(linalg.rank_rtol(y.dtype))
+                * jnp.linalg.norm(y))
+
+
+def limit_duals(blocks: jnp.ndarray, S: np.ndarray, rhs: jnp.ndarray, factors=None,
+                root=None) -> jnp.ndarray:
     """rho -> 0 duals (L, m, K) for right-hand sides rhs (m, K): Cholesky minimum norm when every
-    block is positive definite, the pseudo-inverse limit otherwise (chosen on device by lax.cond
-    under jit, by a host branch on concrete arrays). factors: (chol, ok) from `cholesky_blocks`."""
+    block is positive definite, F_S^+ grad by `_pinv_limit` otherwise (chosen on device by
+    lax.cond under jit, by a host branch on concrete arrays). factors: (chol, ok) from
+    `cholesky_blocks`; root: a callable giving the per-sample Hessian roots for `_pinv_limit`
+    (evaluated only on that branch; None: H = I)."""
     chol, ok = cholesky_blocks(blocks) if factors is None else factors
+
+    def pinv():
+        return _pinv_limit(blocks, S, rhs, None if root is None else root())
+
     if _concrete(ok):
-        return _min_norm(chol, S, rhs) if bool(ok) else _pinv_limit(blocks, S, rhs)
-    return jax.lax.cond(ok, lambda: _min_norm(chol, S, rhs),
-                        lambda: _pinv_limit(blocks, S, rhs))
+        return _min_norm(chol, S, rhs) if bool(ok) else pinv()
+    return jax.lax.cond(ok, lambda: _min_norm(chol, S, rhs), pinv)
+
+
+def _projected_hessian_root(loss, f: jnp.ndarray, uc: np.ndarray) -> jnp.ndarray:
+    """Per-sample (U_C^T H_n U_C)^{1/2} (n, k, k), the symmetric root (eigenvalues clipped at 0)."""
+    u = jnp.asarray(uc, f.dtype)
+    hp = jnp.einsum("ci,ncd,dj->nij", u, loss.hessian(f), u)
+    w, q = linalg.eigh_symmetric(_sym(hp))
+    return jnp.einsum("nij,nj,nkj->nik", q, jnp.sqrt(jnp.clip(w, 0.0, None)), q)
 
 
 def pattern_duals(blocks: jnp.ndarray, S: np.ndarray, n_samples: int, damping: float,
@@ -143,9 +208,15 @@ def pattern_duals(blocks: jnp.ndarray, S: np.ndarray, n_samples: int, damping: f
     if ok.all():
         return _min_norm(chol, S, rhs), notes
     singular = [int(l) + 1 for l in np.flatnonzero(~ok)]
-    msg = f"NTK block(s) of layer(s) {singular} are singular: using the pseudo-inverse limit"
+    msg = (f"NTK block(s) of layer(s) {singular} are singular: returning the rho -> 0 limit, the "
+           "minimum-norm step F_S^+ grad (pseudo-inverse of the pattern's Fisher)")
+    system = _eigen_system(blocks, S, rhs)
+    if _outside_range(system):
+        msg = (f"NTK block(s) of layer(s) {singular} are singular and the gradient is not in the "
+               "range of the pattern's Fisher F_S: the damped update diverges as damping -> 0; "
+               "returning the least-squares minimum-norm step F_S^+ grad")
     warnings.warn(msg, TheoryConditionWarning)
-    return _pinv_limit(blocks, S, rhs), notes + [msg]
+    return _solve_system(system), notes + [msg]
 
 
 def damped_duals(hblocks: jnp.ndarray, S: np.ndarray, shift, rhs: jnp.ndarray) -> jnp.ndarray:
@@ -187,11 +258,12 @@ def loss_duals(blocks: jnp.ndarray, S: np.ndarray, damping: float, f: jnp.ndarra
     else:
         x = loss.pinv_residual(f, y)
         uc = np.asarray(loss.basis(c), float)
+        root = None if loss.identity_hessian else (lambda: _projected_hessian_root(loss, f, uc))
         if uc.shape == (c, c) and np.array_equal(uc, np.eye(c)):
-            v = limit_duals(blocks, S, x.reshape(-1, 1))[..., 0]
+            v = limit_duals(blocks, S, x.reshape(-1, 1), root=root)[..., 0]
         else:
             k = uc.shape[1]
             rhs = (x @ jnp.asarray(uc, x.dtype)).reshape(-1, 1)
-            vp = limit_duals(project(blocks, uc), S, rhs)[..., 0].reshape(-1, n, k)
+            vp = limit_duals(project(blocks, uc), S, rhs, root=root)[..., 0].reshape(-1, n, k)
             v = jnp.einsum("lnk,ck->lnc", vp, jnp.asarray(uc, x.dtype)).reshape(-1, n * c)
     return jnp.repeat(v, L, 0) if exact else v

@@ -317,6 +317,15 @@ def _constant(gram) -> bool:
     return bool(g0 > 0) and bool(jnp.all(gram == g0))
 
 
+def _isotropic_position(diag, dtype) -> bool:
+    """Whether the projector diagonal diag(P_X) of the first layer's inputs is constant (the
+    inputs are in isotropic position: Forster), to sqrt of the dtype's rank cut."""
+    if diag is None:
+        return False
+    top = float(np.max(np.abs(diag)))
+    return top > 0 and float(np.ptp(diag)) <= np.sqrt(linalg.rank_rtol(dtype)) * top
+
+
 def _operator(K, damping: float) -> Operator:
     n, L = K.n_train, K.depth
     c = 1 if K.kron_outputs else K.out_dim
@@ -338,6 +347,8 @@ def _operator(K, damping: float) -> Operator:
         pb, pb_t, rb = _terms(bwd[l], bt, shift, _layer_features(K, l, "bwd"), bwd.dtype)
         ranks_q.append(rq)
         ranks_b.append(rb)
+        if l == 0:
+            first_diag = None if pq.is_identity else np.asarray(pq.diag())
         term_diag, term = _hadamard(pq, pb, c, bwd.dtype)
         if term is None:
             diag_sum = diag_sum + n * term_diag
@@ -356,11 +367,15 @@ def _operator(K, damping: float) -> Operator:
         "damping == 0": damping == 0,
     }
     notes = ["literal K-FAC: the output layer contributes 1 (the paper's N L rescales it to N)"]
-    if not first_full:
+    if not first_full and _isotropic_position(first_diag, fwd.dtype):
+        notes.append(f"K-FAC: the first-layer input Gram has rank {ranks_q[0]} < N = {n}, with the "
+                     "inputs in isotropic position (diag(P_X) constant): the first layer "
+                     f"contributes {ranks_q[0]} I")
+    elif not first_full:
         msg = (f"K-FAC: the first-layer input Gram has rank {ranks_q[0]} < N = {n} (fewer input "
                "dimensions than points, or inputs centred on their own mean): the first layer "
-               "contributes N diag(P_X), diagonal but not isotropic; put the inputs in isotropic position (ntkngd.data.forster_transform) to "
-               "make it constant")
+               "contributes N diag(P_X), diagonal but not isotropic; put the inputs in isotropic "
+               "position (ntkngd.data.forster_transform) to make it constant")
         warnings.warn(msg, TheoryConditionWarning)
         notes.append(msg)
     if not hidden_full or not all(r == n for r in ranks_q[1:]):

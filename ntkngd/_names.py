@@ -1,0 +1,41 @@
+"""The built-in method and loss names, as plain strings: what the command line lists and accepts
+without importing JAX (`ntkngd --help` and argument errors answer at once). tests/test_startup.py
+checks them against the real registries (ntkngd.methods, ntkngd.losses)."""
+from __future__ import annotations
+
+import sys
+
+METHODS: tuple[str, ...] = ("gd", "exact", "block_diagonal", "block_tridiagonal", "kfac",
+                            "unit_wise")
+METHOD_ALIASES: dict[str, str] = {"bd": "block_diagonal", "btd": "block_tridiagonal",
+                                  "ngd": "exact", "k-fac": "kfac", "unitwise": "unit_wise"}
+LOSSES: tuple[str, ...] = ("mse", "sigmoid_binary_cross_entropy", "softmax_cross_entropy")
+LOSS_ALIASES: dict[str, str] = {"ce": "softmax_cross_entropy",
+                                "cross_entropy": "softmax_cross_entropy",
+                                "bce": "sigmoid_binary_cross_entropy"}
+
+
+def method_names() -> tuple[str, ...]:
+    """Registered method names: the registry's when it is loaded (a plugin may have added some),
+    else the built-in ones."""
+    if "ntkngd.methods" in sys.modules:
+        return sys.modules["ntkngd.methods"].method_names()
+    return METHODS
+
+
+def canonical_method(name: str) -> str:
+    """The canonical name of a method name or alias; the registry decides for anything that is
+    not a built-in name (importing it, and JAX, only then)."""
+    key = str(name).lower()
+    key = METHOD_ALIASES.get(key, key)
+    if key in METHODS and "ntkngd.methods" not in sys.modules:
+        return key
+    from .methods import canonical
+    return canonical(name)
+
+
+def loss_names() -> tuple[str, ...]:
+    """Registered loss names: the registry's when loaded, else the built-in ones (sorted)."""
+    if "ntkngd.losses" in sys.modules:
+        return tuple(sorted(sys.modules["ntkngd.losses"].LOSSES))
+    return LOSSES
