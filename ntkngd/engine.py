@@ -54,6 +54,9 @@ def _core(method: Method, net: Network, loss: Loss, damping, dense, x, y):
     f, hts, ds = empirical.features(net, dense, x)
     K = _kernels(net, x, f, hts, ds)
     rho = method.resolve_damping(K, damping)
+    if method.update is not None:     # per-layer preconditioners (methods/_layers.py)
+        return tuple(method.update(K, rho, f, y.astype(f.dtype), loss)), f, \
+            jnp.asarray(rho, f.dtype)
     sig = method.signals(K, rho, f, y.astype(f.dtype), loss)
     return empirical.contract(hts, sig), f, jnp.asarray(rho, f.dtype)
 
@@ -208,8 +211,10 @@ def train(method: MethodLike, net: Network, params: Any, data: tuple, steps: int
     if getattr(net, "is_serial", False):   # hook: stax serial networks
         from .serial_train import serial_train
         return serial_train(method, net, params, data, steps, lr, damping, L, **loss_options)
-    if not L.identity_hessian:
+    if not L.identity_hessian or get_method(method).nonlinear:   # no fixed operator: per-step fit
         from .ce_engine import train_ce
+        if L.identity_hessian:       # MSE has a minimiser: the full step 1 / alpha_fit(t = 0)
+            loss_options.setdefault("lr_fraction", 1.0)
         return train_ce(method, net, params, data, steps, lr, damping, loss=L, **loss_options)
     if not isinstance(data, (tuple, list)) or len(data) != 4:
         raise ValueError("data must be a tuple (x_train, y_train, x_test, y_test)")
