@@ -238,10 +238,15 @@ def train(method: MethodLike, net: Network, params: Any, data: tuple, steps: int
     f0t = np.asarray(empirical._forward(net, dense, xtj), np.float64)
     pe_tr, pe_te = _predictions(op_emp, f0, ytr, f0t, yte, lr, steps)
     Ka = analytic_kernels(net, xtr, xte)
-    op_inf = operator(m, Ka, 0.0 if m.default_damping is not None else rho)
-    pi_tr, pi_te = _predictions(op_inf, f0, ytr, f0t, yte, lr, steps)
-    if op_inf.test is None:
-        pi_te = pe_te
+    try:
+        op_inf = operator(m, Ka, 0.0 if m.default_damping is not None else rho)
+    except ValueError:     # no wide limit at this damping (damped diagonal Fisher): NaN
+        op_inf = None
+        pi_tr = pi_te = np.full(steps + 1, np.nan)
+    if op_inf is not None:
+        pi_tr, pi_te = _predictions(op_inf, f0, ytr, f0t, yte, lr, steps)
+        if op_inf.test is None:
+            pi_te = pe_te
     logs: dict[str, list] = {k: [] for k in ("tr", "te", "atr", "ate")}
     lr_j = jnp.asarray(lr, dtype)
     for t in range(steps + 1):

@@ -165,8 +165,9 @@ def limit_operator(K, damping: float = 0.0, samples: int = 20000, seed: int = 0)
     """The wide-limit operator G = sum_l c_l E_l (training points; C = 1; rho = 0) from
     `wide_limit` on infinite-width MLP kernels, with the Monte-Carlo error in its notes."""
     if damping != 0:
-        raise ValueError("the diagonal Fisher's wide limit is the damping -> 0 operator; pass "
-                         "damping=0 or finite-width (empirical) kernels")
+        raise ValueError("the diagonal Fisher's wide limit is the damping -> 0 operator (its "
+                         "entries shrink like 1/width^2, so a fixed damping dominates as the "
+                         "width grows); pass damping=0 or finite-width (empirical) kernels")
     lim = wide_limit(K, samples, seed)
     train = np.einsum("l,lab->ab", lim["counts"], lim["E"])
     alpha = float(np.trace(train) / K.n_train)
