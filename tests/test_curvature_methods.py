@@ -297,3 +297,63 @@ def test_train_on_a_cnn():
     log = ng.train("ekfac", net, params, (x, y, x[::-1] + 0.1, y[::-1]), steps=2, loss="ce",
                    damping=1e-3)
     assert log.train_loss[-1] < log.train_loss[0] and np.isfinite(log.alpha_fit).all()
+
+
+# ---------------------------------------------------------------- wide limits
+def _iso_distance(a, b) -> float:
+    """||G_a / alpha_a - G_b / alpha_b||_F / sqrt(m): distance of the normalized operators."""
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.linalg.norm(a * len(a) / np.trace(a) - b * len(b) / np.trace(b))
+                 / np.sqrt(len(a)))
+
+
+def _sphere(n, d, seed=0):
+    x = np.random.RandomState(seed).randn(n, d)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("act", ["relu", "erf"])
+def test_diagonal_fisher_approaches_its_wide_limit(act):
+    """The finite-width diagonal-Fisher operator G / alpha approaches the Monte-Carlo wide limit
+    sum_l c_l E_l / alpha (methods.diagonal.wide_limit) as the width grows (3 widths x 3 seeds,
+    fluctuations ~ M^{-1/2}: a 16x wider network is expected ~4x closer), far beyond the
+    Monte-Carlo error; alpha = P_eff / (N C) exactly (trace identity)."""
+    from ntkngd.methods import diagonal
+    x = _sphere(8, 6)
+    lim = diagonal.wide_limit(ng.analytic_kernels(ng.mlp(3, 64, act, b_std=0.1), x), 100000)
+    means, mc = [], []
+    for w in (64, 256, 1024):
+        net = ng.mlp(3, w, act, b_std=0.1)
+        g_inf, err = diagonal.combine(lim, diagonal.limit_counts(net, 6))
+        mc.append(err)
+        dists = []
+        for seed in range(3):
+            p = net.init_fn(jax.random.PRNGKey(seed), (-1, 6))[1]
+            op = ng.operator("diagonal", ng.empirical_kernels(net, p, x), 0.0)
+            dists.append(_iso_distance(op.train, g_inf))
+            assert abs(op.alpha - int(op.notes[0].split(": ")[1].split()[0]) / 8) < 1e-9 * op.alpha
+        means.append(np.mean(dists))
+    assert means[0] > means[1] > means[2], means
+    assert means[2] < 0.4 * means[0], means
+    assert max(mc) < means[2] / 3, (mc, means)
+
+
+def test_ekfac_approaches_its_wide_limit():
+    """E-KFAC's finite-width operator approaches the same formula on infinite-width kernels
+    (rotated Jacobians from the per-layer Grams; C = 1), alpha = (L - 2) N + min(N, d + 1) + 1
+    at every width (trace identity with full-rank factors)."""
+    x = _sphere(8, 10)
+    net0 = ng.mlp(3, 64, "relu", b_std=0.1)
+    inf = ng.operator("ekfac", ng.analytic_kernels(net0, x), 0.0)
+    assert inf.alpha == pytest.approx(8 + 8 + 1, rel=1e-12)
+    means = []
+    for w in (64, 512, 4096):
+        net = ng.mlp(3, w, "relu", b_std=0.1)
+        dists = []
+        for seed in range(3):
+            p = net.init_fn(jax.random.PRNGKey(seed), (-1, 10))[1]
+            op = ng.operator("ekfac", ng.empirical_kernels(net, p, x), 0.0)
+            assert op.alpha == pytest.approx(17.0, rel=1e-12)
+            dists.append(_iso_distance(op.train, inf.train))
+        means.append(np.mean(dists))
+    assert means[0] > means[1] > means[2] and means[2] < 0.6 * means[0], means

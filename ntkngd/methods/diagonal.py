@@ -95,12 +95,13 @@ def _phi_and_derivative(net, u: np.ndarray):
 
 
 def wide_limit(K, samples: int = 20000, seed: int = 0) -> dict:
-    """Monte-Carlo estimate of the diagonal Fisher's per-layer wide-limit matrices E_l (N x N,
-    trace = the probability that a weight has a non-zero Fisher entry) on infinite-width MLP
-    kernels K with C = 1, and their standard errors. Returns {"E": (L, N, N), "stderr": (L, N, N),
-    "counts": per-layer number of (input, output) coordinate pairs c_l, so that
-    G ~ sum_l c_l E_l}. The first layer averages over the fixed input coordinates exactly
-    (Monte Carlo over delta only); its E_1 is the mean over the d (+1 bias) coordinates."""
+    """Monte-Carlo estimate of the diagonal Fisher's wide-limit matrices on infinite-width MLP
+    kernels K with C = 1: one term E_t (N x N, trace = the probability that such a weight has a
+    non-zero Fisher entry) per kind of weight (first layer, then per later layer its weights and,
+    with a bias, its bias), with standard errors, so that G ~ sum_t c_t E_t with c_t the number
+    of such weights (`limit_counts`). Returns {"E": (T, N, N), "stderr": (T, N, N), "counts",
+    "samples"}. The first layer averages over its fixed input coordinates exactly (Monte Carlo
+    over delta only). The E_t do not depend on the widths."""
     net = K.network
     if net is None or getattr(net, "is_serial", False) or not hasattr(net, "phi"):
         raise ValueError("the diagonal Fisher's wide limit is derived for MLPs (ntkngd.mlp)")
@@ -114,43 +115,27 @@ def wide_limit(K, samples: int = 20000, seed: int = 0) -> dict:
     bwd = np.asarray(K.bwd_train, np.float64)
     L, n = K.depth, K.n_train
     rs = np.random.RandomState(seed)
-    widths = (K.input_dim,) + tuple(net.widths) + (1,)
-    E, err, counts = [], [], []
+    E, err = [], []
     for l in range(L):                                   # layer l + 1 in 1-based terms
-        if l < L - 1:
-            v = rs.randn(samples, n) @ _gauss_root(_preact(fwd, l)).T
-            a = _phi_and_derivative(net, v)[1]
+        if l < L - 1:     # delta = phi'(v) o g, v ~ N(0, Q_l), g ~ N(0, W_std^2 B_{l+1})
+            v = rs.randn(samples, n) @ _gauss_root(fwd[l]).T
             g = rs.randn(samples, n) @ _gauss_root(net.W_std ** 2 * bwd[l + 1]).T
-            a = a * g
-        else:
+            a = _phi_and_derivative(net, v)[1] * g
+        else:             # the output layer: delta = 1
             a = np.ones((samples, n))
-        if l == 0:
-            x = _first_inputs(K)
-            parts = [_ratio_mean(np.broadcast_to(col, (samples, n)), a) for col in x.T]
-            mean = np.mean([p[0] for p in parts], axis=0)
-            se = np.mean([p[1] for p in parts], axis=0)   # an upper bound (shared delta)
-            counts.append(x.shape[1] * widths[1])
-        else:
-            u = rs.randn(samples, n) @ _gauss_root(_preact(fwd, l - 1)).T
-            h = _phi_and_derivative(net, u)[0]
-            mean, se = _ratio_mean(h, a)
-            counts.append(widths[l] * widths[l + 1])
-            if net.has_bias:      # the bias coordinate: a constant input (lower order in width)
-                bm, bs = _ratio_mean(np.ones((samples, n)), a)
-                c_b = widths[l + 1]
-                mean = (counts[-1] * mean + c_b * bm) / (counts[-1] + c_b)
-                se = np.sqrt((counts[-1] * se) ** 2 + (c_b * bs) ** 2) / (counts[-1] + c_b)
-                counts[-1] += c_b
-        E.append(mean)
-        err.append(se)
-    return {"E": np.stack(E), "stderr": np.stack(err), "counts": np.asarray(counts, float),
-            "samples": samples}
-
-
-def _preact(fwd: np.ndarray, l: int) -> np.ndarray:
-    """Covariance over the training points of layer (l + 1)'s pre-activations u_{l+1} = Ht W:
-    the forward Gram Q_{l+1} of its inputs (0-based l)."""
-    return fwd[l]
+        if l == 0:        # fixed input coordinates (bias column included)
+            parts = [_ratio_mean(np.broadcast_to(col, (samples, n)), a)
+                     for col in _first_inputs(K).T]
+            E.append(np.mean([p[0] for p in parts], axis=0))
+            err.append(np.mean([p[1] for p in parts], axis=0))   # a bound (shared delta)
+            continue
+        u = rs.randn(samples, n) @ _gauss_root(fwd[l - 1]).T     # h = phi(u), u ~ N(0, Q_{l-1})
+        for mean, se in [_ratio_mean(_phi_and_derivative(net, u)[0], a)] + \
+                ([_ratio_mean(np.ones((samples, n)), a)] if net.has_bias else []):
+            E.append(mean)
+            err.append(se)
+    return {"E": np.stack(E), "stderr": np.stack(err),
+            "counts": limit_counts(net, K.input_dim), "samples": samples}
 
 
 def _first_inputs(K) -> np.ndarray:
@@ -161,6 +146,32 @@ def _first_inputs(K) -> np.ndarray:
     return np.asarray(x, np.float64)
 
 
+def limit_counts(net, input_dim: int) -> np.ndarray:
+    """c_t, the number of weights of each term of `wide_limit`: (d [+1]) M_1 for the first layer,
+    then per layer l > 1 M_{l-1} M_l weights [and M_l biases]."""
+    widths = (input_dim,) + tuple(net.widths) + (net.out_dim,)
+    b = 1 if net.has_bias else 0
+    out = [(widths[0] + b) * widths[1]]
+    for l in range(1, net.depth):
+        out.append(widths[l] * widths[l + 1])
+        if b:
+            out.append(widths[l + 1])
+    return np.asarray(out, float)
+
+
+def combine(lim: dict, counts) -> tuple[np.ndarray, float]:
+    """(G = sum_l c_l E_l, the standard error of G / alpha (Frobenius / sqrt(N))) from a
+    `wide_limit` result and per-layer counts c_l (`limit_counts`): the E_l do not depend on the
+    widths, so one Monte-Carlo run serves every width."""
+    counts = np.asarray(counts, float)
+    train = np.einsum("l,lab->ab", counts, lim["E"])
+    n = train.shape[0]
+    alpha = float(np.trace(train) / n)
+    err = float(np.linalg.norm(np.einsum("l,lab->ab", counts, lim["stderr"]))
+                / (alpha * np.sqrt(n)))
+    return train, err
+
+
 def limit_operator(K, damping: float = 0.0, samples: int = 20000, seed: int = 0) -> Operator:
     """The wide-limit operator G = sum_l c_l E_l (training points; C = 1; rho = 0) from
     `wide_limit` on infinite-width MLP kernels, with the Monte-Carlo error in its notes."""
@@ -169,10 +180,8 @@ def limit_operator(K, damping: float = 0.0, samples: int = 20000, seed: int = 0)
                          "entries shrink like 1/width^2, so a fixed damping dominates as the "
                          "width grows); pass damping=0 or finite-width (empirical) kernels")
     lim = wide_limit(K, samples, seed)
-    train = np.einsum("l,lab->ab", lim["counts"], lim["E"])
+    train, err = combine(lim, lim["counts"])
     alpha = float(np.trace(train) / K.n_train)
-    err = float(np.linalg.norm(np.einsum("l,lab->ab", lim["counts"], lim["stderr"]))
-                / (alpha * np.sqrt(K.n_train)))
     notes = (f"Monte-Carlo wide limit ({samples} samples, seed {seed}): G = sum_l c_l E_l, "
              f"standard error of G / alpha: {err:.2g} (Frobenius / sqrt(N))",
              "no test operator (needs the joint test-test kernels)")
