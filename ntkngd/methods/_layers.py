@@ -12,8 +12,6 @@ H_n^{1/2} delta. Everything here is jax.numpy (jittable) in the features' dtype.
 """
 from __future__ import annotations
 
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -107,26 +105,31 @@ def right_basis(rows, dtype=None):
     return vt.T * keep[None, :].astype(vt.dtype)
 
 
-@partial(jax.jit, static_argnums=5)
-def _gram_chunk(h2, d2, p, h, d, c):
-    """sum over a chunk of input coordinates of J2 diag(p) J^T (unnormalized)."""
-    x2 = jnp.einsum("nsk,ncsm->nckm", h2, d2).reshape(h2.shape[0] * c, -1)
-    x = jnp.einsum("nsk,ncsm->nckm", h, d).reshape(h.shape[0] * c, -1)
-    return (x2 * p.reshape(1, -1)) @ x.T
-
-
-def weighted_gram(h, delta, p, h2=None, delta2=None) -> jnp.ndarray:
+def weighted_gram(h, delta, p, h2=None, delta2=None) -> np.ndarray:
     """(1/N) J_l(2) diag(p) J_l^T (m2 x m, m = N C): the layer's function-space operator for the
     parameter-space preconditioner diag(p) (p (k, M)); h2, delta2: the left points (default: the
-    training points). Chunks of input coordinates keep each formed Jacobian below 64 MB."""
-    h2 = h if h2 is None else h2
-    delta2 = delta if delta2 is None else delta2
+    training points). numpy in the features' dtype (host-side, like the other operators), in chunks
+    of input coordinates that keep each formed Jacobian below 64 MB."""
+    h, delta, p = (np.asarray(a) for a in (h, delta, p))
+    h2 = h if h2 is None else np.asarray(h2)
+    delta2 = delta if delta2 is None else np.asarray(delta2)
     n, s, k = h.shape
     c, m = delta.shape[1], delta.shape[-1]
-    per_k = (h.shape[0] + h2.shape[0]) * c * m * np.dtype(h.dtype).itemsize
+    per_k = (h.shape[0] + h2.shape[0]) * c * m * h.dtype.itemsize
     step = max(1, min(k, _CHUNK_BYTES // max(per_k, 1)))
-    out = 0.0
+    out = np.zeros((h2.shape[0] * c, n * c), np.result_type(h.dtype, p.dtype))
     for a in range(0, k, step):
         b = min(k, a + step)
-        out = out + _gram_chunk(h2[:, :, a:b], delta2, p[a:b], h[:, :, a:b], delta, c)
+        x2 = _jacobian(h2[:, :, a:b], delta2)
+        x = _jacobian(h[:, :, a:b], delta)
+        out += (x2 * p[a:b].reshape(1, -1)) @ x.T
     return out / n
+
+
+def _jacobian(h, delta) -> np.ndarray:
+    """J[(n, c), (k, m)] = sum_s h[n, s, k] delta[n, c, s, m] (numpy)."""
+    n, s, k = h.shape
+    c, m = delta.shape[1], delta.shape[-1]
+    if s == 1:
+        return (h[:, 0, None, :, None] * delta[:, :, 0, None, :]).reshape(n * c, k * m)
+    return np.einsum("nsk,ncsm->nckm", h, delta, optimize=True).reshape(n * c, k * m)

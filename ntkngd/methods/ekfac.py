@@ -24,6 +24,7 @@ K-FAC's literal alpha, independent of width (lr = 1/alpha does not shrink with w
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -39,6 +40,9 @@ def _rotated(h, d, dr):
     ua = _layers.right_basis(h.reshape(n * s, k))
     ub = _layers.right_basis(dr.reshape(n * c * s, m))
     return h @ ua, d @ ub, dr @ ub, ua, ub
+
+
+_rotated_jit = jax.jit(_rotated)
 
 
 def _inverse(scales, damping):
@@ -86,6 +90,13 @@ def _infinite_features(K, l: int):
     return out + (hat[:, None, :], dbt.reshape(K.n_test, 1, 1, -1))
 
 
+@jax.jit
+def _scales(ha, db, damping):
+    """(1 / (s + rho) (pseudo-inverse at rho = 0), #{s > cut}) in one compiled pass."""
+    scales = _layers.diag_fisher(ha, db)
+    return _inverse(scales, damping), jnp.sum(_inverse(scales, 0.0) > 0)
+
+
 def operator(K, damping: float = 0.0) -> Operator:
     """MSE function-space operator G = sum_l (1/N) Jr diag(1/(s + rho)) Jr^T (and G'), on
     finite-width kernels (MLP or serial) from the layer features, on infinite-width MLP kernels
@@ -96,19 +107,21 @@ def operator(K, damping: float = 0.0) -> Operator:
                          "for a serial network use finite-width (empirical) kernels")
     train = test = 0.0
     kept = 0
+    if not infinite:
+        layers = _layers.layers(K)
+        tests = _layers.layers(K, test=True) if K.has_test else None
     for l in range(K.depth):
         if infinite:
             ha, db, hat, dbt = _infinite_features(K, l)
         else:
-            h, d = _layers.layers(K)[l]
-            ha, db, _, ua, ub = _rotated(h, d, d)
+            h, d = layers[l]
+            ha, db, _, ua, ub = _rotated_jit(h, d, d)
             hat = dbt = None
             if K.has_test:
-                ht, dt = _layers.layers(K, test=True)[l]
+                ht, dt = tests[l]
                 hat, dbt = ht @ ua, dt @ ub
-        scales = _layers.diag_fisher(ha, db)
-        p = _inverse(scales, damping)
-        kept += int(jnp.sum(_inverse(scales, 0.0) > 0))
+        p, nonzero = _scales(ha, db, damping)
+        kept += int(nonzero)
         train = train + _layers.weighted_gram(ha, db, p)
         if hat is not None:
             test = test + _layers.weighted_gram(ha, db, p, hat, dbt)
