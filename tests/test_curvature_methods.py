@@ -359,3 +359,25 @@ def test_ekfac_approaches_its_wide_limit():
             dists.append(_iso_distance(op.train, inf.train))
         means.append(np.mean(dists))
     assert means[0] > means[1] > means[2] and means[2] < 0.6 * means[0], means
+
+
+@pytest.mark.slow
+def test_curvature_figure_tiny_profile(tmp_path):
+    """`ntkngd figures --only curvature` (tiny profile, ~40 s): E-KFAC's alpha is its trace
+    identity (L - 2) N + min(N, d + 1) + 1 = 17 at every width, the block patterns' deviation is
+    exactly 0, the diagonal Fisher's alpha is within 20% of its Monte-Carlo limit at the widest
+    width, and every method's training loss falls."""
+    import json
+    from ntkngd import cli
+    out = str(tmp_path)
+    assert cli.main(["figures", "--profile", "tiny", "--out", out, "--no-progress",
+                     "--only", "curvature"]) == 0
+    res = json.load(open(f"{out}/curvature.json"))["results"]
+    np.testing.assert_allclose(res["ekfac/alpha"], 17.0, rtol=1e-12)
+    for m in ("exact", "block_diagonal", "kfac"):
+        assert np.all(np.asarray(res[f"{m}/deviation"]) == 0.0)
+    diag = np.median(np.asarray(res["diagonal/alpha"])[-1])
+    assert abs(diag / res["diagonal/limit_alpha"][-1] - 1) < 0.2
+    for m in ("exact", "diagonal", "ekfac", "shampoo"):
+        loss = np.asarray(res[f"train/{m}/loss"])
+        assert np.all(np.isfinite(loss)) and loss[-1] < loss[0]
