@@ -19,7 +19,7 @@ from .profiles import Profile  # noqa: E402
 
 BUILTIN_METHODS = ("gd", "exact", "block_diagonal", "block_tridiagonal", "kfac", "unit_wise")
 # built-in methods beyond the paper's: drawn by the curvature figure only (not METHOD_ORDER)
-CURVATURE_METHODS = ("diagonal", "ekfac", "shampoo")
+from ..methods import CURVATURE_METHODS  # noqa: E402
 
 
 def extra_methods() -> tuple[str, ...]:

@@ -36,7 +36,7 @@ import numpy as np
 
 from .patterns import BlockPattern, block_pattern
 
-__all__ = ["Method", "REGISTRY", "METHODS", "ALIASES", "BlockPattern", "block_pattern",
+__all__ = ["Method", "REGISTRY", "METHODS", "CURVATURE_METHODS", "ALIASES", "BlockPattern", "block_pattern",
            "canonical", "get_method", "register_method", "pattern_method", "method_names",
            "OPERATORS"]
 
@@ -149,7 +149,11 @@ def _unit_wise_default(K):
 
 
 _register_builtins()
-METHODS: tuple[str, ...] = method_names()
+# today's per-layer preconditioners (docs/theory.md section 10): registered, but not among the
+# paper's methods that METHODS lists (shampoo has no fixed operator; the diagonal Fisher's
+# infinite-width operator is a Monte-Carlo estimate)
+CURVATURE_METHODS: tuple[str, ...] = ("diagonal", "ekfac", "shampoo")
+METHODS: tuple[str, ...] = tuple(m for m in method_names() if m not in CURVATURE_METHODS)
 
 
 class _OperatorView(dict):
