@@ -5,7 +5,8 @@ float32. Prints each method's jitted training step (`engine.train_step`: feature
 update on device, as ntkngd.train runs it) and the eager ntkngd.ngd_direction call (with host
 input checks) over one jitted plain gradient step, the empirical per-layer kernels' time over neural-tangents'
 `empirical_ntk_fn` (NTK-vector products, implementation=2) for the total NTK, and the peak memory.
-Targets: <= 1.5x for exact, BD, BTD, K-FAC; <= 3x unit-wise; kernels >= 10x faster; peak < 3 GB.
+Targets: <= 1.5x for exact, BD, BTD, K-FAC and the diagonal Fisher; <= 3x unit-wise, E-KFAC and
+Shampoo; kernels >= 10x faster; peak < 3 GB.
 
 OpenBLAS runs on one thread (OPENBLAS_NUM_THREADS=1 unless set in the environment; it must be
 set before numpy loads): XLA:CPU hands the methods' small LAPACK calls (Cholesky, eigh and
@@ -35,6 +36,10 @@ from ntkngd import empirical, engine  # noqa: E402
 from ntkngd.data import sphere  # noqa: E402
 
 
+METHODS = ("exact", "block_diagonal", "block_tridiagonal", "kfac", "unit_wise", "diagonal", "ekfac",
+           "shampoo")
+
+
 def _timed(fn, repeats: int) -> float:
     """Median wall time of fn() over `repeats` runs after one warm-up call."""
     jax.block_until_ready(fn())
@@ -46,6 +51,22 @@ def _timed(fn, repeats: int) -> float:
     return float(np.median(times))
 
 
+def _interleaved_ratio(fn, ref, repeats: int) -> float:
+    """Median over `repeats` of time(fn) / time(ref) measured back to back (robust to a machine
+    whose load drifts between measurements), after one warm-up call of each."""
+    jax.block_until_ready(fn())
+    jax.block_until_ready(ref())
+    ratios = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(ref())
+        t_ref = time.perf_counter() - t
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        ratios.append((time.perf_counter() - t) / t_ref)
+    return float(np.median(ratios))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100)
@@ -53,6 +74,7 @@ def main() -> None:
     ap.add_argument("--depth", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=7, help="timed runs per measurement (median)")
     ap.add_argument("--skip-nt", action="store_true", help="skip the slow neural-tangents timing")
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), help="methods to time")
     args = ap.parse_args()
 
     data = sphere(args.n, 10, 784, seed=0)
@@ -74,13 +96,17 @@ def main() -> None:
 
     dense = empirical.dense_params(net, params, x.shape[1])
     lr = jnp.asarray(1.0, jnp.float32)
-    for method in ("exact", "block_diagonal", "block_tridiagonal", "kfac", "unit_wise"):
+    for method in args.methods:
         m = ng.get_method(method)
         t = _timed(lambda: engine.train_step(m, net, ng.losses.mse, None, dense, x, y, lr),
                    args.repeats)
         t_eager = _timed(lambda: engine.ngd_direction(method, net, params, x, y), args.repeats)
+        pair = _interleaved_ratio(
+            lambda: engine.train_step(m, net, ng.losses.mse, None, dense, x, y, lr),
+            lambda: grad_step(params), args.repeats)
         print(f"{method:>18s} jitted step: {t:.4f} s   ratio to gradient step {t / t_grad:6.2f}"
-              f"   (ngd_direction with host checks: {t_eager / t_grad:6.2f})")
+              f"   (interleaved: {pair:5.2f}; ngd_direction with host checks: "
+              f"{t_eager / t_grad:6.2f})")
 
     t_emp = _timed(lambda: empirical.empirical_kernels(net, params, x).blocks_train, args.repeats)
     print(f"empirical per-layer kernels: {t_emp:.4f} s")

@@ -6,9 +6,10 @@ from __future__ import annotations
 import sys
 
 METHODS: tuple[str, ...] = ("gd", "exact", "block_diagonal", "block_tridiagonal", "kfac",
-                            "unit_wise")
+                            "unit_wise", "diagonal", "ekfac", "shampoo")
 METHOD_ALIASES: dict[str, str] = {"bd": "block_diagonal", "btd": "block_tridiagonal",
-                                  "ngd": "exact", "k-fac": "kfac", "unitwise": "unit_wise"}
+                                  "ngd": "exact", "k-fac": "kfac", "unitwise": "unit_wise",
+                                  "diag": "diagonal", "e-kfac": "ekfac"}
 LOSSES: tuple[str, ...] = ("mse", "sigmoid_binary_cross_entropy", "softmax_cross_entropy")
 LOSS_ALIASES: dict[str, str] = {"ce": "softmax_cross_entropy",
                                 "cross_entropy": "softmax_cross_entropy",

@@ -36,7 +36,7 @@ from .methods import get_method, patterns, unitwise
 from .network import Network
 from .train_log import CETrainLog, TrainLog
 
-__all__ = ["ce_direction", "ce_signals", "linearized_step", "ce_isotropy", "reference_alpha",
+__all__ = ["ce_direction", "ce_signals", "linearized_step", "method_step", "ce_isotropy", "reference_alpha",
            "train_ce", "CETrainLog"]
 
 
@@ -57,6 +57,20 @@ def linearized_step(K: Kernels, signals: list) -> np.ndarray:
         qa = np.asarray(q, np.float64) @ np.asarray(a, np.float64)
         out += np.einsum("nm,ncm->nc", qa, np.asarray(d, np.float64).reshape(n, c, -1))
     return out
+
+
+def method_step(method: MethodLike, K: Kernels, damping: float, f: Any, y: Any,
+                loss: Union[str, Loss] = softmax_cross_entropy) -> np.ndarray:
+    """The linearized step J d (N, C) of `method`'s direction at outputs f (finite-width K):
+    from its signals, or from its per-layer updates (Method.update: diagonal, ekfac, shampoo)."""
+    m, L = get_method(method), get_loss(loss)
+    if m.update is None:
+        return linearized_step(K, ce_signals(m, K, damping, f, y, L))
+    from .methods import _layers
+    f = jnp.asarray(f)
+    dws = m.update(K, damping, f, jnp.asarray(y, f.dtype), L)
+    return np.asarray(sum(_layers.jd(h, d, dw) for (h, d), dw in zip(_layers.layers(K), dws)),
+                      np.float64)
 
 
 def ce_isotropy(step: Any, f: Any, y: Any, alpha: Optional[float] = None,
@@ -170,8 +184,7 @@ def train_ce(method: MethodLike, net: Network, params: Any, data: tuple, steps: 
     notes, fits, devs, devrefs = [], [], [], []
 
     def measure(K, f):
-        sig = ce_signals(m, K, rho, f, ytr, L)
-        iso = ce_isotropy(linearized_step(K, sig), f, ytr, alpha, L)
+        iso = ce_isotropy(method_step(m, K, rho, f, ytr, L), f, ytr, alpha, L)
         fits.append(iso["alpha_fit"])
         devs.append(iso["deviation"])
         devrefs.append(iso["deviation_ref"])

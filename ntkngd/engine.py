@@ -60,6 +60,9 @@ def _core(method: Method, net: Network, loss: Loss, damping, dense, x, y):
     f, hts, ds = empirical.features(net, dense, x)
     K = _kernels(net, x, f, hts, ds)
     rho = method.resolve_damping(K, damping)
+    if method.update is not None:     # per-layer preconditioners (methods/_layers.py)
+        return tuple(method.update(K, rho, f, y.astype(f.dtype), loss)), f, \
+            jnp.asarray(rho, f.dtype)
     sig = method.signals(K, rho, f, y.astype(f.dtype), loss)
     return empirical.contract(hts, sig), f, jnp.asarray(rho, f.dtype)
 
@@ -248,8 +251,10 @@ def train(method: MethodLike, net: Network, params: Any, data: tuple, steps: int
     if getattr(net, "is_serial", False):   # hook: stax serial networks
         from .serial_train import serial_train
         return serial_train(method, net, params, data, steps, lr, damping, L, **loss_options)
-    if not L.identity_hessian:
+    if not L.identity_hessian or get_method(method).nonlinear:   # no fixed operator: per-step fit
         from .ce_engine import train_ce
+        if L.identity_hessian:       # MSE has a minimiser: the full step 1 / alpha_fit(t = 0)
+            loss_options.setdefault("lr_fraction", 1.0)
         return train_ce(method, net, params, data, steps, lr, damping, loss=L, **loss_options)
     if not isinstance(data, (tuple, list)) or len(data) != 4:
         raise ValueError("data must be a tuple (x_train, y_train, x_test, y_test)")
@@ -273,10 +278,15 @@ def train(method: MethodLike, net: Network, params: Any, data: tuple, steps: int
     f0t = np.asarray(empirical._forward(net, dense, xtj), np.float64)
     pe_tr, pe_te = _predictions(op_emp, f0, ytr, f0t, yte, lr, steps)
     Ka = analytic_kernels(net, xtr, xte)
-    op_inf = operator(m, Ka, 0.0 if m.default_damping is not None else rho)
-    pi_tr, pi_te = _predictions(op_inf, f0, ytr, f0t, yte, lr, steps)
-    if op_inf.test is None:
-        pi_te = pe_te
+    try:
+        op_inf = operator(m, Ka, 0.0 if m.default_damping is not None else rho)
+    except ValueError:     # no wide limit at this damping (damped diagonal Fisher): NaN
+        op_inf = None
+        pi_tr = pi_te = np.full(steps + 1, np.nan)
+    if op_inf is not None:
+        pi_tr, pi_te = _predictions(op_inf, f0, ytr, f0t, yte, lr, steps)
+        if op_inf.test is None:
+            pi_te = pe_te
     logs: dict[str, list] = {k: [] for k in ("tr", "te", "atr", "ate")}
     lr_j = jnp.asarray(lr, dtype)
     for t in range(steps + 1):

@@ -32,7 +32,7 @@ def operator(method: Union[str, BlockPattern, Method], kernels: Kernels,
     if not L.identity_hessian:
         from .cross_entropy import loss_operator
         return loss_operator(m, kernels, damping, L)
-    if m.kind == "layer" and getattr(kernels.network, "is_serial", False):
+    if m.kind == "layer" and m.update is None and getattr(kernels.network, "is_serial", False):
         from .serial_methods import layer_operator   # hook: KFC / channel-wise
         return layer_operator(m, kernels, damping)
     return m.operator(kernels, damping)

@@ -213,6 +213,8 @@ def direction(method: MethodLike, net: SerialNetwork, params: Any, x: Any, y: An
         damping = _checks.non_negative(damping, "damping")
     rho = float(m.resolve_damping(K, damping))
     g = L.residual(f, y)
+    if m.update is not None:     # per-layer preconditioners (methods/_layers.py): any loss
+        return _from_augmented(list(params), net, m.update(K, rho, f, y, L)), K, g, rho
     if m.kind == "layer":
         _require_layer_method(m)
         if not L.identity_hessian:

@@ -47,7 +47,9 @@ def serial_train(method, net: SerialNetwork, params: Any, data: tuple, steps: in
     method's default. Layer-structured methods (K-FAC, channel-wise) have no infinite-width
     operator: their `pred_inf_*` are NaN. Other losses: `serial_train_ce` (loss_options:
     lr_fraction, analytic)."""
-    if not get_loss(loss).identity_hessian:
+    if not get_loss(loss).identity_hessian or get_method(method).nonlinear:
+        if get_loss(loss).identity_hessian:     # no fixed operator (shampoo): per-step fit
+            loss_options.setdefault("lr_fraction", 1.0)
         return serial_train_ce(method, net, params, data, steps, lr, damping, loss=loss,
                                **loss_options)
     from .engine import reject_loss_options
@@ -105,7 +107,7 @@ def serial_train_ce(method, net: SerialNetwork, params: Any, data: tuple, steps:
         raise ValueError("data must be a tuple (x_train, y_train, x_test, y_test)")
     steps = _checks.positive_int(steps, "steps")
     m = get_method(method)
-    if m.kind == "layer":
+    if m.kind == "layer" and m.update is None:
         raise ValueError(f"{m.name} on a serial network supports the MSE loss only; with the "
                          f"{L.name} loss use GD or a block pattern")
     L.check_outputs(net.out_dim)
@@ -121,13 +123,25 @@ def serial_train_ce(method, net: SerialNetwork, params: Any, data: tuple, steps:
     yte = np.asarray(L.validate(yte_raw, "y_test", f0t.shape[0], net.out_dim), np.float64)
     rho = float(m.resolve_damping(K0, damping))
     alpha = reference_alpha(m, net, n)
+    xj = jnp.asarray(net.check_inputs(xtr), param_dtype(params))
+    pred_m, lr_pred, with_test = m, None, True
+    if m.update is not None:    # per-layer preconditioners: exact NGD at lr * alpha_fit(t = 0)
+        d0 = direction(m, net, params, xtr, ytr, rho, L)[0]
+        alpha = ce_isotropy(_linearized_step(net, params, xj, d0), f0, ytr, None, L)["alpha_fit"]
+        pred_m, with_test = get_method("exact"), False
     lr = _checks.positive(lr, "lr") if lr is not None else default_lr(m, K0, n, alpha, lr_fraction)
-    Ka = analytic if analytic is not None else _analytic(net, xtr, xte)
-    pe = _prediction(loss_operator(m, K0, rho, L), f0, ytr, f0t, yte, lr, steps)
-    pi = _prediction(loss_operator(m, Ka, rho, L), f0, ytr, f0t, yte, lr, steps)
+    lr_pred = lr if m.update is None else lr * alpha
+    rho_pred = rho if m.update is None else 0.0
+    pe = _prediction(loss_operator(pred_m, K0, rho_pred, L), f0, ytr, f0t, yte, lr_pred, steps,
+                     with_test)
+    if m.update is None:
+        Ka = analytic if analytic is not None else _analytic(net, xtr, xte)
+        pi = _prediction(loss_operator(pred_m, Ka, rho_pred, L), f0, ytr, f0t, yte, lr_pred,
+                         steps, with_test)
+    else:   # no infinite-width theory for these on a serial network
+        pi = tuple(np.full(steps + 1, np.nan) for _ in range(4))
     logs: dict[str, list] = {k: [] for k in ("tr", "te", "atr", "ate", "fit", "dev", "ref")}
     p, f, ft = params, f0, f0t
-    xj = jnp.asarray(net.check_inputs(xtr), param_dtype(params))
     for t in range(steps + 1):
         for k, v in (("tr", L.value(f, ytr)), ("te", L.value(ft, yte)),
                      ("atr", L.accuracy(f, ytr)), ("ate", L.accuracy(ft, yte))):

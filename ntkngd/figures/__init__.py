@@ -19,7 +19,7 @@ from .profiles import PROFILES, Profile, get
 # name -> module (order = the order they run and appear in the README)
 _MODULES = ("convergence", "lr_sweep", "width_gap", "spectra", "test_functions", "btd_depth",
             "kfac_nd", "unit_wise_width", "cross_entropy", "generalization",
-            "kfac_limit", "cnn")
+            "kfac_limit", "cnn", "curvature")
 FIGURE_VERSION = 1
 DEFAULT_PROFILE = "quick"
 JSON_DIGITS = 12

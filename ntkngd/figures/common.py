@@ -18,13 +18,16 @@ from ..store import Cache, atomic_path, config_hash  # noqa: E402
 from .profiles import Profile  # noqa: E402
 
 BUILTIN_METHODS = ("gd", "exact", "block_diagonal", "block_tridiagonal", "kfac", "unit_wise")
+# built-in methods beyond the paper's: drawn by the curvature figure only (not METHOD_ORDER)
+from ..methods import CURVATURE_METHODS  # noqa: E402
 
 
 def extra_methods() -> tuple[str, ...]:
     """Methods registered with ntkngd.register_method beyond the built-ins, in registration
     order."""
     from ..methods import method_names
-    return tuple(m for m in method_names() if m not in BUILTIN_METHODS)
+    return tuple(m for m in method_names()
+                 if m not in BUILTIN_METHODS and m not in CURVATURE_METHODS)
 
 
 class _MethodOrder(Sequence):
@@ -86,7 +89,7 @@ class _Style(dict):
         self._spares = list(spares)
 
     def __missing__(self, key):
-        taken = len([k for k in self if k not in BUILTIN_METHODS])
+        taken = len([k for k in self if k not in BUILTIN_METHODS + CURVATURE_METHODS])
         value = self._spares[taken % len(self._spares)] if self._spares else \
             str(key).replace("_", " ")
         self[key] = value
@@ -95,12 +98,15 @@ class _Style(dict):
 
 LABELS = _Style({"gd": "GD", "exact": "exact NGD", "block_diagonal": "block diagonal",
                  "block_tridiagonal": "block tri-diagonal", "kfac": "K-FAC",
-                 "unit_wise": "unit-wise"}, ())
+                 "unit_wise": "unit-wise", "diagonal": "diagonal Fisher", "ekfac": "E-KFAC",
+                 "shampoo": "Shampoo"}, ())
 COLORS = _Style({"gd": "0.45", "exact": "k", "block_diagonal": "tab:blue",
-                 "block_tridiagonal": "tab:orange", "kfac": "tab:green", "unit_wise": "tab:red"},
-                ("tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"))
+                 "block_tridiagonal": "tab:orange", "kfac": "tab:green", "unit_wise": "tab:red",
+                 "diagonal": "tab:brown", "ekfac": "tab:olive", "shampoo": "tab:pink"},
+                ("tab:purple", "tab:cyan", "gold", "navy", "teal"))
 MARKERS = _Style({"gd": "x", "exact": "o", "block_diagonal": "s", "block_tridiagonal": "^",
-                  "kfac": "D", "unit_wise": "v"}, ("P", "*", "h", "<", ">"))
+                  "kfac": "D", "unit_wise": "v", "diagonal": "P", "ekfac": "*", "shampoo": "h"},
+                 ("<", ">", "p", "8", "X"))
 
 
 @dataclass

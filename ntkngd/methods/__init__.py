@@ -14,6 +14,14 @@ A Method carries
                                              from a network are the kernel blocks K.blocks_train
                                              and a per-layer pullback (a jax.vjp serves any
                                              architecture; MLPs use `empirical.dual_signals`).
+  update(K, damping, f, y, loss) -> [dW_l]   methods that precondition each layer's gradient
+                                             directly (diagonal, ekfac, shampoo): the augmented
+                                             per-layer directions (k_l [+1], M_l) from the layer
+                                             inputs and backprops (ntkngd.methods._layers; MLPs
+                                             and convolutions), used instead of signals,
+  nonlinear                                  True when the output change is not linear in the
+                                             residual (shampoo): no fixed operator, train reports
+                                             the per-step alpha fit and deviation.
 `register_method` makes it available by name to operator, predict, isotropy, ngd_direction,
 ngd_transform, train, the CLI and the figures; `pattern_method(name, S_of_depth)` builds one from a
 block pattern (see tests/test_extension.py for a method added from a test file).
@@ -28,7 +36,7 @@ import numpy as np
 
 from .patterns import BlockPattern, block_pattern
 
-__all__ = ["Method", "REGISTRY", "METHODS", "ALIASES", "BlockPattern", "block_pattern",
+__all__ = ["Method", "REGISTRY", "METHODS", "CURVATURE_METHODS", "ALIASES", "BlockPattern", "block_pattern",
            "canonical", "get_method", "register_method", "pattern_method", "method_names",
            "OPERATORS"]
 
@@ -44,6 +52,8 @@ class Method:
     pattern: Optional[Callable] = None
     default_damping: Optional[Callable] = None
     duals: Optional[Callable] = None
+    update: Optional[Callable] = None
+    nonlinear: bool = False
 
     def resolve_damping(self, K, damping):
         """damping=None -> the method's default (0 unless it defines default_damping)."""
@@ -125,7 +135,7 @@ def get_method(method: Union[str, BlockPattern, Method]) -> Method:
 
 
 def _register_builtins() -> None:
-    from . import block, kfac, patterns, unitwise
+    from . import block, diagonal, ekfac, kfac, patterns, shampoo, unitwise
     register_method(Method("gd", block.gd, block.gd_signals, kind="gd", duals=block.gd_duals))
     register_method(pattern_method("exact", patterns.full))
     register_method(pattern_method("block_diagonal", patterns.diagonal))
@@ -133,6 +143,11 @@ def _register_builtins() -> None:
     register_method(Method("kfac", kfac.operator, kfac.signals))
     register_method(Method("unit_wise", unitwise.operator, unitwise.signals,
                            default_damping=_unit_wise_default))
+    register_method(Method("diagonal", diagonal.operator, diagonal.signals,
+                           update=diagonal.update), "diag")
+    register_method(Method("ekfac", ekfac.operator, ekfac.signals, update=ekfac.update),
+                    "e-kfac")
+    register_method(shampoo.method(0.25, "shampoo"))
 
 
 def _unit_wise_default(K):
@@ -143,7 +158,11 @@ def _unit_wise_default(K):
 
 
 _register_builtins()
-METHODS: tuple[str, ...] = method_names()
+# today's per-layer preconditioners (docs/theory.md section 10): registered, but not among the
+# paper's methods that METHODS lists (shampoo has no fixed operator; the diagonal Fisher's
+# infinite-width operator is a Monte-Carlo estimate)
+CURVATURE_METHODS: tuple[str, ...] = ("diagonal", "ekfac", "shampoo")
+METHODS: tuple[str, ...] = tuple(m for m in method_names() if m not in CURVATURE_METHODS)
 _BUILTIN.update(REGISTRY, ALIASES)
 
 

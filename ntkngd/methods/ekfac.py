@@ -1,0 +1,133 @@
+"""E-KFAC, eigenvalue-corrected K-FAC (George et al., NeurIPS 2018): K-FAC's Kronecker eigenbasis
+with the Fisher's own diagonal in it as the scales.
+
+Per trainable layer (ntkngd.methods._layers: h, delta with positions; rooted derivatives
+dr = H_n^{1/2} delta), K-FAC's factors A = (1/N) sum_(n,s) h h^T and B = (1/N) sum_(n,c,s) dr dr^T
+have eigenbases U_A, U_B (right singular vectors of the stacked rows: no squared condition
+number; directions below the dtype's rank cut `linalg.rank_rtol` dropped). In that basis
+    s_ij = (1/N) sum_(n,c) (sum_s (U_A^T h)_j (U_B^T dr)_i)^2,
+    d[W_l; b_l] = U_A [ (U_A^T G_l U_B) / (s + rho) ] U_B^T,
+the pseudo-inverse on zero scales (s <= rank_rtol x max s) at rho = 0. Everything acts on the
+rotated features U_A^T h (rank <= N S) and U_B^T delta (rank <= N C S): at width M >> N the step
+costs one wide product more than the gradient. The directions outside the kept bases carry no
+gradient (G = h^T e lies in range(A) x range(B)), so the update does not depend on how the null
+spaces are completed.
+
+Function space (MSE): G = sum_l J_l P_l J_l^T / N = sum_l (1/N) Jr_l diag(1/(s + rho)) Jr_l^T with
+the rotated Jacobian Jr[(n, c), (j, i)] = sum_s (U_A^T h)_j (U_B^T delta)_i, which depends only on
+the Grams of h and delta: Jr = (V_Q W_Q^{1/2}) x (V_B W_B^{1/2}) for a dense layer. So the same
+formula on infinite-width kernels (Q_l, B_l; C = 1, or B_l (x) I_C with its Kronecker eigenbasis)
+is the wide limit, reached as the Grams converge (M^{-1/2}) while their eigenvalues stay distinct.
+Trace identity (rho = 0): tr G = sum_l #{s_ij > 0}, so alpha = sum_l rank(A_l) rank(B_l) / (N C)
+when every scale is non-zero: (L - 2) N + min(N, d + 1) + 1 for an MLP with C = 1 and M >= N,
+K-FAC's literal alpha, independent of width (lr = 1/alpha does not shrink with width).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import linalg
+from ..function_space import Operator
+from . import _layers
+
+
+def _rotated(h, d, dr):
+    """(h U_A, delta U_B, dr U_B, U_A, U_B) with the bases from the rooted statistics."""
+    n, s, k = h.shape
+    c, m = dr.shape[1], dr.shape[-1]
+    ua = _layers.right_basis(h.reshape(n * s, k))
+    ub = _layers.right_basis(dr.reshape(n * c * s, m))
+    return h @ ua, d @ ub, dr @ ub, ua, ub
+
+
+_rotated_jit = jax.jit(_rotated)
+
+
+def _inverse(scales, damping):
+    return _layers.inverse_scales(scales, damping, linalg.rank_rtol(scales.dtype))
+
+
+def update(K, damping, f, y, loss) -> list:
+    """Per-layer directions U_A [(U_A^T G U_B) / (s + rho)] U_B^T (jax.numpy, jittable)."""
+    r = loss.residual(f, y)
+    root = _layers.hessian_root(loss, f)
+    out = []
+    for h, d in _layers.layers(K):
+        ha, db, dbr, ua, ub = _rotated(h, d, _layers.rooted(d, root))
+        rotated_grad = _layers.gradient(ha, db, r)
+        scales = _layers.diag_fisher(ha, dbr)
+        out.append(ua @ ((rotated_grad * _inverse(scales, damping)) @ ub.T))
+    return out
+
+
+def signals(K, damping, f, y, loss):
+    raise ValueError("E-KFAC's direction is not of the form Ht^T A: use Method.update "
+                     "(ntkngd.ngd_direction does)")
+
+
+def _gram_features(q, qt):
+    """Rotated features of a dense layer from its Gram alone: V W^{1/2} (N x N) and the test
+    rows q(X', X) V W^{-1/2}, eigenvalues below the dtype's rank cut dropped (zero columns)."""
+    w, v, keep = linalg.kept_spectrum(linalg.symmetrized(jnp.asarray(q, jnp.float64)))
+    root = jnp.where(keep, jnp.sqrt(jnp.where(keep, w, 1.0)), 0.0)
+    train = v * root
+    test = None if qt is None else \
+        (jnp.asarray(qt, jnp.float64) @ v) * jnp.where(keep, 1.0 / jnp.where(keep, root, 1.0), 0.0)
+    return train, test
+
+
+def _infinite_features(K, l: int):
+    """(h, delta, h', delta') rotated features of layer l from infinite-width kernels (C = 1
+    block of B_l (x) I_C: its Kronecker eigenbasis)."""
+    ha, hat = _gram_features(K.fwd_train[l], K.fwd_test[l] if K.has_test else None)
+    db, dbt = _gram_features(K.bwd_train[l], K.bwd_test[l] if K.has_test else None)
+    n = K.n_train
+    out = (ha[:, None, :], db.reshape(n, 1, 1, -1))
+    if not K.has_test:
+        return out + (None, None)
+    return out + (hat[:, None, :], dbt.reshape(K.n_test, 1, 1, -1))
+
+
+@jax.jit
+def _scales(ha, db, damping):
+    """(1 / (s + rho) (pseudo-inverse at rho = 0), #{s > cut}) in one compiled pass."""
+    scales = _layers.diag_fisher(ha, db)
+    return _inverse(scales, damping), jnp.sum(_inverse(scales, 0.0) > 0)
+
+
+def operator(K, damping: float = 0.0) -> Operator:
+    """MSE function-space operator G = sum_l (1/N) Jr diag(1/(s + rho)) Jr^T (and G'), on
+    finite-width kernels (MLP or serial) from the layer features, on infinite-width MLP kernels
+    from the per-layer Grams (the wide limit; module docstring)."""
+    infinite = K.kron_outputs or K.layer_inputs_train is None
+    if infinite and (K.network is None or getattr(K.network, "is_serial", False)):
+        raise ValueError("E-KFAC on infinite-width kernels is derived for MLPs (per-layer Grams); "
+                         "for a serial network use finite-width (empirical) kernels")
+    train = test = 0.0
+    kept = 0
+    if not infinite:
+        layers = _layers.layers(K)
+        tests = _layers.layers(K, test=True) if K.has_test else None
+    for l in range(K.depth):
+        if infinite:
+            ha, db, hat, dbt = _infinite_features(K, l)
+        else:
+            h, d = layers[l]
+            ha, db, _, ua, ub = _rotated_jit(h, d, d)
+            hat = dbt = None
+            if K.has_test:
+                ht, dt = tests[l]
+                hat, dbt = ht @ ua, dt @ ub
+        p, nonzero = _scales(ha, db, damping)
+        kept += int(nonzero)
+        train = train + _layers.weighted_gram(ha, db, p)
+        if hat is not None:
+            test = test + _layers.weighted_gram(ha, db, p, hat, dbt)
+    m = int(np.asarray(train).shape[0])
+    notes = (f"E-KFAC: {kept} non-zero scales s_ij; at rho = 0 tr G = that count, alpha = "
+             f"{kept / m:.6g} (trace identity); no isotropy is predicted",)
+    return Operator("ekfac", np.asarray(train, np.float64),
+                    np.asarray(test, np.float64) if K.has_test else None, None, float(damping),
+                    K.out_dim, K.kron_outputs, {"damping == 0": damping == 0}, notes)

@@ -1,0 +1,84 @@
+"""Shampoo (Gupta, Koren & Singer, 2018) with the statistics of the current full batch (the
+paper's setting has no mini-batches): per trainable layer, with the gradient G_l (k x M) as a
+matrix, L_l = G G^T, R_l = G^T G and eps = damping,
+    d[W_l; b_l] = (L_l + eps I)^(-e) G_l (R_l + eps I)^(-e),        e = 1/4 by default.
+With the thin SVD G = U diag(sigma) V^T this is U diag(sigma (sigma^2 + eps)^(-2e)) V^T exactly
+(the null spaces of L and R carry no gradient), computed in that form, without cancellation: at
+eps = 0 and e = 1/4 it is the polar factor U V^T (the orthogonalized update popularised by Muon),
+singular values below the dtype's rank cut (sigma^2 <= `linalg.rank_rtol` x sigma_max^2)
+dropped. e = 1/2 gives U diag(sigma / (sigma^2 + eps)) V^T, at eps = 0 the transposed
+pseudo-inverse (G^+)^T: register it with `method(exponent=0.5, name=...)`.
+
+G = h^T e (rows: samples x positions, `_layers.gradient`) has rank <= N S, so for wide layers the
+SVD is taken of the (N S) x (N S) core R_h R_e^T of the thin QR factors h^T = Q_h R_h,
+e^T = Q_e R_e, and the update is one wide product (Q_h U_c) diag(.) (V_c^T Q_e^T).
+
+Shampoo uses the gradient only (no output Hessian: the same for every loss). Its output change
+is not linear in the residual (at eps = 0 it is invariant to rescaling r): no fixed
+function-space operator exists, so `operator` raises, and ntkngd.train reports it like K-FAC under
+cross-entropy, with the per-step alpha fit and deviation of J d from alpha H^+ r.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from .. import linalg
+from . import _layers
+
+
+def _singular_map(sv, damping, exponent: float):
+    """sigma (sigma^2 + eps)^(-2e); at eps = 0 sigma^(1 - 4e) on the kept singular values."""
+    rtol = linalg.rank_rtol(sv.dtype)
+    keep = sv ** 2 > rtol * jnp.maximum(jnp.max(sv) ** 2, jnp.finfo(sv.dtype).tiny)
+    safe = jnp.where(keep, sv, 1.0)
+    undamped = jnp.where(keep, safe ** (1.0 - 4.0 * exponent), 0.0)
+    damped = sv * (sv ** 2 + damping) ** (-2.0 * exponent)
+    if isinstance(damping, (int, float)):
+        return undamped if damping == 0 else damped
+    return jnp.where(damping > 0, damped, undamped)
+
+
+def layer_update(h, e, damping, exponent: float = 0.25):
+    """(L + eps)^(-e) G (R + eps)^(-e) for G = h^T e (h: (rows, k), e: (rows, M))."""
+    rows, k = h.shape
+    m = e.shape[1]
+    if min(k, m) <= rows:            # G is no larger than its factors: its own thin SVD
+        u, sv, vt = jnp.linalg.svd(h.T @ e, full_matrices=False)
+        return (u * _singular_map(sv, damping, exponent)) @ vt
+    qh, rh = jnp.linalg.qr(h.T)      # (k, rows), (rows, rows)
+    qe, re = jnp.linalg.qr(e.T)      # (M, rows)
+    uc, sv, vct = jnp.linalg.svd(rh @ re.T)
+    return (qh @ (uc * _singular_map(sv, damping, exponent))) @ (vct @ qe.T)
+
+
+def method_update(exponent: float = 0.25):
+    """The Method.update of Shampoo with exponent e."""
+    def update(K, damping, f, y, loss) -> list:
+        r = loss.residual(f, y)
+        out = []
+        for h, d in _layers.layers(K):
+            n, s, k = h.shape
+            e = jnp.einsum("nc,ncsm->nsm", r.astype(d.dtype), d) / n
+            out.append(layer_update(h.reshape(n * s, k), e.reshape(n * s, -1), damping,
+                                    exponent))
+        return out
+    return update
+
+
+def operator(K, damping: float = 0.0):
+    raise ValueError("shampoo has no fixed function-space operator: its output change is not "
+                     "linear in the residual (at eps = 0 it does not scale with it); ntkngd.train "
+                     "measures it per step (alpha_fit, deviation)")
+
+
+def signals(K, damping, f, y, loss):
+    raise ValueError("Shampoo's direction is not of the form Ht^T A: use Method.update "
+                     "(ntkngd.ngd_direction does)")
+
+
+def method(exponent: float = 0.25, name: str = "shampoo"):
+    """A Shampoo Method with exponent e (0 < e <= 1/2) under `name`."""
+    from . import Method
+    if not 0 < float(exponent) <= 0.5:
+        raise ValueError(f"exponent must be in (0, 1/2], got {exponent}")
+    return Method(name, operator, signals, update=method_update(float(exponent)), nonlinear=True)
