@@ -31,7 +31,7 @@ from .cross_entropy import loss_predict
 from .engine import MethodLike, _finite_or_diverged, ngd_direction, train_step
 from .kernels import Kernels, analytic_kernels
 from .loss_dynamics import loss_operator
-from .losses import Loss, get_loss, softmax_cross_entropy
+from .losses import Loss, accuracy_or_nan, get_loss, softmax_cross_entropy
 from .methods import get_method, patterns, unitwise
 from .network import Network
 from .train_log import CETrainLog, TrainLog
@@ -219,7 +219,7 @@ def train_ce(method: MethodLike, net: Network, params: Any, data: tuple, steps: 
             ft = np.asarray(empirical._forward(net, dense, xtj), np.float64)
             _finite_or_diverged((f, ft), t, lr, m.name)
         for k, v in (("tr", L.value(f, ytr)), ("te", L.value(ft, yte)),
-                     ("atr", L.accuracy(f, ytr)), ("ate", L.accuracy(ft, yte))):
+                     ("atr", accuracy_or_nan(L, f, ytr)), ("ate", accuracy_or_nan(L, ft, yte))):
             logs[k].append(float(v))
         if 0 < t < steps:
             measure(_step_kernels(net, dense, xj)[0], f)

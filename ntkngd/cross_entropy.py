@@ -25,7 +25,7 @@ from .flows import integrate_flow, iterate_steps
 from .function_space import Operator
 from .kernels import Kernels
 from .loss_dynamics import LossOperator, _mul, loss_operator, min_norm_operator
-from .losses import complement_basis, softmax_cross_entropy
+from .losses import accuracy_or_nan, complement_basis, softmax_cross_entropy
 from .methods import BlockPattern, get_method
 
 __all__ = ["CEOperator", "LinearOperator", "CETrajectory", "ce_operator", "ce_predict",
@@ -195,10 +195,10 @@ def loss_predict(op: LossOperator, f0_train: Any, y_train: Any, f0_test: Any = N
     else:
         t, tr, te = iterate_steps(core, None, f0, y, f0t, lr=lr, steps=steps)
         n_steps, continuous = 0, False
-    loss, acc = np.asarray(L.value(tr, y[None])), np.asarray(L.accuracy(tr, y[None]))
+    loss, acc = np.asarray(L.value(tr, y[None])), accuracy_or_nan(L, tr, y[None])
     tl = ta = None
     if yt is not None:
-        tl, ta = np.asarray(L.value(te, yt[None])), np.asarray(L.accuracy(te, yt[None]))
+        tl, ta = np.asarray(L.value(te, yt[None])), accuracy_or_nan(L, te, yt[None])
     return CETrajectory(t, tr, loss, acc, te, tl, ta, continuous, float(lr), op.name, op.alpha,
                         op.damping, n_steps)
 

@@ -115,6 +115,15 @@ def coded_accuracy(f, y, encoding: tuple):
     return np.mean(np.argmax(f, -1) == np.argmax(y, -1), axis=-1)
 
 
+def accuracy_or_nan(loss, f, y) -> np.ndarray:
+    """`loss.accuracy(f, y)`, or NaN (per leading index of f beyond its last two axes) where the
+    targets code no classes (MSE on regression targets): how training logs record it."""
+    try:
+        return np.asarray(loss.accuracy(f, y), np.float64)
+    except ValueError:
+        return np.full(np.shape(f)[:-2], np.nan)
+
+
 def _mse_accuracy(f, y):
     """Accuracy of MSE outputs f for class-coded targets y, the coding read from y
     (`class_encoding`: 0/1 -> f > 0.5, +-a -> sign, one-hot -> argmax; else ValueError)."""

@@ -17,7 +17,7 @@ from . import _checks
 from .ce_engine import _prediction, default_lr, ce_isotropy, reference_alpha
 from .engine import TrainLog, _finite_or_diverged, _predictions, apply_update, log_step
 from .loss_dynamics import loss_operator
-from .losses import Loss, get_loss
+from .losses import Loss, accuracy_or_nan, get_loss
 from .methods import get_method
 from .operators import operator
 from .serial_network import SerialNetwork
@@ -144,7 +144,7 @@ def serial_train_ce(method, net: SerialNetwork, params: Any, data: tuple, steps:
     p, f, ft = params, f0, f0t
     for t in range(steps + 1):
         for k, v in (("tr", L.value(f, ytr)), ("te", L.value(ft, yte)),
-                     ("atr", L.accuracy(f, ytr)), ("ate", L.accuracy(ft, yte))):
+                     ("atr", accuracy_or_nan(L, f, ytr)), ("ate", accuracy_or_nan(L, ft, yte))):
             logs[k].append(float(v))
         if t == steps:
             break
