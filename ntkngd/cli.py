@@ -91,11 +91,11 @@ def _dataset(args, method: str | None = None):
     elif name == "gaussian":
         ds = data.gaussian(args.n_train, args.n_test, args.dim, seed=args.seed, **std)
     elif name in ("mnist", "cifar10"):
-        if not args.data_dir:
+        if not args.data_dir and name == "cifar10":
             raise ValueError(f"--data {name} needs --data-dir pointing at the files you have")
         loader = data.load_mnist if name == "mnist" else data.load_cifar10
         ds = loader(args.data_dir, classes=tuple(args.classes),
-                    binary=len(args.classes) == 2 and not one_hot, **std, **kw)
+                    binary=len(args.classes) == 2 and not one_hot, seed=args.seed, **std, **kw)
     else:
         raise SystemExit(f"unknown data set {name!r}")
     if args.forster and method == "kfac" and ds.n_train > ds.input_dim:
@@ -237,7 +237,8 @@ class _Parser(argparse.ArgumentParser):
 def _data_args(p):
     from .network import ACTIVATIONS
     p.add_argument("--data", default="digits", choices=DATA_SETS, help="data set")
-    p.add_argument("--data-dir", default=None, help="directory with MNIST / CIFAR-10 files")
+    p.add_argument("--data-dir", default=None, help="directory with MNIST / CIFAR-10 files "
+                   "(MNIST: default the bundled test split)")
     p.add_argument("--classes", type=non_negative_int, nargs="+", default=[0, 1],
                    help="class labels to keep (2 classes: +-0.5 targets; more: one-hot)")
     p.add_argument("--n-train", type=positive_int, default=48, help="training points N")

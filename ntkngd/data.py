@@ -45,7 +45,8 @@ class Dataset:
 
     x_*: (N, d) float64 inputs; y_*: (N, C) float64 targets; labels_*: (N,) int original class
     labels (e.g. the digit); classes: original labels in target-column order (for binary
-    targets the first class is +0.5); name: short description of the source.
+    targets the first class is +0.5); name: short description of the source; preprocessing: the
+    steps applied to the inputs; source: where the points were drawn from (files, rule, seed).
     """
 
     x_train: np.ndarray
@@ -57,6 +58,7 @@ class Dataset:
     classes: tuple
     name: str
     preprocessing: str = "none"
+    source: str = ""
 
     def __post_init__(self) -> None:
         for split in ("train", "test"):

@@ -116,16 +116,17 @@ class Context:
 def binary_data(profile: Profile, n_train: int | None = None,
                 whiten: bool = False) -> data_mod.Dataset:
     """0-vs-1 data with +-0.5 targets, prepared as the paper's authors do (one global mean and std
-    of the training array, then unit-norm rows): MNIST from profile.data_dir, else scikit-learn's
-    8 x 8 digits (d = 64). whiten=True PCA-whitens the digits first (an explicit option; it is
+    of the training array, then unit-norm rows): MNIST (profile.mnist: drawn with seed 0 from the
+    bundled test split or from profile.data_dir, d = 784), else scikit-learn's 8 x 8 digits
+    (d = 64). whiten=True PCA-whitens the digits first (an explicit option; it is
     not the paper's preprocessing and costs generalization). No Forster transform here: see
     `kfac_data`."""
     n = n_train or profile.n_train
-    if profile.data_dir:
+    if profile.mnist:
         if whiten:
             raise ValueError("whitening is implemented for the bundled digits only")
         return data_mod.load_mnist(profile.data_dir, n_train=n, n_test=profile.n_test,
-                                   classes=(0, 1))
+                                   classes=(0, 1), seed=0)
     return data_mod.digits(n_train=n, n_test=profile.n_test, classes=(0, 1), seed=0,
                            whiten=whiten)
 
@@ -155,6 +156,8 @@ def data_record(ds: data_mod.Dataset, kfac_ds: data_mod.Dataset | None = None) -
     """What the figure's JSON records about its inputs."""
     rec = {"data": ds.name, "n_train": ds.n_train, "n_test": ds.n_test, "d": ds.input_dim,
            "preprocessing": ds.preprocessing}
+    if ds.source:
+        rec["source"] = ds.source
     if kfac_ds is not None:
         rec["kfac_preprocessing"] = kfac_ds.preprocessing
         rec["kfac_forster"] = kfac_ds is not ds
