@@ -118,7 +118,7 @@ def serial_train_ce(method, net: SerialNetwork, params: Any, data: tuple, steps:
     ytr = np.asarray(L.validate(ytr_raw, "y_train", n, net.out_dim), np.float64)
     yte = np.asarray(L.validate(yte_raw, "y_test", f0t.shape[0], net.out_dim), np.float64)
     rho = float(m.resolve_damping(K0, damping))
-    alpha = reference_alpha(m, net, n)
+    alpha = reference_alpha(m, net, n, loss=L)
     lr = _checks.positive(lr, "lr") if lr is not None else default_lr(m, K0, n, alpha, lr_fraction)
     Ka = analytic if analytic is not None else _analytic(net, xtr, xte)
     pe = _prediction(loss_operator(m, K0, rho, L), f0, ytr, f0t, yte, lr, steps)
