@@ -160,29 +160,51 @@ def cmd_figures(args) -> int:
     return 0
 
 
+def _authors_settings(args) -> bool:
+    """Whether the command line is the authors' published run (ntkngd.seed_summary)."""
+    from .seed_summary import AUTHORS_SETTINGS as A
+    return (args.data == A["data"] and tuple(args.classes) == A["classes"] and
+            args.n_train == A["n_train"] and args.n_test == A["n_test"] and
+            args.depth == A["depth"] and args.width == A["width"] and args.arch == "mlp" and
+            abs(args.w_std ** 2 - A["w_var"]) < 1e-12 and args.b_std == A["b_std"] and
+            args.lr == A["lr"] and args.method == A["method"] and args.loss == "mse" and
+            args.steps >= 1)
+
+
 def cmd_train(args) -> int:
-    """ntkngd train: train one method and print measured vs predicted losses."""
+    """ntkngd train: train one method and print measured vs predicted losses (--seeds K: K
+    seeds, then their mean and spread; beside the authors' run when the settings are theirs)."""
     _check_pattern_depth(args.pattern, args.depth)
     _enable_x64(not args.float32)
     import jax
 
     from .engine import train
     from .methods import canonical
-    ds = _dataset(args, canonical(args.method))
-    net = _net(args, ds.out_dim)
-    xtr, xte, shape = _inputs(args, ds)
-    params = net.init_fn(jax.random.PRNGKey(args.seed), shape)[1]
-    method = args.pattern if args.pattern is not None else args.method
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        log = train(method, net, params, (xtr, ds.y_train, xte, ds.y_test),
-                    steps=args.steps, lr=args.lr, damping=args.damping, loss=args.loss)
-    print(f"data {ds.name}: N = {ds.n_train}, N' = {ds.n_test}, d = {ds.input_dim}, "
-          f"C = {ds.out_dim}; network L = {net.depth}, {_describe(args, net)}")
-    print(f"preprocessing: {ds.preprocessing}")
-    print(log.table())
-    for w in sorted({str(w.message) for w in caught}):
-        print(f"warning: {w}", file=sys.stderr)
+    logs, seeds = [], list(range(args.seed, args.seed + args.seeds))
+    for seed in seeds:
+        args.seed = seed
+        ds = _dataset(args, canonical(args.method))
+        net = _net(args, ds.out_dim)
+        xtr, xte, shape = _inputs(args, ds)
+        params = net.init_fn(jax.random.PRNGKey(seed), shape)[1]
+        method = args.pattern if args.pattern is not None else args.method
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            log = train(method, net, params, (xtr, ds.y_train, xte, ds.y_test),
+                        steps=args.steps, lr=args.lr, damping=args.damping, loss=args.loss)
+        logs.append(log)
+        print(f"{f'seed {seed}: ' if len(seeds) > 1 else ''}data {ds.name}: N = {ds.n_train}, "
+              f"N' = {ds.n_test}, d = {ds.input_dim}, C = {ds.out_dim}; network L = {net.depth}, "
+              f"{_describe(args, net)}")
+        print(f"preprocessing: {ds.preprocessing}")
+        if ds.source:
+            print(f"source: {ds.source}")
+        print(log.table())
+        for w in sorted({str(w.message) for w in caught}):
+            print(f"warning: {w}", file=sys.stderr)
+    if len(seeds) > 1 and logs[0].is_mse:
+        from .seed_summary import summary
+        print(summary(logs, seeds, _authors_settings(args)))
     return 0
 
 
@@ -260,6 +282,9 @@ def _data_args(p):
     p.add_argument("--b-std", type=non_negative_float, default=0.0,
                    help="bias scale (0: no bias)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and the parameters")
+    p.add_argument("--seeds", type=positive_int, default=1,
+                   help="train: run seeds --seed .. --seed + K - 1 and print the mean and spread "
+                   "(beside the authors' published run when the settings are theirs)")
     _arch_args(p)
     p.add_argument("--pattern", type=pattern_matrix, default=None, metavar="S",
                    help="a custom L x L layer block pattern of the Fisher, rows separated by ';', "
