@@ -283,3 +283,51 @@ def log_axis_at(ax, values, axis: str = "x") -> None:
     a.set_major_locator(FixedLocator(list(values)))
     a.set_minor_locator(NullLocator())
     getattr(ax, f"set_{axis}ticklabels")([f"{v:g}" for v in values])
+
+
+def seed_stats(values, axis: int = -1) -> dict:
+    """Mean and spread over seeds (along `axis`) of positive values drawn on log axes: the
+    geometric mean and the geometric one-standard-deviation band, {"mean", "lo", "hi", "n"}
+    (lo = hi = mean for one seed; non-positive values are left out of the logs)."""
+    v = np.asarray(values, float)
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)      # all-NaN rows (no test points)
+        logs = np.where(v > 0, np.log10(np.where(v > 0, v, 1.0)), np.nan)
+        n = np.sum(np.isfinite(logs), axis=axis)
+        m = np.nanmean(logs, axis=axis)
+        s = np.where(n > 1, np.nanstd(logs, axis=axis, ddof=1) if v.shape[axis] > 1 else 0.0, 0.0)
+    return {"mean": 10.0 ** m, "lo": 10.0 ** (m - s), "hi": 10.0 ** (m + s), "n": n}
+
+
+def power_fit(x, values) -> dict:
+    """Least-squares power law values ~ c x^slope on log-log axes, every seed's point counted
+    (values: (len(x), seeds)), with the slope's 95% confidence interval (Student t):
+    {"slope", "ci95", "prefactor", "points"}."""
+    from scipy import stats
+    v = np.asarray(values, float).reshape(len(x), -1)
+    xs = np.repeat(np.asarray(x, float)[:, None], v.shape[1], axis=1)
+    ok = np.isfinite(v) & (v > 0)
+    lx, ly = np.log10(xs[ok]), np.log10(v[ok])
+    nan = {"slope": np.nan, "ci95": np.nan, "prefactor": np.nan, "points": int(ok.sum())}
+    if lx.size < 3 or np.ptp(lx) == 0:
+        return nan
+    fit = stats.linregress(lx, ly)
+    half = float(stats.t.ppf(0.975, lx.size - 2) * fit.stderr)
+    return {"slope": float(fit.slope), "ci95": half, "prefactor": float(10.0 ** fit.intercept),
+            "points": int(lx.size)}
+
+
+def error_markers(ax, x, stats_: dict, fmt: str, **kw):
+    """Markers at the seeds' geometric mean with the geometric standard-deviation band as error
+    bars (`seed_stats`)."""
+    mean = np.asarray(stats_["mean"], float)
+    lo = np.clip(mean - np.asarray(stats_["lo"], float), 0, None)
+    hi = np.clip(np.asarray(stats_["hi"], float) - mean, 0, None)
+    return ax.errorbar(x, mean, yerr=[lo, hi], fmt=fmt, capsize=2.5, elinewidth=0.9, **kw)
+
+
+def record_stats(out: dict, key: str, values, axis: int = -1) -> dict:
+    """Store `seed_stats` of values under key (the mean), key_lo, key_hi; return the stats."""
+    st = seed_stats(values, axis)
+    out[key], out[f"{key}_lo"], out[f"{key}_hi"] = st["mean"], st["lo"], st["hi"]
+    return st

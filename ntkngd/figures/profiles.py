@@ -17,7 +17,7 @@ class Profile:
     depth: int = 3
     steps: int = 8            # training steps in the convergence figures
     gap_widths: tuple = (64, 128, 256, 512, 1024)
-    seeds: int = 2            # networks averaged per width in the gap figure
+    seeds: int = 5            # networks per finite-width marker (mean and spread)
     lr_fractions: tuple = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
     max_depth: int = 12       # block tri-diagonal alpha against depth
     kfac_dim: int = 20        # input dimension of the K-FAC N/d sweep
@@ -46,9 +46,9 @@ PROFILES = {
                     seeds=1, lr_fractions=(0.5, 1.0, 1.5), max_depth=6, kfac_dim=6,
                     unit_widths=(32, 128), ce_n_train=9, ce_classes=3),
     "quick": Profile("quick", n_train=40, n_test=100, width=1024, steps=8,
-                     gap_widths=(64, 128, 256, 512, 1024, 2048), seeds=2),
+                     gap_widths=(64, 128, 256, 512, 1024, 2048)),
     "paper": Profile("paper", n_train=100, n_test=100, width=4096, steps=10,
-                     gap_widths=(256, 512, 1024, 2048, 4096), seeds=2,
+                     gap_widths=(256, 512, 1024, 2048, 4096),
                      unit_widths=(256, 512, 1024, 2048, 4096), ce_n_train=100, data="mnist"),
 }
 
