@@ -136,12 +136,11 @@ FORSTER_ITERS = 100       # the authors' default (numpy-based/train.py)
 
 def kfac_data(ds: data_mod.Dataset) -> tuple[data_mod.Dataset, bool]:
     """K-FAC's inputs as in the paper: Forster's transform (fitted on the training inputs, the
-    authors' 100 iterations) when N > d, so that K-FAC's first-layer factor is (nearly)
-    isotropic; otherwise `ds` unchanged. Digits 0 vs 1 have no exact isotropic position (the
-    iteration stalls at an isotropy error of about 0.05 and then drifts), hence the fixed
-    iteration count; the reached error is in the recorded preprocessing. Returns
-    (data, applied). Rank-deficient inputs (the digits' constant border pixels) are put in
-    isotropic position inside their span; if no transform exists they are returned unchanged."""
+    authors' 100 iterations, on the rows) when N > d, so that K-FAC's first-layer factor is
+    isotropic; otherwise `ds` unchanged. Returns (data, applied). Rank-deficient inputs (the
+    digits' constant border pixels) are put in isotropic position inside the span they share
+    (directions only a few images use removed: `forster_fit(span=True)`); if no transform exists
+    they are returned unchanged."""
     if ds.n_train <= ds.input_dim:
         return ds, False
     try:
