@@ -13,8 +13,8 @@ import numpy as np
 
 from .. import data as data_mod
 from ..serial_network import cnn
-from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, Context, data_record, floor_at, legend,
-                     log_axis_at, quiet, save_figure, subplots)
+from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, Context, data_record, floor_at,
+                     legend, log_axis_at, quiet, save_figure, subplots)
 
 NAME = "cnn"
 TITLE = "CNN on 8x8 digits: every method, theory against finite-width training"
