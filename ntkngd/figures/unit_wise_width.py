@@ -43,7 +43,10 @@ def compute(ctx: Context) -> dict:
         out[f"{act}/alpha_std"] = alpha.std(1, ddof=1) if p.seeds > 1 else 0 * alpha[:, 0]
         dev = np.array([r["deviation"] for r in rows])
         record_stats(out, f"{act}/deviation", dev)
-        fit = power_fit(widths, dev)
+        # erf: a mixture of round-off (all units active: G = alpha I to 1e-16) and ~1e-4 (units
+        # under the per-unit rank cut) across networks, no power law; relu: M^-1/2 expected
+        fit = power_fit(widths, dev) if act == "relu" else \
+            {"slope": np.nan, "ci95": np.nan, "prefactor": np.nan}
         out[f"{act}/deviation_slope"], out[f"{act}/deviation_slope_ci95"] = fit["slope"], fit["ci95"]
         out[f"{act}/deviation_prefactor"] = fit["prefactor"]
         out[f"{act}/offdiag"] = np.array([r["offdiag"].max() for r in rows])
