@@ -112,8 +112,8 @@ _RELATIVE_KEYS = ("deviation", "departure", "offdiag", "raw", "forster")
 
 def vouched(obj: Any, digits: int, key: str = "") -> Any:
     """`obj` with every float reduced to what the computation can vouch for across BLAS kernels
-    and thread counts: `digits` significant digits; relative deviations (keys ending in one of
-    _RELATIVE_KEYS, e.g. an operator set to alpha I exactly) at or below ROUNDOFF, and any other
+    and thread counts: `digits` significant digits; relative deviations (keys whose last part
+    contains one of _RELATIVE_KEYS, e.g. an operator set to alpha I exactly) at or below ROUNDOFF, and any other
     value below FLOOR (a loss at the round-off floor), recorded as exactly 0. Arrays stay arrays
     (so that the figures are drawn from the same numbers the JSON records)."""
     if isinstance(obj, dict):
@@ -121,7 +121,8 @@ def vouched(obj: Any, digits: int, key: str = "") -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(vouched(v, digits, key) for v in obj)
     if isinstance(obj, np.ndarray) and obj.dtype.kind == "f":
-        floor = ROUNDOFF if key.split("/")[-1].endswith(_RELATIVE_KEYS) else FLOOR
+        last = key.split("/")[-1]
+        floor = ROUNDOFF if any(k in last for k in _RELATIVE_KEYS) else FLOOR
         out = np.where(np.abs(obj) <= floor, 0.0, obj)
         with np.errstate(all="ignore"):
             mag = np.where(np.isfinite(out) & (out != 0), np.abs(out), 1.0)

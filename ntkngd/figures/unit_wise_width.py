@@ -15,6 +15,7 @@ from .common import (Context, binary_data, data_record, error_markers, init_para
 NAME = "unit_wise_width"
 TITLE = "unit-wise alpha / width against width"
 ACTS = {"relu": "tab:red", "erf": "tab:blue"}
+ROUNDOFF = 1e-8       # relative round-off of G, a sum over about 2 M units per sample
 
 
 def compute(ctx: Context) -> dict:
@@ -41,7 +42,13 @@ def compute(ctx: Context) -> dict:
         out[f"{act}/theory"] = np.array([r["theory"][0] for r in rows])
         out[f"{act}/alpha"] = alpha.mean(1)
         out[f"{act}/alpha_std"] = alpha.std(1, ddof=1) if p.seeds > 1 else 0 * alpha[:, 0]
+        # every network's deviation: round-off (all units active, erf) recorded as 0; erf's
+        # non-zero values come from which per-unit eigenvalues fall under the rank cut, which
+        # the BLAS kernel decides, so they are kept to one significant digit
         dev = np.array([r["deviation"] for r in rows])
+        dev = np.where(dev <= ROUNDOFF, 0.0, dev)
+        if act == "erf":
+            dev = np.array([[float(f"{v:.1g}") for v in row] for row in dev])
         record_stats(out, f"{act}/deviation", dev)
         # erf: a mixture of round-off (all units active: G = alpha I to 1e-16) and ~1e-4 (units
         # under the per-unit rank cut) across networks, no power law; relu: M^-1/2 expected
@@ -49,7 +56,8 @@ def compute(ctx: Context) -> dict:
             {"slope": np.nan, "ci95": np.nan, "prefactor": np.nan}
         out[f"{act}/deviation_slope"], out[f"{act}/deviation_slope_ci95"] = fit["slope"], fit["ci95"]
         out[f"{act}/deviation_prefactor"] = fit["prefactor"]
-        out[f"{act}/offdiag"] = np.array([r["offdiag"].max() for r in rows])
+        off = np.array([r["offdiag"].max() / r["alpha"].mean() for r in rows])
+        out[f"{act}/offdiag"] = np.where(off <= ROUNDOFF, 0.0, off)      # relative to alpha
     return out
 
 
