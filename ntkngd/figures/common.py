@@ -295,7 +295,11 @@ def seed_stats(values, axis: int = -1) -> dict:
         n = np.sum(np.isfinite(logs), axis=axis)
         m = np.nanmean(logs, axis=axis)
         s = np.where(n > 1, np.nanstd(logs, axis=axis, ddof=1) if v.shape[axis] > 1 else 0.0, 0.0)
-    return {"mean": 10.0 ** m, "lo": 10.0 ** (m - s), "hi": 10.0 ** (m + s), "n": n}
+    zero = (n == 0) & np.all(v == 0, axis=axis)        # every network exactly 0: record 0
+    out = {k: np.where(zero, 0.0, 10.0 ** x) for k, x in (("mean", m), ("lo", m - s),
+                                                          ("hi", m + s))}
+    out["n"] = n
+    return out
 
 
 def power_fit(x, values) -> dict:
