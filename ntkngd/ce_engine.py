@@ -10,10 +10,11 @@ open). `ce_isotropy` measures how far their linearized step is from the block-pa
 alpha H^+ r, modulo per-sample shifts in null(H) (P: projector onto range(H)):
     alpha_fit = <P J d, x> / <x, x>,  deviation(alpha) = ||P J d - alpha x|| / ||alpha x||,
 x = H^+ r. `train_ce` logs both per step; its predictions for K-FAC / unit-wise are the exact
-NGD dynamics at lr * alpha_fit (alpha_fit measured at initialization) on the training set only.
+NGD dynamics at lr * alpha (the derived `reference_alpha`) on the training set only.
 
-Learning rate (lr=None): NGD-type methods lr = lr_fraction / alpha (default 0.5), alpha = 1^T S^+ 1
-for patterns and alpha_fit at initialization for K-FAC / unit-wise (lr = 1 / alpha would be the
+Learning rate (lr=None): NGD-type methods lr = lr_fraction / alpha (default 0.5), alpha the derived
+constant of `reference_alpha` (alpha_fit at initialization for a layer method without one; lr =
+1 / alpha would be the
 full function-space Newton step; cross-entropy has no minimiser at finite logits, and half of it
 keeps the linearization accurate). GD: lr = N / lambda_max(Theta).
 """
@@ -36,7 +37,8 @@ from .methods import get_method, patterns, unitwise
 from .network import Network
 from .train_log import CETrainLog, TrainLog
 
-__all__ = ["ce_direction", "ce_signals", "linearized_step", "method_step", "ce_isotropy", "reference_alpha",
+__all__ = ["ce_direction", "ce_signals", "linearized_step", "method_step", "ce_isotropy",
+           "reference_alpha", "hessian_rank", "input_rank",
            "train_ce", "CETrainLog"]
 
 
@@ -93,18 +95,36 @@ def ce_isotropy(step: Any, f: Any, y: Any, alpha: Optional[float] = None,
             "deviation_ref": float("nan") if alpha is None else dev(alpha)}
 
 
-def reference_alpha(method: MethodLike, net: Network, n_train: int) -> Optional[float]:
-    """alpha of the block-pattern form: 1^T S^+ 1 for patterns; K-FAC the literal MSE constant
-    N (L - 1) + 1; unit-wise the MSE count gamma sum M / C + 1 (neither derived for CE); GD and
-    other layer methods None."""
+def hessian_rank(loss: Union[str, Loss], c: int) -> int:
+    """Rank of the loss's per-sample output Hessian: C for MSE, C - 1 for the softmax (H 1 = 0),
+    1 for the sigmoid binary cross-entropy (from basis(C): an orthonormal basis of range(H))."""
+    L = get_loss(loss)
+    return c if L.identity_hessian else int(np.asarray(L.basis(c)).shape[1])
+
+
+def input_rank(x: Any) -> int:
+    """Numerical rank of the (N, d) inputs: singular values above max(N, d) eps s_max."""
+    s = np.linalg.svd(np.asarray(x, np.float64), compute_uv=False)
+    return int(np.sum(s > s[0] * max(np.shape(x)) * np.finfo(np.float64).eps))
+
+
+def reference_alpha(method: MethodLike, net: Network, n_train: int, x: Any = None,
+                    loss: Union[str, Loss] = softmax_cross_entropy) -> Optional[float]:
+    """alpha of the block-pattern form alpha H^+ r (docs/theory.md, cross-entropy constants):
+    1^T S^+ 1 for patterns; K-FAC r + N (L - 2) + 1 with r the rank of the inputs x (N when x is
+    None; the first layer's factor projects on the r-dimensional row space, each hidden layer's
+    on all N samples, the output layer adds 1); unit-wise gamma sum_l M_l / k + 1 with k the
+    rank of the per-sample loss Hessian (C - 1 for the softmax: every hidden unit adds one
+    direction shared by the k output directions). GD and other layer methods None."""
     m = get_method(method)
     if m.kind == "pattern":
         S = m.pattern(net.depth).matrix
         return patterns.alpha(S) if patterns.ones_in_range(S) else None
     if m.name == "kfac":
-        return float(n_train * (net.depth - 1) + 1)
+        r = n_train if x is None else min(n_train, input_rank(x))
+        return float(r + n_train * (net.depth - 2) + 1)
     if m.name == "unit_wise":
-        return unitwise.predicted_alpha(net)
+        return float(net.gamma * sum(net.widths) / hessian_rank(loss, net.out_dim) + 1.0)
     return None
 
 
@@ -151,7 +171,7 @@ def train_ce(method: MethodLike, net: Network, params: Any, data: tuple, steps: 
     network, logged beside the function-space predictions (module docstring).
 
     data = (x_train, y_train, x_test, y_test) with targets valid for the loss (one-hot for the
-    softmax). lr=None: lr_fraction / alpha (NGD-type; K-FAC / unit-wise: alpha_fit at init), GD
+    softmax). lr=None: lr_fraction / alpha (NGD-type, `reference_alpha`), GD
     N / lambda_max(Theta). damping: None for the method's default. analytic: precomputed
     `analytic_kernels(net, x_train, x_test)` to reuse across methods. Validated once; the steps
     run jitted (`engine.train_step`). A step that makes the outputs non-finite raises
@@ -180,7 +200,7 @@ def train_ce(method: MethodLike, net: Network, params: Any, data: tuple, steps: 
     rho = float(m.resolve_damping(K0, damping))
     f0 = np.asarray(empirical._forward(net, dense, xj), np.float64)
     f0t = np.asarray(empirical._forward(net, dense, xtj), np.float64)
-    alpha = reference_alpha(m, net, n)
+    alpha = reference_alpha(m, net, n, xtr, L)
     notes, fits, devs, devrefs = [], [], [], []
 
     def measure(K, f):
@@ -191,7 +211,7 @@ def train_ce(method: MethodLike, net: Network, params: Any, data: tuple, steps: 
 
     measure(K0, f0)
     approx = m.kind == "layer"
-    pred_alpha = fits[0] if approx else alpha
+    pred_alpha = fits[0] if alpha is None else alpha
     if lr is None:
         lr = default_lr(m, K0, n, pred_alpha, lr_fraction)
     Ka = analytic if analytic is not None else analytic_kernels(net, xtr, xte)
@@ -202,7 +222,8 @@ def train_ce(method: MethodLike, net: Network, params: Any, data: tuple, steps: 
             op_emp, op_inf, lr_pred = loss_operator(exact, K0, 0.0, L), \
                 loss_operator(exact, Ka, 0.0, L), lr * pred_alpha
             notes.append(f"{m.name} with the {L.name} loss has no function-space theory (open): "
-                         f"predictions are exact NGD at lr * alpha_fit(t=0) = {lr_pred:.4g}, "
+                         f"predictions are exact NGD at lr * alpha = {lr_pred:.4g} (alpha "
+                         f"{'derived' if alpha is not None else 'fitted at t = 0'}), "
                          "training set only")
         else:
             op_emp, op_inf, lr_pred = loss_operator(m, K0, rho, L), loss_operator(m, Ka, rho, L), lr

@@ -91,11 +91,11 @@ def _dataset(args, method: str | None = None):
     elif name == "gaussian":
         ds = data.gaussian(args.n_train, args.n_test, args.dim, seed=args.seed, **std)
     elif name in ("mnist", "cifar10"):
-        if not args.data_dir:
+        if not args.data_dir and name == "cifar10":
             raise ValueError(f"--data {name} needs --data-dir pointing at the files you have")
         loader = data.load_mnist if name == "mnist" else data.load_cifar10
         ds = loader(args.data_dir, classes=tuple(args.classes),
-                    binary=len(args.classes) == 2 and not one_hot, **std, **kw)
+                    binary=len(args.classes) == 2 and not one_hot, seed=args.seed, **std, **kw)
     else:
         raise SystemExit(f"unknown data set {name!r}")
     if getattr(args, "loss", "mse") in ("bce", "sigmoid_binary_cross_entropy"):
@@ -188,28 +188,51 @@ def cmd_figures(args) -> int:
     return 0
 
 
+def _authors_settings(args) -> bool:
+    """Whether the command line is the authors' published run (ntkngd.seed_summary)."""
+    from .seed_summary import AUTHORS_SETTINGS as A
+    return (args.data == A["data"] and tuple(args.classes) == A["classes"] and
+            args.n_train == A["n_train"] and args.n_test == A["n_test"] and
+            args.depth == A["depth"] and args.width == A["width"] and args.arch == "mlp" and
+            abs(args.w_std ** 2 - A["w_var"]) < 1e-12 and args.b_std == A["b_std"] and
+            args.lr == A["lr"] and args.method == A["method"] and args.loss == "mse" and
+            args.steps >= 1)
+
+
 def cmd_train(args) -> int:
-    """ntkngd train: train one method and print measured vs predicted losses."""
+    """ntkngd train: train one method and print measured vs predicted losses (--seeds K: K
+    seeds, then their mean and spread; beside the authors' run when the settings are theirs)."""
     _check_pattern_depth(args.pattern, args.depth)
     _enable_x64(not args.float32)
     import jax
 
     from .engine import train
-    ds = _dataset(args, args.method)
-    net = _net(args, ds.out_dim)
-    xtr, xte, shape = _inputs(args, ds)
-    params = net.init_fn(jax.random.PRNGKey(args.seed), shape)[1]
-    method = args.pattern if args.pattern is not None else args.method
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        log = train(method, net, params, (xtr, ds.y_train, xte, ds.y_test),
-                    steps=args.steps, lr=args.lr, damping=args.damping, loss=args.loss)
-    print(f"data {ds.name}: N = {ds.n_train}, N' = {ds.n_test}, d = {ds.input_dim}, "
-          f"C = {ds.out_dim}; network L = {net.depth}, {_describe(args, net)}")
-    print(f"preprocessing: {ds.preprocessing}")
-    print(log.table())
-    for w in sorted({_forster_aware(str(w.message), ds.preprocessing) for w in caught}):
-        print(f"warning: {w}", file=sys.stderr)
+    from .methods import canonical
+    logs, seeds = [], list(range(args.seed, args.seed + args.seeds))
+    for seed in seeds:
+        args.seed = seed
+        ds = _dataset(args, canonical(args.method))
+        net = _net(args, ds.out_dim)
+        xtr, xte, shape = _inputs(args, ds)
+        params = net.init_fn(jax.random.PRNGKey(seed), shape)[1]
+        method = args.pattern if args.pattern is not None else args.method
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            log = train(method, net, params, (xtr, ds.y_train, xte, ds.y_test),
+                        steps=args.steps, lr=args.lr, damping=args.damping, loss=args.loss)
+        logs.append(log)
+        print(f"{f'seed {seed}: ' if len(seeds) > 1 else ''}data {ds.name}: N = {ds.n_train}, "
+              f"N' = {ds.n_test}, d = {ds.input_dim}, C = {ds.out_dim}; network L = {net.depth}, "
+              f"{_describe(args, net)}")
+        print(f"preprocessing: {ds.preprocessing}")
+        if ds.source:
+            print(f"source: {ds.source}")
+        print(log.table())
+        for w in sorted({_forster_aware(str(w.message), ds.preprocessing) for w in caught}):
+            print(f"warning: {w}", file=sys.stderr)
+    if len(seeds) > 1 and logs[0].is_mse:
+        from .seed_summary import summary
+        print(summary(logs, seeds, _authors_settings(args)))
     return 0
 
 
@@ -273,7 +296,8 @@ class _Parser(argparse.ArgumentParser):
 def _data_args(p):
     from .network import ACTIVATIONS
     p.add_argument("--data", default="digits", choices=DATA_SETS, help="data set")
-    p.add_argument("--data-dir", default=None, help="directory with MNIST / CIFAR-10 files")
+    p.add_argument("--data-dir", default=None, help="directory with MNIST / CIFAR-10 files "
+                   "(MNIST: default the bundled test split)")
     p.add_argument("--classes", type=non_negative_int, nargs="+", default=[0, 1],
                    help="class labels to keep (2 classes: +-0.5 targets; more: one-hot)")
     p.add_argument("--n-train", type=positive_int, default=48, help="training points N")
@@ -296,6 +320,9 @@ def _data_args(p):
                    help="bias scale (0: no bias)")
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seed of the data and the parameters")
+    p.add_argument("--seeds", type=positive_int, default=1,
+                   help="train: run seeds --seed .. --seed + K - 1 and print the mean and spread "
+                   "(beside the authors' published run when the settings are theirs)")
     _arch_args(p)
     p.add_argument("--pattern", type=pattern_matrix, default=None, metavar="S",
                    help="a custom L x L layer block pattern of the Fisher, rows separated by ';', "

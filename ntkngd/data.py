@@ -24,12 +24,15 @@ from typing import Any, Sequence
 import numpy as np
 
 from ._lazy import lazy_exports
+from ._rows import finite, unit_norm_rows
+from .forster import (ForsterMap, forster_apply, forster_dataset, forster_fit,  # noqa: F401
+                      forster_fit_span, forster_transform, isotropy_error, span_isotropy_error)
 
 __all__ = [
     "Dataset", "flatten", "standardize", "global_standardize", "preprocess", "STANDARDIZE",
     "unit_norm_rows", "select_classes", "binary_targets",
     "one_hot", "pca_whiten", "forster_transform", "forster_fit", "forster_fit_span", "span_isotropy_error",
-    "forster_apply", "forster_dataset",
+    "forster_apply", "forster_dataset", "ForsterMap",
     "isotropy_error", "digits", "gaussian", "sphere",
     "load_mnist", "load_cifar10", "load_npz", "load", "DATASETS",
 ]
@@ -42,7 +45,8 @@ class Dataset:
 
     x_*: (N, d) float64 inputs; y_*: (N, C) float64 targets; labels_*: (N,) int original class
     labels (e.g. the digit); classes: original labels in target-column order (for binary
-    targets the first class is +0.5); name: short description of the source.
+    targets the first class is +0.5); name: short description of the source; preprocessing: the
+    steps applied to the inputs; source: where the points were drawn from (files, rule, seed).
     """
 
     x_train: np.ndarray
@@ -54,6 +58,7 @@ class Dataset:
     classes: tuple
     name: str
     preprocessing: str = "none"
+    source: str = ""
 
     def __post_init__(self) -> None:
         for split in ("train", "test"):
@@ -98,11 +103,7 @@ class Dataset:
 
 
 # ----------------------------------------------------------------------------- preprocessing
-def _finite(x: Any, name: str) -> np.ndarray:
-    arr = np.asarray(x, dtype=np.float64)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains {int(np.sum(~np.isfinite(arr)))} NaN or inf value(s)")
-    return arr
+_finite = finite
 
 
 def flatten(x: Any) -> np.ndarray:
@@ -181,19 +182,6 @@ def preprocess(x_train: Any, x_test: Any, standardize: str = "global",
     return xtr, xte, " + ".join(steps) if steps else "none"
 
 
-def unit_norm_rows(x: Any) -> np.ndarray:
-    """Scale every row of the (N, d) array to unit Euclidean norm; a zero row is a ValueError."""
-    arr = _finite(x, "x")
-    if arr.ndim != 2:
-        raise ValueError(f"unit_norm_rows expects a 2-D (N, d) array, got shape {arr.shape}")
-    norms = np.linalg.norm(arr, axis=1)
-    zero = np.flatnonzero(norms == 0)
-    if zero.size:
-        raise ValueError(f"cannot scale zero row(s) to unit norm: row index(es) "
-                         f"{zero[:10].tolist()}{' ...' if zero.size > 10 else ''} have norm 0")
-    return arr / norms[:, None]
-
-
 def select_classes(x: Any, labels: Any, classes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """Keep the points whose label is in `classes`, in their original order.
 
@@ -235,10 +223,6 @@ def one_hot(labels: Any, classes: Sequence[int]) -> np.ndarray:
         bad = sorted(set(labels[missing].tolist()))
         raise ValueError(f"labels {bad[:10]} are not among the classes {classes}")
     return eq.astype(np.float64)
-
-
-from .forster import (forster_apply, forster_dataset, forster_fit, forster_fit_span,  # noqa: E402,F401
-                      forster_transform, isotropy_error, span_isotropy_error)
 
 
 # ----------------------------------------------------------------------------- shared pipeline

@@ -1,27 +1,42 @@
 """Forster's transform: put the rows of an (N, d) array in isotropic (radial) position, unit-norm
-rows with X^T X = (N/d) I, so that K-FAC's first-layer factor is isotropic when N > d
-(docs/theory.md, section 3). The paper applies it to K-FAC's inputs only; `ntkngd.data` re-exports
-every name here."""
+rows with X^T X = (N/r) I on their r-dimensional span, so that K-FAC's first-layer factor is
+isotropic when N > d (docs/theory.md, section 3). The paper applies it to K-FAC's inputs only.
+
+The iteration runs on the rows themselves, as the authors' code does:
+X <- rownormalize(X (X^T X)^{-1/2}). Each step is well conditioned; multiplying the steps up into
+one d x d matrix is not (when no isotropic position exists its singular values spread without
+bound and row normalisation then turns round-off into data). Test points get the same steps,
+recorded in chunks whose condition number stays below `CHUNK_COND`.
+
+Where some k directions are spanned by fewer than k N / r of the points (e.g. pixels that only a
+few training images use), no isotropic position exists and the iteration never settles: those
+points are pushed into their private directions while round-off grows by a constant factor per
+step. `forster_fit(span=True)` detects such a set (a probe run of the iteration finds the
+low-eigenvalue directions, an exact rank count certifies the set) and removes its private
+directions before the fit (`ForsterMap.deflated`)."""
 from __future__ import annotations
 
+import dataclasses
 import warnings
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._rows import finite, unit_norm_rows
+
 if TYPE_CHECKING:
     from .data import Dataset
 
-
-def _data():
-    """ntkngd.data, imported on use (it imports this module)."""
-    from . import data
-    return data
+_EPS = np.finfo(np.float64).eps
+CHUNK_COND = 1e6          # largest condition number of a recorded product of iteration steps
+_PROBE_ITERS = 30         # iterations of the probe that looks for privately owned directions
+_LOW = 0.75               # a Gram eigenvalue below _LOW N / r marks an owned direction
 
 
 def isotropy_error(x: Any) -> float:
     """Relative deviation ||X^T X - (N/d) I||_F / ||(N/d) I||_F of an (N, d) array from isotropy."""
-    arr = _data()._finite(x, "x")
+    arr = finite(x, "x")
     if arr.ndim != 2 or arr.shape[0] == 0:
         raise ValueError(f"isotropy_error expects a non-empty 2-D (N, d) array, got {arr.shape}")
     n, d = arr.shape
@@ -30,113 +45,244 @@ def isotropy_error(x: Any) -> float:
     return float(np.linalg.norm(dev) / (target * np.sqrt(d)))
 
 
-def forster_fit(x: Any, iters: int = 5000, tol: float = 1e-10) -> np.ndarray:
-    """The d x d matrix M of Forster's transform x -> x M / ||x M||, fitted on the rows of x.
+def _rank(s: np.ndarray, shape: tuple, scale: float | None = None) -> int:
+    """Numerical rank: singular values above max(shape) eps times `scale` (default s[0])."""
+    if s.size == 0:
+        return 0
+    return int(np.sum(s > (s[0] if scale is None else scale) * max(shape) * _EPS))
 
-    After the map the rows have unit norm and X^T X = (N/d) I (isotropic position). Iterates
-    X <- rownormalize(X (X^T X)^{-1/2}), accumulating M, until isotropy_error(X) < tol. Needs
-    N >= d and X^T X non-singular (ValueError otherwise); points must be in general position for
-    a solution to exist; if `tol` is not reached after `iters` steps a UserWarning is issued and
-    the iterate with the smallest isotropy error is returned (the authors' code likewise stops
-    after a fixed number of iterations). Apply the same M to test points with `forster_apply`.
-    """
-    arr = _data()._finite(x, "x")
+
+@dataclass(frozen=True)
+class ForsterMap:
+    """Forster's transform fitted on training rows: x -> project on `basis`, then for every
+    recorded chunk C: x <- x C / ||x C||, then back to R^d (rows of unit norm).
+
+    basis: (d, r) orthonormal columns spanning the subspace the transform acts in; chunks: (r, r)
+    products of consecutive iteration steps; iterations: steps taken; isotropy_error: of the
+    transformed training rows inside the span; min_row_ratio: the smallest ratio of the shortest
+    to the longest row before a normalisation (the collapse indicator); input_rank: rank of the
+    training inputs; deflated: training rows whose private directions were removed."""
+
+    basis: np.ndarray
+    chunks: tuple
+    iterations: int
+    isotropy_error: float
+    min_row_ratio: float
+    input_rank: int
+    deflated: tuple = ()
+
+    @property
+    def rank(self) -> int:
+        """Dimension r of the span the transformed rows are isotropic in."""
+        return int(self.basis.shape[1])
+
+    @property
+    def dim(self) -> int:
+        """Input dimension d."""
+        return int(self.basis.shape[0])
+
+    def apply(self, x: Any) -> np.ndarray:
+        """The fitted map on the rows of an (N', d) array (test points, or the training rows)."""
+        arr = finite(x, "x")
+        if arr.ndim != 2 or arr.shape[1] != self.dim:
+            raise ValueError(f"ForsterMap.apply expects an (N, {self.dim}) array, got shape "
+                             f"{arr.shape}")
+        z = unit_norm_rows(arr @ self.basis)
+        for c in self.chunks:
+            z = unit_norm_rows(z @ c)
+        return z @ self.basis.T
+
+    def describe(self, tol: float = 1e-10) -> str:
+        """One line for a data set's recorded preprocessing (numbers to 2 digits, round-off
+        recorded as a bound)."""
+        where = (f"in the rank-{self.rank} span of the training inputs" if not self.deflated else
+                 f"in the rank-{self.rank} span shared by the training inputs (input rank "
+                 f"{self.input_rank}; the private directions of {len(self.deflated)} training "
+                 f"row(s), which admit no isotropic position, removed)")
+        err = (f"< {tol:.0e}" if self.isotropy_error < tol else f"{self.isotropy_error:.2g}")
+        return (f"Forster {where} ({self.iterations} iterations on the rows, isotropy error "
+                f"{err}; fitted on the training inputs, applied to both splits)")
+
+
+def _step(z: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """One iteration on unit rows z (N, r): (m, cond, error) with m = (Z^T Z)^{-1/2} scaled to
+    spectral norm 1 (the scale is irrelevant), its condition number, and the isotropy error of
+    z. A singular Z^T Z is a ValueError."""
+    n, r = z.shape
+    gram = z.T @ z
+    target = n / r
+    err = float(np.linalg.norm(gram - target * np.eye(r)) / (target * np.sqrt(r)))
+    evals, evecs = np.linalg.eigh(gram)
+    if evals[0] <= evals[-1] * max(n, r) * _EPS:
+        rank = int(np.sum(evals > evals[-1] * max(n, r) * _EPS))
+        raise ValueError(f"degenerate data: X^T X is singular (numerical rank {rank} < d={r}); "
+                         f"the points must span R^d and be in general position")
+    m = (evecs * np.sqrt(evals[0] / evals)) @ evecs.T
+    return m, float(np.sqrt(evals[-1] / evals[0])), err
+
+
+def _iterate(z: np.ndarray, iters: int, tol: float) -> tuple[np.ndarray, list, int, float, float]:
+    """Forster's iteration on unit rows z: (rows, chunks, iterations, error, min row ratio)."""
+    chunks: list = []
+    cond = np.inf
+    ratio = 1.0
+    it = 0
+    for it in range(iters + 1):
+        m, c, err = _step(z)
+        if err < tol or it == iters:
+            break
+        y = z @ m
+        norms = np.linalg.norm(y, axis=1)
+        ratio = min(ratio, float(norms.min() / norms.max()))
+        z = y / norms[:, None]
+        if cond * c > CHUNK_COND:
+            chunks.append(m)
+            cond = c
+        else:
+            chunks[-1] = chunks[-1] @ m
+            cond *= c
+    return z, chunks, it, err, ratio
+
+
+def _owners(z: np.ndarray) -> np.ndarray:
+    """Rows that a probe run of the iteration pushes into directions with a Gram eigenvalue
+    below _LOW N / r (candidates for a privately owned subspace), as indices."""
+    n, r = z.shape
+    for _ in range(_PROBE_ITERS):
+        m, _, _ = _step(z)
+        z = unit_norm_rows(z @ m)
+    evals, evecs = np.linalg.eigh(z.T @ z)
+    low = evecs[:, evals < _LOW * n / r]
+    if low.shape[1] == 0:
+        return np.zeros(0, dtype=int)
+    return np.flatnonzero(np.sum((z @ low) ** 2, axis=1) > 0.5)
+
+
+def _obstruction(x: np.ndarray, basis: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """A certified privately owned subspace of the unit rows x in span(basis): (owners, Q) with Q
+    an orthonormal basis of the span of the other rows, or two empty arrays. A set S of rows owns
+    k = r - rank(others) directions; isotropic position needs |S| >= k N / r."""
+    n, r = x.shape[0], basis.shape[1]
+    none = np.zeros(0, dtype=int), np.zeros((x.shape[1], 0))
+    if n <= r:
+        return none
+    owners = _owners(x @ basis)
+    if owners.size == 0 or owners.size == n:
+        return none
+    _, s, vt = np.linalg.svd(np.delete(x, owners, axis=0), full_matrices=False)
+    k = _rank(s, x.shape, scale)
+    if not owners.size * r < (r - k) * n:    # not an obstruction
+        return none
+    return owners, vt[:k].T
+
+
+def _shared_span(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, tuple]:
+    """Unit rows of x projected on the largest span with no privately owned subspace
+    (`_obstruction`, removed and searched again): (rows, basis (d, r), input rank, deflated)."""
+    _, s, vt = np.linalg.svd(x, full_matrices=False)
+    scale = s[0]
+    r = _rank(s, x.shape)
+    input_rank, deflated = r, []
+    while True:
+        owners, q = _obstruction(x, vt[:r].T, scale)
+        if owners.size == 0:
+            break
+        try:
+            x = unit_norm_rows(x @ q @ q.T)
+        except ValueError:
+            raise ValueError(f"training rows {owners.tolist()} lie entirely in directions no "
+                             f"other row spans; no isotropic position exists") from None
+        deflated += owners.tolist()
+        _, s, vt = np.linalg.svd(x, full_matrices=False)
+        r = _rank(s, x.shape, scale)
+    return x, vt[:r].T, input_rank, tuple(sorted(set(deflated)))
+
+
+def _fit(x: Any, iters: int, tol: float, span: bool) -> tuple[ForsterMap, np.ndarray]:
+    """(map, transformed training rows); see `forster_fit`."""
+    arr = finite(x, "x")
     if arr.ndim != 2:
         raise ValueError(f"forster_transform expects a 2-D (N, d) array, got shape {arr.shape}")
-    n, d = arr.shape
-    if n < d:
-        raise ValueError(f"forster_transform needs at least as many points as dimensions "
-                         f"(N >= d), got N={n} < d={d}")
     if iters < 1 or tol <= 0:
         raise ValueError(f"iters must be >= 1 and tol > 0, got iters={iters}, tol={tol}")
-    arr = _data().unit_norm_rows(arr)
-    target = n / d
-    total = np.eye(d)
-    best = (np.inf, total)
-    for _ in range(iters):
-        gram = arr.T @ arr
-        err = np.linalg.norm(gram - target * np.eye(d)) / (target * np.sqrt(d))
-        if err < tol:
-            return total
-        if err < best[0]:
-            best = (err, total.copy())
-        evals, evecs = np.linalg.eigh(gram)
-        if evals[0] <= evals[-1] * max(n, d) * np.finfo(np.float64).eps:
-            rank = int(np.sum(evals > evals[-1] * max(n, d) * np.finfo(np.float64).eps))
-            raise ValueError(f"degenerate data: X^T X is singular (numerical rank {rank} < d={d}); "
-                             f"the points must span R^d and be in general position")
-        inv_sqrt = (evecs / np.sqrt(evals)) @ evecs.T
-        total = total @ inv_sqrt
-        total /= np.linalg.norm(total, 2)          # scale is irrelevant; keep it O(1)
-        arr = _data().unit_norm_rows(arr @ inv_sqrt)
-    err = isotropy_error(arr)
-    if err < best[0]:
-        best = (err, total)
-    if best[0] >= tol:
-        warnings.warn(f"forster_transform did not converge in {iters} iterations: smallest "
-                      f"isotropy error {best[0]:.3e} >= tol {tol:.1e} (points may not be in "
-                      f"general position); returning that iterate", UserWarning, stacklevel=2)
-    return best[1]
+    n, d = arr.shape
+    arr = unit_norm_rows(arr)
+    if span:
+        arr, basis, input_rank, deflated = _shared_span(arr)
+        if n < basis.shape[1]:
+            raise ValueError(f"forster_transform needs at least as many points as the rank of "
+                             f"their span, got N={n} < r={basis.shape[1]}")
+    else:
+        if n < d:
+            raise ValueError(f"forster_transform needs at least as many points as dimensions "
+                             f"(N >= d), got N={n} < d={d}")
+        basis, input_rank, deflated = np.eye(d), d, ()
+        owners, q = _obstruction(arr, basis, float(np.linalg.norm(arr, 2)))
+        if owners.size:
+            raise ValueError(f"no isotropic position in R^{d}: rows {owners[:10].tolist()} alone "
+                             f"span {d - q.shape[1]} direction(s), fewer than N/d = {n / d:.3g} "
+                             f"points per direction; fit inside the span the points share "
+                             f"(span=True)")
+    z, chunks, it, err, ratio = _iterate(arr @ basis, iters, tol)
+    if err >= tol:
+        warnings.warn(f"forster_transform did not converge in {iters} iterations: isotropy error "
+                      f"{err:.3e} >= tol {tol:.1e} (points may not be in general position)",
+                      UserWarning, stacklevel=3)
+    fmap = ForsterMap(basis, tuple(chunks), it, err, ratio, input_rank, deflated)
+    return fmap, z @ basis.T
+
+
+def forster_fit(x: Any, iters: int = 5000, tol: float = 1e-10, span: bool = False) -> ForsterMap:
+    """Forster's transform fitted on the rows of x (a `ForsterMap`; apply it with `forster_apply`).
+
+    Iterates X <- rownormalize(X (X^T X)^{-1/2}) on the rows until isotropy_error(X) < tol or
+    `iters` steps (a UserWarning then reports the error reached; the authors' code also stops
+    after a fixed count). span=False needs N >= d and X^T X non-singular (ValueError otherwise);
+    span=True works in the span of the rows (rank cut at max(N, d) eps times the largest singular
+    value) and first removes privately owned directions (module docstring); span=False refuses
+    data with such directions (ValueError: the iteration would turn round-off into data)."""
+    return _fit(x, iters, tol, span)[0]
 
 
 def span_isotropy_error(x: Any, rank: int | None = None) -> tuple[float, int]:
     """(||V^T X^T X V - (N/r) I||_F / ||(N/r) I||_F, r): `isotropy_error` inside the span V of
     the r leading right singular vectors of X (r = `rank`, or the numerical rank: cut at
     max(N, d) eps times the largest singular value)."""
-    arr = _data()._finite(x, "x")
+    arr = finite(x, "x")
     _, s, vt = np.linalg.svd(arr, full_matrices=False)
-    r = rank or int(np.sum(s > s[0] * max(arr.shape) * np.finfo(np.float64).eps))
+    r = rank or _rank(s, arr.shape)
     return isotropy_error(arr @ vt[:r].T), r
 
 
-def forster_fit_span(x: Any, iters: int = 5000, tol: float = 1e-10) -> tuple[np.ndarray, int]:
-    """Forster's transform inside the span of the rows of x: (d x d matrix M, rank r).
-
-    Rank-deficient inputs (e.g. digits whose constant border pixels give identical columns after
-    the global standardization and unit norm) have no isotropic position in R^d; in the
-    r-dimensional span V_r of the rows they may have one. M = V_r M_r V_r^T with M_r from
-    `forster_fit` on x V_r, so that after x -> x M / ||x M|| the non-zero eigenvalues of X^T X all
-    equal N / r (K-FAC's first-layer condition on the span). Needs N >= r; rank cut at
-    max(N, d) eps times the largest singular value.
-    """
-    arr = _data().unit_norm_rows(_data()._finite(x, "x"))
-    _, s, vt = np.linalg.svd(arr, full_matrices=False)
-    r = int(np.sum(s > s[0] * max(arr.shape) * np.finfo(np.float64).eps))
-    if r == arr.shape[1]:
-        return forster_fit(arr, iters, tol), r
-    v = vt[:r].T
-    return v @ forster_fit(arr @ v, iters, tol) @ v.T, r
+def forster_fit_span(x: Any, iters: int = 5000, tol: float = 1e-10) -> tuple[ForsterMap, int]:
+    """(forster_fit(x, span=True), its rank r)."""
+    fmap = forster_fit(x, iters, tol, span=True)
+    return fmap, fmap.rank
 
 
-def forster_apply(x: Any, matrix: np.ndarray) -> np.ndarray:
-    """x -> x M / ||x M|| row-wise (M from `forster_fit`)."""
-    return _data().unit_norm_rows(_data()._finite(x, "x") @ matrix)
+def forster_apply(x: Any, fmap: ForsterMap) -> np.ndarray:
+    """x -> the fitted map on every row (`ForsterMap.apply`)."""
+    if not isinstance(fmap, ForsterMap):
+        raise TypeError(f"forster_apply expects a ForsterMap from forster_fit, got "
+                        f"{type(fmap).__name__}")
+    return fmap.apply(x)
 
 
-def forster_transform(x: Any, iters: int = 5000, tol: float = 1e-10) -> np.ndarray:
+def forster_transform(x: Any, iters: int = 5000, tol: float = 1e-10,
+                      span: bool = False) -> np.ndarray:
     """Put the rows of an (N, d) array in isotropic (radial) position: Forster's transform.
 
-    Output rows have unit norm and X^T X = (N/d) I. See `forster_fit` for the algorithm and errors.
-    """
-    return forster_apply(x, forster_fit(x, iters, tol))
+    Output rows have unit norm and X^T X = (N/d) I (N/r on the span with span=True). See
+    `forster_fit` for the algorithm and errors."""
+    return _fit(x, iters, tol, span)[1]
 
 
 def forster_dataset(ds: "Dataset", iters: int = 5000, tol: float = 1e-10,
                     span: bool = False) -> "Dataset":
-    """Fit Forster's transform on the training inputs and apply it to both splits.
-
-    span=True fits it inside the span of the training inputs when they are rank-deficient
-    (`forster_fit_span`); the recorded preprocessing then names the rank."""
-    import dataclasses
-    if span:
-        m, r = forster_fit_span(ds.x_train, iters, tol)
-    else:
-        m, r = forster_fit(ds.x_train, iters, tol), ds.input_dim
-    where = "" if r == ds.input_dim else f" in the rank-{r} span of the training inputs"
-    xtr = forster_apply(ds.x_train, m)
-    err = span_isotropy_error(xtr, r)[0]
-    return dataclasses.replace(ds, x_train=xtr, x_test=forster_apply(ds.x_test, m),
+    """Fit Forster's transform on the training inputs (their transformed rows train) and apply
+    the same map to the test inputs; the recorded preprocessing names the span, the iterations
+    and the isotropy error reached."""
+    fmap, xtr = _fit(ds.x_train, iters, tol, span)
+    return dataclasses.replace(ds, x_train=xtr, x_test=fmap.apply(ds.x_test),
                                name=ds.name + " (Forster)",
-                               preprocessing=ds.preprocessing + f" + Forster{where} ({iters} "
-                               f"iterations, isotropy error {err:.2g}; fitted on the training "
-                               "inputs, applied to both splits)")
+                               preprocessing=ds.preprocessing + " + " + fmap.describe(tol))

@@ -3,6 +3,7 @@ not, or npz), CIFAR-10 python batches, and generic npz. Each returns an `ntkngd.
 prepared as `ntkngd.data` describes; `ntkngd.data` re-exports the public loaders."""
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
 import pickle
@@ -124,47 +125,91 @@ def _find(directory: str, base: str) -> str | None:
     return None
 
 
+BUNDLED_MNIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resources", "mnist")
+
+
 def _mnist_arrays(directory: str) -> tuple[dict[str, np.ndarray], str]:
+    """The arrays found in `directory`: all four, or x_test and y_test alone when only the t10k
+    test split is there."""
     if os.path.isfile(directory) and directory.endswith(".npz"):
         return _load_npz_arrays(directory), directory
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"MNIST directory not found: {directory}")
     paths = {k: _find(directory, v) for k, v in _MNIST_FILES.items()}
-    if all(paths.values()):
-        x_tr, y_tr = _read_idx_images(paths["x_train"]), _read_idx_labels(paths["y_train"])
-        x_te, y_te = _read_idx_images(paths["x_test"]), _read_idx_labels(paths["y_test"])
-        for x, y, kx, ky in ((x_tr, y_tr, "x_train", "y_train"), (x_te, y_te, "x_test", "y_test")):
-            if len(x) != len(y):
-                raise ValueError(f"MNIST count mismatch: {paths[kx]} has {len(x)} images but "
-                                 f"{paths[ky]} has {len(y)} labels")
-        return {"x_train": x_tr, "y_train": y_tr, "x_test": x_te, "y_test": y_te}, directory
+    splits = ("train", "test") if all(paths.values()) else \
+        ("test",) if paths["x_test"] and paths["y_test"] else ()
+    if splits:
+        out = {}
+        for split in splits:
+            kx, ky = f"x_{split}", f"y_{split}"
+            out[kx], out[ky] = _read_idx_images(paths[kx]), _read_idx_labels(paths[ky])
+            if len(out[kx]) != len(out[ky]):
+                raise ValueError(f"MNIST count mismatch: {paths[kx]} has {len(out[kx])} images "
+                                 f"but {paths[ky]} has {len(out[ky])} labels")
+        return out, directory
     npz = os.path.join(directory, "mnist.npz")
     if os.path.isfile(npz):
         return _load_npz_arrays(npz), npz
     missing = [v + "[.gz]" for k, v in _MNIST_FILES.items() if paths[k] is None]
     raise FileNotFoundError(f"MNIST files not found in {directory}: missing {missing}; expected the "
-                            f"four IDX files (gzipped or not) or a Keras-layout mnist.npz")
+                            f"four IDX files (gzipped or not), the two t10k test files, or a "
+                            f"Keras-layout mnist.npz")
 
 
-def load_mnist(directory: str, n_train: int | None = 100, n_test: int | None = 100,
-               classes: Sequence[int] | None = (0, 1), binary: bool | None = None,
-               seed: int | None = None, standardize: str = "global",
-               unit_norm: bool = True) -> Dataset:
-    """MNIST from local files: the four IDX files (.gz or raw) or a Keras-layout mnist.npz.
+def _disjoint_draw(x: np.ndarray, labels: np.ndarray, classes: tuple, n_train: int | None,
+                   n_test: int | None, seed: int | None, src: str):
+    """Disjoint training and test sets from one pool: the points of `classes` in file order (or
+    a seeded permutation), the first n_train train, the next n_test test. Returns
+    (x_tr, lab_tr, x_te, lab_te, description)."""
+    from .data import _count, select_classes
+    x, labels = select_classes(x, labels, classes)
+    n_train = _count(len(labels) // 2 if n_train is None else n_train, "mnist n_train")
+    n_test = _count(len(labels) - n_train if n_test is None else n_test, "mnist n_test")
+    if n_train + n_test > len(labels):
+        raise ValueError(f"mnist: requested n_train={n_train} + n_test={n_test} points but the "
+                         f"test split has only {len(labels)} images of classes {classes}")
+    order = np.arange(len(labels)) if seed is None else \
+        np.random.default_rng(seed).permutation(len(labels))
+    tr, te = order[:n_train], order[n_train:n_train + n_test]
+    how = "file order" if seed is None else f"numpy default_rng({seed}).permutation"
+    desc = (f"MNIST t10k test split ({src}): {len(labels)} images of classes {classes}, "
+            f"{how}; the first {n_train} train, the next {n_test} test (disjoint)")
+    return x[tr], labels[tr], x[te], labels[te], desc
+
+
+def load_mnist(directory: str | None = None, n_train: int | None = 100,
+               n_test: int | None = 100, classes: Sequence[int] | None = (0, 1),
+               binary: bool | None = None, seed: int | None = None,
+               standardize: str = "global", unit_norm: bool = True) -> Dataset:
+    """MNIST from local files: the four IDX files (.gz or raw), the two t10k test files alone, or
+    a Keras-layout mnist.npz; directory=None reads the test split bundled with ntkngd
+    (ntkngd/resources/mnist, CC BY-SA 3.0, Y. LeCun, C. Cortes, C. Burges).
 
     `directory` holds the files (or is the path of an .npz with keys x_train, y_train, x_test,
     y_test). Pixels are scaled to [0, 1], images flattened (d = 784), standardized (default: one
-    global mean and std of the training array), rows scaled to unit norm (`preprocess`). The first n_train / n_test points (None: all) of the chosen classes
-    (None: all ten) are used, or a seeded random subset if `seed` is given. binary=None means
-    binary (+0.5 for classes[0]) iff two classes, else one-hot.
+    global mean and std of the training array), rows scaled to unit norm (`preprocess`). With
+    both splits, the first n_train / n_test points (None: all) of the chosen classes (None: all
+    ten) of each split are used, or a seeded random subset if `seed` is given; with the test split
+    alone, disjoint training and test sets are drawn from it (`Dataset.source` records how).
+    binary=None means binary (+0.5 for classes[0]) iff two classes, else one-hot.
     """
-    arrs, src = _mnist_arrays(os.fspath(directory))
-    y_tr = _check_labels(arrs["y_train"], f"{src} (y_train)")
+    from .data import _build, _resolve_classes
+    src_dir = BUNDLED_MNIST if directory is None else os.fspath(directory)
+    arrs, src = _mnist_arrays(src_dir)
+    label = "bundled with ntkngd" if directory is None else src
     y_te = _check_labels(arrs["y_test"], f"{src} (y_test)")
-    x_tr = _pixels01(arrs["x_train"], f"{src} (x_train)")
     x_te = _pixels01(arrs["x_test"], f"{src} (x_test)")
-    return _from_splits("mnist", x_tr, y_tr, x_te, y_te, range(10), n_train, n_test, classes,
-                        binary, seed, standardize, unit_norm)
+    if "x_train" not in arrs:
+        classes, binary = _resolve_classes(classes, binary, range(10))
+        *parts, desc = _disjoint_draw(x_te, y_te, classes, n_train, n_test, seed, label)
+        ds = _build("mnist", *parts, classes, binary, standardize, unit_norm)
+        return dataclasses.replace(ds, source=desc)
+    y_tr = _check_labels(arrs["y_train"], f"{src} (y_train)")
+    x_tr = _pixels01(arrs["x_train"], f"{src} (x_train)")
+    ds = _from_splits("mnist", x_tr, y_tr, x_te, y_te, range(10), n_train, n_test, classes,
+                      binary, seed, standardize, unit_norm)
+    how = "file order" if seed is None else f"seeded permutations ({seed}, {seed + 1})"
+    return dataclasses.replace(ds, source=f"MNIST training and test splits ({label}), {how}")
 
 
 class _ArrayUnpickler(pickle.Unpickler):

@@ -122,7 +122,7 @@ def serial_train_ce(method, net: SerialNetwork, params: Any, data: tuple, steps:
     ytr = np.asarray(L.validate(ytr_raw, "y_train", n, net.out_dim), np.float64)
     yte = np.asarray(L.validate(yte_raw, "y_test", f0t.shape[0], net.out_dim), np.float64)
     rho = float(m.resolve_damping(K0, damping))
-    alpha = reference_alpha(m, net, n)
+    alpha = reference_alpha(m, net, n, loss=L)
     xj = jnp.asarray(net.check_inputs(xtr), param_dtype(params))
     pred_m, lr_pred, with_test = m, None, True
     if m.update is not None:    # per-layer preconditioners: exact NGD at lr * alpha_fit(t = 0)

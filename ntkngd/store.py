@@ -105,6 +105,35 @@ def _jsonable(obj: Any, digits: int | None = None) -> Any:
     return obj
 
 
+ROUNDOFF = 1e-10          # a relative deviation at or below this is round-off: recorded as 0
+FLOOR = 1e-20             # any other value below this in magnitude is at the float64 floor: 0
+_RELATIVE_KEYS = ("deviation", "departure", "offdiag", "raw", "forster")
+
+
+def vouched(obj: Any, digits: int, key: str = "") -> Any:
+    """`obj` with every float reduced to what the computation can vouch for across BLAS kernels
+    and thread counts: `digits` significant digits; relative deviations (keys whose last part
+    contains one of _RELATIVE_KEYS, e.g. an operator set to alpha I exactly) at or below ROUNDOFF, and any other
+    value below FLOOR (a loss at the round-off floor), recorded as exactly 0. Arrays stay arrays
+    (so that the figures are drawn from the same numbers the JSON records)."""
+    if isinstance(obj, dict):
+        return {k: vouched(v, digits, str(k)) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(vouched(v, digits, key) for v in obj)
+    if isinstance(obj, np.ndarray) and obj.dtype.kind == "f":
+        last = key.split("/")[-1]
+        floor = ROUNDOFF if any(k in last for k in _RELATIVE_KEYS) else FLOOR
+        out = np.where(np.abs(obj) <= floor, 0.0, obj)
+        with np.errstate(all="ignore"):
+            mag = np.where(np.isfinite(out) & (out != 0), np.abs(out), 1.0)
+            scale = 10.0 ** (digits - 1 - np.floor(np.log10(mag)))
+            return np.where(np.isfinite(out) & (out != 0), np.round(out * scale) / scale, out)
+    if isinstance(obj, (np.floating, float)) and not isinstance(obj, bool):
+        v = float(vouched(np.array([obj], float), digits, key)[0])
+        return v
+    return obj
+
+
 def write_json(path: str, obj: Any, digits: int | None = None) -> None:
     """Write `obj` as sorted, indented JSON atomically (numpy values converted; inf/NaN as strings).
     `digits`: round floats to that many significant digits (None: full precision), so that

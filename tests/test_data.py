@@ -170,9 +170,11 @@ def test_forster_errors_and_warning():
     x[:, 2] = x[:, 0] + x[:, 1]  # rank 2: X^T X singular
     with pytest.raises(ValueError, match=r"degenerate data: X\^T X is singular"):
         forster_transform(x)
-    # 5 of 7 points on one line (> N/d = 7/3): no radial isotropic position exists
+    # 5 of 7 points on one line (> N/d = 7/3): no radial isotropic position exists (the other
+    # two alone span the remaining 2 directions)
     bad = np.vstack([np.tile([1.0, 0.0, 0.0], (5, 1)), rng.standard_normal((2, 3))])
-    with pytest.warns(UserWarning, match=r"did not converge in 50 iterations"):
+    with pytest.raises(ValueError, match=r"no isotropic position in R\^3: rows \[5, 6\] alone "
+                                         r"span 2 direction"):
         forster_transform(bad, iters=50)
 
 

@@ -149,3 +149,24 @@ def test_figure_json_hides_last_bit_differences(tmp_path):
     assert store.read_json(str(a)) == {"x": [0.3, 1e-300], "y": 2.5}
     store.write_json(str(a), {"x": 0.1 + 0.2})                         # default: full precision
     assert store.read_json(str(a))["x"] == 0.1 + 0.2
+
+
+def test_vouched_rounds_and_records_roundoff_as_zero():
+    """Figures are drawn and recorded at 4 significant digits; a relative deviation at or below
+    1e-10 (an operator set to alpha I: 1e-16 on one BLAS kernel, 0 on another) and any value
+    below 1e-20 (a loss at the float64 floor) become exactly 0, so last-digit differences
+    between BLAS kernels change no committed file."""
+    from ntkngd.store import vouched
+    a = {"exact/deviation": np.array([1.1e-16, 0.0, 3.04351e-4]),
+         "exact/loss_1": np.array([0.1234567, 2.3e-7 * (1 + 1e-9), 4e-32]),
+         "nested": {"alpha": 512.97531, "n": 3}}
+    b = {"exact/deviation": np.array([0.0, 2.2e-16, 3.04352e-4]),
+         "exact/loss_1": np.array([0.1234568, 2.3e-7, 9e-31]),
+         "nested": {"alpha": 512.97529, "n": 3}}
+    va, vb = vouched(a, 4), vouched(b, 4)
+    for k in ("exact/deviation", "exact/loss_1"):
+        np.testing.assert_array_equal(va[k], vb[k])
+    np.testing.assert_array_equal(va["exact/deviation"], [0.0, 0.0, 3.044e-4])
+    np.testing.assert_array_equal(va["exact/loss_1"], [0.1235, 2.3e-7, 0.0])
+    assert va["nested"] == {"alpha": 513.0, "n": 3} == vb["nested"]
+    assert np.isnan(vouched({"x": np.array([np.nan])}, 4)["x"][0])

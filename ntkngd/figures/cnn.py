@@ -13,8 +13,8 @@ import numpy as np
 
 from .. import data as data_mod
 from ..serial_network import cnn
-from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, Context, floor_at, legend,
-                     log_axis_at, quiet, save_figure, subplots)
+from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, Context, data_record, floor_at,
+                     legend, log_axis_at, quiet, save_figure, subplots)
 
 NAME = "cnn"
 TITLE = "CNN on 8x8 digits: every method, theory against finite-width training"
@@ -30,8 +30,12 @@ def _sizes(ctx: Context):
     return SIZES.get(ctx.profile.name, SIZES["quick"])
 
 
+def _dataset(n_train: int, n_test: int) -> data_mod.Dataset:
+    return data_mod.digits(n_train=n_train, n_test=n_test, classes=(0, 1), seed=0)
+
+
 def _data(n_train: int, n_test: int) -> tuple:
-    ds = data_mod.digits(n_train=n_train, n_test=n_test, classes=(0, 1), seed=0)
+    ds = _dataset(n_train, n_test)
     img = lambda x: x.reshape(-1, 8, 8, 1)   # noqa: E731
     return img(ds.x_train), ds.y_train, img(ds.x_test), ds.y_test
 
@@ -46,8 +50,10 @@ def compute(ctx: Context) -> dict:
     from .. import empirical_kernels, operator
     n, nt, chans, steps, sweep = _sizes(ctx)
     data = _data(n, nt)
+    rec = data_record(_dataset(n, nt))
+    rec["preprocessing"] += " + rows reshaped to 8 x 8 single-channel images"
     out = {"n_train": n, "steps": np.arange(steps + 1), "channels": np.asarray(chans),
-           "sweep": np.asarray(sweep)}
+           "sweep": np.asarray(sweep), "preprocessing": rec}
     for c in chans:
         net = cnn(c)
         params = _params(net)

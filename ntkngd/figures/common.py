@@ -122,16 +122,17 @@ class Context:
 def binary_data(profile: Profile, n_train: int | None = None,
                 whiten: bool = False) -> data_mod.Dataset:
     """0-vs-1 data with +-0.5 targets, prepared as the paper's authors do (one global mean and std
-    of the training array, then unit-norm rows): MNIST from profile.data_dir, else scikit-learn's
-    8 x 8 digits (d = 64). whiten=True PCA-whitens the digits first (an explicit option; it is
+    of the training array, then unit-norm rows): MNIST (profile.mnist: drawn with seed 0 from the
+    bundled test split or from profile.data_dir, d = 784), else scikit-learn's 8 x 8 digits
+    (d = 64). whiten=True PCA-whitens the digits first (an explicit option; it is
     not the paper's preprocessing and costs generalization). No Forster transform here: see
     `kfac_data`."""
     n = n_train or profile.n_train
-    if profile.data_dir:
+    if profile.mnist:
         if whiten:
             raise ValueError("whitening is implemented for the bundled digits only")
         return data_mod.load_mnist(profile.data_dir, n_train=n, n_test=profile.n_test,
-                                   classes=(0, 1))
+                                   classes=(0, 1), seed=0)
     return data_mod.digits(n_train=n, n_test=profile.n_test, classes=(0, 1), seed=0,
                            whiten=whiten)
 
@@ -141,12 +142,11 @@ FORSTER_ITERS = 100       # the authors' default (numpy-based/train.py)
 
 def kfac_data(ds: data_mod.Dataset) -> tuple[data_mod.Dataset, bool]:
     """K-FAC's inputs as in the paper: Forster's transform (fitted on the training inputs, the
-    authors' 100 iterations) when N > d, so that K-FAC's first-layer factor is (nearly)
-    isotropic; otherwise `ds` unchanged. Digits 0 vs 1 have no exact isotropic position (the
-    iteration stalls at an isotropy error of about 0.05 and then drifts), hence the fixed
-    iteration count; the reached error is in the recorded preprocessing. Returns
-    (data, applied). Rank-deficient inputs (the digits' constant border pixels) are put in
-    isotropic position inside their span; if no transform exists they are returned unchanged."""
+    authors' 100 iterations, on the rows) when N > d, so that K-FAC's first-layer factor is
+    isotropic; otherwise `ds` unchanged. Returns (data, applied). Rank-deficient inputs (the
+    digits' constant border pixels) are put in isotropic position inside the span they share
+    (directions only a few images use removed: `forster_fit(span=True)`); if no transform exists
+    they are returned unchanged."""
     if ds.n_train <= ds.input_dim:
         return ds, False
     try:
@@ -161,6 +161,8 @@ def data_record(ds: data_mod.Dataset, kfac_ds: data_mod.Dataset | None = None) -
     """What the figure's JSON records about its inputs."""
     rec = {"data": ds.name, "n_train": ds.n_train, "n_test": ds.n_test, "d": ds.input_dim,
            "preprocessing": ds.preprocessing}
+    if ds.source:
+        rec["source"] = ds.source
     if kfac_ds is not None:
         rec["kfac_preprocessing"] = kfac_ds.preprocessing
         rec["kfac_forster"] = kfac_ds is not ds
@@ -286,3 +288,55 @@ def log_axis_at(ax, values, axis: str = "x") -> None:
     a.set_major_locator(FixedLocator(list(values)))
     a.set_minor_locator(NullLocator())
     getattr(ax, f"set_{axis}ticklabels")([f"{v:g}" for v in values])
+
+
+def seed_stats(values, axis: int = -1) -> dict:
+    """Mean and spread over seeds (along `axis`) of positive values drawn on log axes: the
+    geometric mean and the geometric one-standard-deviation band, {"mean", "lo", "hi", "n"}
+    (lo = hi = mean for one seed; non-positive values are left out of the logs)."""
+    v = np.asarray(values, float)
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)      # all-NaN rows (no test points)
+        logs = np.where(v > 0, np.log10(np.where(v > 0, v, 1.0)), np.nan)
+        n = np.sum(np.isfinite(logs), axis=axis)
+        m = np.nanmean(logs, axis=axis)
+        s = np.where(n > 1, np.nanstd(logs, axis=axis, ddof=1) if v.shape[axis] > 1 else 0.0, 0.0)
+    zero = (n == 0) & np.all(v == 0, axis=axis)        # every network exactly 0: record 0
+    out = {k: np.where(zero, 0.0, 10.0 ** x) for k, x in (("mean", m), ("lo", m - s),
+                                                          ("hi", m + s))}
+    out["n"] = n
+    return out
+
+
+def power_fit(x, values) -> dict:
+    """Least-squares power law values ~ c x^slope on log-log axes, every seed's point counted
+    (values: (len(x), seeds)), with the slope's 95% confidence interval (Student t):
+    {"slope", "ci95", "prefactor", "points"}."""
+    from scipy import stats
+    v = np.asarray(values, float).reshape(len(x), -1)
+    xs = np.repeat(np.asarray(x, float)[:, None], v.shape[1], axis=1)
+    ok = np.isfinite(v) & (v > 0)
+    lx, ly = np.log10(xs[ok]), np.log10(v[ok])
+    nan = {"slope": np.nan, "ci95": np.nan, "prefactor": np.nan, "points": int(ok.sum())}
+    if lx.size < 3 or np.ptp(lx) == 0:
+        return nan
+    fit = stats.linregress(lx, ly)
+    half = float(stats.t.ppf(0.975, lx.size - 2) * fit.stderr)
+    return {"slope": float(fit.slope), "ci95": half, "prefactor": float(10.0 ** fit.intercept),
+            "points": int(lx.size)}
+
+
+def error_markers(ax, x, stats_: dict, fmt: str, **kw):
+    """Markers at the seeds' geometric mean with the geometric standard-deviation band as error
+    bars (`seed_stats`)."""
+    mean = np.asarray(stats_["mean"], float)
+    lo = np.clip(mean - np.asarray(stats_["lo"], float), 0, None)
+    hi = np.clip(np.asarray(stats_["hi"], float) - mean, 0, None)
+    return ax.errorbar(x, mean, yerr=[lo, hi], fmt=fmt, capsize=2.5, elinewidth=0.9, **kw)
+
+
+def record_stats(out: dict, key: str, values, axis: int = -1) -> dict:
+    """Store `seed_stats` of values under key (the mean), key_lo, key_hi; return the stats."""
+    st = seed_stats(values, axis)
+    out[key], out[f"{key}_lo"], out[f"{key}_hi"] = st["mean"], st["lo"], st["hi"]
+    return st

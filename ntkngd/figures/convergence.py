@@ -1,14 +1,15 @@
 """(a) Training loss against step for every method, at its lr = 1/alpha and at half of it:
-infinite-width theory (lines, from the network's own initial outputs) against the finite network
-trained in parameter space (markers)."""
+infinite-width theory (lines, from the first network's own initial outputs) against the finite
+networks trained in parameter space (markers: geometric mean over profile.seeds networks, bars:
+geometric standard deviation)."""
 from __future__ import annotations
 
 import numpy as np
 
 from .. import operator
 from ..engine import train
-from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, Context, floor_at, legend, quiet,
-                     save_figure, standard_setup, subplots)
+from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, Context, error_markers, floor_at,
+                     legend, quiet, record_stats, save_figure, standard_setup, subplots)
 
 NAME = "convergence"
 TITLE = "training loss against step, theory against finite-width training"
@@ -16,27 +17,37 @@ FRACTIONS = (1.0, 0.5)
 FLOOR = 1e-12
 
 
+def _runs(ctx: Context, s, m: str, seed: int) -> dict:
+    sm = s.for_method(m)              # K-FAC: Forster inputs when N > d (the paper's setting)
+    net, params, data, Ka = sm.net, sm.params, sm.data, sm.kernels
+
+    def run(damping=None):
+        res = {}
+        lr_opt = quiet(operator, m, Ka, 0.0).lr      # theory's 1/alpha (GD: 1/lambda_max)
+        for frac in FRACTIONS:
+            log = quiet(train, m, net, params, data, steps=ctx.profile.steps,
+                        lr=frac * lr_opt, damping=damping)
+            tag = f"{frac:g}"
+            res.update({f"lr_{tag}": log.lr, f"loss_{tag}": log.train_loss,
+                        f"theory_{tag}": log.pred_inf_train_loss,
+                        f"theory_emp_{tag}": log.pred_emp_train_loss})
+        return res
+    return ctx.cache.get_or_compute(m if seed == 0 else f"{m}_s{seed}", run)
+
+
 def compute(ctx: Context) -> dict:
     p = ctx.profile
-    s = standard_setup(p, seed=0)
-    out = {"steps": np.arange(p.steps + 1), "preprocessing": s.record()}
+    setups = [standard_setup(p, seed=k) for k in range(p.seeds)]
+    out = {"steps": np.arange(p.steps + 1), "preprocessing": setups[0].record(),
+           "seeds": p.seeds}
     for m in ctx.progress(METHOD_ORDER, desc=NAME):
-        sm = s.for_method(m)          # K-FAC: Forster inputs when N > d (the paper's setting)
-        net, params, data, Ka = sm.net, sm.params, sm.data, sm.kernels
-
-        def run(m=m, net=net, params=params, data=data, Ka=Ka, damping=None):
-            res = {}
-            lr_opt = quiet(operator, m, Ka, 0.0).lr      # theory's 1/alpha (GD: 1/lambda_max)
-            for frac in FRACTIONS:
-                log = quiet(train, m, net, params, data, steps=p.steps, lr=frac * lr_opt,
-                            damping=damping)
-                tag = f"{frac:g}"
-                res.update({f"lr_{tag}": log.lr, f"loss_{tag}": log.train_loss,
-                            f"theory_{tag}": log.pred_inf_train_loss,
-                            f"theory_emp_{tag}": log.pred_emp_train_loss})
-            return res
-        for k, v in ctx.cache.get_or_compute(m, run).items():
-            out[f"{m}/{k}"] = v
+        runs = [_runs(ctx, s, m, k) for k, s in enumerate(setups)]
+        for k, v in runs[0].items():          # theory and lr: the first network's
+            if not k.startswith("loss_"):
+                out[f"{m}/{k}"] = v
+        for frac in FRACTIONS:
+            tag = f"loss_{frac:g}"
+            record_stats(out, f"{m}/{tag}", np.stack([r[tag] for r in runs], axis=-1))
     return out
 
 
@@ -47,8 +58,10 @@ def plot(res: dict, ctx: Context) -> list:
         tag = f"{frac:g}"
         for m in METHOD_ORDER:
             ax.plot(t, floor_at(res[f"{m}/theory_{tag}"], FLOOR), "-", color=COLORS[m], lw=1.4)
-            ax.plot(t, floor_at(res[f"{m}/loss_{tag}"], FLOOR), MARKERS[m], color=COLORS[m],
-                    ms=6, mfc="none", label=LABELS[m])
+            st = {k: floor_at(res[f"{m}/loss_{tag}{sfx}"], FLOOR)
+                  for k, sfx in (("mean", ""), ("lo", "_lo"), ("hi", "_hi"))}
+            error_markers(ax, t, st, MARKERS[m], color=COLORS[m], ms=6, mfc="none",
+                          label=LABELS[m])
         ax.set_yscale("log")
         ax.set_xlabel("step")
         ax.set_ylabel("training loss")
@@ -56,6 +69,7 @@ def plot(res: dict, ctx: Context) -> list:
         ax.grid(alpha=0.3)
     axes[1].plot([], [], "-", color="k", label="theory (infinite width)")
     legend(axes[1], loc="upper right", ncol=1)
-    fig.suptitle(f"Training loss, width {ctx.profile.width}, N = {ctx.profile.n_train} "
-                 f"(theory below {FLOOR:g} drawn at {FLOOR:g})", fontsize=10)
+    fig.suptitle(f"Training loss, width {ctx.profile.width}, N = {ctx.profile.n_train}; markers: "
+                 f"geometric mean and spread of {res['seeds']} networks (theory: the first's; "
+                 f"values below {FLOOR:g} drawn at {FLOOR:g})", fontsize=9)
     return save_figure(fig, ctx, NAME)

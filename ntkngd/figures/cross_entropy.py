@@ -2,10 +2,12 @@
 ce_n_train points), infinite-width function-space theory (lines: `ce_predict` discrete map from the
 network's own initial outputs, same lr) against the finite network trained in parameter space
 (markers, `ntkngd.ce_engine.train_ce`). NGD-type methods use lr = 0.5 / alpha (half the
-function-space Newton step), so their training curves coincide in theory; GD uses
-N / lambda_max(Theta). K-FAC and unit-wise have no CE theory: their dashed lines are the
-block-pattern flow with their measured alpha (alpha_fit at initialization), training set only,
-and the legend gives the relative deviation of their first linearized step from alpha Hs^+ r."""
+function-space Newton step) with alpha the derived cross-entropy constant (docs/theory.md §5:
+K-FAC r + N (L - 2) + 1, unit-wise gamma sum M / (C - 1) + 1), so their training curves coincide
+in theory; GD uses N / lambda_max(Theta). K-FAC and unit-wise have no CE theory: their dashed
+lines are the block-pattern flow at that alpha, training set only, and the legend gives the fitted
+alpha and the relative deviation of their first linearized step from alpha_fit Hs^+ r. Digits for
+the quick profile, MNIST (classes 0..C-1, the bundled test split) for the paper profile."""
 from __future__ import annotations
 
 import numpy as np
@@ -26,8 +28,12 @@ FIELDS = ("train_loss", "test_loss", "train_acc", "test_acc", "pred_inf_train_lo
 
 
 def _dataset(p):
-    return data_mod.digits(n_train=p.ce_n_train, n_test=p.n_test,
-                           classes=tuple(range(p.ce_classes)), binary=False, seed=0)
+    classes = tuple(range(p.ce_classes))
+    if p.mnist:
+        return data_mod.load_mnist(p.data_dir, n_train=p.ce_n_train, n_test=p.n_test,
+                                   classes=classes, binary=False, seed=0)
+    return data_mod.digits(n_train=p.ce_n_train, n_test=p.n_test, classes=classes, binary=False,
+                           seed=0)
 
 
 def compute(ctx: Context) -> dict:
@@ -91,10 +97,11 @@ def plot(res: dict, ctx: Context) -> list:
     axes[0].plot([], [], "--", color="k", label="alpha_fit x block-pattern flow")
     legend(axes[0], loc="lower left", ncol=1)
     p = ctx.profile
-    fig.suptitle(f"Cross-entropy, digits {p.ce_classes} classes, N = {p.ce_n_train}, width "
+    fig.suptitle(f"Cross-entropy, {'MNIST' if p.mnist else 'digits'} {p.ce_classes} classes, "
+                 f"N = {p.ce_n_train}, width "
                  f"{p.width}, lr = 0.5/alpha (GD: N/lambda_max). Lines: theory; markers: "
                  f"finite-width training.\nK-FAC / unit-wise: no CE theory (dashed: exact-NGD "
-                 f"flow at their fitted alpha, training set only; test panels markers only)",
+                 f"flow at their derived alpha, training set only; test panels markers only)",
                  fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     return save_figure(fig, ctx, NAME)

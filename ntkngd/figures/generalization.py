@@ -45,7 +45,7 @@ SEEDS = 2             # networks (initial outputs f_0) averaged per point
 def _data(p, n: int, prep: str):
     """(dataset, note) or (None, reason) when the preparation does not exist at this N."""
     from .. import data as data_mod
-    ds = binary_data(p, n_train=n, whiten=prep == "whitened")
+    ds = binary_data(p.replace(data="digits"), n_train=n, whiten=prep == "whitened")
     if prep != "forster":
         return ds, ""
     if ds.n_train <= ds.input_dim:
@@ -267,8 +267,9 @@ def plot(res: dict, ctx: Context) -> list:
                  f"mean of {SEEDS} f_0) against width {res['width']} trained "
                  f"({res['steps']} NGD steps; GD: {res['gd_steps']} momentum steps to its fixed "
                  f"point; markers).\nTest losses above {CLIP:g} drawn at {CLIP:g}. Forster: "
-                 "no exact isotropic position exists for these digits (the authors' 100 "
-                 "iterations are used)" + _no_limit_note(res), fontsize=9)
+                 "isotropic in the span shared by the training inputs (pixels used by too few "
+                 "images removed; the authors' 100 iterations)" + _no_limit_note(res),
+                 fontsize=9)
     return save_figure(fig, ctx, NAME)
 
 

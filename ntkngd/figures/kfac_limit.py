@@ -16,7 +16,8 @@ import numpy as np
 from .. import mlp
 from .. import data as data_mod
 from ..dynamics import mse
-from .common import Context, data_record, init_params, legend, one_step, save_figure, subplots
+from .common import (Context, data_record, error_markers, init_params, legend, one_step,
+                     power_fit, save_figure, seed_stats, subplots)
 
 NAME = "kfac_limit"
 TITLE = "K-FAC one-step fall and test gap against the input Gram's condition number"
@@ -24,7 +25,6 @@ MIXES = (0.0, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 DAMPINGS = (1e-12, 1e-10, 1e-8, 1e-6, 1e-4, 1e-2)
 WIDTHS = {"tiny": (64, 256)}
 METHODS = ("kfac", "exact")
-SEEDS = 2
 MAX_N = 48
 
 
@@ -80,8 +80,18 @@ def _one(p, ds, method: str, width: int, damping: float, seed: int) -> dict:
             "test_loss": mse(r["f1t"], ds.y_test), "theory_test_loss": mse(theory_t, ds.y_test)}
 
 
-def _mean(rows: list) -> dict:
-    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+def _seeds(rows: list) -> dict:
+    """Every seed's value of each quantity (arrays over seeds)."""
+    return {k: np.array([r[k] for r in rows], float) for k in rows[0]}
+
+
+def _store(out: dict, prefix: str, r: dict) -> None:
+    """Append the geometric mean and spread over seeds of each quantity (`seed_stats`)."""
+    for k, v in r.items():
+        st = seed_stats(v)
+        for sfx, key in (("", "mean"), ("_lo", "lo"), ("_hi", "hi")):
+            out.setdefault(f"{prefix}/{k}{sfx}", []).append(float(st[key]))
+        out.setdefault(f"{prefix}/{k}_seeds", []).append(np.asarray(v, float))
 
 
 def compute(ctx: Context) -> dict:
@@ -100,16 +110,24 @@ def compute(ctx: Context) -> dict:
         out["preprocessing"][f"{mix:g}"] = data_record(ds)
     jobs = [(m, w, mix) for m in METHODS for w in ws for mix in MIXES]
     for m, w, mix in ctx.progress(jobs, desc=NAME):
-        r = ctx.cache.get_or_compute(f"{m}_w{w}_mix{mix:g}", lambda m=m, w=w, mix=mix: _mean(
-            [_one(p, sets[mix], m, int(w), 0.0, s) for s in range(SEEDS)]))
-        for k, v in r.items():
-            out.setdefault(f"{m}/w{w}/{k}", []).append(v)
+        r = ctx.cache.get_or_compute(f"{m}_w{w}_mix{mix:g}_s{p.seeds}",
+                                     lambda m=m, w=w, mix=mix: _seeds(
+            [_one(p, sets[mix], m, int(w), 0.0, s) for s in range(p.seeds)]))
+        _store(out, f"{m}/w{w}", r)
     for w in ws:
         for rho in DAMPINGS:
-            r = ctx.cache.get_or_compute(f"kfac_w{w}_rho{rho:g}", lambda w=w, rho=rho: _mean(
-                [_one(p, sets[0.0], "kfac", int(w), rho, s) for s in range(SEEDS)]))
-            for k, v in r.items():
-                out.setdefault(f"kfac_damped/w{w}/{k}", []).append(v)
+            r = ctx.cache.get_or_compute(f"kfac_w{w}_rho{rho:g}_s{p.seeds}",
+                                         lambda w=w, rho=rho: _seeds(
+                [_one(p, sets[0.0], "kfac", int(w), rho, s) for s in range(p.seeds)]))
+            _store(out, f"kfac_damped/w{w}", r)
+    out["seeds"] = p.seeds
+    for m in METHODS:        # the kept loss at the raw inputs against width: c M^slope
+        for key in ("fall", "test_gap"):
+            fit = power_fit(ws, np.array([out[f"{m}/w{w}/{key}_seeds"][0] for w in ws]))
+            out[f"{m}/raw_{key}_slope"] = fit["slope"]
+            out[f"{m}/raw_{key}_slope_ci95"] = fit["ci95"]
+    for k in [k for k in out if k.endswith("_seeds")]:
+        out[k] = np.array(out[k])
     return out
 
 
@@ -121,16 +139,20 @@ def plot(res: dict, ctx: Context) -> list:
     for ax, key, ylabel in ((axes[0], "fall", r"$L_1 / L_0$ (theory: 0)"),
                             (axes[1], "test_gap", r"$\|f'_1 - f'^{theory}_1\| / \|f_0 - y\|$")):
         for w, sh in zip(ws, shades):
-            ax.plot(kappa, res[f"kfac/w{w}/{key}"], "D-", color=(0.1, 0.5 * sh + 0.2, 0.1),
-                    mfc="none", label=f"K-FAC, width {w}")
-            ax.plot(kappa, res[f"exact/w{w}/{key}"], "o--", color=str(0.7 - 0.5 * sh), mfc="none",
-                    label=f"exact NGD, width {w}")
+            for m, fmt, color, name in (("kfac", "D-", (0.1, 0.5 * sh + 0.2, 0.1), "K-FAC"),
+                                        ("exact", "o--", str(0.7 - 0.5 * sh), "exact NGD")):
+                st = {k: np.asarray(res[f"{m}/w{w}/{key}{sfx}"])
+                      for k, sfx in (("mean", ""), ("lo", "_lo"), ("hi", "_hi"))}
+                error_markers(ax, kappa, st, fmt, color=color, mfc="none",
+                              label=f"{name}, width {w}")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel(r"condition number $\kappa$ of the input Gram $X X^\top$")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3, which="both")
-    axes[0].set_title(f"one step at lr = 1/alpha (N = {res['n_train']})", fontsize=9)
+    axes[0].set_title(f"one step at lr = 1/alpha (N = {res['n_train']}; {res['seeds']} networks; "
+                      f"raw K-FAC ~ M^{res['kfac/raw_fall_slope']:.2f}"
+                      f"+-{res['kfac/raw_fall_slope_ci95']:.2f})", fontsize=8)
     axes[1].set_title("test outputs after one step vs theory", fontsize=9)
     legend(axes[0], loc="upper left")
     rho = np.asarray(res["dampings"])

@@ -1,5 +1,6 @@
-"""Sizes of the figure runs. `quick` fits the README's 10-minute budget on 2 cores; `paper` is the
-paper's scale (N = 100, width 4096, MNIST when `data_dir` points at it); `tiny` is for tests."""
+"""Sizes of the figure runs. `quick` fits the README's 10-minute budget on 2 cores (the 8 x 8
+digits); `paper` is the paper's scale and data (N = 100, width 4096, MNIST 0 vs 1 drawn from the
+test split bundled with ntkngd, or from `data_dir`); `tiny` is for tests."""
 from __future__ import annotations
 
 import dataclasses
@@ -16,7 +17,7 @@ class Profile:
     depth: int = 3
     steps: int = 8            # training steps in the convergence figures
     gap_widths: tuple = (64, 128, 256, 512, 1024)
-    seeds: int = 2            # networks averaged per width in the gap figure
+    seeds: int = 5            # networks per finite-width marker (mean and spread)
     lr_fractions: tuple = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
     max_depth: int = 12       # block tri-diagonal alpha against depth
     kfac_dim: int = 20        # input dimension of the K-FAC N/d sweep
@@ -24,9 +25,16 @@ class Profile:
     ce_classes: int = 3       # cross-entropy figure: classes of digits
     ce_n_train: int = 30
     dtype: str = "float64"
-    data_dir: Optional[str] = None   # MNIST files (IDX or npz); None -> scikit-learn digits
+    data: str = "digits"      # "digits" (scikit-learn's 8 x 8) or "mnist"
+    data_dir: Optional[str] = None   # MNIST files (IDX or npz; implies data="mnist"); None with
+    #                                  data="mnist": the test split bundled with ntkngd
 
     replace = dataclasses.replace
+
+    @property
+    def mnist(self) -> bool:
+        """Whether the figures' data are MNIST (bundled or from data_dir)."""
+        return self.data == "mnist" or self.data_dir is not None
 
     def config(self) -> dict:
         """Every field as a dict (part of the cache key)."""
@@ -38,10 +46,10 @@ PROFILES = {
                     seeds=1, lr_fractions=(0.5, 1.0, 1.5), max_depth=6, kfac_dim=6,
                     unit_widths=(32, 128), ce_n_train=9, ce_classes=3),
     "quick": Profile("quick", n_train=40, n_test=100, width=1024, steps=8,
-                     gap_widths=(64, 128, 256, 512, 1024, 2048), seeds=2),
+                     gap_widths=(64, 128, 256, 512, 1024, 2048)),
     "paper": Profile("paper", n_train=100, n_test=100, width=4096, steps=10,
-                     gap_widths=(256, 512, 1024, 2048, 4096), seeds=2,
-                     unit_widths=(256, 512, 1024, 2048, 4096), ce_n_train=100),
+                     gap_widths=(256, 512, 1024, 2048, 4096),
+                     unit_widths=(256, 512, 1024, 2048, 4096), ce_n_train=100, data="mnist"),
 }
 
 
