@@ -72,16 +72,21 @@ def test_experimental_subpackage_still_importable_on_demand():
         assert out.stdout.split() == ["True", "True", "module", "True", "True"]
 
 
+def _dist_key(name: str) -> str:
+    """A distribution name normalized as PEP 503 does (case, runs of -_. folded to -)."""
+    import re
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def _lock() -> dict:
     """requirements.lock as {normalized name: version}."""
-    import re
     pins = {}
     with open(os.path.join(ROOT, "requirements.lock")) as fh:
         for line in fh:
             line = line.split("#")[0].strip()
             if line:
                 name, version = line.split("==")
-                pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+                pins[_dist_key(name)] = version
     return pins
 
 
@@ -94,7 +99,7 @@ def test_lock_file_pins_a_lean_stack():
     with open(os.path.join(ROOT, "pyproject.toml")) as fh:
         direct = re.findall(r'"([A-Za-z0-9_.-]+)==([^"]+)"', fh.read())
     for name, version in direct:
-        key = re.sub(r"[-_.]+", "-", name).lower()
+        key = _dist_key(name)
         if key not in ("tensorflow", "tf2jax"):
             assert pins.get(key) == version, (name, version, pins.get(key))
 
@@ -105,8 +110,7 @@ def test_locked_environment_runs_the_public_api_without_tensorflow():
     kernels, every built-in operator, predict, isotropy, a finite-width direction and training,
     CNN blocks."""
     from importlib import metadata
-    import re
-    installed = {re.sub(r"[-_.]+", "-", d.metadata["Name"]).lower(): d.version
+    installed = {_dist_key(d.metadata["Name"]): d.version
                  for d in metadata.distributions()}
     extra = set(installed) - set(_lock()) - {"ntkngd", "pip", "setuptools"}
     assert not extra, f"the test environment is not the locked one: {sorted(extra)}"
