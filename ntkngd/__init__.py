@@ -60,6 +60,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "ce_direction": (".ce_engine", "ce_direction"),
     "train_ce": (".ce_engine", "train_ce"),
     "data": (".data", None),
+    "sharded": (".sharded", None),
     "stax": ("neural_tangents.stax", None),
 }
 

@@ -193,6 +193,10 @@ def predict(op: Operator, f0_train: Any, y_train: Any, f0_test: Any = None, *,
     the flow at those times. lr defaults to op.lr (1/alpha). Outputs are (N, C) arrays
     (a 1-D vector when C = 1 is accepted); y_test adds test losses.
     """
+    if getattr(op, "is_sharded", False):   # hook: sharded backend (ntkngd.sharded)
+        from .sharded.trajectory import predict as sharded_predict
+        return sharded_predict(op, f0_train, y_train, f0_test, lr=lr, steps=steps, times=times,
+                               continuous=continuous, y_test=y_test)
     from .loss_dynamics import LossOperator
     if isinstance(op, LossOperator):   # non-quadratic loss: ODE / discrete map (ntkngd.flows)
         from .cross_entropy import loss_predict

@@ -22,6 +22,9 @@ def operator(method: Union[str, BlockPattern, Method], kernels: Kernels,
     operator (an `Operator`); any other loss the state-dependent G(f) of `ntkngd.cross_entropy`
     (a `LossOperator`, callable on (f, y)).
     """
+    if getattr(kernels, "is_sharded", False):   # hook: sharded backend (ntkngd.sharded)
+        from .sharded.operators import operator as sharded_operator
+        return sharded_operator(method, kernels, damping, loss)
     if not isinstance(kernels, Kernels):
         raise TypeError(f"kernels must be an ntkngd.Kernels (from analytic_kernels or "
                         f"empirical_kernels), got {type(kernels).__name__}")

@@ -1,0 +1,198 @@
+"""Per-layer infinite-width kernels computed tile by tile and placed row-sharded over a device mesh.
+
+Each device's row block (b = Np / P training points) is computed in row tiles of `tile` points
+against all training (and test) points by the library's own layer recursion
+(`ntkngd.kernels._tap_layers`, neural-tangents' kernel_fn), and only that block is placed on the
+device: no device (and no process) ever holds a full N x N matrix. Stored per layer l:
+
+    fwd_train[l]   Q_l(X, X)       (Np, Np)
+    bwd_train[l]   B_l(X, X)       (Np, Np), l < L only (B_L = 1 1^T is not stored)
+    fwd_test_t[l]  Q_l(X', X)^T    (Np, N')  (transposed: rows are training points too)
+    bwd_test_t[l]  B_l(X', X)^T    (Np, N'), l < L only
+
+in the storage dtype (float32 halves the memory; the solves and products then accumulate in the
+compute dtype, float64 under jax_enable_x64). Theta_l = Q_l o B_l is formed on demand (`block`),
+the same elementwise product as the dense path. The diagonal tile of each row tile is recomputed
+with x2 = None (neural-tangents' exact diagonal: passing x1 twice loses ~sqrt(eps) there). Ghost
+rows (Np > N) hold the identity in training kernels and zeros in test kernels.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+from .. import _checks
+from . import mesh as meshes
+
+TILE = 512          # rows of one kernel tile (memory of neural-tangents' intermediates ~ TILE x N)
+
+
+@dataclass(frozen=True, eq=False)
+class ShardedKernels:
+    """Row-sharded per-layer kernels (module docstring); `cache` holds factorizations shared by
+    the operators built on them (`clear_cache()` frees them)."""
+
+    fwd_train: tuple
+    bwd_train: tuple
+    fwd_test_t: Optional[tuple]
+    bwd_test_t: Optional[tuple]
+    first_inputs_train: np.ndarray
+    first_inputs_test: Optional[np.ndarray]
+    n_train: int
+    n_test: int
+    out_dim: int
+    network: Any
+    mesh: Any
+    input_dim: int
+    storage_dtype: np.dtype
+    compute_dtype: np.dtype
+    cache: dict = field(default_factory=dict, repr=False)
+
+    is_sharded = True
+    kron_outputs = True
+    is_infinite_width = True
+    replace = dataclasses.replace
+
+    @property
+    def depth(self) -> int:
+        return len(self.fwd_train)
+
+    @property
+    def has_test(self) -> bool:
+        return self.fwd_test_t is not None
+
+    @property
+    def devices(self) -> int:
+        return int(self.mesh.devices.size)
+
+    @property
+    def padded(self) -> int:
+        """Np: N rounded up to a multiple of the device count."""
+        return int(self.fwd_train[0].shape[0])
+
+    def block(self, l: int):
+        """Theta_l(X, X) = Q_l o B_l, row-sharded (Q_L for the output layer, B_L = 1)."""
+        return _product(self.fwd_train[l], self.bwd_train[l] if l < self.depth - 1 else None)
+
+    def test_block_t(self, l: int):
+        """Theta_l(X', X)^T, row-sharded (Np, N')."""
+        return _product(self.fwd_test_t[l], self.bwd_test_t[l] if l < self.depth - 1 else None)
+
+    def cached(self, key: str, compute):
+        """compute() once per kernels object and key."""
+        if key not in self.cache:
+            self.cache[key] = compute()
+        return self.cache[key]
+
+    def clear_cache(self) -> None:
+        """Drop every cached factorization and formed total."""
+        self.cache.clear()
+
+    def nbytes_per_device(self) -> int:
+        """Bytes of stored kernels on the busiest device."""
+        arrays = [a for group in (self.fwd_train, self.bwd_train, self.fwd_test_t or (),
+                                  self.bwd_test_t or ()) for a in group if a is not None]
+        return sum(a.addressable_shards[0].data.nbytes for a in arrays)
+
+
+def _product(a, b):
+    if b is None:
+        return a
+    from .linalg import hadamard
+    return hadamard(a, b)
+
+
+def _row_tiles(lo: int, hi: int, tile: int):
+    for s in range(lo, hi, tile):
+        yield s, min(s + tile, hi)
+
+
+def _fill_block(net, x, xt, rows: tuple[int, int], n_pad: int, L: int, dtype, tile: int):
+    """Host arrays of one device's row block [lo, hi): fwd (L, b, Np), bwd (L - 1, b, Np) and
+    test fwd/bwd (., b, N'), rows beyond N are ghosts."""
+    from ..kernels import _tap_layers
+    import jax.numpy as jnp
+    lo, hi = rows
+    n, b = x.shape[0], hi - lo
+    fwd = np.zeros((L, b, n_pad), dtype)
+    bwd = np.zeros((L - 1, b, n_pad), dtype)
+    tf = None if xt is None else np.zeros((L, b, xt.shape[0]), dtype)
+    tb = None if xt is None else np.zeros((L - 1, b, xt.shape[0]), dtype)
+    for s, e in _row_tiles(lo, min(hi, n), tile):
+        xs = x[s:e]
+        k = _tap_layers(net, xs, jnp.asarray(x))
+        d = _tap_layers(net, xs, None)           # exact diagonal tile
+        _checks.finite_kernels({"blocks_train": k.blocks, "nngp_train": k.nngp}, np.asarray(xs))
+        r = slice(s - lo, e - lo)
+        fwd[:, r, :n] = np.asarray(k.fwd)
+        bwd[:, r, :n] = np.asarray(k.bwd[:-1])
+        fwd[:, r, s:e] = np.asarray(d.fwd)
+        bwd[:, r, s:e] = np.asarray(d.bwd[:-1])
+        if xt is not None:
+            kt = _tap_layers(net, xs, xt)
+            _checks.finite_kernels({"blocks_test": kt.blocks, "nngp_test": kt.nngp},
+                                   np.asarray(xs))
+            tf[:, r] = np.asarray(kt.fwd)
+            tb[:, r] = np.asarray(kt.bwd[:-1])
+    for i in range(max(lo, n), hi):             # ghost points: decoupled identity rows
+        fwd[:, i - lo, i] = 1.0
+        bwd[:, i - lo, i] = 1.0
+    return fwd, bwd, tf, tb
+
+
+def _assemble(mesh, shape, pieces: list):
+    """A row-sharded global array from this process's per-device host blocks."""
+    import jax
+    arrays = [jax.device_put(a, d) for d, a in pieces]
+    return jax.make_array_from_single_device_arrays(shape, meshes.rows(mesh), arrays)
+
+
+def sharded_kernels(net, x_train: Any, x_test: Any = None, mesh=None, tile: int = 0,
+                    storage=None) -> ShardedKernels:
+    """Infinite-width per-layer kernels of an MLP `net`, row-sharded over `mesh` (module
+    docstring). tile: rows per kernel tile (0: TILE); storage: dtype of the stored kernels (None:
+    JAX's default float; float32 halves the memory, the arithmetic stays in JAX's default float).
+    Every process of a multi-process run passes the same inputs and computes its own rows."""
+    from ..network import Network
+    import jax.numpy as jnp
+    if getattr(net, "is_serial", False) or not isinstance(net, Network):
+        raise TypeError(f"the sharded backend needs an ntkngd MLP (ntkngd.mlp), got "
+                        f"{type(net).__name__}")
+    P = meshes.check_mesh(mesh)
+    tile = TILE if not tile else _checks.positive_int(tile, "tile")
+    cdt = np.dtype(jnp.zeros(()).dtype)
+    sdt = cdt if storage is None else np.dtype(storage)
+    if sdt.kind != "f" or sdt.itemsize > cdt.itemsize:
+        raise ValueError(f"storage must be a float dtype no wider than the compute dtype {cdt}, "
+                         f"got {sdt}")
+    x = jnp.asarray(_checks.inputs(x_train, "x_train"), cdt)
+    n, d = x.shape
+    xt = None if x_test is None else jnp.asarray(_checks.inputs(x_test, "x_test", dim=d), cdt)
+    L, n_pad = net.depth, meshes.padded(n, P)
+    b = n_pad // P
+    parts: dict[str, list] = {"fwd": [], "bwd": [], "tf": [], "tb": []}
+    for dev, p in meshes.local_row_blocks(mesh):
+        blocks = _fill_block(net, x, xt, (p * b, (p + 1) * b), n_pad, L, sdt, tile)
+        for key, arr in zip(parts, blocks):
+            parts[key].append((dev, arr))
+        del blocks
+
+    def place(key: str, cols: int, count: int) -> tuple:
+        out = []
+        for l in range(count):
+            out.append(_assemble(mesh, (n_pad, cols), [(dv, a[l]) for dv, a in parts[key]]))
+        parts[key] = []          # the host copies go as soon as the device copies exist
+        return tuple(out)
+
+    fwd, bwd = place("fwd", n_pad, L), place("bwd", n_pad, L - 1) + (None,)
+    tf = tb = None
+    if xt is not None:
+        tf, tb = place("tf", xt.shape[0], L), place("tb", xt.shape[0], L - 1) + (None,)
+    from ..kernels import first_layer_inputs
+    return ShardedKernels(fwd, bwd, tf, tb, np.asarray(first_layer_inputs(net, x)),
+                          None if xt is None else np.asarray(first_layer_inputs(net, xt)),
+                          n, 0 if xt is None else int(xt.shape[0]), net.out_dim, net, mesh, d,
+                          sdt, cdt)

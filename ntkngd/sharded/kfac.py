@@ -1,0 +1,108 @@
+"""K-FAC's undamped function-space operator on row-sharded kernels (ntkngd.methods.kfac, rho = 0).
+
+Per layer the dense operator is N [Q_l Q_l^+] o [B_l B_l^+] on the training points and
+N [Q_l' Q_l^+] o [B_l' B_l^+] on the test points. Here:
+  first layer, Q-part: from the features Ht (N x p, p = d + 1): with Ht^T Ht = V diag(w) V^T on
+      its kept spectrum (the dtype's rank cut, `ntkngd.linalg.kept_spectrum`) and
+      A = Ht V_k diag(w_k)^{-1/2}: Q_1 Q_1^+ = A A^T (the projector P_X; diagonal diag(P_X) on
+      the training points) and (Q_1' Q_1^+)^T = A (Ht' V_k diag(w_k)^{-1/2})^T, row-sharded;
+  other layers, Q-part and every B-part but the output layer's: the distributed Cholesky factor
+      (positive definite, else NotImplementedError): train part I, test part F^{-1} F'^T by
+      block substitution with the N' right-hand sides row-sharded (`linalg.solve_rows`);
+  output layer, B_L = 1 1^T: B_L B_L^+ = 1 1^T / N (closed form).
+So G = diag(N diag(P_X) + N (L - 2) + 1) and G'^T (N x N') is accumulated row-sharded; no device
+holds more than its rows of any N x N or N x N' matrix.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from .. import linalg as dense_linalg
+from .._checks import TheoryConditionWarning
+from . import linalg
+from .kernels import ShardedKernels
+
+
+def _first_layer(K: ShardedKernels):
+    """(A padded (Np, k), Ht' basis (N', k) or None, rank k) of the first layer's features."""
+    import jax.numpy as jnp
+    cdt = K.compute_dtype
+    ht = jnp.asarray(K.first_inputs_train, cdt)
+    w, v, keep = dense_linalg.kept_spectrum(dense_linalg.symmetrized(ht.T @ ht))
+    keep = np.asarray(keep)
+    k = int(keep.sum())
+    basis = np.asarray(v)[:, keep] / np.sqrt(np.asarray(w)[keep])
+    a = np.asarray(ht) @ basis
+    bt = None if K.first_inputs_test is None else np.asarray(K.first_inputs_test, cdt) @ basis
+    return linalg.pad_rows(a, K.padded), bt, k
+
+
+def _solved_t(K, factor, rhs_t):
+    """F^{-1} F'^T (Np, N') row-sharded."""
+    return linalg.solve_rows(factor.l, rhs_t)
+
+
+def _accumulate(z, x, y, scale: float):
+    """z + scale x o y (y None: z + x), row-sharded, one pass."""
+    import jax
+    if y is None:
+        return x if z is None else jax.jit(lambda a, b: a + b)(z, x)
+    if z is None:
+        return jax.jit(lambda a, b: scale * a * b)(x, y)
+    return jax.jit(lambda c, a, b: c + scale * a * b)(z, x, y)
+
+
+def _features_test(K, a_pad: np.ndarray, bt: np.ndarray):
+    """(Q_1' Q_1^+)^T = A bt^T (Np, N'), row-sharded."""
+    import jax
+    a = linalg.rows_from_host(a_pad, K.mesh, K.compute_dtype)
+    from . import mesh as meshes
+    b = meshes.put_replicated(bt, K.mesh, K.compute_dtype)
+    return jax.jit(lambda x, y: x @ y.T, out_shardings=meshes.rows(K.mesh))(a, b)
+
+
+def operator(K: ShardedKernels, damping: float = 0.0):
+    """The undamped K-FAC operator (module docstring) as a `ShardedOperator`."""
+    from .operators import ShardedOperator, _factor, _pad, _require_pd
+    if damping != 0:
+        raise NotImplementedError("kfac: the damped K-FAC operator is not in the sharded backend "
+                                  "(use damping = 0 or the dense path)")
+    n, L, cdt = K.n_train, K.depth, K.compute_dtype
+    a_pad, bt, rank_q1 = _first_layer(K)
+    if L == 1 and rank_q1 < n:
+        raise NotImplementedError("kfac: a one-layer network with N > d + 1 has a non-diagonal "
+                                  "operator; use the dense path")
+    fq = {f"Q_{l + 1}": _factor(K, f"fwd{l}", lambda l=l: K.fwd_train[l]) for l in range(1, L)}
+    fb = {f"B_{l + 1}": _factor(K, f"bwd{l}", lambda l=l: K.bwd_train[l]) for l in range(L - 1)}
+    _require_pd(K, {**fq, **fb}, "kfac: forward/backward Gram(s)")
+    p_diag = np.sum(a_pad[:n] ** 2, axis=1)
+    first = p_diag if rank_q1 < n else np.ones(n)
+    diag = (n * first if L > 1 else first) + n * max(L - 2, 0) + (1.0 if L > 1 else 0.0)
+    z = None
+    if K.has_test:
+        for l in range(L):
+            x = _features_test(K, a_pad, bt) if l == 0 else \
+                _solved_t(K, fq[f"Q_{l + 1}"], K.fwd_test_t[l])
+            y = None if l == L - 1 else _solved_t(K, fb[f"B_{l + 1}"], K.bwd_test_t[l])
+            z = _accumulate(z, x, y, float(n))
+            del x, y
+    conditions = {"N <= d (first-layer input Gram invertible)": rank_q1 == n,
+                  "every forward Gram invertible": rank_q1 == n,
+                  "N C <= width (backward Grams invertible)": True,
+                  "damping == 0": True}
+    notes = ["literal K-FAC: the output layer contributes 1 (the paper's N L rescales it to N)"]
+    if rank_q1 < n:
+        msg = (f"K-FAC: the first-layer input Gram has rank {rank_q1} < N = {n}: the first layer "
+               "contributes N diag(P_X), diagonal but not isotropic unless the inputs are in "
+               "isotropic position (ntkngd.data.forster_transform)")
+        warnings.warn(msg, TheoryConditionWarning)
+        notes.append(msg)
+    alpha = float(n * (L - 1) + 1) if all(conditions.values()) else None
+    test = None
+    if z is not None:
+        test = lambda v: linalg.rmatvec(z, _pad(K, v), cdt)   # noqa: E731
+    kind = "isotropic" if np.all(diag == diag[0]) else "diagonal"
+    return ShardedOperator("kfac", kind, K, 0.0, alpha, conditions, tuple(notes),
+                           diag=diag, test=test)
