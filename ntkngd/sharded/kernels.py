@@ -11,8 +11,10 @@ device: no device (and no process) ever holds a full N x N matrix. Stored per la
     bwd_test_t[l]  B_l(X', X)^T    (Np, N'), l < L only
 
 in the storage dtype (float32 halves the memory; the solves and products then accumulate in the
-compute dtype, float64 under jax_enable_x64). Theta_l = Q_l o B_l is formed on demand (`block`),
-the same elementwise product as the dense path. The diagonal tile of each row tile is recomputed
+compute dtype, float64 under jax_enable_x64). Theta_l = Q_l o B_l is formed on demand (`block`)
+in the compute dtype: the same elementwise product as the dense path, and exact for float32
+factors (24 + 24 significant bits fit float64's 53), so float32 storage computes exactly what the
+float64 path computes on kernels rounded once to float32. The diagonal tile of each row tile is recomputed
 with x2 = None (neural-tangents' exact diagonal: passing x1 twice loses ~sqrt(eps) there). Ghost
 rows (Np > N) hold the identity in training kernels and zeros in test kernels.
 """
@@ -74,12 +76,13 @@ class ShardedKernels:
         return int(self.fwd_train[0].shape[0])
 
     def block(self, l: int):
-        """Theta_l(X, X) = Q_l o B_l, row-sharded (Q_L for the output layer, B_L = 1)."""
-        return _product(self.fwd_train[l], self.bwd_train[l] if l < self.depth - 1 else None)
+        """Theta_l(X, X) = Q_l o B_l in the compute dtype, row-sharded (Q_L for the output layer,
+        B_L = 1)."""
+        return _product(self.fwd_train[l], self.bwd_train[l], self.compute_dtype)
 
     def test_block_t(self, l: int):
-        """Theta_l(X', X)^T, row-sharded (Np, N')."""
-        return _product(self.fwd_test_t[l], self.bwd_test_t[l] if l < self.depth - 1 else None)
+        """Theta_l(X', X)^T in the compute dtype, row-sharded (Np, N')."""
+        return _product(self.fwd_test_t[l], self.bwd_test_t[l], self.compute_dtype)
 
     def cached(self, key: str, compute):
         """compute() once per kernels object and key."""
@@ -98,11 +101,9 @@ class ShardedKernels:
         return sum(a.addressable_shards[0].data.nbytes for a in arrays)
 
 
-def _product(a, b):
-    if b is None:
-        return a
+def _product(a, b, dtype):
     from .linalg import hadamard
-    return hadamard(a, b)
+    return hadamard(a, b, dtype)
 
 
 def _row_tiles(lo: int, hi: int, tile: int):

@@ -37,19 +37,14 @@ def _specs():
 
 
 @functools.lru_cache(maxsize=None)
-def _elementwise():
+def _hadamard(dtype: str):
     jax, _, _ = _jax()
-    return jax.jit(lambda a, b: a * b), jax.jit(lambda a, b: a + b)
+    return jax.jit(lambda a, b: a.astype(dtype) if b is None else a.astype(dtype) * b.astype(dtype))
 
 
-def hadamard(a, b):
-    """a o b, keeping a's row sharding."""
-    return _elementwise()[0](a, b)
-
-
-def add(a, b):
-    """a + b, keeping the row sharding."""
-    return _elementwise()[1](a, b)
+def hadamard(a, b, dtype):
+    """a o b (b None: a) in `dtype`, keeping a's row sharding."""
+    return _hadamard(np.dtype(dtype).name)(a, b)
 
 
 @functools.lru_cache(maxsize=None)

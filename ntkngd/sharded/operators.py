@@ -118,21 +118,30 @@ class ShardedOperator:
     @property
     def extremes(self) -> tuple[float, float]:
         """(lambda_max, lambda_min) of G: exact for isotropic and diagonal G; otherwise Lanczos
-        on G for lambda_max (to 1e-13 relative) and on G^{-1} (by the Cholesky factor: gd) for
-        lambda_min (to 1e-6; krylov.largest_eigenvalue)."""
+        on G for lambda_max (to 1e-13 relative) and on G^{-1} for lambda_min (to 1e-6), NaN
+        where G^{-1} is not cheap (`lowest`)."""
         if self.diag is not None:
             return float(self.diag.max()), float(self.diag.min())
+        return self.largest_eigenvalue, self.lowest(1e-6)
 
-        def compute():
-            top = krylov.largest_eigenvalue(self.train_apply, self.n_train)
-            if self._inverse_cheap:
-                return top, 1.0 / krylov.largest_eigenvalue(self.pinv_apply, self.n_train, 1e-6)
-            return top, float("nan")
-        return self._memoized("extremes", compute)
+    def lowest(self, tol: float) -> float:
+        """lambda_min of G by Lanczos on G^{-1} (Cholesky solves: gd) to `tol` relative; the
+        estimate is >= lambda_min (Ritz values of G^{-1} lie below its largest eigenvalue). NaN
+        where G^{-1} is not cheap (damped operators: conjugate gradients)."""
+        if self.diag is not None:
+            return float(self.diag.min())
+        if not self._inverse_cheap:
+            return float("nan")
+        return self._memoized(f"lowest{tol!r}", lambda: 1.0 / krylov.largest_eigenvalue(
+            self.pinv_apply, self.n_train, tol))
 
     @property
     def largest_eigenvalue(self) -> float:
-        return self.extremes[0]
+        """lambda_max(G) (Lanczos to 1e-13 relative for symmetric G)."""
+        if self.diag is not None:
+            return float(self.diag.max())
+        return self._memoized("largest", lambda: krylov.largest_eigenvalue(self.train_apply,
+                                                                            self.n_train))
 
     @property
     def spectrum(self) -> np.ndarray:
@@ -180,18 +189,20 @@ def _require_pd(K, factors: dict, what: str) -> None:
 
 
 def _total(K: ShardedKernels, test: bool):
-    """sum_l Theta_l (train, Np x Np) or its test counterpart (transposed, Np x N'), cached."""
+    """sum_l Theta_l (train, Np x Np) or its test counterpart (transposed, Np x N'), in the
+    compute dtype, cached."""
     def compute():
         import jax
         f = K.fwd_test_t if test else K.fwd_train
         b = K.bwd_test_t if test else K.bwd_train
-        cdt, sdt = K.compute_dtype, K.storage_dtype
+        cdt = K.compute_dtype
 
-        def summed(fs, bs):
+        def summed(fs, bs):     # Theta_1 + ... + Theta_L, the dense path's blocks.sum(0)
+            terms = [q.astype(cdt) * r.astype(cdt) for q, r in zip(fs[:-1], bs)]
             acc = fs[-1].astype(cdt)
-            for q, r in zip(fs[:-1], bs):
-                acc = acc + q.astype(cdt) * r.astype(cdt)
-            return acc.astype(sdt)
+            for term in reversed(terms):
+                acc = term + acc
+            return acc
         return jax.jit(summed)(tuple(f), tuple(b[:-1]))
     return K.cached("total_test" if test else "total", compute)
 

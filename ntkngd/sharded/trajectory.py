@@ -75,8 +75,8 @@ def _spectral(op: ShardedOperator, t: np.ndarray, lr: float, continuous: bool, g
 
 def _fixed_point(op: ShardedOperator, lr: float, continuous: bool, g: np.ndarray):
     """(residual, G^D g) at t = inf (module docstring), each (N, C)."""
-    if op.kind == "symmetric":
-        top, low = op.extremes
+    if op.kind == "symmetric":     # a 1% estimate of lambda_min (from above) decides the cut
+        top, low = op.largest_eigenvalue, op.lowest(1e-2)
         if not np.isnan(low) and low <= RANK_CUT * top:
             raise NotImplementedError(f"{op.name}: G has eigenvalues below {RANK_CUT:g} x the "
                                       "largest (a numerical null space); use the dense path")
