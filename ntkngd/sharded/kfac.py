@@ -8,13 +8,15 @@ N [Q_l' Q_l^+] o [B_l' B_l^+] on the test points. Here:
       the training points) and (Q_1' Q_1^+)^T = A (Ht' V_k diag(w_k)^{-1/2})^T, row-sharded;
   other layers, Q-part and every B-part but the output layer's: the distributed Cholesky factor
       (positive definite, else NotImplementedError): train part I, test part F^{-1} F'^T by
-      block substitution with the N' right-hand sides row-sharded (`linalg.solve_rows`);
+      block substitution with the N' right-hand sides row-sharded (`linalg.solve_rows`), one
+      factor alive at a time;
   output layer, B_L = 1 1^T: B_L B_L^+ = 1 1^T / N (closed form).
 So G = diag(N diag(P_X) + N (L - 2) + 1) and G'^T (N x N') is accumulated row-sharded; no device
 holds more than its rows of any N x N or N x N' matrix.
 """
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
@@ -39,33 +41,47 @@ def _first_layer(K: ShardedKernels):
     return linalg.pad_rows(a, K.padded), bt, k
 
 
-def _solved_t(K, factor, rhs_t):
-    """F^{-1} F'^T (Np, N') row-sharded."""
-    return linalg.solve_rows(factor.l, rhs_t)
+def _solved_t(K, name: str, matrix, rhs_t):
+    """F^{-1} F'^T (Np, N') row-sharded (None without test points) for F = matrix(), factored
+    here and dropped afterwards (one factor alive at a time); NotImplementedError unless F is
+    numerically positive definite."""
+    from .operators import _require_pd
+    l, d = linalg.cholesky(matrix, K.compute_dtype)
+    _require_pd(K, {name: linalg.Factor(l, d, K.n_train)}, "kfac: forward/backward Gram")
+    return None if rhs_t is None else linalg.solve_rows(l, rhs_t)
 
 
-def _accumulate(z, x, y, scale: float):
-    """z + scale x o y (y None: z + x), row-sharded, one pass."""
+@functools.lru_cache(maxsize=None)
+def _programs(mesh):
+    """Jitted z + s x o y (and its first term), A B^T: compiled once per mesh."""
     import jax
+    from . import mesh as meshes
+    rows = meshes.rows(mesh)
+    return {"first": jax.jit(lambda x, y, s: s * x * y),
+            "add": jax.jit(lambda z, x: z + x),
+            "term": jax.jit(lambda z, x, y, s: z + s * x * y),
+            "outer": jax.jit(lambda a, b: a @ b.T, out_shardings=rows)}
+
+
+def _accumulate(K, z, x, y, scale: float):
+    """z + scale x o y (y None: z + x), row-sharded, one pass each."""
+    prog = _programs(K.mesh)
     if y is None:
-        return x if z is None else jax.jit(lambda a, b: a + b)(z, x)
-    if z is None:
-        return jax.jit(lambda a, b: scale * a * b)(x, y)
-    return jax.jit(lambda c, a, b: c + scale * a * b)(z, x, y)
+        return x if z is None else prog["add"](z, x)
+    return prog["first"](x, y, scale) if z is None else prog["term"](z, x, y, scale)
 
 
 def _features_test(K, a_pad: np.ndarray, bt: np.ndarray):
     """(Q_1' Q_1^+)^T = A bt^T (Np, N'), row-sharded."""
-    import jax
-    a = linalg.rows_from_host(a_pad, K.mesh, K.compute_dtype)
     from . import mesh as meshes
+    a = linalg.rows_from_host(a_pad, K.mesh, K.compute_dtype)
     b = meshes.put_replicated(bt, K.mesh, K.compute_dtype)
-    return jax.jit(lambda x, y: x @ y.T, out_shardings=meshes.rows(K.mesh))(a, b)
+    return _programs(K.mesh)["outer"](a, b)
 
 
 def operator(K: ShardedKernels, damping: float = 0.0):
     """The undamped K-FAC operator (module docstring) as a `ShardedOperator`."""
-    from .operators import ShardedOperator, _factor, _pad, _require_pd
+    from .operators import ShardedOperator, _pad
     if damping != 0:
         raise NotImplementedError("kfac: the damped K-FAC operator is not in the sharded backend "
                                   "(use damping = 0 or the dense path)")
@@ -74,20 +90,20 @@ def operator(K: ShardedKernels, damping: float = 0.0):
     if L == 1 and rank_q1 < n:
         raise NotImplementedError("kfac: a one-layer network with N > d + 1 has a non-diagonal "
                                   "operator; use the dense path")
-    fq = {f"Q_{l + 1}": _factor(K, f"fwd{l}", lambda l=l: K.fwd_train[l]) for l in range(1, L)}
-    fb = {f"B_{l + 1}": _factor(K, f"bwd{l}", lambda l=l: K.bwd_train[l]) for l in range(L - 1)}
-    _require_pd(K, {**fq, **fb}, "kfac: forward/backward Gram(s)")
     p_diag = np.sum(a_pad[:n] ** 2, axis=1)
     first = p_diag if rank_q1 < n else np.ones(n)
     diag = (n * first if L > 1 else first) + n * max(L - 2, 0) + (1.0 if L > 1 else 0.0)
     z = None
-    if K.has_test:
-        for l in range(L):
-            x = _features_test(K, a_pad, bt) if l == 0 else \
-                _solved_t(K, fq[f"Q_{l + 1}"], K.fwd_test_t[l])
-            y = None if l == L - 1 else _solved_t(K, fb[f"B_{l + 1}"], K.bwd_test_t[l])
-            z = _accumulate(z, x, y, float(n))
-            del x, y
+    for l in range(L):     # Q-part (features for l = 0), B-part (none for the output layer)
+        if l == 0:
+            x = _features_test(K, a_pad, bt) if K.has_test else None
+        else:
+            x = _solved_t(K, f"Q_{l + 1}", K.fwd_train[l], K.fwd_test_t[l] if K.has_test else None)
+        y = None if l == L - 1 else _solved_t(K, f"B_{l + 1}", K.bwd_train[l],
+                                              K.bwd_test_t[l] if K.has_test else None)
+        if K.has_test:
+            z = _accumulate(K, z, x, y, float(n))
+        del x, y
     conditions = {"N <= d (first-layer input Gram invertible)": rank_q1 == n,
                   "every forward Gram invertible": rank_q1 == n,
                   "N C <= width (backward Grams invertible)": True,

@@ -169,11 +169,24 @@ def cholesky(a, cdt, shift: float = 0.0) -> tuple:
     return l, meshes.to_host(d)
 
 
+COLUMNS = 16      # host right-hand sides are padded to a multiple of this: one program each
+
+
+def _columns(v: np.ndarray) -> tuple[np.ndarray, int]:
+    """v (n, k) with zero columns up to a multiple of COLUMNS (so that Lanczos' single vectors
+    and C-column residuals share one compiled program), and k."""
+    v = np.asarray(v)
+    k = v.shape[1]
+    pad = -k % COLUMNS
+    return (np.concatenate([v, np.zeros((v.shape[0], pad), v.dtype)], 1) if pad else v), k
+
+
 def solve(l, r: np.ndarray) -> np.ndarray:
     """(L L^T)^{-1} r for a host r (Np, k): block substitution, replicated right-hand side."""
     mesh = _mesh_of(l)
     ops = _ops(mesh, np.dtype(l.dtype).name)
-    return meshes.to_host(ops["solve"](l, meshes.put_replicated(r, mesh, l.dtype)))
+    r, k = _columns(r)
+    return meshes.to_host(ops["solve"](l, meshes.put_replicated(r, mesh, l.dtype)))[:, :k]
 
 
 def solve_rows(l, r):
@@ -184,15 +197,17 @@ def solve_rows(l, r):
 def matvec(a, v: np.ndarray, cdt) -> np.ndarray:
     """a @ v for row-sharded a (Np, Np) and host v (Np, k), accumulated in cdt."""
     mesh = _mesh_of(a)
+    v, k = _columns(v)
     return meshes.to_host(_ops(mesh, np.dtype(cdt).name)["matvec"](
-        a, meshes.put_replicated(v, mesh, cdt)))
+        a, meshes.put_replicated(v, mesh, cdt)))[:, :k]
 
 
 def rmatvec(a, v: np.ndarray, cdt) -> np.ndarray:
     """a^T @ v for row-sharded a (Np, M) and host v (Np, k) -> (M, k), accumulated in cdt."""
     mesh = _mesh_of(a)
+    v, k = _columns(v)
     return meshes.to_host(_ops(mesh, np.dtype(cdt).name)["rmatvec"](
-        a, meshes.put_replicated(v, mesh, cdt)))
+        a, meshes.put_replicated(v, mesh, cdt)))[:, :k]
 
 
 def trace_and_frobenius2(a, cdt) -> tuple[float, float]:

@@ -121,18 +121,25 @@ def predict(op: ShardedOperator, f0_train: Any, y_train: Any, f0_test: Any = Non
     T = len(t)
     res = np.zeros((T, n, c))
     acc = np.zeros((T, n, c))                        # psi_t(G) g, then G^D g at t = inf
+    scalars = np.zeros(T) if op.kind == "isotropic" else None
     fin = np.isfinite(t)
     if fin.any():
         res[fin], acc[fin] = _spectral(op, t[fin], lr, continuous, g)
+        if scalars is not None:
+            scalars[fin] = np.real(_step_functions(t[fin], lr, continuous)[1](op.diag[:1]))[:, 0]
     if (~fin).any():
         r_inf, s_inf = _fixed_point(op, lr, continuous, g)
         res[~fin], acc[~fin] = r_inf, s_inf
+        if scalars is not None:
+            scalars[~fin] = 1.0 / op.diag[0]
     train = y[None] + res
     test = test_loss = None
-    if want_test:
+    if want_test and scalars is not None:     # isotropic: psi_t(alpha) G' g, one product
+        test = f0t[None] - scalars[:, None, None] * op.test_apply(g)[None]
+    elif want_test:
         cols = np.ascontiguousarray(acc.transpose(1, 0, 2)).reshape(n, T * c)
         moved = op.test_apply(cols).reshape(-1, T, c).transpose(1, 0, 2)
         test = f0t[None] - moved
-        if y_test is not None:
-            test_loss = mse(test, _checks.outputs(y_test, "y_test", op.n_test, c)[None])
+    if want_test and y_test is not None:
+        test_loss = mse(test, _checks.outputs(y_test, "y_test", op.n_test, c)[None])
     return Trajectory(t, train, mse(train, y[None]), test, test_loss, continuous, lr)
