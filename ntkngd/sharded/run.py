@@ -73,8 +73,9 @@ def run(args) -> dict:
                                args.data_dir)
     times = np.array([float(t) for t in args.times])
     mesh = meshes.make_mesh(args.devices or None)
+    jax.block_until_ready(jax.numpy.zeros(()))
     out: dict = {"times": times, "devices": mesh.devices.size, "processes": jax.process_count(),
-                 "n": ds.n_train, "n_test": ds.n_test}
+                 "n": ds.n_train, "n_test": ds.n_test, "rss_start": peak_rss_gb()}
     t0 = time.perf_counter()
     K = sharded_kernels(net, ds.x_train, ds.x_test, mesh, tile=args.tile, storage=args.storage)
     jax.block_until_ready(K.fwd_train)
