@@ -95,12 +95,10 @@ def isotropy(op) -> IsotropyReport:
     """How close G is to alpha I, and which conditions of the theory hold. A LossOperator
     (loss != mse) is judged by its constant factor M in G(f) = M H(f)^+."""
     from .loss_dynamics import LossOperator
-    if getattr(op, "is_sharded", False):   # hook: sharded backend (ntkngd.sharded)
-        from .sharded.diagnostics import isotropy as sharded_isotropy
-        return sharded_isotropy(op)
     if isinstance(op, LossOperator):
         op = _constant_part(op)
-    if not isinstance(op, Operator):
+    # hook: a sharded operator (ntkngd.sharded) has the same attributes (spectrum: its extremes)
+    if not isinstance(op, Operator) and not getattr(op, "is_sharded", False):
         raise TypeError(f"isotropy needs an ntkngd Operator, got {type(op).__name__}")
     spec = op.spectrum
     err = None

@@ -21,7 +21,6 @@ _EXPORTS = {
     "ShardedOperator": (".operators", "ShardedOperator"),
     "operator": (".operators", "operator"),
     "predict": (".trajectory", "predict"),
-    "isotropy": (".diagnostics", "isotropy"),
     "memory": (".memory", None),
 }
 __all__ = sorted(_EXPORTS)

@@ -21,6 +21,7 @@ rows (Np > N) hold the identity in training kernels and zeros in test kernels.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -111,44 +112,59 @@ def _row_tiles(lo: int, hi: int, tile: int):
         yield s, min(s + tile, hi)
 
 
-def _fill_block(net, x, xt, rows: tuple[int, int], n_pad: int, L: int, dtype, tile: int):
-    """Host arrays of one device's row block [lo, hi): fwd (L, b, Np), bwd (L - 1, b, Np) and
-    test fwd/bwd (., b, N'), rows beyond N are ghosts."""
+@functools.lru_cache(maxsize=None)
+def _writer():
+    """buf with rows [i, i + len(rows)) replaced, in place (the buffer is donated)."""
+    import jax
+    return jax.jit(lambda buf, rows, i: jax.lax.dynamic_update_slice(buf, rows, (i, i * 0)),
+                   donate_argnums=0)
+
+
+class _Block:
+    """One device's row block of every stored kernel, filled tile by tile in place on the
+    device (no host copy of the block: only one tile at a time lives on the host)."""
+
+    def __init__(self, device, b: int, widths: dict, dtype):
+        import jax
+        self.device, self.dtype = device, dtype
+        self.bufs = {k: [jax.device_put(np.zeros((b, w), dtype), device) for _ in range(c)]
+                     for k, (c, w) in widths.items()}
+
+    def write(self, key: str, start: int, tiles: np.ndarray) -> None:
+        import jax
+        for l, rows in enumerate(tiles):
+            self.bufs[key][l] = _writer()(self.bufs[key][l], jax.device_put(
+                np.ascontiguousarray(rows, self.dtype), self.device), np.int32(start))
+
+
+def _fill_block(block: _Block, net, x, xt, rows: tuple[int, int], n_pad: int, tile: int):
+    """Compute one device's row block [lo, hi) tile by tile (rows beyond N are ghosts: identity
+    rows in the training kernels, zeros in the test kernels)."""
     from ..kernels import _tap_layers
     import jax.numpy as jnp
     lo, hi = rows
-    n, b = x.shape[0], hi - lo
-    fwd = np.zeros((L, b, n_pad), dtype)
-    bwd = np.zeros((L - 1, b, n_pad), dtype)
-    tf = None if xt is None else np.zeros((L, b, xt.shape[0]), dtype)
-    tb = None if xt is None else np.zeros((L - 1, b, xt.shape[0]), dtype)
+    n = x.shape[0]
     for s, e in _row_tiles(lo, min(hi, n), tile):
         xs = x[s:e]
         k = _tap_layers(net, xs, jnp.asarray(x))
         d = _tap_layers(net, xs, None)           # exact diagonal tile
         _checks.finite_kernels({"blocks_train": k.blocks, "nngp_train": k.nngp}, np.asarray(xs))
-        r = slice(s - lo, e - lo)
-        fwd[:, r, :n] = np.asarray(k.fwd)
-        bwd[:, r, :n] = np.asarray(k.bwd[:-1])
-        fwd[:, r, s:e] = np.asarray(d.fwd)
-        bwd[:, r, s:e] = np.asarray(d.bwd[:-1])
+        for key, full, diag in (("fwd", k.fwd, d.fwd), ("bwd", k.bwd[:-1], d.bwd[:-1])):
+            t = np.zeros((full.shape[0], e - s, n_pad), block.dtype)
+            t[:, :, :n] = np.asarray(full)
+            t[:, :, s:e] = np.asarray(diag)
+            block.write(key, s - lo, t)
         if xt is not None:
             kt = _tap_layers(net, xs, xt)
             _checks.finite_kernels({"blocks_test": kt.blocks, "nngp_test": kt.nngp},
                                    np.asarray(xs))
-            tf[:, r] = np.asarray(kt.fwd)
-            tb[:, r] = np.asarray(kt.bwd[:-1])
-    for i in range(max(lo, n), hi):             # ghost points: decoupled identity rows
-        fwd[:, i - lo, i] = 1.0
-        bwd[:, i - lo, i] = 1.0
-    return fwd, bwd, tf, tb
-
-
-def _assemble(mesh, shape, pieces: list):
-    """A row-sharded global array from this process's per-device host blocks."""
-    import jax
-    arrays = [jax.device_put(a, d) for d, a in pieces]
-    return jax.make_array_from_single_device_arrays(shape, meshes.rows(mesh), arrays)
+            block.write("tf", s - lo, np.asarray(kt.fwd))
+            block.write("tb", s - lo, np.asarray(kt.bwd[:-1]))
+    if hi > max(lo, n):                           # ghost points: decoupled identity rows
+        ghost = np.zeros((hi - max(lo, n), n_pad), block.dtype)
+        ghost[np.arange(len(ghost)), np.arange(max(lo, n), hi)] = 1.0
+        for key in ("fwd", "bwd"):
+            block.write(key, max(lo, n) - lo, np.repeat(ghost[None], len(block.bufs[key]), 0))
 
 
 def sharded_kernels(net, x_train: Any, x_test: Any = None, mesh=None, tile: int = 0,
@@ -174,24 +190,27 @@ def sharded_kernels(net, x_train: Any, x_test: Any = None, mesh=None, tile: int 
     xt = None if x_test is None else jnp.asarray(_checks.inputs(x_test, "x_test", dim=d), cdt)
     L, n_pad = net.depth, meshes.padded(n, P)
     b = n_pad // P
-    parts: dict[str, list] = {"fwd": [], "bwd": [], "tf": [], "tb": []}
+    n_test = 0 if xt is None else int(xt.shape[0])
+    widths = {"fwd": (L, n_pad), "bwd": (L - 1, n_pad)}
+    if xt is not None:
+        widths.update(tf=(L, n_test), tb=(L - 1, n_test))
+    blocks = []
     for dev, p in meshes.local_row_blocks(mesh):
-        blocks = _fill_block(net, x, xt, (p * b, (p + 1) * b), n_pad, L, sdt, tile)
-        for key, arr in zip(parts, blocks):
-            parts[key].append((dev, arr))
-        del blocks
+        blk = _Block(dev, b, widths, sdt)
+        _fill_block(blk, net, x, xt, (p * b, (p + 1) * b), n_pad, tile)
+        blocks.append(blk)
 
-    def place(key: str, cols: int, count: int) -> tuple:
-        out = []
-        for l in range(count):
-            out.append(_assemble(mesh, (n_pad, cols), [(dv, a[l]) for dv, a in parts[key]]))
-        parts[key] = []          # the host copies go as soon as the device copies exist
-        return tuple(out)
+    def place(key: str) -> tuple:
+        import jax
+        count, cols = widths[key]
+        return tuple(jax.make_array_from_single_device_arrays(
+            (n_pad, cols), meshes.rows(mesh), [blk.bufs[key][l] for blk in blocks])
+            for l in range(count))
 
-    fwd, bwd = place("fwd", n_pad, L), place("bwd", n_pad, L - 1) + (None,)
+    fwd, bwd = place("fwd"), place("bwd") + (None,)
     tf = tb = None
     if xt is not None:
-        tf, tb = place("tf", xt.shape[0], L), place("tb", xt.shape[0], L - 1) + (None,)
+        tf, tb = place("tf"), place("tb") + (None,)
     from ..kernels import first_layer_inputs
     return ShardedKernels(fwd, bwd, tf, tb, np.asarray(first_layer_inputs(net, x)),
                           None if xt is None else np.asarray(first_layer_inputs(net, xt)),
