@@ -64,25 +64,28 @@ def _ops(mesh, cdt: str):
         """x from device k, broadcast to all (psum of one non-zero term)."""
         return lax.psum(jnp.where(p == k, x, jnp.zeros_like(x)), ax)
 
-    def chol_body(a, shift):
+    def shifted(a, shift):
+        p = lax.axis_index(ax)
+        b, n = a.shape
+        diag = (jnp.arange(n)[None, :] == (p * b + jnp.arange(b))[:, None])
+        return chol_body(cast(a) + shift.astype(cdt) * diag)
+
+    def chol_body(a):       # in place: column block k of `a` becomes L's once factored
         p = lax.axis_index(ax)
         a = cast(a)
         b, n = a.shape
-        diag = (jnp.arange(n)[None, :] == (p * b + jnp.arange(b))[:, None])
-        a = a + shift.astype(a.dtype) * diag
-        out = jnp.zeros_like(a)
         for k in range(P):
             cols = slice(k * b, (k + 1) * b)
             lkk = lax.linalg.cholesky(only(p, k, a[:, cols]), symmetrize_input=False)
             x = tri(lkk, a[:, cols], left_side=False, lower=True, transpose_a=True)
             panel = jnp.where(p > k, x, jnp.where(p == k, lkk, jnp.zeros_like(x)))
-            out = out.at[:, cols].set(panel)
+            a = a.at[:, cols].set(panel)
             if k + 1 < P:
                 col = lax.all_gather(panel, ax, tiled=True)           # (Np, b)
                 upd = panel @ col[(k + 1) * b:].T
                 a = a.at[:, (k + 1) * b:].add(-jnp.where(p > k, upd, jnp.zeros_like(upd)))
-        d = lax.dynamic_slice_in_dim(out, p * b, b, axis=1)
-        return out, lax.all_gather(jnp.diagonal(d), ax, tiled=True)
+        d = lax.dynamic_slice_in_dim(a, p * b, b, axis=1)
+        return a, lax.all_gather(jnp.diagonal(d), ax, tiled=True)
 
     def solve_body(l, r):
         p = lax.axis_index(ax)
@@ -134,10 +137,13 @@ def _ops(mesh, cdt: str):
         d = jnp.diagonal(lax.dynamic_slice_in_dim(a, p * a.shape[0], a.shape[0], axis=1))
         return lax.psum(jnp.sum(d), ax), lax.psum(jnp.sum(a * a), ax)
 
-    def sm(f, i, o):
-        return jax.jit(shard_map(f, mesh=mesh, in_specs=i, out_specs=o, check_rep=False))
+    def sm(f, i, o, donate=()):
+        return jax.jit(shard_map(f, mesh=mesh, in_specs=i, out_specs=o, check_rep=False),
+                       donate_argnums=donate)
 
-    return {"chol": sm(chol_body, (rows, rep), (rows, rep)),
+    return {"chol": sm(chol_body, (rows,), (rows, rep)),
+            "chol_donate": sm(chol_body, (rows,), (rows, rep), donate=(0,)),
+            "chol_shift": sm(shifted, (rows, rep), (rows, rep)),
             "solve": sm(solve_body, (rows, rep), rep),
             "solve_rows": sm(solve_rows_body, (rows, rows), rows),
             "matvec": sm(matvec_body, (rows, rep), rep),
@@ -162,10 +168,14 @@ def _mesh_of(a):
     return a.sharding.mesh
 
 
-def cholesky(a, cdt, shift: float = 0.0) -> tuple:
-    """(row-sharded L, its diagonal as a host array) with L L^T = a + shift I, in dtype cdt."""
+def cholesky(a, cdt, shift: float = 0.0, donate: bool = False) -> tuple:
+    """(row-sharded L, its diagonal as a host array) with L L^T = a + shift I, in dtype cdt.
+    donate: `a` is a temporary in dtype cdt, factored in its own buffer (not usable after)."""
     ops = _ops(_mesh_of(a), np.dtype(cdt).name)
-    l, d = ops["chol"](a, meshes.put_replicated(np.asarray(shift, cdt), _mesh_of(a)))
+    if shift == 0:
+        l, d = ops["chol_donate" if donate and a.dtype == np.dtype(cdt) else "chol"](a)
+    else:
+        l, d = ops["chol_shift"](a, meshes.put_replicated(np.asarray(shift, cdt), _mesh_of(a)))
     return l, meshes.to_host(d)
 
 

@@ -169,10 +169,12 @@ def _pad(K: ShardedKernels, v: np.ndarray) -> np.ndarray:
     return linalg.pad_rows(np.asarray(v, K.compute_dtype), K.padded)
 
 
-def _factor(K: ShardedKernels, key: str, matrix, shift: float = 0.0) -> linalg.Factor:
-    """Cached Cholesky factor of matrix() + shift I (key names it)."""
+def _factor(K: ShardedKernels, key: str, matrix, shift: float = 0.0,
+            temporary: bool = False) -> linalg.Factor:
+    """Cached Cholesky factor of matrix() + shift I (key names it); temporary: matrix() builds a
+    new array, factored in its own memory."""
     def compute():
-        l, d = linalg.cholesky(matrix(), K.compute_dtype, shift)
+        l, d = linalg.cholesky(matrix(), K.compute_dtype, shift, donate=temporary)
         return linalg.Factor(l, d, K.n_train)
     return K.cached(f"{key}@{shift!r}", compute)
 
@@ -264,6 +266,12 @@ def pattern(K: ShardedKernels, bp: patterns.BlockPattern, damping: float = 0.0,
         raise ValueError("1 is not in the range of the block pattern S: the undamped update "
                          "does not exist; use damping > 0")
     exact = dual_solve.is_exact(S)
+    if damping == 0 and not exact and dual_solve.has_null_space(S):
+        raise NotImplementedError(f"{name}: the pattern S is singular; its rho -> 0 limit needs "
+                                  "the null-space solve of the dense path")
+    if damping > 0 and not (exact or np.array_equal(S, np.eye(len(S)))):
+        raise NotImplementedError(f"{name}: damped patterns other than exact NGD and block "
+                                  "diagonal are not in the sharded backend (use the dense path)")
     if exact:
         keys = {"total": lambda: _total(K, False)}
         tests = lambda key: _total(K, True)                     # noqa: E731
@@ -271,25 +279,19 @@ def pattern(K: ShardedKernels, bp: patterns.BlockPattern, damping: float = 0.0,
         keys = {f"layer {l + 1}": (lambda l=l: K.block(l)) for l in range(K.depth)}
         tests = lambda key: K.test_block_t(int(key.split()[1]) - 1)   # noqa: E731
     shift = K.n_train * float(damping)
-    factors = {k: _factor(K, "total" if exact else f"block{k}", m, shift)
+    factors = {k: _factor(K, "total" if exact else f"block{k}", m, shift, temporary=not exact)
                for k, m in keys.items()}
     label = "NTK block(s)" if damping == 0 else "damped NTK block(s)"
     _require_pd(K, factors, f"{name}: {label}")
     conditions = {"1 in range(S)": ok_range, "every NTK block invertible": True,
                   "damping == 0": damping == 0}
     if damping == 0:
-        if dual_solve.has_null_space(np.ones((1, 1)) if exact else S):
-            raise NotImplementedError(f"{name}: the pattern S is singular; its rho -> 0 limit "
-                                      "needs the null-space solve of the dense path")
         c = np.ones(1) if exact else dual_solve.range_weights(S)
         weights = dict(zip(keys, c))
         alpha = float(dual_solve.range_weights(np.ones((1, 1)) if exact else S).sum())
         test = _solved_test(K, weights, factors, tests) if K.has_test else None
         return ShardedOperator(name, "isotropic", K, damping, patterns.alpha(S), conditions,
                                diag=np.full(K.n_train, alpha), test=test)
-    if not (exact or np.array_equal(S, np.eye(len(S)))):
-        raise NotImplementedError(f"{name}: damped patterns other than exact NGD and block "
-                                  "diagonal are not in the sharded backend (use the dense path)")
     return _damped(K, name, factors, tests, shift, conditions, ok_range)
 
 

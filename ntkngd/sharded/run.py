@@ -25,6 +25,16 @@ import numpy as np
 METHODS = ("gd", "exact", "block_diagonal", "block_tridiagonal", "kfac")
 
 
+def family(method: str, depth: int) -> str:
+    """Which cached factors a method uses: the total NTK's (gd, exact), the blocks' (other
+    patterns), none (kfac: one factor at a time)."""
+    from ..methods import get_method
+    m = get_method(method)
+    if m.kind == "gd" or (m.kind == "pattern" and bool((m.pattern(depth).matrix == 1).all())):
+        return "total"
+    return "blocks" if m.kind == "pattern" else m.name
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ntkngd.sharded.run", description=__doc__.split(
         "\n\n")[0])
@@ -84,7 +94,7 @@ def run(args) -> dict:
     out["max_shard_rows"] = max(s.data.shape[0] for a in K.fwd_train for s in a.addressable_shards)
     if args.save_kernels:
         out.update(gathered_kernels(K))
-    for m in args.methods:
+    for i, m in enumerate(args.methods):
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ng.TheoryConditionWarning)
@@ -95,8 +105,10 @@ def run(args) -> dict:
         out[f"{m}/test_acc"] = np.array([accuracy(f, ds.y_test) for f in traj.test])
         out[f"{m}/train_loss"] = traj.train_loss
         out[f"time/{m}"], out[f"rss/{m}"] = time.perf_counter() - t0, peak_rss_gb()
-        K.clear_cache()                       # factors of one method family at a time
         del op
+        nxt = args.methods[i + 1] if i + 1 < len(args.methods) else None
+        if nxt is None or family(nxt, args.depth) != family(m, args.depth):
+            K.clear_cache()                   # factors of one method family at a time
     return out
 
 
