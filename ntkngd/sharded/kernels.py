@@ -1,6 +1,7 @@
 """Per-layer infinite-width kernels computed tile by tile and placed row-sharded over a device mesh.
 
 Each device's row block (b = Np / P training points) is computed in row tiles of `tile` points
+(default `tile_rows`)
 against all training (and test) points by the library's own layer recursion
 (`ntkngd.kernels._tap_layers`, neural-tangents' kernel_fn), and only that block is placed on the
 device: no device (and no process) ever holds a full N x N matrix. Stored per layer l:
@@ -30,7 +31,14 @@ import numpy as np
 from .. import _checks
 from . import mesh as meshes
 
-TILE = 512          # rows of one kernel tile (memory of neural-tangents' intermediates ~ TILE x N)
+# Rows x columns of one kernel tile: neural-tangents keeps ~30 float64 arrays of a tile's shape
+# alive, so 1e6 entries cost ~0.25 GB whatever N is; rows are clipped to [64, 512].
+TILE_ENTRIES = 1_000_000
+
+
+def tile_rows(n: int, n_test: int) -> int:
+    """Default rows per tile: TILE_ENTRIES / (N + N'), clipped to [64, 512]."""
+    return int(np.clip(TILE_ENTRIES // max(n + n_test, 1), 64, 512))
 
 
 @dataclass(frozen=True, eq=False)
@@ -170,7 +178,7 @@ def _fill_block(block: _Block, net, x, xt, rows: tuple[int, int], n_pad: int, ti
 def sharded_kernels(net, x_train: Any, x_test: Any = None, mesh=None, tile: int = 0,
                     storage=None) -> ShardedKernels:
     """Infinite-width per-layer kernels of an MLP `net`, row-sharded over `mesh` (module
-    docstring). tile: rows per kernel tile (0: TILE); storage: dtype of the stored kernels (None:
+    docstring). tile: rows per kernel tile (0: `tile_rows`); storage: dtype of the stored kernels (None:
     JAX's default float; float32 halves the memory, the arithmetic stays in JAX's default float).
     Every process of a multi-process run passes the same inputs and computes its own rows."""
     from ..network import Network
@@ -179,7 +187,6 @@ def sharded_kernels(net, x_train: Any, x_test: Any = None, mesh=None, tile: int 
         raise TypeError(f"the sharded backend needs an ntkngd MLP (ntkngd.mlp), got "
                         f"{type(net).__name__}")
     P = meshes.check_mesh(mesh)
-    tile = TILE if not tile else _checks.positive_int(tile, "tile")
     cdt = np.dtype(jnp.zeros(()).dtype)
     sdt = cdt if storage is None else np.dtype(storage)
     if sdt.kind != "f" or sdt.itemsize > cdt.itemsize:
@@ -191,6 +198,7 @@ def sharded_kernels(net, x_train: Any, x_test: Any = None, mesh=None, tile: int 
     L, n_pad = net.depth, meshes.padded(n, P)
     b = n_pad // P
     n_test = 0 if xt is None else int(xt.shape[0])
+    tile = tile_rows(n, n_test) if not tile else _checks.positive_int(tile, "tile")
     widths = {"fwd": (L, n_pad), "bwd": (L - 1, n_pad)}
     if xt is not None:
         widths.update(tf=(L, n_test), tb=(L - 1, n_test))
