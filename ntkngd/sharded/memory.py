@@ -18,6 +18,8 @@ P; storage s_st, compute s_c bytes):
     K-FAC        b Np s_c + 6 b N' s_c + C  one factor, G'^T, the two solved N x N' parts and
                                             the substitution's work arrays
     C = 2 b Np s_c + Np b s_c               the Cholesky's working copy and gathered panel
+and per process, while the kernels are computed, neural-tangents' ~30 float64 arrays of one tile
+(kernels.TILE_ENTRIES entries: ~0.25 GB), and JAX's own ~0.3 GB (not modelled).
 Nothing scales with N^2 on one device: every term has a factor b = Np / P.
 """
 from __future__ import annotations
@@ -42,7 +44,8 @@ def sharded_bytes(n: int, n_test: int, depth: int = 3, devices: int = 1,
            "bd/btd": (depth + 1) * b * npad * sc + chol,
            "kfac": b * npad * sc + 6 * b * n_test * sc + chol}
     kernels = (2 * depth - 1) * b * (npad + n_test) * storage_itemsize
-    return {"kernels": kernels, **fam, "peak": kernels + max(fam.values())}
+    tiles = 30 * 8 * 1_000_000 / devices          # per process, spread here over its devices
+    return {"kernels": kernels, **fam, "peak": kernels + max(tiles, *fam.values())}
 
 
 def report(n: int, n_test: int, depth: int = 3, devices: int = 1, storage_itemsize: int = 8,

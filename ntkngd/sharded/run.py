@@ -48,6 +48,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--f0-scale", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None, help="MNIST files (default: the bundled test split)")
+    p.add_argument("--test-from-train", action="store_true",
+                   help="test points = the last N' training points (memory/time check only)")
     p.add_argument("--tile", type=int, default=0, help="rows per kernel tile (0: default)")
     p.add_argument("--out", default=None, help=".npz of the outputs (written by process 0)")
     p.add_argument("--save-kernels", action="store_true",
@@ -62,10 +64,23 @@ def peak_rss_gb() -> float:
 
 
 def problem(n: int, n_test: int, depth: int = 3, f0_scale: float = 0.0, seed: int = 0,
-            data_dir=None):
-    """(data set, network, f_0 train, f_0 test) of one configuration (module docstring)."""
+            data_dir=None, test_from_train: bool = False):
+    """(data set, network, f_0 train, f_0 test) of one configuration (module docstring).
+    test_from_train: the test points are the last n_test training points (a memory and time
+    check where the data hold no N + N' disjoint images; the test accuracy then measures
+    nothing)."""
+    import dataclasses
     import ntkngd as ng
-    ds = ng.data.load_mnist(data_dir, n_train=n, n_test=n_test, classes=None, seed=seed)
+    if test_from_train:
+        d = ng.data.load_mnist(data_dir, n_train=n - n_test, n_test=n_test, classes=None,
+                               seed=seed)
+        ds = dataclasses.replace(
+            d, x_train=np.concatenate([d.x_train, d.x_test]),
+            y_train=np.concatenate([d.y_train, d.y_test]),
+            labels_train=np.concatenate([d.labels_train, d.labels_test]),
+            source=d.source + "; training set = both draws, test set = the second (overlap)")
+    else:
+        ds = ng.data.load_mnist(data_dir, n_train=n, n_test=n_test, classes=None, seed=seed)
     net = ng.mlp(depth, 64, "relu", out_dim=ds.out_dim)
     rng = np.random.RandomState(seed + 7)
     return (ds, net, f0_scale * rng.randn(ds.n_train, ds.out_dim),
@@ -80,7 +95,7 @@ def run(args) -> dict:
     from . import mesh as meshes
     from .kernels import sharded_kernels
     ds, net, f0, f0t = problem(args.n, args.n_test, args.depth, args.f0_scale, args.seed,
-                               args.data_dir)
+                               args.data_dir, args.test_from_train)
     times = np.array([float(t) for t in args.times])
     mesh = meshes.make_mesh(args.devices or None)
     jax.block_until_ready(jax.numpy.zeros(()))
