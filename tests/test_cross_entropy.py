@@ -1,4 +1,4 @@
-"""Cross-entropy dynamics in function space (ntkngd.cross_entropy)."""
+"""Cross-entropy dynamics in function space (the loss flow; v0.1 names from ntkngd.compat)."""
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -14,7 +14,8 @@ import optax  # noqa: E402
 import pytest  # noqa: E402
 
 import ntkngd as ng  # noqa: E402
-from ntkngd import cross_entropy as ce  # noqa: E402
+from ntkngd import compat as ce  # noqa: E402
+from ntkngd.dynamics.flows import integrate_flow, iterate_steps  # noqa: E402
 
 N, NT, D, C, L = 6, 4, 10, 3, 3
 
@@ -59,19 +60,17 @@ def test_helpers_match_autodiff_and_optax():
 # ------------------------------------------------------------------ the generic integrator
 @pytest.mark.parametrize("method", ["gd", "exact", "block_diagonal"])
 def test_flow_with_mse_residual_matches_closed_form(setup, method):
-    """Same integrator, residual f - y and a constant operator == ntkngd.predict (continuous)."""
+    """Same integrator on the linear flow (an MSE Operator) == ntkngd.predict's closed form."""
     K, f0, f0t = setup["K"], setup["f0"], setup["f0t"]
     y = setup["y"] - 0.3
     op = ng.operator(method, K)
     times = np.array([0.0, 0.3, 1.0, 2.5])
     ref = ng.predict(op, f0, y, f0t, lr=0.7, times=times, continuous=True)
-    t, tr, te, _ = ce.integrate_flow(ce.linear_operator(op), ce.mse_residual, f0, y, f0t,
-                                     lr=0.7, times=times, rtol=1e-12, atol=1e-13)
+    t, tr, te, _ = integrate_flow(op, f0, y, f0t, lr=0.7, times=times, rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(tr, ref.train, atol=1e-8, rtol=0)
     np.testing.assert_allclose(te, ref.test, atol=1e-8, rtol=0)
     # discrete map, same generic code path
-    _, tr_d, te_d = ce.iterate_steps(ce.linear_operator(op), ce.mse_residual, f0, y, f0t,
-                                     lr=0.1, steps=[0, 1, 5])
+    _, tr_d, te_d = iterate_steps(op, f0, y, f0t, lr=0.1, steps=[0, 1, 5])
     ref_d = ng.predict(op, f0, y, f0t, lr=0.1, steps=[0, 1, 5])
     np.testing.assert_allclose(tr_d, ref_d.train, atol=1e-10)
     np.testing.assert_allclose(te_d, ref_d.test, atol=1e-10)

@@ -134,7 +134,7 @@ def test_constant_ce_operator_says_it_approximates_with_a_singular_block(singula
     net = ng.mlp(3, 4, out_dim=3)
     _, params = net.init_fn(jax.random.PRNGKey(2), x.shape)
     K = ng.empirical_kernels(net, params, x)
-    from ntkngd.loss_dynamics import min_norm_operator
+    from ntkngd.dynamics.loss_flow import min_norm_operator
     with pytest.warns(ng.TheoryConditionWarning, match="depends on the loss Hessian H"):
         op = min_norm_operator(ng.get_method("block_tridiagonal"), K, ng.get_loss("ce"))
     assert any("an approximation" in n for n in op.notes)

@@ -1,15 +1,14 @@
-"""Integrators of nonlinear function-space dynamics (any loss): the flow df/dtau = -lr G(f) r(f)
-with diffrax (Tsit5, PID step-size control) and the discrete map f_{t+1} = f_t - lr G(f_t) r(f_t)
-with lax.fori_loop; both jitted, in the dtype of f0.
+"""Integrators of function-space dynamics for any member of the operator family: the flow
+df/dtau = -lr G(f) x(f) with diffrax (Tsit5, PID step-size control) and the discrete map
+f_{t+1} = f_t - lr G(f_t) x(f_t) with lax.fori_loop; both jitted, in the dtype of f0.
 
-`apply` is either an operator core with `from_targets(f, y) -> (G r, G' r or None)` (it computes
-the residual and H^+ r from the targets itself, exactly: ntkngd.loss_dynamics), or any callable
-apply(f, r) used with a residual function residual(f, y) (e.g. a constant MSE operator from
-`linear_operator` with `mse_residual`, which reproduces `ntkngd.predict`).
+`op` is an operator (`FlowOperator`: a `LossOperator`, or an MSE `Operator`, whose flow these
+reproduce in closed form in `ntkngd.predict`) or its `Core`; `Core.from_targets(f, y)` gives
+(G x, G' x or None) with x = H^+ r computed from the targets exactly.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import diffrax
 import equinox as eqx
@@ -17,27 +16,29 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _checks
+from .. import _checks
+from .base import Core
 
 
-def _core(apply):
-    """A LossOperator (host dataclass) -> its jit-friendly core; anything else unchanged."""
-    return apply.core() if hasattr(apply, "core") else apply
+def _core(op) -> Core:
+    """An operator (host dataclass) -> its jit-friendly core; a core unchanged."""
+    if isinstance(op, Core):
+        return op
+    if not hasattr(op, "core"):
+        raise TypeError(f"op must be an ntkngd operator (ntkngd.operator), got {type(op).__name__}")
+    return op.core()
 
 
-def _velocity(apply, residual, y, lr, f, ft):
-    if hasattr(apply, "from_targets"):
-        d_train, d_test = apply.from_targets(f, y)
-    else:
-        d_train, d_test = apply(f, residual(f, y))
+def _velocity(core, y, lr, f, ft):
+    d_train, d_test = core.from_targets(f, y)
     d_test = jnp.zeros_like(ft) if d_test is None or ft.shape[0] == 0 else d_test
     return -lr * d_train, -lr * d_test
 
 
 @eqx.filter_jit
-def _flow(apply, residual, f0, ft0, y, lr, ts, rtol, atol, max_steps):
+def _flow(core, f0, ft0, y, lr, ts, rtol, atol, max_steps):
     def field(t, state, args):
-        return _velocity(apply, residual, y, lr, *state)
+        return _velocity(core, y, lr, *state)
 
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(field), diffrax.Tsit5(), t0=0.0, t1=ts[-1], dt0=None, y0=(f0, ft0),
@@ -49,7 +50,7 @@ def _flow(apply, residual, f0, ft0, y, lr, ts, rtol, atol, max_steps):
 
 
 @eqx.filter_jit
-def _steps(apply, residual, f0, ft0, y, lr, save_at):
+def _steps(core, f0, ft0, y, lr, save_at):
     """Iterate the map up to max(save_at) (one compilation per number of saved points), keeping
     the states at the step indices save_at."""
     def save(k, f, ft, bufs):
@@ -61,7 +62,7 @@ def _steps(apply, residual, f0, ft0, y, lr, save_at):
 
     def body(k, carry):
         f, ft, bufs = carry
-        df, dft = _velocity(apply, residual, y, lr, f, ft)
+        df, dft = _velocity(core, y, lr, f, ft)
         f, ft = f + df, ft + dft
         return f, ft, save(k + 1, f, ft, bufs)
 
@@ -104,20 +105,19 @@ def _tolerance(v, name: str) -> float:
     return val
 
 
-def integrate_flow(apply: Callable, residual: Callable, f0_train: Any, y_train: Any,
-                   f0_test: Any = None, *, lr: float = 1.0, times: Any,
-                   rtol: float = 1e-9, atol: float = 1e-11, max_steps: int = 100_000):
-    """Integrate df/dtau = -lr G(f) r(f), df'/dtau = -lr G'(f) r(f) with diffrax (Tsit5, PID).
+def integrate_flow(op: Any, f0_train: Any, y_train: Any, f0_test: Any = None, *,
+                   lr: float = 1.0, times: Any, rtol: float = 1e-9, atol: float = 1e-11,
+                   max_steps: int = 100_000):
+    """Integrate df/dtau = -lr G(f) x(f), df'/dtau = -lr G'(f) x(f) with diffrax (Tsit5, PID).
 
-    apply: see the module docstring; residual(f, y) -> r (ignored by operator cores).
-    times: sorted time points tau >= 0. Returns (t, train (T, N, C), test (T, N', C) or None,
+    op: an operator or its core (module docstring). times: sorted time points tau >= 0. Returns (t, train (T, N, C), test (T, N', C) or None,
     number of solver steps). A failed solve (a singular system along the flow, a non-finite
     field, max_steps reached) raises a ValueError naming the cause.
     """
     t = times_array(times)
     lr = _checks.positive(lr, "lr")
-    notes = " ".join(getattr(apply, "notes", ()) or ())
-    apply = _core(apply)
+    notes = " ".join(getattr(op, "notes", ()) or ())
+    core = _core(op)
     rtol, atol = _tolerance(rtol, "rtol"), _tolerance(atol, "atol")
     f0 = jnp.asarray(f0_train)
     dtype = jnp.result_type(f0.dtype, jnp.float32)
@@ -128,7 +128,7 @@ def integrate_flow(apply: Callable, residual: Callable, f0_train: Any, y_train: 
         te = jnp.broadcast_to(ft0, (len(t),) + ft0.shape)
         n_steps = 0
     else:
-        (tr, te), n_steps, ok = _flow(apply, residual, f0, ft0, y, jnp.asarray(lr, dtype),
+        (tr, te), n_steps, ok = _flow(core, f0, ft0, y, jnp.asarray(lr, dtype),
                                       jnp.asarray(t, dtype), jnp.asarray(rtol, dtype),
                                       jnp.asarray(atol, dtype),
                                       _checks.positive_int(max_steps, "max_steps"))
@@ -142,18 +142,18 @@ def integrate_flow(apply: Callable, residual: Callable, f0_train: Any, y_train: 
     return (t, np.asarray(tr), None if f0_test is None else np.asarray(te), int(n_steps))
 
 
-def iterate_steps(apply: Callable, residual: Callable, f0_train: Any, y_train: Any,
-                  f0_test: Any = None, *, lr: float = 1.0, steps: Any):
-    """The discrete map f_{t+1} = f_t - lr G(f_t) r(f_t) (and f'_{t+1} = f'_t - lr G'(f_t) r(f_t)).
+def iterate_steps(op: Any, f0_train: Any, y_train: Any, f0_test: Any = None, *,
+                  lr: float = 1.0, steps: Any):
+    """The discrete map f_{t+1} = f_t - lr G(f_t) x(f_t) (and f'_{t+1} = f'_t - lr G'(f_t) x(f_t)).
 
     steps: an int T (returns t = 0..T) or a sequence of step indices. Returns (t, train, test)."""
     lr = _checks.positive(lr, "lr")
-    apply = _core(apply)
+    core = _core(op)
     t = steps_array(steps)
     f0 = jnp.asarray(f0_train)
     dtype = jnp.result_type(f0.dtype, jnp.float32)
     f0, ft0 = _state0(f0, f0_test, f0.shape[-1], dtype)
     y = jnp.asarray(y_train, dtype)
-    tr, te = _steps(apply, residual, f0, ft0, y, jnp.asarray(lr, dtype), jnp.asarray(t))
+    tr, te = _steps(core, f0, ft0, y, jnp.asarray(lr, dtype), jnp.asarray(t))
     tr, te = np.asarray(tr), np.asarray(te)
     return t.astype(np.float64), tr, None if f0_test is None else te
