@@ -12,7 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .data import Dataset, _check_labels, _finite, _from_splits
+from .dataset import (Dataset, _build, _check_labels, _count, _finite, _from_splits,
+                      _resolve_classes, select_classes)
 
 
 def _read_bytes(path: str) -> bytes:
@@ -125,7 +126,8 @@ def _find(directory: str, base: str) -> str | None:
     return None
 
 
-BUNDLED_MNIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resources", "mnist")
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUNDLED_MNIST = os.path.join(_PACKAGE, "resources", "mnist")
 
 
 def _mnist_arrays(directory: str) -> tuple[dict[str, np.ndarray], str]:
@@ -161,7 +163,6 @@ def _disjoint_draw(x: np.ndarray, labels: np.ndarray, classes: tuple, n_train: i
     """Disjoint training and test sets from one pool: the points of `classes` in file order (or
     a seeded permutation), the first n_train train, the next n_test test. Returns
     (x_tr, lab_tr, x_te, lab_te, description)."""
-    from .data import _count, select_classes
     x, labels = select_classes(x, labels, classes)
     n_train = _count(len(labels) // 2 if n_train is None else n_train, "mnist n_train")
     n_test = _count(len(labels) - n_train if n_test is None else n_test, "mnist n_test")
@@ -193,7 +194,6 @@ def load_mnist(directory: str | None = None, n_train: int | None = 100,
     alone, disjoint training and test sets are drawn from it (`Dataset.source` records how).
     binary=None means binary (+0.5 for classes[0]) iff two classes, else one-hot.
     """
-    from .data import _build, _resolve_classes
     src_dir = BUNDLED_MNIST if directory is None else os.fspath(directory)
     arrs, src = _mnist_arrays(src_dir)
     label = "bundled with ntkngd" if directory is None else src
