@@ -32,14 +32,14 @@ NAMES: dict[str, str] = {
     "CETrainLog": "ntkngd.TrainLog",
     "ce_direction": "ntkngd.ngd_direction(..., loss='ce')",
     "train_ce": "ntkngd.train(..., loss='ce')",
-    "mse": "ntkngd.losses.mse.value (or ntkngd.dynamics.mse, the NumPy helper)",
+    "mse": "ntkngd.losses.mse.value (or ntkngd.dynamics.predict.mse, in NumPy)",
 }
 
 CEOperator = LossOperator
 CETrajectory = Trajectory
 CETrainLog = TrainLog
 _CE = softmax_cross_entropy
-__all__ = sorted(NAMES) + ["softmax_hessian_pinv", "cross_entropy", "accuracy", "check_one_hot"]
+__all__ = sorted(NAMES)
 
 
 def softmax_hessian(p: Any) -> jnp.ndarray:
@@ -49,33 +49,9 @@ def softmax_hessian(p: Any) -> jnp.ndarray:
         p[..., :, None] * p[..., None, :]
 
 
-def softmax_hessian_pinv(p: Any, r: Any) -> jnp.ndarray:
-    """(diag(p) - p p^T)^+ r per sample for p > 0: x = q - mean(q), q = r' / p, r' = r - mean(r).
-    (From r alone; with the targets at hand use `losses.softmax_cross_entropy.pinv_residual`,
-    exact for every probability.)"""
-    p, r = jnp.asarray(p), jnp.asarray(r)
-    q = (r - r.mean(-1, keepdims=True)) / p
-    return q - q.mean(-1, keepdims=True)
-
-
-def cross_entropy(f: Any, y: Any) -> jnp.ndarray:
-    """(1/N) sum_n -sum_c y_nc log softmax(f_n)_c over the last two axes (points, classes)."""
-    return _CE.value(jnp.asarray(f), jnp.asarray(y))
-
-
-def accuracy(f: Any, y: Any) -> jnp.ndarray:
-    """Fraction of points whose largest output is the labelled class (last two axes)."""
-    return _CE.accuracy(f, y)
-
-
 def ce_residual(f: jnp.ndarray, y: jnp.ndarray) -> jnp.ndarray:
     """softmax(f) - y (N times the cross-entropy gradient in f)."""
     return jax.nn.softmax(f, axis=-1) - y
-
-
-def check_one_hot(y: Any, name: str, n: Optional[int], c: int):
-    """Validate one-hot targets of shape (n, c); returns a float array."""
-    return _CE.validate(y, name, n, c)
 
 
 def _kernels(K):

@@ -9,30 +9,5 @@
         discrete map (flows.py)
     isotropy(op) -> IsotropyReport                                       diagnostics.py
 
-Names load on first use (PEP 562); `ntkngd` re-exports the public ones.
+`ntkngd` exports the public names; the modules are imported by name.
 """
-from __future__ import annotations
-
-from .._lazy import lazy_exports
-
-_EXPORTS: dict[str, tuple[str, str]] = {
-    "FlowOperator": (".base", "FlowOperator"),
-    "Operator": (".linear", "Operator"),
-    "FactoredMatrix": (".linear", "FactoredMatrix"),
-    "dense": (".linear", "dense"),
-    "LossOperator": (".loss_flow", "LossOperator"),
-    "loss_operator": (".loss_flow", "loss_operator"),
-    "min_norm_operator": (".loss_flow", "min_norm_operator"),
-    "operator": (".operators", "operator"),
-    "Trajectory": (".predict", "Trajectory"),
-    "predict": (".predict", "predict"),
-    "mse": (".predict", "mse"),
-    "integrate_flow": (".flows", "integrate_flow"),
-    "iterate_steps": (".flows", "iterate_steps"),
-    "IsotropyReport": (".diagnostics", "IsotropyReport"),
-    "isotropy": (".diagnostics", "isotropy"),
-}
-
-__all__ = sorted(_EXPORTS)
-
-__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

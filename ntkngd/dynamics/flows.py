@@ -70,29 +70,12 @@ def _steps(core, f0, ft0, y, lr, save_at):
     return bufs
 
 
-def times_array(times) -> np.ndarray:
-    t = _checks.as_array(times, "times", ndim=1).astype(np.float64)
-    if np.any(t < 0):
-        raise ValueError("time points must be >= 0")
-    if np.any(np.diff(t) < 0):
-        raise ValueError("time points must be sorted in increasing order")
-    return t
-
-
-def steps_array(steps) -> np.ndarray:
-    """An int T (-> 0..T) or a sequence of non-negative integer step indices."""
-    if np.ndim(steps) == 0:
-        return np.arange(_checks.positive_int(steps, "steps") + 1)
-    t = _checks.as_array(steps, "steps", ndim=1)
-    if t.dtype == bool or np.any(t < 0) or np.any(t != np.round(t)):
-        raise ValueError("steps must be non-negative integers")
-    return t.astype(int)
-
-
-def _state0(f0_train, f0_test, c, dtype):
-    f0 = jnp.asarray(f0_train, dtype)
-    ft = jnp.zeros((0, c), dtype) if f0_test is None else jnp.asarray(f0_test, dtype)
-    return f0, ft
+def _state(f0_train, y_train, f0_test):
+    """(f0, f0' ((0, C) without test points), y) in the dtype of f0 (at least float32)."""
+    f0 = jnp.asarray(f0_train)
+    dtype = jnp.result_type(f0.dtype, jnp.float32)
+    ft = jnp.zeros((0, f0.shape[-1]), dtype) if f0_test is None else jnp.asarray(f0_test, dtype)
+    return f0.astype(dtype), ft, jnp.asarray(y_train, dtype)
 
 
 def _tolerance(v, name: str) -> float:
@@ -110,19 +93,17 @@ def integrate_flow(op: Any, f0_train: Any, y_train: Any, f0_test: Any = None, *,
                    max_steps: int = 100_000):
     """Integrate df/dtau = -lr G(f) x(f), df'/dtau = -lr G'(f) x(f) with diffrax (Tsit5, PID).
 
-    op: an operator or its core (module docstring). times: sorted time points tau >= 0. Returns (t, train (T, N, C), test (T, N', C) or None,
-    number of solver steps). A failed solve (a singular system along the flow, a non-finite
+    op: an operator or its core (module docstring); times: sorted finite time points tau >= 0
+    and lr > 0, as `ntkngd.predict` checks them. Returns (t, train (T, N, C), test (T, N', C) or
+    None, number of solver steps). A failed solve (a singular system along the flow, a non-finite
     field, max_steps reached) raises a ValueError naming the cause.
     """
-    t = times_array(times)
-    lr = _checks.positive(lr, "lr")
+    t = np.asarray(times, np.float64)
     notes = " ".join(getattr(op, "notes", ()) or ())
     core = _core(op)
     rtol, atol = _tolerance(rtol, "rtol"), _tolerance(atol, "atol")
-    f0 = jnp.asarray(f0_train)
-    dtype = jnp.result_type(f0.dtype, jnp.float32)
-    f0, ft0 = _state0(f0, f0_test, f0.shape[-1], dtype)
-    y = jnp.asarray(y_train, dtype)
+    f0, ft0, y = _state(f0_train, y_train, f0_test)
+    dtype = f0.dtype
     if t[-1] == 0:
         tr = jnp.broadcast_to(f0, (len(t),) + f0.shape)
         te = jnp.broadcast_to(ft0, (len(t),) + ft0.shape)
@@ -146,14 +127,11 @@ def iterate_steps(op: Any, f0_train: Any, y_train: Any, f0_test: Any = None, *,
                   lr: float = 1.0, steps: Any):
     """The discrete map f_{t+1} = f_t - lr G(f_t) x(f_t) (and f'_{t+1} = f'_t - lr G'(f_t) x(f_t)).
 
-    steps: an int T (returns t = 0..T) or a sequence of step indices. Returns (t, train, test)."""
-    lr = _checks.positive(lr, "lr")
+    steps: non-negative integer step indices, as `ntkngd.predict` checks them. Returns (t, train,
+    test)."""
     core = _core(op)
-    t = steps_array(steps)
-    f0 = jnp.asarray(f0_train)
-    dtype = jnp.result_type(f0.dtype, jnp.float32)
-    f0, ft0 = _state0(f0, f0_test, f0.shape[-1], dtype)
-    y = jnp.asarray(y_train, dtype)
-    tr, te = _steps(core, f0, ft0, y, jnp.asarray(lr, dtype), jnp.asarray(t))
+    t = np.asarray(steps, int)
+    f0, ft0, y = _state(f0_train, y_train, f0_test)
+    tr, te = _steps(core, f0, ft0, y, jnp.asarray(lr, f0.dtype), jnp.asarray(t))
     tr, te = np.asarray(tr), np.asarray(te)
     return t.astype(np.float64), tr, None if f0_test is None else te
