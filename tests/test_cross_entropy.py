@@ -208,6 +208,9 @@ def test_discrete_map_one_step(setup):
     np.testing.assert_allclose(out.train[-1], f, atol=1e-9)
     assert out.t.tolist() == [0, 1, 2] and not out.continuous
     assert out.test_loss.shape == (3,) and out.test_accuracy.shape == (3,)
+    mse = ng.predict(ng.operator("bd", K), f0, y, f0t, y_test=setup["yt"], steps=2)
+    assert type(out) is type(mse) is ng.Trajectory is ng.CETrajectory      # one type, every loss
+    assert mse.test_accuracy.shape == (3,) and out.alpha == mse.alpha == L
     assert out.train_loss[2] < out.train_loss[0]
 
 

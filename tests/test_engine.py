@@ -173,6 +173,19 @@ def test_one_train_log_type_for_every_loss():
     assert "(cross-entropy)" in log.table() and len(log.table().splitlines()) == 5 + len(log.notes)
 
 
+def test_log_header_names_the_loss_it_trained():
+    """Shampoo under MSE has no constant operator (per-step alpha fit logged) but is no
+    cross-entropy run: the header says neither; with loss="bce" it says so."""
+    net, params, x, y, xt = _setup(3, width=32)
+    log = train("shampoo", net, params, (x, y, xt, y[:NT]), steps=1)
+    head = log.table().splitlines()[0]
+    assert log.measured and log.loss == "mse" and head.startswith("shampoo: lr ")
+    assert "cross-entropy" not in head and "reference alpha" in head
+    y01, yt01 = (y > 0).astype(float), (y[:NT] > 0).astype(float)
+    log = train("exact", net, params, (x, y01, xt, yt01), steps=1, loss="bce")
+    assert log.table().startswith("exact (binary cross-entropy): lr ")
+
+
 def test_train_unit_wise_and_multiclass():
     net, params, x, y, xt = _setup(3, width=32, c=2)
     yt = np.eye(2)[np.arange(NT) % 2]
