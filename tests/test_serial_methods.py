@@ -185,7 +185,7 @@ def test_one_step_equals_brute_force_from_full_jacobians(method, small_cnn):
     alpha = ng.operator(method, K, 0.0).alpha
 
     def loss(p):
-        return float(ng.mse(np.asarray(net.apply_fn(unravel(p), x)), np.asarray(y)))
+        return float(ng.losses.mse.value(np.asarray(net.apply_fn(unravel(p), x)), np.asarray(y)))
     one_step, brute = loss(flat - d / alpha), loss(flat - d_bf / alpha)
     assert abs(one_step - brute) < 1e-10 * brute
 

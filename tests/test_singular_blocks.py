@@ -77,7 +77,7 @@ def test_undamped_direction_is_the_pseudo_inverse_step(name, singular_readout):
     lr = 1.0 / ng.pattern_alpha(PATTERNS[name])
 
     def loss(p):
-        return float(ng.mse(np.asarray(net.apply_fn(unravel(p), x)), y))
+        return float(ng.losses.mse.value(np.asarray(net.apply_fn(unravel(p), x)), y))
     assert abs(loss(flat - lr * d) - loss(flat - lr * d_bf)) < 1e-9 * loss(flat - lr * d_bf)
 
 

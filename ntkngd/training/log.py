@@ -48,8 +48,8 @@ class TrainLog:
 
     @property
     def is_mse(self) -> bool:
-        """Whether the loss is the mean squared error."""
-        return self.loss == "mse"
+        """Whether this is an MSE run with a constant operator (no per-step isotropy measured)."""
+        return self.loss == "mse" and not self.measured
 
     @property
     def measured(self) -> bool:

@@ -150,8 +150,9 @@ def _wide(m: Method, Ka: Kernels, rho: float, L: Loss):
 
 
 def _analytic(net, x_train, x_test) -> Kernels:
-    """Infinite-width kernels, memoized on the network object and the input bytes (last 4)."""
-    key = (np.asarray(x_train).tobytes(), np.asarray(x_test).tobytes())
+    """Infinite-width kernels, memoized on the network object, the input bytes and JAX's default
+    float (their dtype); the last 4 kept."""
+    key = (np.asarray(x_train).tobytes(), np.asarray(x_test).tobytes(), jnp.zeros(()).dtype)
     for n, k, K in _ANALYTIC:
         if n is net and k == key:
             return K
