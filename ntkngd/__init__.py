@@ -47,8 +47,8 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "Operator": (".dynamics.linear", "Operator"),
     "LossOperator": (".dynamics.loss_flow", "LossOperator"),
     "operator": (".dynamics.operators", "operator"),
-    "Trajectory": (".dynamics.predict", "Trajectory"),
-    "predict": (".dynamics.predict", "predict"),
+    "Trajectory": (".dynamics.trajectory", "Trajectory"),
+    "predict": (".dynamics.trajectory", "predict"),
     "IsotropyReport": (".dynamics.diagnostics", "IsotropyReport"),
     "isotropy": (".dynamics.diagnostics", "isotropy"),
     # finite-width training

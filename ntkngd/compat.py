@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from . import _checks
 from .dynamics.loss_flow import LossOperator, loss_operator, min_norm_operator
-from .dynamics.predict import Trajectory, mse, predict
+from .dynamics.trajectory import Trajectory, mse, predict
 from .kernels import Kernels
 from .losses import Loss, get_loss, softmax_cross_entropy
 from .methods import BlockPattern, get_method
@@ -32,7 +32,7 @@ NAMES: dict[str, str] = {
     "CETrainLog": "ntkngd.TrainLog",
     "ce_direction": "ntkngd.ngd_direction(..., loss='ce')",
     "train_ce": "ntkngd.train(..., loss='ce')",
-    "mse": "ntkngd.losses.mse.value (or ntkngd.dynamics.predict.mse, in NumPy)",
+    "mse": "ntkngd.losses.mse.value (or ntkngd.dynamics.trajectory.mse, in NumPy)",
 }
 
 CEOperator = LossOperator

@@ -4,7 +4,7 @@
         |-> Operator      linear flow, MSE: constant G, G'             linear.py
         `-> LossOperator  loss flow, any loss: G(f) x, x = H(f)^+ r    loss_flow.py
               (both `FlowOperator`s with one jit `Core`: base.py)
-    predict(op, f0, y, f0_test, steps= | times=[..., inf]) -> Trajectory   predict.py
+    predict(op, f0, y, f0_test, steps= | times=[..., inf]) -> Trajectory   trajectory.py
         closed forms and the t -> infinity fixed point (closed_form.py), diffrax flow and
         discrete map (flows.py)
     isotropy(op) -> IsotropyReport                                       diagnostics.py

@@ -16,7 +16,7 @@ import functools
 import numpy as np
 
 from .. import analytic_kernels, mlp, operator, predict
-from ..dynamics.predict import mse
+from ..dynamics.trajectory import mse
 from ..empirical import outputs
 from ..engine import ngd_direction
 from ..training.observers import accuracy

@@ -29,7 +29,7 @@ import numpy as np
 from .. import _checks
 from .._checks import TheoryConditionWarning
 from ..dynamics.operators import operator
-from ..dynamics.predict import mse
+from ..dynamics.trajectory import mse
 from ..empirical import empirical_kernels
 from ..kernels import Kernels, analytic_kernels
 from ..losses import Loss, get_loss

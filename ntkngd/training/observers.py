@@ -16,7 +16,7 @@ from typing import Any, Optional, Union
 import jax.numpy as jnp
 import numpy as np
 
-from ..dynamics.predict import predict
+from ..dynamics.trajectory import predict
 from ..kernels import Kernels
 from ..losses import Loss, accuracy_or_nan, class_encoding, coded_accuracy, get_loss
 from ..methods import get_method, patterns
