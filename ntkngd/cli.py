@@ -206,7 +206,7 @@ def cmd_train(args) -> int:
     _enable_x64(not args.float32)
     import jax
 
-    from .engine import train
+    from .training.loop import train
     from .methods import canonical
     logs, seeds = [], list(range(args.seed, args.seed + args.seeds))
     for seed in seeds:

@@ -53,16 +53,16 @@ def test_lr_sweep_departure_is_the_first_fraction_off_the_isotropic_curve():
 
 
 def _operator(train, test):
-    from ntkngd.function_space import Operator
+    from ntkngd.dynamics.linear import Operator
     return Operator("test", train, test, None, 0.0, 1, True)
 
 
 def test_fixed_point_is_the_limit_of_the_flow_with_a_null_space():
     """A non-normal G = V diag(lam) V^-1 with two zero eigenvalues and G' = W G (vanishing on G's
-    null space, as every method's G' does): the residual keeps its null-space component (along
-    the range), the test outputs move by G' G^D g; the flow of `predict` at a long time agrees."""
+    null space, as every method's G' does): at t = inf the residual keeps its null-space
+    component (along the range), the test outputs move by G' G^D g; the flow at a long time
+    agrees."""
     from ntkngd import predict
-    from ntkngd.figures.generalization import _fixed_point
     rng = np.random.default_rng(3)
     n, nt = 8, 5
     v = np.eye(n) + 0.4 * rng.standard_normal((n, n))
@@ -72,23 +72,25 @@ def test_fixed_point_is_the_limit_of_the_flow_with_a_null_space():
     test = rng.standard_normal((nt, n)) @ g_op
     f0, y = rng.standard_normal((n, 1)), rng.standard_normal((n, 1))
     f0t = rng.standard_normal((nt, 1))
-    train, out, lowest = _fixed_point(_operator(g_op, test), f0, y, f0t)
+    op = _operator(g_op, test)
+    limit = predict(op, f0, y, f0t, lr=1.0, times=[np.inf])
+    train, out = limit.train[-1], limit.test[-1]
     null = v @ np.diag(lam == 0) @ vi
     drazin = v @ np.diag(np.where(lam > 0, 1 / np.where(lam > 0, lam, 1), 0)) @ vi
     np.testing.assert_allclose(train, y + null @ (f0 - y), rtol=0, atol=1e-12)
     np.testing.assert_allclose(out, f0t - test @ drazin @ (f0 - y), rtol=0, atol=1e-12)
-    assert lowest == pytest.approx(0.5 / 4.0, rel=1e-12)
+    assert op.slowest_rate == pytest.approx(0.5 / 4.0, rel=1e-12)
     traj = predict(_operator(g_op, test), f0, y, f0t, lr=1.0, times=[80.0])   # e^-40 of the slowest
     np.testing.assert_allclose(traj.train[-1], train, rtol=0, atol=1e-10)
     np.testing.assert_allclose(traj.test[-1], out, rtol=0, atol=1e-10)
 
 
 def test_fixed_point_reports_a_growing_mode():
-    from ntkngd.figures.generalization import _fixed_point
-    g_op = np.diag([2.0, 1.0, -0.5])
-    _, _, lowest = _fixed_point(_operator(g_op, np.ones((2, 3))), np.ones((3, 1)),
-                                np.zeros((3, 1)), np.zeros((2, 1)))
-    assert lowest == -0.25
+    from ntkngd import predict
+    op = _operator(np.diag([2.0, 1.0, -0.5]), np.ones((2, 3)))
+    assert op.slowest_rate == -0.25
+    with pytest.raises(ValueError, match="no t -> infinity limit"):
+        predict(op, np.ones((3, 1)), np.zeros((3, 1)), np.zeros((2, 1)), lr=1.0, times=[np.inf])
 
 
 def test_theory_on_forster_inputs_is_bitwise_reproducible():
