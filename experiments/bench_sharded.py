@@ -3,7 +3,7 @@
 MNIST (10 classes, one-hot; N training and --n-test test points from the bundled split), 3-layer
 ReLU MLP at infinite width, f_0 = 0, float64. Each path: per-layer kernels, then the operators of
 gd, exact, BD, BTD, K-FAC and their t -> infinity test predictions (dense: `ng.predict` with
-times=[inf] where the library has it, else figures.generalization._fixed_point). The sharded path
+times=[inf]). The sharded path
 runs on --devices simulated CPU devices (set before JAX loads) with float64 or --storage float32
 kernels. Prints both times, their ratio and the largest difference of the test predictions, and
 the memory model of both paths (ntkngd.sharded.memory), so that users see where the crossover is.
@@ -43,11 +43,7 @@ METHODS = ("gd", "exact", "block_diagonal", "block_tridiagonal", "kfac")
 
 
 def _dense_fixed_point(ng, op, f0, y, f0t):
-    try:
-        return ng.predict(op, f0, y, f0t, times=[np.inf]).test[-1]
-    except (ValueError, TypeError):      # the dense t = inf arrives with the dynamics restructure
-        from ntkngd.figures.generalization import _fixed_point
-        return _fixed_point(op, f0, y, f0t)[1]
+    return ng.predict(op, f0, y, f0t, times=[np.inf]).test[-1]
 
 
 def path(ng, ds, net, mesh, storage):

@@ -69,7 +69,8 @@ def one_step(channels: int, n: int, methods=PATTERNS + LAYERWISE, seed: int = 0)
     t0 = time.perf_counter()
     K, f = serial_kernels_and_outputs(net, params, x)
     Ka = ng.analytic_kernels(net, x)
-    out = dict(channels=channels, n=n, seed=seed, loss0=float(ng.mse(np.asarray(f), y)),
+    loss0 = float(ng.losses.mse.value(np.asarray(f), y))
+    out = dict(channels=channels, n=n, seed=seed, loss0=loss0,
                cond_finite=_cond(K.blocks_train) + _cond([K.ntk_train]),
                cond_infinite=_cond(Ka.blocks_train) + _cond([Ka.ntk_train]), methods={})
     for m in methods:
@@ -78,7 +79,8 @@ def one_step(channels: int, n: int, methods=PATTERNS + LAYERWISE, seed: int = 0)
             damping = None if m == "unit_wise" else 0.0
             op = ng.operator(m, K, damping)
             d = direction(m, net, params, x, y, op.damping, kernels_and_outputs=(K, f))[0]
-        loss1 = float(ng.mse(np.asarray(serial_outputs(net, apply_update(params, d, op.lr), x)), y))
+        f1 = serial_outputs(net, apply_update(params, d, op.lr), x)
+        loss1 = float(ng.losses.mse.value(np.asarray(f1), y))
         out["methods"][m] = dict(alpha=op.alpha, theory=op.alpha_theory, deviation=op.deviation,
                                  lr=op.lr, loss1=loss1, fall=out["loss0"] / loss1,
                                  rel_step=_rel_steps(net, params, d, op.lr))

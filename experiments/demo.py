@@ -27,7 +27,7 @@ def main(width: int, n_train: int, depth: int, whiten: bool = False) -> None:
     Ka = ng.analytic_kernels(net, ds.x_train, ds.x_test)
     Ke = ng.empirical_kernels(net, params, ds.x_train, ds.x_test)
     f0 = np.asarray(net.apply_fn(params, ds.x_train))
-    loss0 = ng.mse(f0, ds.y_train)
+    loss0 = float(ng.losses.mse.value(f0, ds.y_train))
     print(f"{ds.name} ({ds.preprocessing}): N = {ds.n_train}, d = {ds.input_dim}; L = {depth}, "
           f"width {width}; initial training loss {loss0:.4g}")
     print(f"{'method':>18} {'alpha theory':>13} {'alpha (inf)':>12} {'alpha (M)':>11} "
@@ -39,7 +39,7 @@ def main(width: int, n_train: int, depth: int, whiten: bool = False) -> None:
             emp = ng.operator(m, Ke, damping=None)
             d = ng.ngd_direction(m, net, params, ds.x_train, ds.y_train, damping=None)
         p1 = jax.tree_util.tree_map(lambda p, q: p - inf.lr * q, params, d)
-        loss1 = ng.mse(np.asarray(net.apply_fn(p1, ds.x_train)), ds.y_train)
+        loss1 = float(ng.losses.mse.value(np.asarray(net.apply_fn(p1, ds.x_train)), ds.y_train))
         theory1 = ng.predict(inf, f0, ds.y_train, steps=1).train_loss[1]
         pred = "-" if inf.alpha_theory is None else f"{inf.alpha_theory:.6g}"
         print(f"{m:>18} {pred:>13} {inf.alpha:12.6g} {emp.alpha:11.6g} {emp.deviation:9.1e} "

@@ -61,13 +61,13 @@ def one(net, params, ds, rel: float, per_unit: bool = False) -> dict:
         op = ng.operator("unit_wise", K, rho)
         d = ng.ngd_direction("unit_wise", net, params, ds.x_train, ds.y_train, damping=rho)
     p1 = apply_update(params, d, 1.0 / alpha_th)
-    loss0 = ng.mse(np.asarray(f), ds.y_train)
+    loss0 = float(ng.losses.mse.value(np.asarray(f), ds.y_train))
     K1, f1 = empirical.kernels_and_outputs(net, p1, ds.x_train)
     a = np.trace(op.train) / op.train.shape[0]
     dev = np.linalg.norm(op.train - a * np.eye(len(op.train))) / (a * np.sqrt(len(op.train)))
     flips = np.mean(np.concatenate([(x != y).ravel() for x, y in
                                     zip(active_pattern(K), active_pattern(K1))]))
-    return {"rho": rho, "fall": float(ng.mse(np.asarray(f1), ds.y_train) / loss0),
+    return {"rho": rho, "fall": float(ng.losses.mse.value(np.asarray(f1), ds.y_train) / loss0),
             "alpha": a / alpha_th, "dev": float(dev), "flips": float(flips)}
 
 

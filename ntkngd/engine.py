@@ -6,7 +6,8 @@ system as its function-space operator G, with the loss's output Hessian), Ht_l t
 D_l the backprops of `ntkngd.empirical`. Linearized, J d = G(f) r (docs/theory.md), so one MSE step
 at lr = 1/alpha converges for an isotropic G. `_core` (features, kernels, dual solve, contraction)
 runs under jax.jit with method, network, loss and damping static: `ngd_direction` validates on the
-host once and is itself jittable; `train_step` is the device-resident step `train` loops over.
+host once and is itself jittable; `train_step` is the device-resident step `ntkngd.train` loops
+over (ntkngd/training).
 """
 from __future__ import annotations
 
@@ -15,18 +16,14 @@ from typing import Any, Optional, Union
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from . import _checks, empirical
-from .dynamics import mse, predict
-from .kernels import Kernels, analytic_kernels
-from .losses import Loss, class_encoding, coded_accuracy, get_loss
+from .kernels import Kernels
+from .losses import Loss, get_loss
 from .losses import mse as mse_loss
 from .methods import BlockPattern, Method, get_method
 from .network import Network
-from .operators import operator
-from .train_log import TrainLog
 
 MethodLike = Union[str, BlockPattern, Method]
 
@@ -169,132 +166,3 @@ def apply_update(params: Any, d: Any, lr: float) -> list:
             out.append(tuple(None if a is None else a - jnp.asarray(lr, a.dtype) * b
                              for a, b in zip(p, dp)))
     return out
-
-
-def accuracy(f: np.ndarray, y: np.ndarray, encoding: Optional[tuple] = None) -> float:
-    """Fraction of points classified as their targets code them (`losses.class_encoding`: 0/1 ->
-    f > 0.5, +-1 / +-0.5 -> sign, one-hot -> argmax; read from y unless `encoding` is given);
-    ValueError for targets that code no classes."""
-    return float(coded_accuracy(f, y, class_encoding(y) if encoding is None else encoding))
-
-
-def _encoding(*ys) -> Optional[tuple]:
-    """The targets' class encoding, or None (accuracy logged as NaN) for regression targets."""
-    try:
-        return class_encoding(*ys)
-    except ValueError:
-        return None
-
-
-def _predictions(op, f0, y, f0t, yt, lr, steps):
-    traj = predict(op, f0, y, f0t if op.test is not None else None, lr=lr, steps=steps,
-                   y_test=yt if op.test is not None else None)
-    test = traj.test_loss if traj.test_loss is not None else np.full(steps + 1, np.nan)
-    return traj.train_loss, test
-
-
-def _finite_or_diverged(arrays, t: int, lr: float, method: str) -> None:
-    """Raise a clear error when a step made the outputs non-finite (the step diverged)."""
-    if not all(np.all(np.isfinite(a)) for a in arrays):
-        raise FloatingPointError(
-            f"{method}: training diverged at step {t}: the network outputs are NaN/inf after a "
-            f"step of size lr = {lr:.4g} (the step, not the initial parameters, is at fault); "
-            "use a smaller lr or damping > 0")
-
-
-def log_step(logs: dict, outputs: tuple, targets: tuple, t: int, lr: float, name: str) -> None:
-    """Append step t's train/test MSE and accuracy to `logs` (keys tr, te, atr, ate); outputs
-    (f, f_test) must be finite (else the step diverged: a clear error). Accuracy follows the
-    class coding of the train and test targets together (`accuracy`); NaN for regression
-    targets."""
-    (f, ft), (ytr, yte) = outputs, targets
-    _finite_or_diverged((f, ft), t, lr, name)
-    enc = _encoding(ytr, yte)
-    acc = (lambda a, b: np.nan) if enc is None else (lambda a, b: accuracy(a, b, enc))
-    for k, v in (("tr", mse(f, ytr)), ("te", mse(ft, yte)), ("atr", acc(f, ytr)),
-                 ("ate", acc(ft, yte))):
-        logs[k].append(float(v))
-
-
-_LOSS_OPTIONS = ("lr_fraction", "analytic")
-
-
-def reject_loss_options(options: dict, loss: Loss) -> None:
-    """TypeError naming the first keyword `train` cannot use with `loss` (MSE takes none of the
-    other losses' options; anything else is unknown: a typo such as dampnig= must not be dropped)."""
-    for k in options:
-        if k in _LOSS_OPTIONS:
-            raise TypeError(f"train() option {k}= applies only to losses other than MSE; "
-                            f"loss={loss.name!r} takes no such option")
-        raise TypeError(f"train() got an unexpected keyword argument {k!r}")
-
-
-def train(method: MethodLike, net: Network, params: Any, data: tuple, steps: int = 5,
-          lr: Optional[float] = None, damping: Optional[float] = None,
-          loss: Union[str, Loss] = "mse", **loss_options):
-    """T steps of `method` on a finite network, logged beside the function-space predictions.
-
-    data = (x_train, y_train, x_test, y_test). lr=None uses the empirical operator's lr at
-    initialization (1/alpha when isotropic). damping as in `ngd_direction` (None: the method's
-    default). Inputs are validated once; the steps run jitted on device (`train_step`).
-    Predictions: `predict` with the empirical operator at initialization, and with the
-    infinite-width operator (analytic kernels) started from the network's own outputs; where the
-    infinite-width operator has no test side (unit-wise) the test prediction is the empirical one.
-    Any loss other than MSE goes to `ntkngd.ce_engine.train_ce` (the same `TrainLog`, with the
-    per-step isotropy fields filled; loss_options: lr_fraction, analytic); with MSE any extra
-    keyword is a TypeError. Accuracy follows the targets' class coding (`accuracy`; NaN for
-    regression targets).
-    """
-    L = get_loss(loss)
-    if L.identity_hessian:
-        reject_loss_options(loss_options, L)
-    if getattr(net, "is_serial", False):   # hook: stax serial networks
-        from .serial_train import serial_train
-        return serial_train(method, net, params, data, steps, lr, damping, L, **loss_options)
-    if not L.identity_hessian or get_method(method).nonlinear:   # no fixed operator: per-step fit
-        from .ce_engine import train_ce
-        if L.identity_hessian:       # MSE has a minimiser: the full step 1 / alpha_fit(t = 0)
-            loss_options.setdefault("lr_fraction", 1.0)
-        return train_ce(method, net, params, data, steps, lr, damping, loss=L, **loss_options)
-    if not isinstance(data, (tuple, list)) or len(data) != 4:
-        raise ValueError("data must be a tuple (x_train, y_train, x_test, y_test)")
-    steps = _checks.positive_int(steps, "steps")
-    m = get_method(method)
-    damping = _check_damping(damping)
-    xtr = _checks.inputs(data[0], "x_train")
-    dense = empirical.dense_params(net, params, xtr.shape[1])
-    ytr = L.validate(data[1], "y_train", xtr.shape[0], net.out_dim)
-    xte = _checks.inputs(data[2], "x_test", dim=xtr.shape[1])
-    yte = L.validate(data[3], "y_test", xte.shape[0], net.out_dim)
-    if lr is not None:
-        lr = _checks.positive(lr, "lr")
-    K0 = empirical.empirical_kernels(net, params, xtr, xte)
-    rho = float(m.resolve_damping(K0, damping))
-    op_emp = operator(m, K0, rho)
-    lr = op_emp.lr if lr is None else lr
-    dtype = empirical.param_dtype(dense)
-    xj, yj, xtj = (jnp.asarray(a, dtype) for a in (xtr, ytr, xte))
-    f0 = np.asarray(empirical._forward(net, dense, xj), np.float64)
-    f0t = np.asarray(empirical._forward(net, dense, xtj), np.float64)
-    pe_tr, pe_te = _predictions(op_emp, f0, ytr, f0t, yte, lr, steps)
-    Ka = analytic_kernels(net, xtr, xte)
-    try:
-        op_inf = operator(m, Ka, 0.0 if m.default_damping is not None else rho)
-    except ValueError:     # no wide limit at this damping (damped diagonal Fisher): NaN
-        op_inf = None
-        pi_tr = pi_te = np.full(steps + 1, np.nan)
-    if op_inf is not None:
-        pi_tr, pi_te = _predictions(op_inf, f0, ytr, f0t, yte, lr, steps)
-        if op_inf.test is None:
-            pi_te = pe_te
-    logs: dict[str, list] = {k: [] for k in ("tr", "te", "atr", "ate")}
-    lr_j = jnp.asarray(lr, dtype)
-    for t in range(steps + 1):
-        if t > 0:
-            dense = train_step(m, net, L, rho, dense, xj, yj, lr_j)
-        f = f0 if t == 0 else np.asarray(empirical._forward(net, dense, xj), np.float64)
-        ft = f0t if t == 0 else np.asarray(empirical._forward(net, dense, xtj), np.float64)
-        log_step(logs, (f, ft), (ytr, yte), t, lr, m.name)
-    return TrainLog(m.name, float(lr), rho, op_emp.alpha, np.arange(steps + 1),
-                    *(np.asarray(logs[k]) for k in ("tr", "te", "atr", "ate")),
-                    np.asarray(pe_tr), np.asarray(pe_te), np.asarray(pi_tr), np.asarray(pi_te))

@@ -196,9 +196,10 @@ def analytic_kernels(net: Network, x_train: Any, x_test: Any = None,
     mesh: a `jax.sharding.Mesh` (ntkngd.sharded.make_mesh) returns `ntkngd.sharded`'s row-sharded
     kernels instead (batch_size = rows per tile); None keeps the dense path.
     """
-    if mesh is not None:   # hook: sharded backend (ntkngd.sharded)
-        from .sharded.kernels import sharded_kernels
-        return sharded_kernels(net, x_train, x_test, mesh, tile=batch_size)
+    if mesh is not None:   # hook: ntkngd.sharded (built from this module's layer recursion)
+        from .sharded.kernels import build
+        return build(net, x_train, x_test, mesh, batch_size, tap=_tap_layers,
+                     inputs=first_layer_inputs)
     if getattr(net, "is_serial", False):   # hook: stax serial networks
         from .serial_kernels import serial_analytic_kernels
         return serial_analytic_kernels(net, x_train, x_test, batch_size)

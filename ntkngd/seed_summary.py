@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .train_log import TrainLog
+from .training.log import TrainLog
 
 # (label, value) as printed in the README of the authors' numpy code
 AUTHORS = {"train loss, step 0": 0.134341, "train loss, step 1": 0.000203484,

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _checks
-from .function_space import Operator
+from .dynamics.linear import Operator
 from .kernels import Kernels
 from .losses import Loss, get_loss
 from .methods import BlockPattern, Method, get_method

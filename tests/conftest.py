@@ -6,6 +6,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
+# The tests' programs are tiny and each is compiled once, so XLA's LLVM optimization passes cost
+# more than they save: most of the suite's time was compilation. Without them the suite runs ~2x
+# faster; the programs' semantics (HLO) and the BLAS/LAPACK calls are the same, so results agree
+# with an optimized build to round-off, which every tolerance already allows. Subprocess tests
+# (test_startup, the tutorial notebook) run with the default optimizations, as users do.
+# NTKNGD_TEST_OPTIMIZE=1 runs the suite with them.
+jax.config.update("jax_disable_most_optimizations", os.environ.get("NTKNGD_TEST_OPTIMIZE") != "1")
 
 import ntkngd  # noqa: E402,F401  (first: keeps neural-tangents' TensorFlow port unloaded)
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from ntkngd import data, mlp
-from ntkngd.ce_engine import hessian_rank, input_rank, reference_alpha, train_ce
+from ntkngd.compat import train_ce
+from ntkngd.training.observers import hessian_rank, input_rank, reference_alpha
 from ntkngd.figures.common import init_params
 
 

@@ -1,4 +1,5 @@
-"""Finite-width cross-entropy training (ntkngd.ce_engine)."""
+"""Finite-width cross-entropy directions and training (ntkngd.train with loss="ce"; the v0.1 names
+from ntkngd.compat)."""
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -7,12 +8,14 @@ import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import ntkngd as ng  # noqa: E402
-from ntkngd import ce_engine as E  # noqa: E402
-from ntkngd import cross_entropy as ce  # noqa: E402
+from ntkngd import compat as ce  # noqa: E402
+from ntkngd import compat as E  # noqa: E402
+from ntkngd.training import observers  # noqa: E402
 from ntkngd import empirical  # noqa: E402
 
 N, NT, D, C, L = 6, 4, 10, 3, 3
@@ -59,7 +62,7 @@ def test_damped_step_pushed_through_jacobian_is_function_space_step(small, metho
         jd = _jvp(net, params, x, E.ce_direction(method, net, params, x, y, rho))
         ref = np.asarray(ce.ce_operator(method, K, rho)(f, r)[0])
         np.testing.assert_allclose(jd, ref, rtol=0, atol=1e-10 * np.abs(ref).max())
-        lin = E.linearized_step(K, E.ce_signals(method, K, rho, f, y))
+        lin = observers.method_step(method, K, rho, f, y)
         np.testing.assert_allclose(lin, jd, rtol=0, atol=1e-10 * np.abs(ref).max())
 
 
@@ -73,11 +76,11 @@ def test_min_norm_limit_is_alpha_hs_pinv_and_damped_limit(small, method):
     jd = _jvp(net, params, x, E.ce_direction(method, net, params, x, y, 0.0))
     op = ce.ce_min_norm_operator(method, K)
     np.testing.assert_allclose(jd, np.asarray(op(f, r)[0]), atol=1e-10 * np.abs(jd).max())
-    alpha = E.reference_alpha(method, net, N)
+    alpha = observers.reference_alpha(method, net, N)
     assert alpha == pytest.approx(op.alpha, rel=1e-12)
-    iso = E.ce_isotropy(jd, f, y, alpha)
+    iso = observers.isotropy_fit(jd, f, y, alpha)
     assert iso["deviation_ref"] < 1e-10 and abs(iso["alpha_fit"] - alpha) < 1e-9 * alpha
-    x_pinv = np.asarray(ce.softmax_hessian_pinv(jax.nn.softmax(f), r))
+    x_pinv = np.asarray(ng.losses.softmax_cross_entropy.pinv_apply(jnp.asarray(f), jnp.asarray(r)))
     shift = jd - alpha * x_pinv
     np.testing.assert_allclose(shift, shift.mean(1, keepdims=True) * np.ones(C), atol=1e-9)
     errs = [np.abs(_jvp(net, params, x, E.ce_direction(method, net, params, x, y, rho)) - jd)
@@ -87,7 +90,7 @@ def test_min_norm_limit_is_alpha_hs_pinv_and_damped_limit(small, method):
 
 def _augmented_grad(net, params, x, y):
     """Gradient of the CE loss w.r.t. each augmented weight [W_l; b_l] (autodiff)."""
-    g = jax.grad(lambda p: ce.cross_entropy(net.apply_fn(p, x), y))(params)
+    g = jax.grad(lambda p: ng.losses.softmax_cross_entropy.value(net.apply_fn(p, x), y))(params)
     return [np.concatenate([np.asarray(W), np.asarray(b).reshape(1, -1)], 0)
             for W, b in g[::2]]
 

@@ -65,7 +65,7 @@ def test_ce_pinv_apply_is_finite_where_p_underflows():
 def test_loss_operator_call_matches_from_targets_at_a_large_gap():
     x = sphere_points(4, 5, seed=0)
     K = ng.analytic_kernels(ng.mlp(2, 64, out_dim=3), x)
-    from ntkngd.loss_dynamics import loss_operator
+    from ntkngd.dynamics.loss_flow import loss_operator
     op = loss_operator(ng.get_method("exact"), K, 0.0, CE)
     f = jnp.asarray(np.array([[40.0, 0, 0], [0, 45.0, 0], [0, 0, 50.0], [38.0, 0, 1.0]]))
     y = jnp.asarray(np.eye(3)[[0, 1, 2, 0]])
@@ -79,11 +79,10 @@ def test_bce_exact_ngd_discrete_map_stays_finite():
     800, where (1 - y)(1 + e^f) was 0 x inf; the loss must go to 0, the outputs stay finite."""
     x = sphere_points(4, 5, seed=0)
     K = ng.analytic_kernels(ng.mlp(2, 64), x)
-    from ntkngd.cross_entropy import loss_predict
-    from ntkngd.loss_dynamics import loss_operator
+    from ntkngd.dynamics.loss_flow import loss_operator
     op = loss_operator(ng.get_method("exact"), K, 0.0, BCE)
     y = np.array([[1.0], [0.0], [1.0], [0.0]])
-    traj = loss_predict(op, np.zeros((4, 1)), y, lr=1.0, steps=800)
+    traj = ng.predict(op, np.zeros((4, 1)), y, lr=1.0, steps=800)
     assert np.all(np.isfinite(traj.train))
     assert np.all(np.abs(traj.train[-1]) > 700)
     assert traj.train_loss[-1] < 1e-300 or traj.train_loss[-1] == 0.0

@@ -1,4 +1,4 @@
-"""Cross-entropy dynamics in function space (ntkngd.cross_entropy)."""
+"""Cross-entropy dynamics in function space (the loss flow; v0.1 names from ntkngd.compat)."""
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -14,7 +14,9 @@ import optax  # noqa: E402
 import pytest  # noqa: E402
 
 import ntkngd as ng  # noqa: E402
-from ntkngd import cross_entropy as ce  # noqa: E402
+from ntkngd import compat as ce  # noqa: E402
+from ntkngd.dynamics.flows import integrate_flow, iterate_steps  # noqa: E402
+from ntkngd.losses import softmax_cross_entropy as CE  # noqa: E402
 
 N, NT, D, C, L = 6, 4, 10, 3, 3
 
@@ -44,34 +46,32 @@ def test_helpers_match_autodiff_and_optax():
     hs = ce.softmax_hessian(p)
     np.testing.assert_allclose(hs, jax.vmap(jax.hessian(jax.scipy.special.logsumexp))(f),
                                atol=1e-14)
+    r = rs.randn(5, 4)
+    r -= r.mean(1, keepdims=True)                        # in range(Hs): zero sum per sample
+    x = CE.pinv_apply(jnp.asarray(f), jnp.asarray(r))
     for n in range(5):
-        r = rs.randn(4)
-        np.testing.assert_allclose(ce.softmax_hessian_pinv(p[n], r),
-                                   np.linalg.pinv(np.asarray(hs[n])) @ r, atol=1e-10)
-    np.testing.assert_allclose(ce.cross_entropy(f, y),
-                               optax.softmax_cross_entropy(f, y).mean(), rtol=1e-14)
+        np.testing.assert_allclose(x[n], np.linalg.pinv(np.asarray(hs[n])) @ r[n], atol=1e-10)
+    np.testing.assert_allclose(CE.value(f, y), optax.softmax_cross_entropy(f, y).mean(),
+                               rtol=1e-14)
     # residual = N * gradient of the loss
-    np.testing.assert_allclose(ce.ce_residual(f, y), 5 * jax.grad(ce.cross_entropy)(f, y),
-                               atol=1e-14)
-    assert float(ce.accuracy(y + 0.1 * f, y)) == 1.0
+    np.testing.assert_allclose(ce.ce_residual(f, y), 5 * jax.grad(CE.value)(f, y), atol=1e-14)
+    assert float(CE.accuracy(y + 0.1 * f, y)) == 1.0
 
 
 # ------------------------------------------------------------------ the generic integrator
 @pytest.mark.parametrize("method", ["gd", "exact", "block_diagonal"])
 def test_flow_with_mse_residual_matches_closed_form(setup, method):
-    """Same integrator, residual f - y and a constant operator == ntkngd.predict (continuous)."""
+    """Same integrator on the linear flow (an MSE Operator) == ntkngd.predict's closed form."""
     K, f0, f0t = setup["K"], setup["f0"], setup["f0t"]
     y = setup["y"] - 0.3
     op = ng.operator(method, K)
     times = np.array([0.0, 0.3, 1.0, 2.5])
     ref = ng.predict(op, f0, y, f0t, lr=0.7, times=times, continuous=True)
-    t, tr, te, _ = ce.integrate_flow(ce.linear_operator(op), ce.mse_residual, f0, y, f0t,
-                                     lr=0.7, times=times, rtol=1e-12, atol=1e-13)
+    t, tr, te, _ = integrate_flow(op, f0, y, f0t, lr=0.7, times=times, rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(tr, ref.train, atol=1e-8, rtol=0)
     np.testing.assert_allclose(te, ref.test, atol=1e-8, rtol=0)
     # discrete map, same generic code path
-    _, tr_d, te_d = ce.iterate_steps(ce.linear_operator(op), ce.mse_residual, f0, y, f0t,
-                                     lr=0.1, steps=[0, 1, 5])
+    _, tr_d, te_d = iterate_steps(op, f0, y, f0t, lr=0.1, steps=[0, 1, 5])
     ref_d = ng.predict(op, f0, y, f0t, lr=0.1, steps=[0, 1, 5])
     np.testing.assert_allclose(tr_d, ref_d.train, atol=1e-10)
     np.testing.assert_allclose(te_d, ref_d.test, atol=1e-10)
@@ -208,6 +208,9 @@ def test_discrete_map_one_step(setup):
     np.testing.assert_allclose(out.train[-1], f, atol=1e-9)
     assert out.t.tolist() == [0, 1, 2] and not out.continuous
     assert out.test_loss.shape == (3,) and out.test_accuracy.shape == (3,)
+    mse = ng.predict(ng.operator("bd", K), f0, y, f0t, y_test=setup["yt"], steps=2)
+    assert type(out) is type(mse) is ng.Trajectory is ng.CETrajectory      # one type, every loss
+    assert mse.test_accuracy.shape == (3,) and out.alpha == mse.alpha == L
     assert out.train_loss[2] < out.train_loss[0]
 
 
@@ -235,7 +238,7 @@ def test_bad_labels_and_unsupported_methods(setup):
     with pytest.raises(ValueError, match="C >= 2"):
         ce.ce_predict("exact", K1, np.zeros((N, 1)), np.ones((N, 1)), **kw)
     with pytest.raises(ValueError, match="C >= 2"):
-        ce.check_one_hot(np.ones((N, 1)), "y", N, 1)
+        CE.validate(np.ones((N, 1)), "y", N, 1)
     for m in ("kfac", "unit_wise"):
         with pytest.raises(NotImplementedError, match="cross-entropy"):
             ce.ce_operator(m, K)

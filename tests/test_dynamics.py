@@ -42,7 +42,8 @@ def test_discrete_closed_form_matches_iteration(setup, method, damping):
     for t, (f, ft) in enumerate(ref):
         np.testing.assert_allclose(traj.train[t], f, atol=1e-10)
         np.testing.assert_allclose(traj.test[t], ft, atol=1e-9)
-    np.testing.assert_allclose(traj.train_loss, [ng.mse(f, y) for f, _ in ref], rtol=1e-9)
+    np.testing.assert_allclose(traj.train_loss, [ng.losses.mse.value(f, y) for f, _ in ref],
+                               rtol=1e-9)
     assert traj.test_loss.shape == (13,)
 
 
@@ -105,17 +106,18 @@ def test_diagonal_operator_flow_and_steps(setup):
 
 
 def test_is_diagonal_reads_every_off_diagonal_entry():
+    from ntkngd.dynamics.linear import is_diagonal
     rng = np.random.RandomState(3)
     for m in (1, 2, 5):
         d = np.diag(rng.rand(m))
-        assert ng.function_space.is_diagonal(d)
+        assert is_diagonal(d)
         for i in range(m):
             for j in range(m):
                 if i != j:
                     e = d.copy()
                     e[i, j] = 1e-300
-                    assert not ng.function_space.is_diagonal(e)
-        assert ng.function_space.is_diagonal(np.asfortranarray(d))
+                    assert not is_diagonal(e)
+        assert is_diagonal(np.asfortranarray(d))
 
 
 def test_predict_bad_input(setup):
@@ -137,3 +139,66 @@ def test_predict_bad_input(setup):
         uw = ng.operator("unit_wise", K)       # these kernels have N > d
     with pytest.raises(ValueError, match="no test operator"):
         ng.predict(uw, f0, y, f0t, steps=2)
+
+
+# ------------------------------------------------------------------ t -> infinity
+@pytest.mark.parametrize("method", ["gd", "exact"])
+def test_infinite_time_is_the_long_time_limit(setup, method):
+    """times=[T, inf] with exp(-lr lambda_min T) = e^-60: the two points agree to the round-off of
+    the two evaluations (eigendecomposition, Schur + Sylvester): eps kappa(G) relative, with a
+    factor 100 for the m-term sums and the test products."""
+    K, y, f0, f0t = setup
+    op = ng.operator(method, K)
+    lam = op.spectrum
+    kappa = lam[0] / lam[-1]
+    assert lam[-1] > 0 and kappa < 1e6                     # well conditioned
+    T = 60.0 / lam[-1]
+    traj = ng.predict(op, f0, y, f0t, lr=1.0, times=[0.0, T, np.inf], y_test=np.zeros((4, 2)))
+    assert traj.t[-1] == np.inf and traj.continuous
+    tol = 100 * np.finfo(float).eps * kappa
+    scale = np.abs(f0 - y).max()
+    np.testing.assert_allclose(traj.train[2], traj.train[1], rtol=0, atol=tol * scale)
+    gain = np.abs(np.asarray(op.test)).sum(1).max() / lam[-1]      # ||G' G^-1|| bound
+    np.testing.assert_allclose(traj.test[2], traj.test[1], rtol=0, atol=tol * scale * gain)
+    np.testing.assert_allclose(traj.train[2], y, rtol=0, atol=tol * scale)   # G invertible
+    assert traj.test_loss[2] == pytest.approx(traj.test_loss[1], rel=1e-9)
+
+
+def test_infinite_time_on_a_singular_kernel_is_the_min_norm_solution():
+    """GD on a kernel with a repeated training input (Theta singular, rank N - 1) and conflicting
+    targets there: f_inf = y + (I - Theta Theta^+) g, f'_inf = f'_0 - Theta' Theta^+ g (the
+    minimum-norm solution: Theta^+ with numpy's pinv), to eps x kappa of the retained modes."""
+    x = sphere_points(7, 6, 0)
+    x = np.concatenate([x, x[:1]])                          # point 0 twice
+    xt = sphere_points(3, 6, 1)
+    K = ng.analytic_kernels(ng.mlp(3, 32, "relu", b_std=0.1), x, xt)
+    op = ng.operator("gd", K)
+    theta, theta_t = np.asarray(K.ntk_train), np.asarray(K.ntk_test)
+    w = np.linalg.eigvalsh(theta)
+    assert w[0] < 1e-12 * w[-1] and w[1] > 1e-6 * w[-1]     # one null mode, the rest retained
+    rng = np.random.RandomState(2)
+    f0, y, f0t = rng.randn(8, 1), rng.randn(8, 1), rng.randn(3, 1)
+    traj = ng.predict(op, f0, y, f0t, lr=1.0, times=[np.inf])
+    pinv = np.linalg.pinv(theta, rcond=1e-10, hermitian=True)
+    g = f0 - y
+    tol = 100 * np.finfo(float).eps * w[-1] / w[1] * np.abs(g).max()
+    np.testing.assert_allclose(traj.train[0], y + g - theta @ (pinv @ g), rtol=0, atol=tol)
+    np.testing.assert_allclose(traj.test[0], f0t - theta_t @ (pinv @ g), rtol=0,
+                               atol=tol * np.abs(theta_t).sum(1).max() / w[1] * w[-1])
+    # the residual left is the conflict between the two copies of point 0: (g_0 - g_7) / 2 each
+    res = traj.train[0] - y
+    np.testing.assert_allclose(res[[0, 7], 0], [(g[0, 0] - g[7, 0]) / 2, (g[7, 0] - g[0, 0]) / 2],
+                               rtol=0, atol=tol)
+
+
+def test_infinite_time_is_refused_where_it_has_no_meaning(setup):
+    K, y, f0, f0t = setup
+    op = ng.operator("exact", K)
+    with pytest.raises(ValueError, match="times must be"):
+        ng.predict(op, f0, y, times=[0.0, np.nan])
+    with pytest.raises(ValueError, match="sorted"):
+        ng.predict(op, f0, y, times=[np.inf, 1.0])
+    ce = ng.operator("exact", ng.analytic_kernels(ng.mlp(2, 16, out_dim=2), sphere_points(4, 3)),
+                     loss="ce")
+    with pytest.raises(ValueError, match="no fixed point"):
+        ng.predict(ce, np.zeros((4, 2)), np.eye(2)[[0, 1, 0, 1]], times=[np.inf])

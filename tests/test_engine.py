@@ -14,7 +14,8 @@ import pytest  # noqa: E402
 
 import ntkngd as ng  # noqa: E402
 from ntkngd.empirical import empirical_kernels  # noqa: E402
-from ntkngd.engine import ngd_direction, ngd_transform, train  # noqa: E402
+from ntkngd.engine import ngd_direction, ngd_transform  # noqa: E402
+from ntkngd.training.loop import train  # noqa: E402
 from ntkngd.methods import unitwise  # noqa: E402
 
 N, NT, D = 6, 3, 10
@@ -170,6 +171,19 @@ def test_one_train_log_type_for_every_loss():
     assert log.alpha_fit.shape == (2,) and log.pred_inf_train_acc.shape == (3,)
     assert np.all(log.deviation < 1e-8) and log.alpha == pytest.approx(1.0)   # S = 1 1^T
     assert "(cross-entropy)" in log.table() and len(log.table().splitlines()) == 5 + len(log.notes)
+
+
+def test_log_header_names_the_loss_it_trained():
+    """Shampoo under MSE has no constant operator (per-step alpha fit logged) but is no
+    cross-entropy run: the header says neither; with loss="bce" it says so."""
+    net, params, x, y, xt = _setup(3, width=32)
+    log = train("shampoo", net, params, (x, y, xt, y[:NT]), steps=1)
+    head = log.table().splitlines()[0]
+    assert log.measured and log.loss == "mse" and head.startswith("shampoo: lr ")
+    assert "cross-entropy" not in head and "reference alpha" in head
+    y01, yt01 = (y > 0).astype(float), (y[:NT] > 0).astype(float)
+    log = train("exact", net, params, (x, y01, xt, yt01), steps=1, loss="bce")
+    assert log.table().startswith("exact (binary cross-entropy): lr ")
 
 
 def test_train_unit_wise_and_multiclass():

@@ -8,7 +8,7 @@ import pytest
 
 import ntkngd as ng
 from conftest import sphere_points
-from ntkngd.function_space import FactoredMatrix, dense
+from ntkngd.dynamics.linear import LANCZOS_MIN_SIZE, FactoredMatrix, dense
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_lanczos_step_size_equals_the_full_spectrum(kernels, method):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ng.TheoryConditionWarning)
         op = ng.operator(method, kernels)
-    assert op.size >= ng.function_space.LANCZOS_MIN_SIZE and op.deviation > 1e-6
+    assert op.size >= LANCZOS_MIN_SIZE and op.deviation > 1e-6
     lam = np.linalg.eigvalsh(0.5 * (op.train + op.train.T))[-1]
     assert op.lr == pytest.approx(1.0 / lam, rel=1e-12)
     assert op.spectrum[0] == pytest.approx(lam, rel=1e-12)

@@ -8,7 +8,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from ntkngd import data
-from ntkngd.forster import ForsterMap, forster_fit, forster_transform
+from ntkngd.data.forster import ForsterMap, forster_fit, forster_transform
 
 
 def _fit(ds, threads):

@@ -10,6 +10,8 @@ from ntkngd import cli
 
 @pytest.fixture(scope="module")
 def gen(tmp_path_factory):
+    """The whole figure on the tiny profile (theory for three preparations, finite-width training,
+    plot, JSON): `make test-slow`; the default tests check the same numbers without the training."""
     out = str(tmp_path_factory.mktemp("gen"))
     assert cli.main(["figures", "--profile", "tiny", "--out", out, "--no-progress",
                      "--only", "generalization"]) == 0
@@ -17,10 +19,9 @@ def gen(tmp_path_factory):
         return json.load(fh)["results"]
 
 
-def test_raw_digits_theory_generalizes(gen):
-    raw = gen["prep"]["raw"]
-    n = np.array(gen["n"])
-    sweep = n >= 16                      # the N/d sweep (N/d >= 1/4); N = 10 is the tiny profile's
+def _check_raw_theory(n, raw):
+    """The raw-digits theory of the figure at the N values n (numbers as saved in its JSON)."""
+    sweep = np.asarray(n) >= 16          # the N/d sweep (N/d >= 1/4); N = 10 is the tiny profile's
     for m in ("exact", "block_diagonal"):        # finite-width N, tested on 10 points only
         acc = np.array(raw[f"{m}/test_acc"])
         assert np.all(acc[sweep] >= 0.95)                    # digits 0 vs 1 are easy
@@ -30,14 +31,67 @@ def test_raw_digits_theory_generalizes(gen):
     np.testing.assert_allclose(raw["exact/test_loss"], raw["gd/test_loss"], rtol=1e-6)
 
 
-def test_preprocessing_recorded_and_forster_only_where_n_exceeds_d(gen):
-    assert gen["preprocessing"]["raw"]["10"]["preprocessing"].startswith("global standardization")
-    assert "PCA whitening" in gen["preprocessing"]["whitened"]["10"]["preprocessing"]
-    assert "10" not in gen["preprocessing"]["forster"]                     # N = 10 < d = 64
-    assert "Forster" in gen["preprocessing"]["forster"]["80"]["preprocessing"]
-    d = np.array(gen["prep"]["forster"]["d"], dtype=float)
-    n = np.array(gen["n"])
+def _check_preprocessing(preprocessing, forster_d, n):
+    """The recorded preparations (`data_record` per preparation and finite-width N) and the input
+    dimension of the Forster preparation at the N values n (NaN where it does not exist)."""
+    assert preprocessing["raw"]["10"]["preprocessing"].startswith("global standardization")
+    assert "PCA whitening" in preprocessing["whitened"]["10"]["preprocessing"]
+    assert "10" not in preprocessing["forster"]                            # N = 10 < d = 64
+    assert "Forster" in preprocessing["forster"]["80"]["preprocessing"]
+    d, n = np.array(forster_d, dtype=float), np.asarray(n)
     assert np.all(np.isnan(d[n <= 64])) and np.all(d[n > 64] == 64)
+
+
+def test_raw_digits_theory_generalizes():
+    """The figure's raw-digits theory (`_theory` on `_data`, as `compute` calls them) at every N
+    of the tiny profile."""
+    from ntkngd.figures import generalization as gen_fig
+    from ntkngd.figures.profiles import get
+    p = get("tiny")
+    ns, _ = gen_fig.sizes(p)
+    rows = [gen_fig._theory(p, gen_fig._data(p, int(n), "raw")[0], gen_fig.SEEDS) for n in ns]
+    _check_raw_theory(ns, {k: [r[k] for r in rows] for k in rows[0]})
+
+
+def test_preprocessing_recorded_and_forster_only_where_n_exceeds_d():
+    from ntkngd.figures import generalization as gen_fig
+    from ntkngd.figures.common import data_record
+    from ntkngd.figures.profiles import get
+    p = get("tiny")
+    ns, finite = gen_fig.sizes(p)
+    records = {prep: {} for prep in gen_fig.PREPS}
+    for n in finite:
+        for prep in gen_fig.PREPS:
+            ds, _ = gen_fig._data(p, int(n), prep)
+            if ds is not None:
+                records[prep][str(n)] = data_record(ds)
+    dims = [np.nan if ds is None else ds.input_dim
+            for ds, _ in (gen_fig._data(p, int(n), "forster") for n in ns)]
+    _check_preprocessing(records, dims, ns)
+
+
+def test_finite_width_training_of_the_figure_fits_the_training_set():
+    """The figure's finite-width markers at the tiny profile's N (raw digits, width 64): every
+    method's training (4 NGD steps at lr = 1/alpha; GD by heavy ball) brings the training loss
+    100x below the initial one (measured 1e3-1e8x)."""
+    from ntkngd.dynamics.trajectory import mse
+    from ntkngd.figures import generalization as gen_fig
+    from ntkngd.figures.common import METHOD_ORDER
+    from ntkngd.figures.profiles import get
+    p = get("tiny")
+    ds, _ = gen_fig._data(p, p.n_train, "raw")
+    f0, _ = gen_fig._initial_outputs(p, ds, 0)
+    initial = mse(f0, ds.y_train)
+    for m in METHOD_ORDER:
+        r = gen_fig._finite(p, ds, m, 0)
+        assert r["train_loss"] < 1e-2 * initial, (m, r)
+        assert np.isfinite(r["test_loss"]) and 0 <= r["test_acc"] <= 1, (m, r)
+
+
+@pytest.mark.slow
+def test_tiny_figure_end_to_end(gen):
+    _check_raw_theory(gen["n"], gen["prep"]["raw"])
+    _check_preprocessing(gen["preprocessing"], gen["prep"]["forster"]["d"], gen["n"])
 
 
 def test_lr_sweep_departure_is_the_first_fraction_off_the_isotropic_curve():
@@ -53,16 +107,16 @@ def test_lr_sweep_departure_is_the_first_fraction_off_the_isotropic_curve():
 
 
 def _operator(train, test):
-    from ntkngd.function_space import Operator
+    from ntkngd.dynamics.linear import Operator
     return Operator("test", train, test, None, 0.0, 1, True)
 
 
 def test_fixed_point_is_the_limit_of_the_flow_with_a_null_space():
     """A non-normal G = V diag(lam) V^-1 with two zero eigenvalues and G' = W G (vanishing on G's
-    null space, as every method's G' does): the residual keeps its null-space component (along
-    the range), the test outputs move by G' G^D g; the flow of `predict` at a long time agrees."""
+    null space, as every method's G' does): at t = inf the residual keeps its null-space
+    component (along the range), the test outputs move by G' G^D g; the flow at a long time
+    agrees."""
     from ntkngd import predict
-    from ntkngd.figures.generalization import _fixed_point
     rng = np.random.default_rng(3)
     n, nt = 8, 5
     v = np.eye(n) + 0.4 * rng.standard_normal((n, n))
@@ -72,23 +126,25 @@ def test_fixed_point_is_the_limit_of_the_flow_with_a_null_space():
     test = rng.standard_normal((nt, n)) @ g_op
     f0, y = rng.standard_normal((n, 1)), rng.standard_normal((n, 1))
     f0t = rng.standard_normal((nt, 1))
-    train, out, lowest = _fixed_point(_operator(g_op, test), f0, y, f0t)
+    op = _operator(g_op, test)
+    limit = predict(op, f0, y, f0t, lr=1.0, times=[np.inf])
+    train, out = limit.train[-1], limit.test[-1]
     null = v @ np.diag(lam == 0) @ vi
     drazin = v @ np.diag(np.where(lam > 0, 1 / np.where(lam > 0, lam, 1), 0)) @ vi
     np.testing.assert_allclose(train, y + null @ (f0 - y), rtol=0, atol=1e-12)
     np.testing.assert_allclose(out, f0t - test @ drazin @ (f0 - y), rtol=0, atol=1e-12)
-    assert lowest == pytest.approx(0.5 / 4.0, rel=1e-12)
+    assert op.slowest_rate == pytest.approx(0.5 / 4.0, rel=1e-12)
     traj = predict(_operator(g_op, test), f0, y, f0t, lr=1.0, times=[80.0])   # e^-40 of the slowest
     np.testing.assert_allclose(traj.train[-1], train, rtol=0, atol=1e-10)
     np.testing.assert_allclose(traj.test[-1], out, rtol=0, atol=1e-10)
 
 
 def test_fixed_point_reports_a_growing_mode():
-    from ntkngd.figures.generalization import _fixed_point
-    g_op = np.diag([2.0, 1.0, -0.5])
-    _, _, lowest = _fixed_point(_operator(g_op, np.ones((2, 3))), np.ones((3, 1)),
-                                np.zeros((3, 1)), np.zeros((2, 1)))
-    assert lowest == -0.25
+    from ntkngd import predict
+    op = _operator(np.diag([2.0, 1.0, -0.5]), np.ones((2, 3)))
+    assert op.slowest_rate == -0.25
+    with pytest.raises(ValueError, match="no t -> infinity limit"):
+        predict(op, np.ones((3, 1)), np.zeros((3, 1)), np.zeros((2, 1)), lr=1.0, times=[np.inf])
 
 
 def test_theory_on_forster_inputs_is_bitwise_reproducible():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ntkngd import data
-from ntkngd.loaders import BUNDLED_MNIST
+from ntkngd.data.loaders import BUNDLED_MNIST
 
 MD5 = {"t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"}

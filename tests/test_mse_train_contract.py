@@ -5,7 +5,7 @@ import pytest
 
 import ntkngd as ng
 from conftest import sphere_points
-from ntkngd.engine import accuracy
+from ntkngd.training.observers import accuracy
 from ntkngd.losses import class_encoding
 
 

@@ -21,7 +21,7 @@ import pytest  # noqa: E402
 import ntkngd as ng  # noqa: E402
 from ntkngd import empirical, engine  # noqa: E402
 from ntkngd.data import sphere  # noqa: E402
-from ntkngd.dynamics import mse  # noqa: E402
+from ntkngd.dynamics.trajectory import mse  # noqa: E402
 from ntkngd.methods import get_method  # noqa: E402
 
 METHODS = ("exact", "block_diagonal", "block_tridiagonal", "kfac", "unit_wise")

@@ -3,13 +3,14 @@ for K-FAC and only when N > d; every other method keeps the globally standardize
 import numpy as np
 import pytest
 
-from ntkngd import cli, data, forster
+from ntkngd import cli, data
+from ntkngd.data import forster
 from ntkngd.figures import common, get
 
 
 def test_forster_only_for_kfac_and_only_when_n_exceeds_d(monkeypatch):
     fits = []
-    real_fit = forster._fit                 # the transform lives in ntkngd.forster
+    real_fit = forster._fit                 # the transform lives in ntkngd.data.forster
     monkeypatch.setattr(forster, "_fit", lambda x, *a, **k: fits.append(x.shape) or
                         real_fit(x, *a, **k))
     small = common.standard_setup(get("tiny", n_train=40), seed=0)        # N = 40 <= d = 64

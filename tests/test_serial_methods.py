@@ -185,7 +185,7 @@ def test_one_step_equals_brute_force_from_full_jacobians(method, small_cnn):
     alpha = ng.operator(method, K, 0.0).alpha
 
     def loss(p):
-        return float(ng.mse(np.asarray(net.apply_fn(unravel(p), x)), np.asarray(y)))
+        return float(ng.losses.mse.value(np.asarray(net.apply_fn(unravel(p), x)), np.asarray(y)))
     one_step, brute = loss(flat - d / alpha), loss(flat - d_bf / alpha)
     assert abs(one_step - brute) < 1e-10 * brute
 
@@ -207,7 +207,7 @@ def test_btd_at_three_layers_moves_only_the_middle_layer(small_cnn):
 @pytest.mark.parametrize("loss", ["softmax_cross_entropy", "sigmoid_binary_cross_entropy"])
 def test_cross_entropy_on_a_dense_serial_network_equals_the_mlp_path(loss):
     """Directions and training logs (losses, predictions, alpha_fit) of a Dense-only serial
-    network equal ng.mlp's (independent engine: ce_engine.train_ce) under loss='ce' / BCE."""
+    network equal ng.mlp's (the MLP's own closed-form engine) under loss='ce' / BCE."""
     c = 3 if loss == "softmax_cross_entropy" else 1
     mlp = ng.mlp(depth=3, width=24, activation="erf", W_std=1.4, b_std=0.3, out_dim=c)
     net = ng.serial(*mlp.stax_layers())

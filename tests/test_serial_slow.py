@@ -25,15 +25,15 @@ def _falls(channels: int, x, y) -> dict:
     net = ng.cnn(channels)
     _, params = net.init_fn(jax.random.PRNGKey(0), x.shape)
     K, f = serial_kernels_and_outputs(net, params, x)
-    loss0 = float(ng.mse(np.asarray(f), y))
+    loss0 = float(ng.losses.mse.value(np.asarray(f), y))
     falls = {}
     for method, alpha in ALPHAS.items():
         op = ng.operator(method, K, 0.0)
         assert op.alpha == pytest.approx(alpha, abs=1e-8)
         assert op.deviation < 1e-8          # isotropic: the linearized step lands on y
         d = direction(method, net, params, x, y, 0.0, kernels_and_outputs=(K, f))[0]
-        loss1 = float(ng.mse(np.asarray(serial_outputs(net, apply_update(params, d, op.lr), x)),
-                             y))
+        f1 = serial_outputs(net, apply_update(params, d, op.lr), x)
+        loss1 = float(ng.losses.mse.value(np.asarray(f1), y))
         falls[method] = loss0 / loss1
         print(f"{channels} channels, {method}: {loss0:.4e} -> {loss1:.4e} ({falls[method]:.2f}x)")
     return falls

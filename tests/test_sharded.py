@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 import ntkngd as ng
-from ntkngd.figures.generalization import _fixed_point
 from ntkngd.sharded import krylov, run
 
 METHODS = ("gd", "exact", "block_diagonal", "block_tridiagonal", "kfac")
@@ -52,7 +51,7 @@ def _from_stored(got: dict, net, ds, exact=None):
 
 
 def _reference(K, f0, y, f0t):
-    """Dense trajectories at TIMES (t = inf: figures.generalization._fixed_point) per method on
+    """Dense trajectories at TIMES (t = inf: the dense predict's fixed point) per method on
     kernels K, and the largest condition number among the matrices the sharded path factors."""
     mats = [np.asarray(K.ntk_train)] + [np.asarray(b) for b in K.blocks_train] + \
         [np.asarray(q) for q in K.fwd_train[1:]] + [np.asarray(b) for b in K.bwd_train[:-1]]
@@ -62,9 +61,8 @@ def _reference(K, f0, y, f0t):
         warnings.simplefilter("ignore", ng.TheoryConditionWarning)
         for m in METHODS:
             op = ng.operator(m, K, 0.0)
-            tr = ng.predict(op, f0, y, f0t, times=TIMES[:-1])
-            ftr, fte, _ = _fixed_point(op, f0, y, f0t)
-            out[m] = (np.concatenate([tr.train, ftr[None]]), np.concatenate([tr.test, fte[None]]))
+            tr = ng.predict(op, f0, y, f0t, times=TIMES)
+            out[m] = (tr.train, tr.test)
     return out, cond
 
 
@@ -184,25 +182,26 @@ def test_damped_block_diagonal_and_exact_match_the_dense_path(small):
         od, os_ = ng.operator(m, Kd, 1e-3), ng.operator(m, Ks, 1e-3)
         times = [0.0, 2.0, np.inf]
         ts = ng.predict(os_, f0, ds.y_train, f0t, times=times)
-        td = ng.predict(od, f0, ds.y_train, f0t, times=times[:-1])
-        ftr, fte, _ = _fixed_point(od, f0, ds.y_train, f0t)
+        td = ng.predict(od, f0, ds.y_train, f0t, times=times)
         tol = 10 * krylov.default_tol(np.float64)       # Lanczos and CG tolerances
-        assert _rel(ts.train[:-1], td.train) <= tol and _rel(ts.test[:-1], td.test) <= tol
-        assert _rel(ts.test[-1], fte) <= tol and _rel(ts.train[-1], ftr) <= tol
+        assert _rel(ts.train, td.train) <= tol and _rel(ts.test, td.test) <= tol
 
 
-def test_discrete_steps_and_the_fixed_point_of_the_map(small):
+def test_discrete_steps_match_and_are_checked_as_the_dense_path(small):
     ds, net, f0, f0t, Kd = small
     Ks = ng.analytic_kernels(net, ds.x_train, ds.x_test, mesh=ng.sharded.make_mesh(1))
     for m in ("gd", "kfac", "block_diagonal"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ng.TheoryConditionWarning)
             od, os_ = ng.operator(m, Kd, 0.0), ng.operator(m, Ks, 0.0)
-        ts = ng.predict(os_, f0, ds.y_train, f0t, steps=[0, 1, 5, np.inf])
-        td = ng.predict(od, f0, ds.y_train, f0t, steps=[0, 1, 5])
+        ts = ng.predict(os_, f0, ds.y_train, f0t, steps=[0, 1, 5, 40])
+        td = ng.predict(od, f0, ds.y_train, f0t, steps=[0, 1, 5, 40])
         tol = 10 * krylov.default_tol(np.float64)
-        assert _rel(ts.train[:-1], td.train) <= tol and _rel(ts.test[:-1], td.test) <= tol
-        assert np.max(np.abs(ts.train[-1] - ds.y_train)) <= tol   # converged onto the targets
+        assert _rel(ts.train, td.train) <= tol and _rel(ts.test, td.test) <= tol
+        assert ts.method == td.method and ts.lr == pytest.approx(td.lr, rel=1e-10)
+        for bad in ([0, 1, np.inf], [0, 1.5], [3, 1]):     # the dense path's checks, same errors
+            with pytest.raises(ValueError, match="steps|sorted"):
+                ng.predict(os_, f0, ds.y_train, f0t, steps=bad)
 
 
 def test_lanczos_and_cg_against_dense_matrix_functions():

@@ -77,7 +77,7 @@ def test_undamped_direction_is_the_pseudo_inverse_step(name, singular_readout):
     lr = 1.0 / ng.pattern_alpha(PATTERNS[name])
 
     def loss(p):
-        return float(ng.mse(np.asarray(net.apply_fn(unravel(p), x)), y))
+        return float(ng.losses.mse.value(np.asarray(net.apply_fn(unravel(p), x)), y))
     assert abs(loss(flat - lr * d) - loss(flat - lr * d_bf)) < 1e-9 * loss(flat - lr * d_bf)
 
 
@@ -134,7 +134,7 @@ def test_constant_ce_operator_says_it_approximates_with_a_singular_block(singula
     net = ng.mlp(3, 4, out_dim=3)
     _, params = net.init_fn(jax.random.PRNGKey(2), x.shape)
     K = ng.empirical_kernels(net, params, x)
-    from ntkngd.loss_dynamics import min_norm_operator
+    from ntkngd.dynamics.loss_flow import min_norm_operator
     with pytest.warns(ng.TheoryConditionWarning, match="depends on the loss Hessian H"):
         op = min_norm_operator(ng.get_method("block_tridiagonal"), K, ng.get_loss("ce"))
     assert any("an approximation" in n for n in op.notes)

@@ -208,3 +208,24 @@ def test_stax_is_neural_tangents_stax_loaded_quietly():
     out = _run(["-c", code])
     assert out.returncode == 0 and out.stderr == "", out.stderr[-2000:]
     assert out.stdout.split() == ["True", "2", "False"]
+
+
+def test_public_names_and_v01_names_that_warn_once():
+    """At most 40 public names; the v0.1 names (ntkngd.compat) are not among them, and reading one
+    as ntkngd.<name> warns once (DeprecationWarning naming the replacement), then not again."""
+    from ntkngd import compat
+    assert len(ntkngd.__all__) <= 40 and not set(compat.NAMES) & set(ntkngd.__all__)
+    code = ("import sys, warnings, ntkngd\n"
+            "from ntkngd import compat\n"
+            "with warnings.catch_warnings(record=True) as caught:\n"
+            "    warnings.simplefilter('always')\n"
+            "    for name in sorted(compat.NAMES):\n"
+            "        assert getattr(ntkngd, name) is getattr(compat, name)\n"
+            "        assert getattr(ntkngd, name) is getattr(compat, name)\n"
+            "dep = [str(w.message) for w in caught if w.category is DeprecationWarning\n"
+            "       and str(w.message).startswith('ntkngd.')]\n"
+            "print(len(dep), len(compat.NAMES), all('use ' in m for m in dep))\n")
+    out = _run(["-c", code])
+    assert out.returncode == 0, out.stderr[-2000:]
+    n_warned, n_names, named = out.stdout.split()
+    assert n_warned == n_names == "11" and named == "True"

@@ -46,7 +46,7 @@ def _params(net, seed: int = 0):
 
 
 def compute(ctx: Context) -> dict:
-    from ..engine import train
+    from ..training.loop import train
     from .. import empirical_kernels, operator
     n, nt, chans, steps, sweep = _sizes(ctx)
     data = _data(n, nt)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import operator
-from ..engine import train
+from ..training.loop import train
 from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, Context, error_markers, floor_at,
                      legend, quiet, record_stats, save_figure, standard_setup, subplots)
 

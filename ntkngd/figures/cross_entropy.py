@@ -1,7 +1,7 @@
 """(i) Cross-entropy: loss and accuracy against step on digits (ctx.profile.ce_classes classes,
 ce_n_train points), infinite-width function-space theory (lines: `ce_predict` discrete map from the
 network's own initial outputs, same lr) against the finite network trained in parameter space
-(markers, `ntkngd.ce_engine.train_ce`). NGD-type methods use lr = 0.5 / alpha (half the
+(markers, `ntkngd.train(..., loss="ce")`). NGD-type methods use lr = 0.5 / alpha (half the
 function-space Newton step) with alpha the derived cross-entropy constant (docs/theory.md §5:
 K-FAC r + N (L - 2) + 1, unit-wise gamma sum M / (C - 1) + 1), so their training curves coincide
 in theory; GD uses N / lambda_max(Theta). K-FAC and unit-wise have no CE theory: their dashed
@@ -15,7 +15,7 @@ from matplotlib.ticker import NullFormatter
 
 from .. import analytic_kernels, mlp
 from .. import data as data_mod
-from ..ce_engine import train_ce
+from ..compat import train_ce
 from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, Context, data_record, init_params, legend, quiet,
                      save_figure, subplots)
 

@@ -39,7 +39,7 @@ def _shampoo_fit(net, params, x, y) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from ..ce_engine import ce_isotropy
+    from ..training.observers import isotropy_fit as ce_isotropy
     from ..engine import ngd_direction
     d = ngd_direction("shampoo", net, params, x, y, 0.0)
     xj = jnp.asarray(x)
@@ -100,7 +100,7 @@ def _train(ctx: Context, fractions) -> dict:
     import jax.numpy as jnp
 
     from .. import empirical, get_method, losses
-    from ..ce_engine import ce_isotropy, method_step
+    from ..training.observers import isotropy_fit as ce_isotropy, method_step
     from ..engine import train_step
     p = ctx.profile
     ds = binary_data(p)

@@ -1,8 +1,8 @@
 """(j) Generalization at the fixed points: test loss and test accuracy of every method on digits
 0 vs 1 prepared three ways (the authors' raw pipeline, PCA-whitened, Forster for every method)
 against N/d. Lines: infinite-width theory at t -> infinity (the limit of the continuous-time flow
-from the networks' own initial outputs, computed directly: `_fixed_point`; no limit where G has
-a growing mode, recorded as infinite loss); markers: finite networks trained in parameter space
+from the networks' own initial outputs: `ntkngd.predict(op, ..., times=[np.inf])`; no limit where
+G has a growing mode, `Operator.slowest_rate` <= 0, recorded as infinite loss); markers: finite networks trained in parameter space
 (NGD methods `steps` steps at lr = 1/alpha; GD by full-batch gradient steps with Polyak momentum
 tuned to the extreme eigenvalues of the NTK, which reaches GD's fixed point -- the same point for
 any method whose steps stay in the span of the gradients, exactly so for the linearized network --
@@ -15,10 +15,11 @@ import functools
 
 import numpy as np
 
-from .. import analytic_kernels, mlp, operator
-from ..dynamics import mse
+from .. import analytic_kernels, mlp, operator, predict
+from ..dynamics.trajectory import mse
 from ..empirical import outputs
-from ..engine import accuracy, ngd_direction
+from ..engine import ngd_direction
+from ..training.observers import accuracy
 from ..linalg import serial_blas
 from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, FORSTER_ITERS, Context, binary_data,
                      data_record, init_params, log_axis_at, quiet, save_figure, step_params,
@@ -31,9 +32,8 @@ PREP_LABELS = {"raw": "raw (global standardization + unit norm)",
                "whitened": "PCA-whitened", "forster": "Forster (every method)"}
 GD_STEPS = {"tiny": 100}
 GD_STEPS_DEFAULT = 300
-# Modes of G below RANK_CUT x its largest eigenvalue modulus count as its null space: 100 x the
-# float64 rank cut of linalg.rank_rtol (1e-10), since the eigenvalues of a non-normal G carry
-# errors well above eps x ||G||.
+# Eigenvalues below RANK_CUT x the largest count as null: the float64 cut of the library's
+# t -> infinity limit (Operator.schur: 100 x linalg.rank_rtol), here for the NTK's spectrum.
 RANK_CUT = 1e-8
 SWEEP = {"tiny": (0.25, 0.75, 1.5)}            # N / 64 of the theory sweep
 SWEEP_DEFAULT = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
@@ -51,36 +51,6 @@ def _data(p, n: int, prep: str):
     if ds.n_train <= ds.input_dim:
         return None, "Forster needs N > d"
     return quiet(data_mod.forster_dataset, ds, iters=FORSTER_ITERS, span=True), ""
-
-
-def _fixed_point(op, f0, y, f0t) -> tuple[np.ndarray, np.ndarray, float]:
-    """Train and test outputs of the flow df/dt = -G (f - y) at t -> infinity, and the smallest
-    real part of G's retained eigenvalues relative to the largest modulus.
-
-    With g = f_0 - y:  f_inf = y + (I - G G^D) g  and  f'_inf = f'_0 - G' G^D g,  where G^D inverts
-    G on its invariant subspace of eigenvalues of modulus above RANK_CUT x the largest and is zero
-    on the complementary one (the numerical null space, whose residual the flow never moves).
-    Computed from the ordered real Schur form G = Q [[T11, T12], [0, T22]] Q^T (orthogonal, hence
-    well conditioned where G is far from normal and its eigenvectors nearly parallel, as on Forster
-    inputs), decoupled by the Sylvester equation T11 Y - Y T22 = -T12:
-    G^D = Q [[T11^-1, -T11^-1 Y], [0, 0]] Q^T,  I - G G^D = Q [[0, Y], [0, I]] Q^T.
-    This is the limit of the flow itself (every retained mode decays as exp(-lambda t); G' vanishes
-    on G's null space) when the returned real part is positive; a negative one is a growing mode:
-    the flow diverges."""
-    from scipy.linalg import schur, solve_sylvester
-    g = np.asarray(f0 - y, float)
-    gt = np.asarray(op.train, float)
-    top = np.max(np.abs(np.linalg.eigvals(gt)))
-    cut = RANK_CUT * top
-    t, q, k = schur(gt, output="real", sort=lambda re, im: np.hypot(re, im) > cut)
-    t11, t12, t22 = t[:k, :k], t[:k, k:], t[k:, k:]
-    u1, u2 = q[:, :k].T @ g, q[:, k:].T @ g
-    y12 = solve_sylvester(t11, -t22, -t12) if k < len(t) else np.zeros((k, 0))
-    v1 = np.linalg.solve(t11, u1 - y12 @ u2)
-    train = y + q[:, :k] @ (y12 @ u2) + q[:, k:] @ u2
-    test = f0t - (np.asarray(op.test, float) @ q[:, :k]) @ v1
-    lowest = float(np.min(np.linalg.eigvals(t11).real)) / top
-    return train, test, lowest
 
 
 @functools.lru_cache(maxsize=2)
@@ -114,11 +84,12 @@ def _theory(p, ds, seeds: int) -> dict:
         if m == "unit_wise":           # no infinite-width test operator
             continue
         op = quiet(operator, m, K, 0.0)
-        rows = []
-        for f0, f0t in starts:
-            ftr, fte, lowest = _fixed_point(op, f0, ds.y_train, f0t)
+        lowest, rows = op.slowest_rate, []
+        for f0, f0t in starts if lowest > 0 else ():        # lowest <= 0: no limit (diverges)
+            traj = predict(op, f0, ds.y_train, f0t, lr=1.0, times=[np.inf])
+            ftr, fte = traj.train[-1], traj.test[-1]
             rows.append((mse(fte, ds.y_test), accuracy(fte, ds.y_test), mse(ftr, ds.y_train)))
-        r = np.mean(rows, axis=0) if lowest > 0 else (np.inf, np.nan, np.inf)   # diverges
+        r = np.mean(rows, axis=0) if lowest > 0 else (np.inf, np.nan, np.inf)
         res.update({f"{m}/test_loss": r[0], f"{m}/test_acc": r[1], f"{m}/train_loss": r[2],
                     f"{m}/deviation": op.deviation, f"{m}/lowest_eig": lowest})
     return res

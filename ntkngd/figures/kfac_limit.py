@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import mlp
 from .. import data as data_mod
-from ..dynamics import mse
+from ..dynamics.trajectory import mse
 from .common import (Context, data_record, error_markers, init_params, legend, one_step,
                      power_fit, save_figure, seed_stats, subplots)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import operator, predict
-from ..dynamics import mse
+from ..dynamics.trajectory import mse
 from ..empirical import empirical_kernels, outputs
 from ..engine import ngd_direction
 from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, Context, legend, quiet, save_figure,

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import operator, predict
-from ..engine import accuracy, train
+from ..training.loop import train
+from ..training.observers import accuracy
 from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, Context, legend, quiet, save_figure,
                      standard_setup, subplots)
 

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import empirical, linalg
-from ..function_space import FactoredMatrix, Operator
+from ..dynamics.linear import FactoredMatrix, Operator
 from . import dual_solve, patterns
 from ._cache import block_factors, total_block
 

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..function_space import Operator
+from ..dynamics.linear import Operator
 from . import _layers
 
 

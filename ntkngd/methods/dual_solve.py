@@ -28,6 +28,7 @@ import numpy as np
 
 from .. import linalg
 from .._checks import TheoryConditionWarning
+from ..dynamics.base import hessian_rows
 from .patterns import ones_in_range
 
 
@@ -224,12 +225,6 @@ def damped_duals(hblocks: jnp.ndarray, S: np.ndarray, shift, rhs: jnp.ndarray) -
     L, m, _ = hblocks.shape
     big = assemble(S, hblocks) + shift * jnp.eye(L * m, dtype=hblocks.dtype)
     return jnp.linalg.solve(big, jnp.tile(rhs, (L, 1))).reshape(L, m, -1)
-
-
-def hessian_rows(H: jnp.ndarray, a: jnp.ndarray) -> jnp.ndarray:
-    """blockdiag_n(H_n) @ a for per-sample H (N, C, C) and a (N C, k) sample-major."""
-    n, c, _ = H.shape
-    return jnp.einsum("ncd,ndk->nck", H, a.reshape(n, c, -1)).reshape(n * c, -1)
 
 
 def project(blocks: jnp.ndarray, uc: np.ndarray) -> jnp.ndarray:

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import linalg
-from ..function_space import Operator
+from ..dynamics.linear import Operator
 from . import _layers
 
 

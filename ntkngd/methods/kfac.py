@@ -30,7 +30,7 @@ from jax.scipy.linalg import cho_solve
 from .. import linalg
 from .._checks import TheoryConditionWarning
 from ..linalg import serial_blas
-from ..function_space import Operator
+from ..dynamics.linear import Operator
 from . import _cache
 from .dual_solve import hessian_rows
 

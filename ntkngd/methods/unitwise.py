@@ -33,7 +33,7 @@ import numpy as np
 from .. import linalg
 from .._checks import TheoryConditionWarning
 from ..linalg import serial_blas
-from ..function_space import Operator
+from ..dynamics.linear import Operator
 from ._cache import first_layer_pd
 
 

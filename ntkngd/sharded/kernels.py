@@ -145,17 +145,17 @@ class _Block:
                 np.ascontiguousarray(rows, self.dtype), self.device), np.int32(start))
 
 
-def _fill_block(block: _Block, net, x, xt, rows: tuple[int, int], n_pad: int, tile: int):
+def _fill_block(block: _Block, net, x, xt, rows: tuple[int, int], n_pad: int, tile: int,
+                tap) -> None:
     """Compute one device's row block [lo, hi) tile by tile (rows beyond N are ghosts: identity
     rows in the training kernels, zeros in the test kernels)."""
-    from ..kernels import _tap_layers
     import jax.numpy as jnp
     lo, hi = rows
     n = x.shape[0]
     for s, e in _row_tiles(lo, min(hi, n), tile):
         xs = x[s:e]
-        k = _tap_layers(net, xs, jnp.asarray(x))
-        d = _tap_layers(net, xs, None)           # exact diagonal tile
+        k = tap(net, xs, jnp.asarray(x))
+        d = tap(net, xs, None)           # exact diagonal tile
         _checks.finite_kernels({"blocks_train": k.blocks, "nngp_train": k.nngp}, np.asarray(xs))
         for key, full, diag in (("fwd", k.fwd, d.fwd), ("bwd", k.bwd[:-1], d.bwd[:-1])):
             t = np.zeros((full.shape[0], e - s, n_pad), block.dtype)
@@ -163,7 +163,7 @@ def _fill_block(block: _Block, net, x, xt, rows: tuple[int, int], n_pad: int, ti
             t[:, :, s:e] = np.asarray(diag)
             block.write(key, s - lo, t)
         if xt is not None:
-            kt = _tap_layers(net, xs, xt)
+            kt = tap(net, xs, xt)
             _checks.finite_kernels({"blocks_test": kt.blocks, "nngp_test": kt.nngp},
                                    np.asarray(xs))
             block.write("tf", s - lo, np.asarray(kt.fwd))
@@ -175,12 +175,15 @@ def _fill_block(block: _Block, net, x, xt, rows: tuple[int, int], n_pad: int, ti
             block.write(key, max(lo, n) - lo, np.repeat(ghost[None], len(block.bufs[key]), 0))
 
 
-def sharded_kernels(net, x_train: Any, x_test: Any = None, mesh=None, tile: int = 0,
-                    storage=None) -> ShardedKernels:
+def build(net, x_train: Any, x_test: Any, mesh, tile: int = 0, storage=None, *, tap,
+          inputs) -> ShardedKernels:
     """Infinite-width per-layer kernels of an MLP `net`, row-sharded over `mesh` (module
     docstring). tile: rows per kernel tile (0: `tile_rows`); storage: dtype of the stored kernels (None:
     JAX's default float; float32 halves the memory, the arithmetic stays in JAX's default float).
-    Every process of a multi-process run passes the same inputs and computes its own rows."""
+    Every process of a multi-process run passes the same inputs and computes its own rows.
+    tap, inputs: ntkngd.kernels' layer recursion and first-layer features (passed in by
+    `analytic_kernels`' mesh hook and `api.sharded_kernels`, so that this module imports no
+    module that imports it)."""
     from ..network import Network
     import jax.numpy as jnp
     if getattr(net, "is_serial", False) or not isinstance(net, Network):
@@ -205,7 +208,7 @@ def sharded_kernels(net, x_train: Any, x_test: Any = None, mesh=None, tile: int 
     blocks = []
     for dev, p in meshes.local_row_blocks(mesh):
         blk = _Block(dev, b, widths, sdt)
-        _fill_block(blk, net, x, xt, (p * b, (p + 1) * b), n_pad, tile)
+        _fill_block(blk, net, x, xt, (p * b, (p + 1) * b), n_pad, tile, tap)
         blocks.append(blk)
 
     def place(key: str) -> tuple:
@@ -219,8 +222,7 @@ def sharded_kernels(net, x_train: Any, x_test: Any = None, mesh=None, tile: int 
     tf = tb = None
     if xt is not None:
         tf, tb = place("tf"), place("tb") + (None,)
-    from ..kernels import first_layer_inputs
-    return ShardedKernels(fwd, bwd, tf, tb, np.asarray(first_layer_inputs(net, x)),
-                          None if xt is None else np.asarray(first_layer_inputs(net, xt)),
+    return ShardedKernels(fwd, bwd, tf, tb, np.asarray(inputs(net, x)),
+                          None if xt is None else np.asarray(inputs(net, xt)),
                           n, 0 if xt is None else int(xt.shape[0]), net.out_dim, net, mesh, d,
                           sdt, cdt)

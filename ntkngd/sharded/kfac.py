@@ -24,6 +24,7 @@ import numpy as np
 from .. import linalg as dense_linalg
 from .._checks import TheoryConditionWarning
 from . import linalg
+from .base import ShardedOperator, _pad, _require_pd
 from .kernels import ShardedKernels
 
 
@@ -45,7 +46,6 @@ def _solved_t(K, name: str, matrix, rhs_t):
     """F^{-1} F'^T (Np, N') row-sharded (None without test points) for F = matrix(), factored
     here and dropped afterwards (one factor alive at a time); NotImplementedError unless F is
     numerically positive definite."""
-    from .operators import _require_pd
     l, d = linalg.cholesky(matrix, K.compute_dtype)
     _require_pd(K, {name: linalg.Factor(l, d, K.n_train)}, "kfac: forward/backward Gram")
     return None if rhs_t is None else linalg.solve_rows(l, rhs_t)
@@ -81,7 +81,6 @@ def _features_test(K, a_pad: np.ndarray, bt: np.ndarray):
 
 def operator(K: ShardedKernels, damping: float = 0.0):
     """The undamped K-FAC operator (module docstring) as a `ShardedOperator`."""
-    from .operators import ShardedOperator, _pad
     if damping != 0:
         raise NotImplementedError("kfac: the damped K-FAC operator is not in the sharded backend "
                                   "(use damping = 0 or the dense path)")

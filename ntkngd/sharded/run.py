@@ -91,9 +91,9 @@ def run(args) -> dict:
     """Every number of one configuration (module docstring) as a flat dict of arrays."""
     import jax
     import ntkngd as ng
-    from ..engine import accuracy
+    from ..training.observers import accuracy
     from . import mesh as meshes
-    from .kernels import sharded_kernels
+    from .api import sharded_kernels
     ds, net, f0, f0t = problem(args.n, args.n_test, args.depth, args.f0_scale, args.seed,
                                args.data_dir, args.test_from_train)
     times = np.array([float(t) for t in args.times])

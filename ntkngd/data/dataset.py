@@ -1,20 +1,5 @@
-"""Offline data sets with the preprocessing of Karakida & Osawa (NeurIPS 2020).
-
-Conventions (every function here):
-  * inputs are float64 arrays of shape (N, d): one point per row, images flattened;
-  * targets are float64 arrays of shape (N, C); binary problems use one column with
-    +0.5 for the positive class and -0.5 for the other (as in the paper), multi-class
-    problems use one-hot columns (1 / 0) in the order of `classes`;
-  * the default input preprocessing is the authors' (Karakida & Osawa's code,
-    `_partial_flatten_and_normalize` then a per-row division by the norm): flatten, subtract ONE
-    global mean and divide by ONE global std computed over the whole (N, d) array (scalars, not
-    per feature), then scale every row to unit Euclidean norm (`preprocess`, standardize="global").
-    The statistics are the training array's and are applied to both splits (the authors' code
-    uses each split's own scalars; training statistics keep the test set out of the fit).
-    PCA whitening (`digits(whiten=True)`) and Forster's transform (`forster_dataset`) are explicit
-    options; the paper applies Forster only to K-FAC's inputs and only when N > d;
-  * nothing is ever downloaded: real data come from scikit-learn's bundled `digits` or
-    from files the user already has (MNIST IDX / npz, CIFAR-10 python batches, npz).
+"""The `Dataset` container and the input/target preparation every data set shares (conventions:
+`ntkngd.data`).
 """
 from __future__ import annotations
 
@@ -23,19 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._lazy import lazy_exports
-from ._rows import finite, unit_norm_rows
-from .forster import (ForsterMap, forster_apply, forster_dataset, forster_fit,  # noqa: F401
-                      forster_fit_span, forster_transform, isotropy_error, span_isotropy_error)
-
-__all__ = [
-    "Dataset", "flatten", "standardize", "global_standardize", "preprocess", "STANDARDIZE",
-    "unit_norm_rows", "select_classes", "binary_targets",
-    "one_hot", "pca_whiten", "forster_transform", "forster_fit", "forster_fit_span", "span_isotropy_error",
-    "forster_apply", "forster_dataset", "ForsterMap",
-    "isotropy_error", "digits", "gaussian", "sphere",
-    "load_mnist", "load_cifar10", "load_npz", "load", "DATASETS",
-]
+from .rows import finite, unit_norm_rows
 
 
 # ----------------------------------------------------------------------------- container
@@ -261,7 +234,7 @@ def _resolve_classes(classes: Sequence[int] | None, binary: bool | None,
 
 def _count(n: Any, what: str) -> int:
     """A number of points: an integer >= 1 (an empty split has no meaning here)."""
-    from ._checks import integer
+    from .._checks import integer
     try:
         n = integer(n, what)
     except (TypeError, ValueError):
@@ -311,33 +284,3 @@ def _from_splits(name: str, x_tr: np.ndarray, lab_tr: np.ndarray, x_te: np.ndarr
     i_te = _take(len(lab_te), n_test, None if seed is None else seed + 1, f"{name} test set")
     return _build(name, x_tr[i_tr], lab_tr[i_tr], x_te[i_te], lab_te[i_te], classes, binary,
                   standardize, unit_norm)
-
-
-# ----------------------------------------------------------------------------- bundled / synthetic
-
-
-# ----------------------------------------------------------------------------- file readers
-
-
-# ------------------------------------------------------------------- names from the submodules
-# The data sets (ntkngd.datasets) and file readers (ntkngd.loaders) build on this module, so they
-# are loaded on first use (PEP 562) rather than imported here.
-_SUBMODULE_NAMES = {name: (module, name) for module, names in (
-    (".datasets", ("digits", "gaussian", "pca_whiten", "sphere")),
-    (".loaders", ("load_mnist", "load_cifar10", "load_npz"))) for name in names}
-__getattr__, __dir__ = lazy_exports(globals(), _SUBMODULE_NAMES)
-
-
-# ----------------------------------------------------------------------------- dispatcher
-DATASETS: dict[str, str] = {   # name -> the function (in this package's data modules) that builds it
-    "digits": "digits", "gaussian": "gaussian", "sphere": "sphere",
-    "mnist": "load_mnist", "cifar10": "load_cifar10", "npz": "load_npz",
-}
-
-
-def load(name: str, **kwargs: Any) -> Dataset:
-    """Dispatch to a data set by name: digits, gaussian, sphere, mnist, cifar10 or npz."""
-    key = str(name).strip().lower().replace("-", "").replace("_", "")
-    if key not in DATASETS:
-        raise ValueError(f"unknown data set {name!r}; expected one of {sorted(DATASETS)}")
-    return __getattr__(DATASETS[key])(**kwargs)

@@ -7,7 +7,8 @@ from typing import Optional
 
 import numpy as np
 
-from .function_space import Operator
+from .linear import Operator
+from .loss_flow import LossOperator
 
 # condition name (as the methods report it) -> what it means when it FAILS, in words
 _FAILING = {
@@ -94,7 +95,6 @@ def _constant_part(op) -> Operator:
 def isotropy(op) -> IsotropyReport:
     """How close G is to alpha I, and which conditions of the theory hold. A LossOperator
     (loss != mse) is judged by its constant factor M in G(f) = M H(f)^+."""
-    from .loss_dynamics import LossOperator
     if isinstance(op, LossOperator):
         op = _constant_part(op)
     # hook: a sharded operator (ntkngd.sharded) has the same attributes (spectrum: its extremes)

@@ -3,15 +3,17 @@ from __future__ import annotations
 
 from typing import Optional, Union
 
-from . import _checks
-from .function_space import Operator
-from .kernels import Kernels
-from .losses import Loss, get_loss
-from .methods import BlockPattern, Method, get_method
+from .. import _checks
+from ..kernels import Kernels
+from ..losses import Loss, get_loss
+from ..methods import BlockPattern, Method, get_method
+from .linear import Operator
+from .loss_flow import LossOperator, loss_operator
 
 
 def operator(method: Union[str, BlockPattern, Method], kernels: Kernels,
-             damping: Optional[float] = None, loss: Union[str, Loss] = "mse"):
+             damping: Optional[float] = None,
+             loss: Union[str, Loss] = "mse") -> Union[Operator, LossOperator]:
     """G, G', alpha (theory and measured) and lr for `method` on `kernels`.
 
     method: a registered name ("gd", "exact", "block_diagonal", "block_tridiagonal", "kfac",
@@ -19,11 +21,11 @@ def operator(method: Union[str, BlockPattern, Method], kernels: Kernels,
     rho >= 0 is added to the Fisher in parameter space (F + rho I; N rho I in the dual space;
     factored sqrt(rho) for K-FAC); None picks the method's default (unit-wise on finite-width
     kernels: `methods.unitwise.default_damping`; 0 otherwise). loss="mse" gives the constant
-    operator (an `Operator`); any other loss the state-dependent G(f) of `ntkngd.cross_entropy`
-    (a `LossOperator`, callable on (f, y)).
+    operator (an `Operator`, the linear flow); any other loss the state-dependent G(f) (a
+    `LossOperator`, the loss flow); both members of one family (`ntkngd.dynamics.base`).
     """
     if getattr(kernels, "is_sharded", False):   # hook: sharded backend (ntkngd.sharded)
-        from .sharded.operators import operator as sharded_operator
+        from ..sharded.operators import operator as sharded_operator
         return sharded_operator(method, kernels, damping, loss)
     if not isinstance(kernels, Kernels):
         raise TypeError(f"kernels must be an ntkngd.Kernels (from analytic_kernels or "
@@ -33,9 +35,8 @@ def operator(method: Union[str, BlockPattern, Method], kernels: Kernels,
         damping = float(m.resolve_damping(kernels, None))
     damping = _checks.non_negative(damping, "damping")
     if not L.identity_hessian:
-        from .cross_entropy import loss_operator
         return loss_operator(m, kernels, damping, L)
     if m.kind == "layer" and m.update is None and getattr(kernels.network, "is_serial", False):
-        from .serial_methods import layer_operator   # hook: KFC / channel-wise
+        from ..serial_methods import layer_operator   # hook: KFC / channel-wise (part A)
         return layer_operator(m, kernels, damping)
     return m.operator(kernels, damping)

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._rows import finite, unit_norm_rows
+from .rows import finite, unit_norm_rows
 
 if TYPE_CHECKING:
-    from .data import Dataset
+    from .dataset import Dataset
 
 _EPS = np.finfo(np.float64).eps
 CHUNK_COND = 1e6          # largest condition number of a recorded product of iteration steps

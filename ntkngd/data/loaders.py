@@ -12,7 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .data import Dataset, _check_labels, _finite, _from_splits
+from .dataset import (Dataset, _build, _check_labels, _count, _finite, _from_splits,
+                      _resolve_classes, select_classes)
 
 
 def _read_bytes(path: str) -> bytes:
@@ -30,42 +31,25 @@ def _read_bytes(path: str) -> bytes:
     return raw
 
 
-_IDX_IMAGES, _IDX_LABELS = 2051, 2049
-
-
-def _read_idx_images(path: str) -> np.ndarray:
-    """IDX3 images: big-endian uint32 header (magic 2051, count, rows, cols) then uint8 pixels."""
+def _read_idx(path: str, magic_expected: int, ndim: int) -> np.ndarray:
+    """An IDX file: big-endian uint32 header (magic, count, then rows and cols for images) and
+    uint8 entries; magic 2051 for images (ndim 3), 2049 for labels (ndim 1)."""
     data = _read_bytes(path)
-    if len(data) < 16:
-        raise ValueError(f"{path}: IDX image file too short: {len(data)} bytes, expected a "
-                         f"16-byte header (magic {_IDX_IMAGES}, count, rows, cols)")
-    magic, count, rows, cols = struct.unpack(">IIII", data[:16])
-    if magic != _IDX_IMAGES:
-        raise ValueError(f"{path}: wrong magic number {magic} for an IDX image file, "
-                         f"expected {_IDX_IMAGES}")
-    expected = count * rows * cols
-    if len(data) - 16 != expected:
-        raise ValueError(f"{path}: payload has {len(data) - 16} bytes but the header "
-                         f"(count {count} x {rows} x {cols}) expects {expected} bytes "
-                         f"({'truncated' if len(data) - 16 < expected else 'trailing data'})")
-    return np.frombuffer(data, dtype=np.uint8, offset=16).reshape(count, rows, cols)
-
-
-def _read_idx_labels(path: str) -> np.ndarray:
-    """IDX1 labels: big-endian uint32 header (magic 2049, count) then uint8 labels."""
-    data = _read_bytes(path)
-    if len(data) < 8:
-        raise ValueError(f"{path}: IDX label file too short: {len(data)} bytes, expected an "
-                         f"8-byte header (magic {_IDX_LABELS}, count)")
-    magic, count = struct.unpack(">II", data[:8])
-    if magic != _IDX_LABELS:
-        raise ValueError(f"{path}: wrong magic number {magic} for an IDX label file, "
-                         f"expected {_IDX_LABELS}")
-    if len(data) - 8 != count:
-        raise ValueError(f"{path}: payload has {len(data) - 8} bytes but the header "
-                         f"(count {count}) expects {count} bytes "
-                         f"({'truncated' if len(data) - 8 < count else 'trailing data'})")
-    return _check_labels(np.frombuffer(data, dtype=np.uint8, offset=8), path)
+    kind, head = ("image", 16) if ndim == 3 else ("label", 8)
+    if len(data) < head:
+        raise ValueError(f"{path}: IDX {kind} file too short: {len(data)} bytes, expected a "
+                         f"{head}-byte header (magic {magic_expected}, count"
+                         f"{', rows, cols' if ndim == 3 else ''})")
+    magic, *shape = struct.unpack(">" + "I" * (1 + ndim), data[:head])
+    if magic != magic_expected:
+        raise ValueError(f"{path}: wrong magic number {magic} for an IDX {kind} file, "
+                         f"expected {magic_expected}")
+    expected = int(np.prod(shape))
+    if len(data) - head != expected:
+        raise ValueError(f"{path}: payload has {len(data) - head} bytes but the header "
+                         f"(count {' x '.join(map(str, shape))}) expects {expected} bytes "
+                         f"({'truncated' if len(data) - head < expected else 'trailing data'})")
+    return np.frombuffer(data, dtype=np.uint8, offset=head).reshape(shape)
 
 
 def _pixels01(x: np.ndarray, source: str) -> np.ndarray:
@@ -125,7 +109,8 @@ def _find(directory: str, base: str) -> str | None:
     return None
 
 
-BUNDLED_MNIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resources", "mnist")
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUNDLED_MNIST = os.path.join(_PACKAGE, "resources", "mnist")
 
 
 def _mnist_arrays(directory: str) -> tuple[dict[str, np.ndarray], str]:
@@ -142,7 +127,8 @@ def _mnist_arrays(directory: str) -> tuple[dict[str, np.ndarray], str]:
         out = {}
         for split in splits:
             kx, ky = f"x_{split}", f"y_{split}"
-            out[kx], out[ky] = _read_idx_images(paths[kx]), _read_idx_labels(paths[ky])
+            out[kx], out[ky] = _read_idx(paths[kx], 2051, 3), \
+                _check_labels(_read_idx(paths[ky], 2049, 1), paths[ky])
             if len(out[kx]) != len(out[ky]):
                 raise ValueError(f"MNIST count mismatch: {paths[kx]} has {len(out[kx])} images "
                                  f"but {paths[ky]} has {len(out[ky])} labels")
@@ -161,7 +147,6 @@ def _disjoint_draw(x: np.ndarray, labels: np.ndarray, classes: tuple, n_train: i
     """Disjoint training and test sets from one pool: the points of `classes` in file order (or
     a seeded permutation), the first n_train train, the next n_test test. Returns
     (x_tr, lab_tr, x_te, lab_te, description)."""
-    from .data import _count, select_classes
     x, labels = select_classes(x, labels, classes)
     n_train = _count(len(labels) // 2 if n_train is None else n_train, "mnist n_train")
     n_test = _count(len(labels) - n_train if n_test is None else n_test, "mnist n_test")
@@ -193,7 +178,6 @@ def load_mnist(directory: str | None = None, n_train: int | None = 100,
     alone, disjoint training and test sets are drawn from it (`Dataset.source` records how).
     binary=None means binary (+0.5 for classes[0]) iff two classes, else one-hot.
     """
-    from .data import _build, _resolve_classes
     src_dir = BUNDLED_MNIST if directory is None else os.fspath(directory)
     arrs, src = _mnist_arrays(src_dir)
     label = "bundled with ntkngd" if directory is None else src

@@ -1,13 +1,13 @@
 """Bundled and synthetic data sets: scikit-learn's 8 x 8 digits (optionally PCA-whitened),
 Gaussian inputs with a teacher, and points on the sphere, each prepared as `ntkngd.data`
-describes (the authors' preprocessing by default); `ntkngd.data` re-exports every name here."""
+describes (the authors' preprocessing by default); `ntkngd.data` exports every name here."""
 from __future__ import annotations
 
 from typing import Any, Sequence
 
 import numpy as np
 
-from .data import (Dataset, _build, _count, _resolve_classes, flatten, preprocess, select_classes,
+from .dataset import (Dataset, _build, _count, _resolve_classes, flatten, preprocess, select_classes,
                    unit_norm_rows)
 
 

@@ -1,4 +1,4 @@
-"""Function-space operators and dynamics for losses with a state-dependent output Hessian.
+"""The loss flow member of the operator family: losses with a state-dependent output Hessian.
 
 Convention (ntkngd.losses): residual r = N grad_f Loss, per-sample output Hessian H_n, x = H^+ r.
 One step moves the outputs by Delta f = -lr G(f) r, Delta f' = -lr G'(f) r:
@@ -12,89 +12,31 @@ One step moves the outputs by Delta f = -lr G(f) r, Delta f' = -lr G'(f) r:
               the training points with alpha = 1^T S^+ 1. On finite-width kernels the same limit
               is M x with the constant M = sum_l Theta_l U V'_l U^T, V' the MSE pattern duals of
               the projected blocks U^T Theta_l U (U = I_N (x) U_C, `Loss.basis`).
-  K-FAC, unit-wise: no function-space operator for these losses (docs/theory.md: open); the
-              finite-width engine measures them (ntkngd.ce_engine).
-Dynamics: ntkngd.flows (diffrax flow, discrete map), x computed from the targets exactly.
+  K-FAC, unit-wise: no function-space operator for these losses (docs/theory.md: open);
+              `ntkngd.train` measures them (per-step alpha fit and deviation).
+Dynamics: ntkngd.dynamics.flows (diffrax flow, discrete map), x computed from the targets exactly.
 """
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
-import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import TheoryConditionWarning
-from .kernels import Kernels
-from .losses import Loss, softmax_cross_entropy
-from .methods import Method, patterns
-from .methods.dual_solve import hessian_rows, pattern_duals, project
-
-
-def _mul(a: jnp.ndarray, r: jnp.ndarray, kron: bool) -> jnp.ndarray:
-    """Kernel-like matrix times residual r (N, C): a @ r for N x N factors (kron), else on the
-    sample-major flattened vector."""
-    if kron:
-        return a @ r
-    return (a @ r.reshape(-1)).reshape(-1, r.shape[-1])
-
-
-class _Core(eqx.Module):
-    """The arrays and static structure an operator computes with (what jit sees)."""
-
-    train: jnp.ndarray
-    test: Optional[jnp.ndarray]
-    pattern: Optional[jnp.ndarray]
-    shift: jnp.ndarray
-    kind: str = eqx.field(static=True)
-    kron: bool = eqx.field(static=True)
-    loss: Loss = eqx.field(static=True)
-
-    def _linear(self, x):
-        return _mul(self.train, x, self.kron), \
-            None if self.test is None else _mul(self.test, x, self.kron)
-
-    def __call__(self, f: jnp.ndarray, r: jnp.ndarray):
-        """(G r, G' r) for a residual r in range(H) (H^+ r via `Loss.pinv_apply`)."""
-        if self.kind == "pinv":
-            return self._linear(self.loss.pinv_apply(f, r))
-        return self._apply(f, r)
-
-    def from_targets(self, f: jnp.ndarray, y: jnp.ndarray):
-        """(G r, G' r) with r and H^+ r computed from the targets (exact for every probability)."""
-        if self.kind == "pinv":
-            return self._linear(self.loss.pinv_residual(f, y))
-        return self._apply(f, self.loss.residual(f, y))
-
-    def _apply(self, f, r):
-        if self.kind == "gd":
-            return self._linear(r)
-        H = self.loss.hessian(f)
-        rf = r.reshape(-1)
-        c = r.shape[-1]
-        if self.kind == "damped_exact":
-            m = self.train.shape[0]
-            a = hessian_rows(H, self.train) + self.shift * jnp.eye(m, dtype=self.train.dtype)
-            v = jnp.linalg.solve(a, rf)
-            return (self.train @ v).reshape(-1, c), \
-                None if self.test is None else (self.test @ v).reshape(-1, c)
-        L, m, _ = self.train.shape   # damped_pattern
-        hb = jax.vmap(lambda b: hessian_rows(H, b))(self.train)
-        big = jnp.einsum("ij,jab->iajb", self.pattern, hb).reshape(L * m, L * m)
-        big = big + self.shift * jnp.eye(L * m, dtype=big.dtype)
-        v = jnp.linalg.solve(big, jnp.tile(rf, L)).reshape(L, m)
-        out = jnp.einsum("lab,lb->a", self.train, v).reshape(-1, c)
-        test = None if self.test is None else jnp.einsum("lab,lb->a", self.test, v).reshape(-1, c)
-        return out, test
+from .._checks import TheoryConditionWarning
+from ..kernels import Kernels
+from ..losses import Loss, softmax_cross_entropy
+from ..methods import Method, patterns
+from ..methods.dual_solve import pattern_duals, project
+from .base import Core, FlowOperator
 
 
 @dataclass(frozen=True)
-class LossOperator:
+class LossOperator(FlowOperator):
     """G(f) and G'(f) of one method for one loss; `op(f, r)` -> (G r, G' r or None),
-    `op.from_targets(f, y)` the same with r computed exactly from the targets.
+    `op.from_targets(f, y)` the same with r computed exactly from the targets (`FlowOperator`).
 
     kind: "gd", "pinv" (rho -> 0: G x with constant matrices), "damped_exact", "damped_pattern".
     train/test: N x N factors (kron) or sample-major (N C x N C) matrices; (L, m, m) per-layer
@@ -114,20 +56,12 @@ class LossOperator:
     notes: tuple = ()
     loss: Loss = softmax_cross_entropy
 
-    def core(self) -> _Core:
+    def core(self) -> Core:
         """The jit-friendly equinox module holding the arrays (what the integrators trace)."""
         dtype = jnp.asarray(self.train).dtype
-        return _Core(self.train, self.test, self.pattern,
-                     jnp.asarray(self.n_train * self.damping, dtype), self.kind, self.kron,
-                     self.loss)
-
-    def __call__(self, f: Any, r: Any):
-        """(G(f) r, G'(f) r or None) for a residual r (N, C) in range(H)."""
-        return self.core()(jnp.asarray(f), jnp.asarray(r))
-
-    def from_targets(self, f: Any, y: Any):
-        """(G(f) r, G'(f) r or None) with r and H^+ r computed exactly from the targets y."""
-        return self.core().from_targets(jnp.asarray(f), jnp.asarray(y))
+        return Core(self.train, self.test, self.pattern,
+                    jnp.asarray(self.n_train * self.damping, dtype), self.kind, self.kron,
+                    self.loss)
 
 
 def _full(a: np.ndarray, c: int, kron: bool) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The function-space operator of one preconditioner: one step changes the outputs by
+"""The linear flow (MSE) member of the operator family: one step changes the outputs by
 
     Delta f(X) = -lr * G g,     Delta f(X') = -lr * G' g,     g = f(X) - Y,
 
@@ -14,6 +14,8 @@ from functools import cached_property
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
+
+from .base import Core, FlowOperator
 
 # Side m above which the largest eigenvalue (for lr) comes from Lanczos instead of a full eigvalsh.
 LANCZOS_MIN_SIZE = 256
@@ -117,7 +119,7 @@ def dense(a: Optional[MatrixLike]) -> Optional[np.ndarray]:
 
 
 @dataclass(frozen=True)
-class Operator:
+class Operator(FlowOperator):
     """G, G', the alpha theory predicts (None when it predicts no isotropy) and what was measured.
 
     test:       G' as an array or a `FactoredMatrix` (applied by solves; `np.asarray` forms it).
@@ -136,11 +138,32 @@ class Operator:
     notes: tuple = ()
 
     replace = dataclasses.replace
+    linear = True
+
+    @property
+    def loss(self):
+        """The loss of the linear flow: `ntkngd.losses.mse` (H = I)."""
+        from ..losses import mse
+        return mse
 
     @property
     def n_train(self) -> int:
         """N, the number of training points."""
         return self.train.shape[0] // (1 if self.kron_outputs else self.out_dim)
+
+    @property
+    def n_test(self) -> int:
+        """N', the number of test points (0 without a test operator)."""
+        if self.test is None:
+            return 0
+        return self.test.shape[0] // (1 if self.kron_outputs else self.out_dim)
+
+    def core(self) -> Core:
+        """The jit core of the linear flow: (G g, G' g) with g = f - y (`ntkngd.dynamics.flows`)."""
+        import jax.numpy as jnp
+        train = jnp.asarray(self.train)
+        return Core(train, None if self.test is None else jnp.asarray(self.test), None,
+                    jnp.zeros((), train.dtype), "pinv", bool(self.kron_outputs), self.loss)
 
     @property
     def size(self) -> int:
@@ -201,6 +224,30 @@ class Operator:
         if self.is_symmetric and "eig" not in self.__dict__:
             return np.linalg.eigvalsh(0.5 * (self.train + self.train.T))[::-1]
         return np.sort(np.real(self.eig[0]))[::-1]
+
+    @cached_property
+    def schur(self) -> tuple[np.ndarray, np.ndarray, int, float]:
+        """(T, Q, k, top): the real Schur form G = Q T Q^T (float64) ordered so that its k leading
+        eigenvalues are the retained modes, those of modulus above 100 x `linalg.rank_rtol` of
+        G's dtype (1e-8 in float64: the eigenvalues of a non-normal G carry errors well above
+        eps ||G||) times the largest modulus `top`; the rest is G's numerical null space."""
+        from scipy.linalg import schur
+        from ..linalg import rank_rtol
+        g = np.asarray(self.train, float)
+        top = float(np.max(np.abs(np.linalg.eigvals(g)))) if self.size else 0.0
+        cut = 100 * rank_rtol(np.asarray(self.train).dtype) * top
+        t, q, k = schur(g, output="real", sort=lambda re, im: np.hypot(re, im) > cut)
+        return t, q, int(k), top
+
+    @cached_property
+    def slowest_rate(self) -> float:
+        """min Re(lambda) / max |lambda| over G's retained eigenvalues (`schur`): positive iff
+        the continuous flow has a t -> infinity limit (negative: a growing mode); inf when no
+        mode is retained (G = 0: nothing moves)."""
+        t, _, k, top = self.schur
+        if k == 0:
+            return float("inf")
+        return float(np.min(np.linalg.eigvals(t[:k, :k]).real)) / top
 
     @cached_property
     def largest_eigenvalue(self) -> float:

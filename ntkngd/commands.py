@@ -1,0 +1,219 @@
+"""The commands of `ntkngd` (figures, train, check): each takes the parsed arguments of
+ntkngd.cli and returns an exit code. Heavy modules are imported inside each command."""
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+
+def _enable_x64(enabled: bool) -> None:
+    import jax
+    jax.config.update("jax_enable_x64", enabled)
+
+
+def _dataset(args, method: str | None = None):
+    """The data set of the command line, prepared as the paper's authors do (global
+    standardization, unit-norm rows); --forster puts K-FAC's inputs (only) in isotropic position
+    when N > d."""
+    from . import data
+    kw = dict(n_train=args.n_train, n_test=args.n_test)
+    std = {"standardize": args.standardize}
+    name = args.data
+    one_hot = getattr(args, "loss", "mse") == "ce"
+    if name == "digits":
+        ds = data.digits(classes=tuple(args.classes), binary=len(args.classes) == 2 and not one_hot,
+                         whiten=args.whiten, **std, **kw)
+    elif name == "sphere":
+        ds = data.sphere(args.n_train, args.n_test, args.dim, seed=args.seed)
+    elif name == "gaussian":
+        ds = data.gaussian(args.n_train, args.n_test, args.dim, seed=args.seed, **std)
+    elif name in ("mnist", "cifar10"):
+        if not args.data_dir and name == "cifar10":
+            raise ValueError(f"--data {name} needs --data-dir pointing at the files you have")
+        loader = data.load_mnist if name == "mnist" else data.load_cifar10
+        ds = loader(args.data_dir, classes=tuple(args.classes),
+                    binary=len(args.classes) == 2 and not one_hot, seed=args.seed, **std, **kw)
+    else:
+        raise SystemExit(f"unknown data set {name!r}")
+    if getattr(args, "loss", "mse") in ("bce", "sigmoid_binary_cross_entropy"):
+        ds = _zero_one_targets(ds)
+    if args.forster and method == "kfac" and ds.n_train > ds.input_dim:
+        with warnings.catch_warnings():   # non-convergence is reported in ds.preprocessing
+            warnings.simplefilter("ignore", UserWarning)
+            ds = data.forster_dataset(ds, iters=100, span=True)
+    elif args.forster:
+        why = "N <= d" if ds.n_train <= ds.input_dim else "it applies to K-FAC's inputs only"
+        print(f"note: --forster not applied ({why})", file=sys.stderr)
+    return ds
+
+
+def _zero_one_targets(ds):
+    """The binary +-0.5 targets as 0/1 (the first class is 1), for the sigmoid cross-entropy."""
+    import dataclasses
+    if ds.y_train.shape[1] != 1:
+        raise ValueError(f"--loss bce needs two classes (one output with 0/1 targets), got "
+                         f"{ds.y_train.shape[1]} classes: use --loss ce for more")
+    return dataclasses.replace(ds, y_train=(ds.y_train > 0).astype(float),
+                               y_test=(ds.y_test > 0).astype(float),
+                               preprocessing=ds.preprocessing + "; targets 0/1 for --loss bce")
+
+
+def _net(args, out_dim):
+    if args.arch == "cnn" and args.depth < 2:
+        raise ValueError(f"--arch cnn needs --depth >= 2 (depth - 1 convolutions and the dense "
+                         f"readout), got --depth {args.depth}")
+    if args.arch == "cnn":   # ntkngd.serial_network
+        from .serial_network import cnn
+        return cnn(args.channels, depth=args.depth - 1, activation=args.activation,
+                   W_std=args.w_std, b_std=args.b_std or None, out_dim=out_dim)
+    from . import mlp
+    return mlp(args.depth, args.width, args.activation, W_std=args.w_std, b_std=args.b_std,
+               out_dim=out_dim)
+
+
+def _inputs(args, ds):
+    """(x_train, x_test, input shape): flat vectors for an MLP, square single-channel images
+    (N, s, s, 1) for --arch cnn."""
+    if args.arch != "cnn":
+        return ds.x_train, ds.x_test, (-1, ds.input_dim)
+    side = int(round(ds.input_dim ** 0.5))
+    if args.whiten or side * side != ds.input_dim:
+        raise ValueError(f"--arch cnn needs square single-channel images; the data have "
+                         f"d = {ds.input_dim} features{' (whitened)' if args.whiten else ''}: "
+                         "use --data digits without --whiten")
+    return (ds.x_train.reshape(-1, side, side, 1), ds.x_test.reshape(-1, side, side, 1),
+            (-1, side, side, 1))
+
+
+def _describe(args, net) -> str:
+    if args.arch == "cnn":
+        return f"CNN with {args.channels} channels, {args.activation}"
+    return f"width {args.width}, {net.activation}"
+
+
+def _check_pattern_depth(pattern, depth: int) -> None:
+    if pattern is not None and pattern.depth != depth:
+        raise ValueError(f"--pattern is {pattern.depth} x {pattern.depth} but the network has "
+                         f"--depth {depth} layers; S must be L x L")
+
+
+def _check_writable(path: str, option: str) -> None:
+    """OSError naming `option` unless directory `path` exists or can be made, and takes files."""
+    import tempfile
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise OSError(f"{option} {path}: cannot write figures there ({e.strerror or e})") from None
+
+
+def cmd_figures(args) -> int:
+    """ntkngd figures: compute (or reuse) and draw the figures of one profile."""
+    from . import figures
+    _enable_x64(True)
+    prof = figures.get(args.profile, data_dir=args.data_dir)
+    out = args.out if args.out is not None else figures.default_out_dir(args.profile)
+    _check_writable(out, "--out")
+    only = ["cnn"] if args.arch == "cnn" and not args.only else args.only
+    status = figures.run(only or None, prof, out, force=args.force,
+                         progress=not args.no_progress)
+    failed = [n for n, s in status.items() if s.startswith("failed")]
+    if failed:
+        print(f"ntkngd figures: error: failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _authors_settings(args) -> bool:
+    """Whether the command line is the authors' published run (ntkngd.seed_summary)."""
+    from .seed_summary import AUTHORS_SETTINGS as A
+    return (args.data == A["data"] and tuple(args.classes) == A["classes"] and
+            args.n_train == A["n_train"] and args.n_test == A["n_test"] and
+            args.depth == A["depth"] and args.width == A["width"] and args.arch == "mlp" and
+            abs(args.w_std ** 2 - A["w_var"]) < 1e-12 and args.b_std == A["b_std"] and
+            args.lr == A["lr"] and args.method == A["method"] and args.loss == "mse" and
+            args.steps >= 1)
+
+
+def cmd_train(args) -> int:
+    """ntkngd train: train one method and print measured vs predicted losses (--seeds K: K
+    seeds, then their mean and spread; beside the authors' run when the settings are theirs)."""
+    _check_pattern_depth(args.pattern, args.depth)
+    _enable_x64(not args.float32)
+    import jax
+
+    from .training.loop import train
+    from .methods import canonical
+    logs, seeds = [], list(range(args.seed, args.seed + args.seeds))
+    for seed in seeds:
+        args.seed = seed
+        ds = _dataset(args, canonical(args.method))
+        net = _net(args, ds.out_dim)
+        xtr, xte, shape = _inputs(args, ds)
+        params = net.init_fn(jax.random.PRNGKey(seed), shape)[1]
+        method = args.pattern if args.pattern is not None else args.method
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            log = train(method, net, params, (xtr, ds.y_train, xte, ds.y_test),
+                        steps=args.steps, lr=args.lr, damping=args.damping, loss=args.loss)
+        logs.append(log)
+        print(f"{f'seed {seed}: ' if len(seeds) > 1 else ''}data {ds.name}: N = {ds.n_train}, "
+              f"N' = {ds.n_test}, d = {ds.input_dim}, C = {ds.out_dim}; network L = {net.depth}, "
+              f"{_describe(args, net)}")
+        print(f"preprocessing: {ds.preprocessing}")
+        if ds.source:
+            print(f"source: {ds.source}")
+        print(log.table())
+        for w in sorted({_forster_aware(str(w.message), ds.preprocessing) for w in caught}):
+            print(f"warning: {w}", file=sys.stderr)
+    if len(seeds) > 1 and logs[0].is_mse:
+        from .seed_summary import summary
+        print(summary(logs, seeds, _authors_settings(args)))
+    return 0
+
+
+def _forster_aware(message: str, preprocessing: str) -> str:
+    """K-FAC's advice to apply the Forster transform, rewritten when --forster was applied (the
+    inputs then fell short of isotropic position: the fit's own report says by how much)."""
+    if "forster_transform" not in message or "Forster" not in preprocessing:
+        return message
+    return (message.split("; put the inputs")[0] + "; --forster was applied but the inputs are not "
+            f"exactly in isotropic position ({preprocessing.split('Forster', 1)[1].strip()})")
+
+
+def cmd_check(args) -> int:
+    """ntkngd check: isotropy report of every method (or the chosen ones)."""
+    _check_pattern_depth(args.pattern, args.depth)
+    _enable_x64(True)
+    import jax
+
+    from . import analytic_kernels, isotropy, method_names, operator
+    from .empirical import empirical_kernels
+    ds = _dataset(args)
+    net = _net(args, ds.out_dim)
+    xtr, xte, shape = _inputs(args, ds)
+    kernels = {"infinite width": analytic_kernels(net, xtr, xte)}
+    if args.finite:
+        params = net.init_fn(jax.random.PRNGKey(args.seed), shape)[1]
+        kernels[f"finite: {_describe(args, net)}"] = empirical_kernels(net, params, xtr, xte)
+    print(f"data {ds.name}: N = {ds.n_train}, d = {ds.input_dim}, C = {ds.out_dim}; "
+          f"L = {net.depth}, {_describe(args, net)}, damping "
+          f"{'default' if args.damping is None else args.damping}")
+    print(f"preprocessing: {ds.preprocessing}")
+    methods = list(args.methods or ([] if args.pattern is not None else method_names()))
+    if args.pattern is not None:
+        methods.append(args.pattern)
+    for label, K in kernels.items():
+        print(f"-- {label}")
+        for m in methods:
+            with warnings.catch_warnings(record=True):
+                warnings.simplefilter("always")
+                try:
+                    rep = isotropy(operator(m, K, args.damping))
+                except (ValueError, NotImplementedError) as e:
+                    print(f"{getattr(m, 'name', m):>18s}  not available: {e}")
+                    continue
+            print(rep.summary())
+    return 0

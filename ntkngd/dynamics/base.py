@@ -1,0 +1,104 @@
+"""The common base of the function-space operators and the jit core both members run on.
+
+Every operator gives, for outputs f and targets y, the changes of one step (or the velocity of the
+flow) on the training and test points:  (G(f) x, G'(f) x),  x = H(f)^+ r(f, y),  with r the loss
+residual and H its per-sample output Hessian (`ntkngd.losses`). Two members:
+  linear flow  (`linear.Operator`, MSE: H = I, G constant): closed forms in `predict`;
+  loss flow    (`loss_flow.LossOperator`, any loss: G(f) through the damped solves, or the constant
+               M H^+ of the minimum-norm limit): integrated by `flows`.
+`core()` gives both as the same equinox module, which `flows` traces under jit.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from ..losses import Loss
+
+
+def hessian_rows(H: jnp.ndarray, a: jnp.ndarray) -> jnp.ndarray:
+    """blockdiag_n(H_n) @ a for per-sample H (N, C, C) and a (N C, k) sample-major."""
+    n, c, _ = H.shape
+    return jnp.einsum("ncd,ndk->nck", H, a.reshape(n, c, -1)).reshape(n * c, -1)
+
+
+def mul(a: jnp.ndarray, r: jnp.ndarray, kron: bool) -> jnp.ndarray:
+    """Kernel-like matrix times residual r (N, C): a @ r for N x N factors (kron), else on the
+    sample-major flattened vector."""
+    if kron:
+        return a @ r
+    return (a @ r.reshape(-1)).reshape(-1, r.shape[-1])
+
+
+class Core(eqx.Module):
+    """The arrays and static structure an operator computes with (what jit sees).
+
+    kind: "pinv" (G x with constant G, G'; the linear flow is the case H = I), "gd" (G r),
+    "damped_exact" / "damped_pattern" (the damped solves with the output Hessian H(f))."""
+
+    train: jnp.ndarray
+    test: Optional[jnp.ndarray]
+    pattern: Optional[jnp.ndarray]
+    shift: jnp.ndarray
+    kind: str = eqx.field(static=True)
+    kron: bool = eqx.field(static=True)
+    loss: Loss = eqx.field(static=True)
+
+    def _linear(self, x):
+        return mul(self.train, x, self.kron), \
+            None if self.test is None else mul(self.test, x, self.kron)
+
+    def __call__(self, f: jnp.ndarray, r: jnp.ndarray):
+        """(G r, G' r) for a residual r in range(H) (H^+ r via `Loss.pinv_apply`)."""
+        if self.kind == "pinv":
+            return self._linear(self.loss.pinv_apply(f, r))
+        return self._apply(f, r)
+
+    def from_targets(self, f: jnp.ndarray, y: jnp.ndarray):
+        """(G r, G' r) with r and H^+ r computed from the targets (exact for every probability)."""
+        if self.kind == "pinv":
+            return self._linear(self.loss.pinv_residual(f, y))
+        return self._apply(f, self.loss.residual(f, y))
+
+    def _apply(self, f, r):
+        if self.kind == "gd":
+            return self._linear(r)
+        H = self.loss.hessian(f)
+        rf = r.reshape(-1)
+        c = r.shape[-1]
+        if self.kind == "damped_exact":
+            m = self.train.shape[0]
+            a = hessian_rows(H, self.train) + self.shift * jnp.eye(m, dtype=self.train.dtype)
+            v = jnp.linalg.solve(a, rf)
+            return (self.train @ v).reshape(-1, c), \
+                None if self.test is None else (self.test @ v).reshape(-1, c)
+        L, m, _ = self.train.shape   # damped_pattern
+        hb = jax.vmap(lambda b: hessian_rows(H, b))(self.train)
+        big = jnp.einsum("ij,jab->iajb", self.pattern, hb).reshape(L * m, L * m)
+        big = big + self.shift * jnp.eye(L * m, dtype=big.dtype)
+        v = jnp.linalg.solve(big, jnp.tile(rf, L)).reshape(L, m)
+        out = jnp.einsum("lab,lb->a", self.train, v).reshape(-1, c)
+        test = None if self.test is None else jnp.einsum("lab,lb->a", self.test, v).reshape(-1, c)
+        return out, test
+
+
+class FlowOperator:
+    """Base of the operator family: `core()` (the jit core), `op(f, r)` -> (G r, G' r or None)
+    for a residual r in range(H), `op.from_targets(f, y)` the same with r computed exactly from
+    the targets. `linear`: whether the dynamics are linear with closed forms (the MSE member)."""
+
+    linear = False
+
+    def core(self) -> Core:   # pragma: no cover - every member defines it
+        raise NotImplementedError
+
+    def __call__(self, f: Any, r: Any):
+        """(G(f) r, G'(f) r or None) for a residual r (N, C) in range(H)."""
+        return self.core()(jnp.asarray(f), jnp.asarray(r))
+
+    def from_targets(self, f: Any, y: Any):
+        """(G(f) r, G'(f) r or None) with r and H^+ r computed exactly from the targets y."""
+        return self.core().from_targets(jnp.asarray(f), jnp.asarray(y))

@@ -1,0 +1,177 @@
+"""Closed forms of the linear flow (MSE, constant G and G'), for `ntkngd.predict`.
+
+Discrete steps (t = 0, 1, 2, ...):  g_{t+1} = (I - lr G) g_t,   f'_{t+1} = f'_t - lr G' g_t,
+so  g_t = (I - lr G)^t g_0  and  f'_t = f'_0 - G' [(I - (I - lr G)^t) G^{-1}] g_0.
+Continuous time tau (df/dtau = -lr G g):  g(tau) = exp(-lr G tau) g_0,
+f'(tau) = f'_0 - G' [(I - exp(-lr G tau)) G^{-1}] g_0.   (Both well defined for singular G.)
+Isotropic G = alpha I: g_t = (1 - lr alpha)^t g_0 and exp(-lr alpha tau) g_0.
+tau -> infinity (`fixed_point`):  g_inf = (I - G G^D) g_0,  f'_inf = f'_0 - G' G^D g_0, with G^D
+the inverse of G on its retained modes (`Operator.schur`) and zero on its numerical null space,
+whose residual the flow never moves (for symmetric G: G^D = G^+, the minimum-norm solution).
+
+Isotropic G is evaluated as a scalar and diagonal G (exactly zero off the diagonal) sample by
+sample, with one product with G' for all time points. Otherwise, discrete steps up to t_max <= m
+(and no decomposition of G cached yet) are iterated, one product with G per step and one product
+with G' for all time points together (O(t_max m^2), no eigendecomposition); continuous time and
+longer horizons decompose G once (eigh for symmetric G, eig otherwise) and then cost O(m^2) per
+time point.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .linear import Operator
+
+# Relative deviation ||G - alpha I|| / ||alpha I|| below which G is treated as exactly alpha I.
+ISOTROPIC_TOL = 1e-12
+_EIG_COND_MAX = 1e10
+
+
+class Propagator:
+    """Evaluates phi(G) r and G' psi(G) r for the step/flow functions phi, psi."""
+
+    def __init__(self, op: Operator, r0: np.ndarray):
+        g = op.train
+        self.alpha = self.diag = None
+        self.dense = None
+        if op.deviation <= ISOTROPIC_TOL:
+            self.alpha = op.alpha
+            self.r0 = r0
+            self.test_r0 = None if op.test is None else op.test @ r0
+            return
+        if op.is_diagonal:   # eigenpairs (G_ii, e_i): every sample evolves on its own
+            self.diag, self.r0, self.test = np.diagonal(g).copy(), r0, op.test
+            return
+        lam, vecs = op.eig
+        if op.is_symmetric:
+            inv = vecs.T
+        else:
+            if np.linalg.cond(vecs) > _EIG_COND_MAX:   # defective: evaluate matrix functions
+                self.dense = (g, op.test, r0)
+                return
+            inv = np.linalg.inv(vecs)
+        self.lam, self.vecs = lam, vecs
+        self.coef = inv @ r0                             # (m, C)
+        self.test_vecs = None if op.test is None else op.test @ vecs
+
+    def __call__(self, phi, psi, want_test: bool):
+        if self.alpha is not None:
+            lam = np.array([self.alpha])
+            p, q = phi(lam)[:, 0], psi(lam)[:, 0]         # (T,)
+            train = p[:, None, None] * self.r0
+            test = q[:, None, None] * self.test_r0 if want_test else None
+            return _real(train), _real(test)
+        if self.diag is not None:
+            p, q = phi(self.diag), psi(self.diag)          # (T, m)
+            train = _real(p)[:, :, None] * self.r0[None]
+            test = _apply(self.test, _real(q)[:, :, None] * self.r0[None]) if want_test else None
+            return train, test
+        if self.dense is not None:
+            return self._dense(phi, psi, want_test)
+        p, q = phi(self.lam), psi(self.lam)               # (T, m)
+        if not np.iscomplexobj(self.vecs):
+            p, q = p.real, q.real
+        train = _apply(self.vecs, p[:, :, None] * self.coef[None])
+        test = _apply(self.test_vecs, q[:, :, None] * self.coef[None]) if want_test else None
+        return _real(train), _real(test)
+
+    def _dense(self, phi, psi, want_test):
+        from scipy.linalg import funm
+        g, gt, r0 = self.dense
+        trains, tests = [], []
+        for k in range(phi(np.zeros(1)).shape[0]):
+            trains.append(funm(g, lambda z: phi(z)[k]) @ r0)
+            if want_test:
+                tests.append(gt @ (funm(g, lambda z: psi(z)[k]) @ r0))
+        return _real(np.stack(trains)), _real(np.stack(tests)) if want_test else None
+
+
+def iterate(op: Operator, r0: np.ndarray, t: np.ndarray, lr: float, want_test: bool):
+    """The discrete map by iteration: r_{s+1} = r_s - lr G r_s for s < t_max; the test change
+    lr G' sum_{s<t} r_s for every requested t with one product with G' (a `FactoredMatrix` G' is
+    applied by its solves, never formed)."""
+    steps = t.astype(int)
+    g = op.train
+    rs = [r0]
+    for _ in range(int(steps.max())):
+        rs.append(rs[-1] - lr * (g @ rs[-1]))
+    r = np.stack(rs)                                          # (t_max + 1, m, k)
+    train = r[steps]
+    if not want_test:
+        return train, None
+    partial = np.concatenate([np.zeros_like(r[:1]), np.cumsum(r[:-1], axis=0)])[steps]
+    T, m, k = partial.shape
+    cols = np.ascontiguousarray(partial.transpose(1, 0, 2)).reshape(m, T * k)
+    dtest = lr * np.asarray(op.test @ cols).reshape(-1, T, k).transpose(1, 0, 2)
+    return train, dtest
+
+
+def iterate_cheaper(op: Operator, t: np.ndarray, continuous: bool) -> bool:
+    """Discrete steps, a non-isotropic, non-diagonal G with no decomposition cached and
+    t_max <= m."""
+    return (not continuous and op.deviation > ISOTROPIC_TOL and not op.is_diagonal
+            and "eig" not in op.__dict__ and t.size > 0 and t.max() <= op.size)
+
+
+def _apply(a: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """a @ x[t] for every t as one matrix product (x: (T, m, C) -> (T, m', C))."""
+    t, m, c = x.shape
+    out = a @ np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(m, t * c)
+    return out.reshape(-1, t, c).transpose(1, 0, 2)
+
+
+def _real(a):
+    if a is None or not np.iscomplexobj(a):
+        return a
+    return a.real
+
+
+def step_functions(t: np.ndarray, lr: float, continuous: bool):
+    """phi(lam) (T, m): residual factor; psi(lam): accumulated test factor (sum of lr phi)."""
+    def phi(lam):
+        x = lr * np.asarray(lam)[None, :]
+        tt = t[:, None]
+        return np.exp(-x * tt) if continuous else np.power(1 - x + 0j, tt)
+
+    def psi(lam):
+        lam = np.asarray(lam)[None, :]
+        x = lr * lam
+        tt = t[:, None]
+        small = np.abs(x) < 1e-12
+        safe = np.where(small, 1.0, lam)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if continuous:
+                val = -np.expm1(-x * tt) / safe
+            else:   # 1 - (1 - x)^t, via expm1/log1p where x is small (no cancellation)
+                xs = np.where(small, 0.0, x) + 0j
+                near = np.abs(xs) < 0.5
+                val = np.where(near, -np.expm1(tt * np.log1p(-np.where(near, xs, 0))),
+                               1 - np.power(1 - xs, tt)) / safe
+        return np.where(small, lr * tt, val)
+
+    return phi, psi
+
+
+def fixed_point(op: Operator, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(g_inf, G' G^D g) for the residual g (m, k) as tau -> infinity (module docstring).
+
+    From the ordered real Schur form G = Q [[T11, T12], [0, T22]] Q^T (`Operator.schur`:
+    orthogonal, hence well conditioned where G is far from normal and its eigenvectors nearly
+    parallel), decoupled by the Sylvester equation T11 Y - Y T22 = -T12:
+    G^D = Q [[T11^-1, -T11^-1 Y], [0, 0]] Q^T,  I - G G^D = Q [[0, Y], [0, I]] Q^T.
+    The limit of the flow itself when `op.slowest_rate` > 0 (every retained mode decays);
+    otherwise a ValueError (a growing or oscillating mode: no limit)."""
+    from scipy.linalg import solve_sylvester
+    if not op.slowest_rate > 0:
+        raise ValueError(f"operator {op.name!r} has no t -> infinity limit: G has an eigenvalue "
+                         f"with real part {op.slowest_rate:.3g} x its largest modulus (a growing "
+                         "or oscillating mode)")
+    t, q, k, _ = op.schur
+    t11, t12, t22 = t[:k, :k], t[:k, k:], t[k:, k:]
+    g = np.asarray(g, float)
+    u1, u2 = q[:, :k].T @ g, q[:, k:].T @ g
+    y12 = solve_sylvester(t11, -t22, -t12) if k < len(t) else np.zeros((k, 0))
+    v1 = np.linalg.solve(t11, u1 - y12 @ u2)
+    res = q[:, :k] @ (y12 @ u2) + q[:, k:] @ u2
+    dtest = None if op.test is None else (np.asarray(op.test, float) @ q[:, :k]) @ v1
+    return res, dtest

@@ -1,0 +1,213 @@
+"""`train`: T steps of any method, loss and network, logged beside the function-space predictions.
+
+One loop over the device step `engine.train_step` (the step `ngd_transform` gives optax), with
+observers around it (ntkngd.training.observers): the predictions of the empirical operator at
+initialization and of the infinite-width operator started from the network's own outputs (NaN
+where a method has none), accuracy, and, where no constant operator exists (losses other than
+MSE, methods such as Shampoo), the per-step isotropy of the linearized step (alpha fit and
+deviation from alpha H^+ r). Inputs are validated once, at the entry.
+
+Learning rate (lr=None): with a constant operator (MSE) the empirical operator's lr at
+initialization (1/alpha when isotropic, 1/lambda_max otherwise); otherwise NGD-type methods
+lr_fraction / alpha, alpha the theory's reference constant (the alpha fit at initialization where
+there is none), lr_fraction 0.5 for losses other than MSE (cross-entropy has no minimiser at
+finite logits; half the function-space Newton step keeps the linearization accurate) and 1 for
+MSE; GD N / lambda_max(Theta). Layer methods (K-FAC, unit-wise, the per-layer preconditioners)
+have no function-space theory without a constant operator: their predictions are exact NGD at
+lr * alpha, training set only.
+"""
+from __future__ import annotations
+
+import warnings
+from functools import partial
+from typing import Any, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import _checks
+from .._checks import TheoryConditionWarning
+from ..dynamics.operators import operator
+from ..dynamics.trajectory import mse
+from ..empirical import empirical_kernels
+from ..kernels import Kernels, analytic_kernels
+from ..losses import Loss, get_loss
+from ..losses import mse as mse_loss
+from ..methods import BlockPattern, Method, get_method
+from .log import TrainLog
+from .observers import (accuracy_fn, default_lr, isotropy_fit, predictions, reference_alpha)
+
+_ANALYTIC: list = []     # [(net, input bytes, Kernels)]: the last 4, shared by every method
+
+
+def train(method: Union[str, BlockPattern, Method], net, params: Any, data: tuple,
+          steps: int = 5, lr: Optional[float] = None, damping: Optional[float] = None,
+          loss: Union[str, Loss] = "mse", *, lr_fraction: Optional[float] = None,
+          analytic: Optional[Kernels] = None) -> TrainLog:
+    """T steps of `method` (params - lr * direction) on a finite network (`ntkngd.mlp`,
+    `ntkngd.serial`, `ntkngd.cnn`), logged beside the function-space predictions (module
+    docstring).
+
+    data = (x_train, y_train, x_test, y_test) with targets valid for the loss (one-hot for the
+    softmax). lr=None: see the module docstring; damping as in `ngd_direction` (None: the
+    method's default). lr_fraction: only without a constant operator. analytic: precomputed
+    `analytic_kernels(net, x_train, x_test)` to reuse across methods. A step that makes the
+    outputs non-finite raises FloatingPointError naming the step (divergence).
+    """
+    m, L = get_method(method), get_loss(loss)
+    fixed = L.identity_hessian and not m.nonlinear     # a constant function-space operator
+    if lr_fraction is not None and fixed:
+        raise TypeError(f"train() option lr_fraction= applies only to losses other than MSE "
+                        f"(or methods without a constant operator, such as Shampoo); "
+                        f"loss={L.name!r} with {m.name} takes no such option")
+    if not isinstance(data, (tuple, list)) or len(data) != 4:
+        raise ValueError("data must be a tuple (x_train, y_train, x_test, y_test)")
+    steps = _checks.positive_int(steps, "steps")
+    lr = None if lr is None else _checks.positive(lr, "lr")
+    damping = None if damping is None else _checks.non_negative(damping, "damping")
+    lr_fraction = _checks.positive((1.0 if L.identity_hessian else 0.5) if lr_fraction is None
+                                   else lr_fraction, "lr_fraction")
+    L.check_outputs(net.out_dim)
+    K0 = empirical_kernels(net, params, data[0], data[2])      # checks params and inputs
+    ytr = np.asarray(L.validate(data[1], "y_train", K0.n_train, net.out_dim), np.float64)
+    yte = np.asarray(L.validate(data[3], "y_test", K0.n_test, net.out_dim), np.float64)
+    dtype = jnp.result_type(jax.tree_util.tree_leaves(params)[0].dtype, jnp.float32)
+    x, xt, y = (jnp.asarray(a, dtype) for a in (data[0], data[2], ytr))
+    rho = float(m.resolve_damping(K0, damping))
+    f0, f0t = _outputs(net, params, x), _outputs(net, params, xt)
+    Ka = analytic if analytic is not None else _analytic(net, data[0], data[2])
+
+    def measure(p, f) -> dict:
+        d = _direction(m, net, L, rho, p, x, y)
+        return isotropy_fit(_jvp(net, p, d, x), f, ytr, alpha, L)
+
+    notes: list = []
+    fits: list = []
+    if fixed:
+        op_emp = operator(m, K0, rho)
+        lr = op_emp.lr if lr is None else lr
+        alpha, pred_alpha, lr_pred = op_emp.alpha, None, lr
+        op_inf = _wide(m, Ka, 0.0 if m.default_damping is not None else rho, L)
+        with_test = True
+    else:
+        alpha = reference_alpha(m, net, K0.n_train, data[0], L)
+        fits.append(measure(params, f0))
+        pred_alpha = fits[0]["alpha_fit"] if alpha is None else alpha
+        lr = default_lr(m, K0, K0.n_train, pred_alpha, lr_fraction) if lr is None else lr
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TheoryConditionWarning)
+            if m.kind == "layer":      # no theory with this loss: exact NGD at lr * alpha
+                exact, lr_pred, with_test = get_method("exact"), lr * pred_alpha, False
+                op_emp = operator(exact, K0, 0.0, L)
+                wide = _wide(m, Ka, 0.0 if m.default_damping is not None else rho, mse_loss)
+                op_inf = None if wide is None else operator(exact, Ka, 0.0, L)
+                notes.append(f"{m.name} with the {L.name} loss has no function-space theory "
+                             f"(open): predictions are exact NGD at lr * alpha = {lr_pred:.4g} "
+                             f"(alpha {'derived' if alpha is not None else 'fitted at t = 0'}), "
+                             "training set only")
+            else:
+                op_emp, lr_pred, with_test = operator(m, K0, rho, L), lr, True
+                op_inf = _wide(m, Ka, rho, L)
+                notes += list(op_emp.notes)
+    f0t_pred = f0t if with_test else None
+    pe = predictions(op_emp, f0, ytr, f0t_pred, yte, lr_pred, steps)
+    pi = predictions(op_inf, f0, ytr, f0t_pred, yte, lr_pred, steps)
+    if op_inf is not None and op_inf.test is None and with_test:   # unit-wise at infinite width
+        pi = (pi[0], pe[1], pi[2], pe[3])
+    value = mse if L is mse_loss else (lambda f, target: float(L.value(f, target)))
+    acc = accuracy_fn(L, ytr, yte)
+    logs: dict[str, list] = {k: [] for k in ("tr", "te", "atr", "ate")}
+    p, f, ft = params, f0, f0t
+    for t in range(steps + 1):
+        if t > 0:
+            p = _step(m, net, L, rho, p, x, y, lr)[0]
+            f, ft = _outputs(net, p, x), _outputs(net, p, xt)
+            _finite_or_diverged((f, ft), t, lr, m.name)
+        for k, v in (("tr", value(f, ytr)), ("te", value(ft, yte)), ("atr", acc(f, ytr)),
+                     ("ate", acc(ft, yte))):
+            logs[k].append(float(v))
+        if fits and 0 < t < steps:
+            fits.append(measure(p, f))
+    arr = np.asarray
+    iso = {k: arr([r[k] for r in fits]) if fits else None
+           for k in ("alpha_fit", "deviation", "deviation_ref")}
+    return TrainLog(m.name, float(lr), rho, alpha, np.arange(steps + 1),
+                    *(arr(logs[k]) for k in ("tr", "te", "atr", "ate")),
+                    arr(pe[0]), arr(pe[1]), arr(pi[0]), arr(pi[1]), pred_alpha=pred_alpha,
+                    pred_emp_train_acc=arr(pe[2]), pred_emp_test_acc=arr(pe[3]),
+                    pred_inf_train_acc=arr(pi[2]), pred_inf_test_acc=arr(pi[3]), **iso,
+                    notes=tuple(notes), loss=L.name)
+
+
+def _wide(m: Method, Ka: Kernels, rho: float, L: Loss):
+    """The method's infinite-width operator, or None where it has none (ValueError: no wide
+    limit on these kernels or at this damping, e.g. KFC on a CNN, the damped diagonal Fisher)."""
+    try:
+        return operator(m, Ka, rho, L)
+    except ValueError:
+        return None
+
+
+def _analytic(net, x_train, x_test) -> Kernels:
+    """Infinite-width kernels, memoized on the network object, the input bytes and JAX's default
+    float (their dtype); the last 4 kept."""
+    key = (np.asarray(x_train).tobytes(), np.asarray(x_test).tobytes(), jnp.zeros(()).dtype)
+    for n, k, K in _ANALYTIC:
+        if n is net and k == key:
+            return K
+    K = analytic_kernels(net, x_train, x_test)
+    _ANALYTIC[:] = _ANALYTIC[-3:] + [(net, key, K)]
+    return K
+
+
+@partial(jax.jit, static_argnums=0)
+def _apply(net, params, x):
+    return net.apply_fn(params, x)
+
+
+def _outputs(net, params, x) -> np.ndarray:
+    """f(x) (N, C) as float64 on the host (one jitted forward pass)."""
+    return np.asarray(_apply(net, params, x), np.float64)
+
+
+@partial(jax.jit, static_argnums=0)
+def _jvp_jit(net, params, d, x):
+    d = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params),
+                                     jax.tree_util.tree_leaves(d))
+    return jax.jvp(lambda p: net.apply_fn(p, x), (params,), (d,))[1]
+
+
+def _jvp(net, params, d, x) -> np.ndarray:
+    """J d (N, C): the linearized output change of the direction d (forward-mode autodiff)."""
+    return np.asarray(_jvp_jit(net, params, d, x), np.float64)
+
+
+def _finite_or_diverged(arrays, t: int, lr: float, method: str) -> None:
+    """Raise a clear error when a step made the outputs non-finite (the step diverged)."""
+    if not all(np.all(np.isfinite(a)) for a in arrays):
+        raise FloatingPointError(
+            f"{method}: training diverged at step {t}: the network outputs are NaN/inf after a "
+            f"step of size lr = {lr:.4g} (the step, not the initial parameters, is at fault); "
+            "use a smaller lr or damping > 0")
+
+
+# ------------------------------------------------- adapter: removed when part A (issue 19) merges
+# Part A's engine.train_step(method, net, loss, damping, params, x, y, lr) -> (params, f, rho)
+# takes the stax params of any network, and its ngd_direction is jittable for any network. Until
+# then today's step takes an MLP's dense parameters, and serial networks step eagerly.
+def _step(m: Method, net, L: Loss, rho: float, params, x, y, lr: float):
+    """engine.train_step's contract: (new params, outputs f (unused here: None), damping)."""
+    from .. import empirical, engine
+    if getattr(net, "is_serial", False):
+        d = engine.ngd_direction(m, net, params, x, y, rho, L)
+        return engine.apply_update(params, d, lr), None, rho
+    dense = empirical.dense_params(net, params, None, check_finite=False)
+    dense = engine.train_step(m, net, L, rho, dense, x, y, jnp.asarray(lr, x.dtype))
+    return engine.to_stax(net, params, dense), None, rho
+
+
+def _direction(m: Method, net, L: Loss, rho: float, params, x, y):
+    """The direction d at params (ngd_direction; host-validated until part A merges)."""
+    from ..engine import ngd_direction
+    return ngd_direction(m, net, params, x, y, rho, L)
