@@ -1,21 +1,27 @@
-"""K-FAC: F_l ~ A_{l-1} (x) B_l, A = Ht^T Ht / N (layer input with the bias column, scaled as in the
-forward pass), B = D^T D / N (D: derivatives df/du_l, all C outputs stacked as rows).
+"""K-FAC: F_l ~ A_l (x) B_l with A = sum_(n,s) Ht Ht^T / N over the layer's input patches (bias
+column last, scaled as the forward pass) and B = sum_((n,c),s) D D^T / (N S) over its backprops; a
+dense layer (S = 1) is the usual K-FAC, a convolution KFC (Grosse & Martens 2016).
 
-Damping is factored Tikhonov: (A + lam I) (x) (B + lam I) with lam = sqrt(rho). By push-through,
+Damping is factored Tikhonov: (A + lam I) (x) (B + lam I) with lam = sqrt(rho). With the spatial
+Grams Q = Ht Ht^T (N S x N S) and Bs = D D^T (N C S x N C S), push-through gives
+    G_l[(n, c), (n', c')] = N S sum_{s, s'} [Q (Q + N lam)^+]_{(n s), (n' s')}
+                                            [Bs (Bs + N S lam)^+]_{((n c) s), ((n' c') s')},
+lam = 0 giving projectors (pseudo-inverses). For dense layers this is
     J_l F_l^{-1} J_l^T / N = N [Q_l (Q_l + N lam I)^{-1}] o [DD^T (DD^T + N lam I)^{-1}],
-with Q_l = Ht Ht^T the forward kernel (expanded over outputs) and DD^T the backward Gram; lam = 0
-gives projectors (pseudo-inverses). The output layer has DD^T = 1 1^T (x) I_C and contributes the
-projector of Q_L, so with full-rank factors (N <= d for the first layer, N C <= widths)
-    G = (N (L - 1) + 1) I          (literal K-FAC; the paper rescales the output layer to get N L).
-Test operator: the same with Q_l(X', X), DD^T(X', X) on the left. At infinite width DD^T = B_l (x) I_C.
+and the output layer (DD^T = 1 1^T (x) I_C) contributes the projector of Q_L, so with full-rank
+factors (N <= d for the first layer, N C <= widths) G = (N (L - 1) + 1) I (literal K-FAC; the
+paper rescales the output layer to get N L). Test operator: the same with the test rows on the left.
+At infinite width (MLPs) DD^T = B_l (x) I_C.
 
-Parameter space (finite width, augmented weight [W_l; b_l] of shape (M_{l-1}[+1], M_l), so that
-(A (x) B) vec(W) <-> A W B): the gradient is Ht^T P^T D / N with P[(n, c), n'] = g_{nc} delta_{nn'},
-and Woodbury ((Ht^T Ht / N + lam)^{-1} Ht^T = N Ht^T (Q + N lam)^{-1}, and the same for D) gives
-    d[W_l; b_l] = (A + lam)^{-1} Ht^T P^T D (B + lam)^{-1} / N = Ht^T X^T D,
-    X = N (DD^T + N lam I)^{-1} P (Q + N lam I)^{-1}       (N C x N),
-pseudo-inverses when lam = 0. So the per-sample signal is A_l = X^T D (N x M_l) and the update is the
-same contraction Ht^T A_l as every other method; J dtheta reproduces G g above.
+Parameter space, for any loss (R = blockdiag(H_n^{1/2}), z = R H^+ r, rooted backprops R D): with
+the augmented weight [W_l; b_l] (k x M) and E[n, s] = sum_c z[n, c] (R D)[(n, c), s] the gradient is
+Ht^T E / N, and
+    d[W_l; b_l] = (A + lam)^+ (Ht^T E / N) (B + lam)^+,
+each factor applied in whichever form is smaller: the primal k x k (M x M) Gram or, by Woodbury,
+the dual N S x N S (N C S x N C S) one: (A + lam)^+ Ht^T = N Ht^T (Q + N lam)^+. With both duals the
+update is Ht^T A_l with the signal A_l = N S (Q + N lam)^+ P (Bs + N S lam)^+ (R D) (P: z on the
+diagonal of samples and positions), one wide product for a wide MLP layer. Pseudo-inverses (lam =
+0) cut at the dtype's `linalg.rank_rtol`, the same in both forms (same non-zero eigenvalues).
 """
 from __future__ import annotations
 
@@ -29,10 +35,11 @@ from jax.scipy.linalg import cho_solve
 
 from .. import linalg
 from .._checks import TheoryConditionWarning
-from ..linalg import serial_blas
 from ..dynamics.linear import Operator
-from . import _cache
-from .dual_solve import hessian_rows
+from ..linalg import serial_blas
+from ..networks.empirical import contract
+from ..networks.kernels import require_features
+from . import _cache, _layers
 
 
 def _expand(q: jnp.ndarray, c: int) -> jnp.ndarray:
@@ -51,86 +58,97 @@ def _eigh_solve(gram, shift, b):
     return u @ (inv[:, None] * (u.T @ b)), keep.sum()
 
 
-def _features_pinv_solve(f, b):
-    """(f f^T)^+ b for a gram given by features f (n x p, p < n: singular) through the p x p gram
-    f^T f = V diag(w) V^T (same nonzero eigenvalues, same rank cut): f V diag(w_k^-2) V^T f^T b.
-    The output layer has p = C: no n x n factorization at all (an n x n eigh inside a jitted step
-    wakes OpenBLAS's threads, which then compete with XLA's on small machines)."""
-    w, v, keep = linalg.kept_spectrum(linalg.symmetrized(f.T @ f))
-    inv2 = jnp.where(keep, 1.0 / jnp.where(keep, w, 1.0) ** 2, 0.0)
-    return f @ (v @ (inv2[:, None] * (v.T @ (f.T @ b)))), keep.sum()
-
-
-def _ridge_solve(gram: jnp.ndarray, shift: float, b: jnp.ndarray, with_rank: bool = False,
-                 features=None):
+def _ridge_solve(gram: jnp.ndarray, shift: float, b: jnp.ndarray, with_rank: bool = False):
     """(gram + shift I)^+ b in jax.numpy for a symmetric PSD gram: Cholesky when gram + shift I is
     numerically positive definite (condition number below ~1/rank_rtol of the dtype), else an
     eigendecomposition with the dtype's rank cut (`linalg.rank_rtol`). Under jit the branch is
-    chosen on device (lax.cond); on concrete arrays on the host, where a constant gram g 1 1^T
-    (the output layer's backward kernel) is solved in closed form. Undamped with features f
-    (gram = f f^T) narrower than the gram: through f^T f (`_features_pinv_solve`). with_rank:
-    also return the numerical rank of gram + shift I (concrete arrays only)."""
+    chosen on device (lax.cond), on concrete arrays on the host. with_rank: also return the
+    numerical rank of gram + shift I (concrete arrays only)."""
     gram = linalg.symmetrized(gram)
     n = gram.shape[0]
-    eye = jnp.eye(n, dtype=gram.dtype)
     rtol = linalg.rank_rtol(gram.dtype)
-    narrow = shift == 0 and features is not None and features.shape[1] < n
+    c = linalg.cholesky_symmetric(gram + shift * jnp.eye(n, dtype=gram.dtype))
     if not _concrete(gram, b, shift):
-        if shift > 0:   # the small (N C x N C) inverse, then one matrix product with the wide b
-            return cho_solve((linalg.cholesky_symmetric(gram + shift * eye), True), eye) @ b
-        if narrow:
-            return _features_pinv_solve(features.astype(gram.dtype), b)[0]
-        c = linalg.cholesky_symmetric(gram)
-        return jax.lax.cond(linalg.factor_is_pd(c, rtol),
-                            lambda: cho_solve((c, True), b),
+        if shift > 0:
+            return cho_solve((c, True), b)
+        return jax.lax.cond(linalg.factor_is_pd(c, rtol), lambda: cho_solve((c, True), b),
                             lambda: _eigh_solve(gram, 0.0, b)[0])
-    if _constant(gram):   # (g0 1 1^T + s I)^+ in closed form
-        out = _constant_solve(gram[0, 0], n, shift, b, 0), (n if shift > 0 else 1)
-    elif narrow:
-        out = _features_pinv_solve(jnp.asarray(features, gram.dtype), b)
-    else:
-        c = linalg.cholesky_symmetric(gram + shift * eye)
-        out = (cho_solve((c, True), b), n) if bool(linalg.factor_is_pd(c, rtol)) else \
-            _eigh_solve(gram, shift, b)
+    out = (cho_solve((c, True), b), n) if bool(linalg.factor_is_pd(c, rtol)) else \
+        _eigh_solve(gram, shift, b)
     return (out[0], int(out[1])) if with_rank else out[0]
 
 
-def _psd_sqrt(H: jnp.ndarray) -> jnp.ndarray:
-    """Per-sample H_n^{1/2} (N, C, C) of PSD output Hessians."""
-    w, u = jnp.linalg.eigh(H)
-    return jnp.einsum("nij,nj,nkj->nik", u, jnp.sqrt(jnp.clip(w, 0.0, None)), u)
+def _b_side(dr, z, lam: float):
+    """E (B + lam)^+ (N S x M) for rooted backprops dr (N C, S, M) and z (N, C), as (coefficient
+    N S P (Bs + N S lam)^+ (N S x N C S) to multiply by dr, None) when the dual is smaller, else
+    (None, the product itself) through the primal M x M Gram."""
+    n, c = z.shape
+    s, m = dr.shape[1], dr.shape[2]
+    flat = dr.reshape(n * c * s, m)
+    if m < n * c * s:
+        e = jnp.einsum("nc,ncsm->nsm", z, dr.reshape(n, c, s, m)).reshape(n * s, m)
+        return None, n * s * _ridge_solve(flat.T @ flat, n * s * lam, e.T).T
+    eye_n, eye_s = jnp.eye(n, dtype=z.dtype), jnp.eye(s, dtype=z.dtype)
+    pz_t = (z[:, :, None, None, None] * eye_n[:, None, None, :, None]
+            * eye_s[None, None, :, None, :]).reshape(n * c * s, n * s)
+    return n * s * _ridge_solve(flat @ flat.T, n * s * lam, pz_t).T, None
+
+
+def _layer(ht, dr, z, lam: float, primal: bool):
+    """One layer's K-FAC step: d[W; b] (k x M) through the primal k x k Gram (primal=True), else
+    the signal (N, S, M) whose contraction Ht^T A is d[W; b] (module docstring)."""
+    n, s, k = ht.shape
+    hf, drf = ht.reshape(n * s, k), dr.reshape(-1, dr.shape[-1])
+    coef, w = _b_side(dr, z, lam)
+    if primal:
+        w = coef @ drf if w is None else w
+        return _ridge_solve(hf.T @ hf, n * lam, hf.T @ w)
+    q = hf @ hf.T
+    sig = _ridge_solve(q, n * lam, coef) @ drf if w is None else _ridge_solve(q, n * lam, w)
+    return sig.reshape(n, s, -1)
+
+
+def _rooted_problem(K, damping, f, y, loss):
+    """(lam, z = R H^+ r (N, C), rooted backprops R D per layer) for any loss."""
+    lam = float(np.sqrt(damping))
+    x = loss.pinv_residual(f, y)
+    root = _layers.hessian_root(loss, f)
+    z = x if root is None else jnp.einsum("ncd,nd->nc", root, x)
+    dss = [d if root is None else
+           _layers.rooted(d.reshape(K.n_train, K.out_dim, *d.shape[1:]), root).reshape(d.shape)
+           for d in K.backprops_train]
+    return lam, z.astype(dss[0].dtype), dss
 
 
 def signals(K, damping, f, y, loss) -> list:
-    """Per-layer signals A_l (N, M_l) of K-FAC for any loss (jax.numpy, jittable), so that
-    d[W_l; b_l] = Ht_l^T A_l is F_l^{-1} grad_l with F_l ~ A_{l-1} (x) B_l,
-    B_l = sum_n D_n^T H_n D_n / N. With R = blockdiag(H_n^{1/2}), z = R H^+ r and G = R DD^T R:
-        A_l = N (Q_l + N lam)^+ Pz (G + N lam)^+ R D_l,     lam = sqrt(rho),
-    pseudo-inverses when lam = 0 (MSE: R = I, z = r; see the module docstring). Both solves act
-    on the small N x N C mixing matrix N (Q_l + N lam)^+ Pz (G + N lam)^+ (Pz^T as right-hand
-    side, the inverses being symmetric), then one matrix product with the wide R D_l."""
-    from .. import empirical
-    empirical.require_features(K, "a K-FAC parameter-space update")
-    n, c = K.n_train, K.out_dim
-    shift = n * float(np.sqrt(damping))
-    x = loss.pinv_residual(f, y)
-    root = None if loss.identity_hessian else _psd_sqrt(loss.hessian(f))
-    z = x if root is None else jnp.einsum("ncd,nd->nc", root, x)
+    """Per-layer signals A_l (N, S, M) of K-FAC for any loss (jax.numpy, jittable), so that
+    d[W_l; b_l] = Ht_l^T A_l (both factors in their dual form)."""
+    require_features(K, "a K-FAC parameter-space update")
+    lam, z, dss = _rooted_problem(K, damping, f, y, loss)
+    return [_layer(ht, dr, z, lam, False) for ht, dr in zip(K.layer_inputs_train, dss)]
+
+
+def update(K, damping, f, y, loss) -> list:
+    """Per-layer d[W_l; b_l] of K-FAC for any loss (jax.numpy, jittable): each layer's input
+    factor in the primal form when it is smaller (k < N S: convolutions, narrow inputs), else
+    through the signal."""
+    require_features(K, "a K-FAC parameter-space update")
+    lam, z, dss = _rooted_problem(K, damping, f, y, loss)
     out = []
-    for q, bwd, d, ht in zip(K.fwd_train, K.bwd_train, K.backprops_train, K.layer_inputs_train):
-        if root is not None:
-            bwd = hessian_rows(root, hessian_rows(root, bwd).T).T
-            d = hessian_rows(root, d)
-        pz_t = (z.astype(bwd.dtype)[:, :, None]
-                * jnp.eye(n, dtype=bwd.dtype)[:, None, :]).reshape(n * c, n)   # Pz^T (N C, N)
-        left = _ridge_solve(bwd, shift, pz_t, features=d)        # (G + N lam)^+ Pz^T
-        mix = n * _ridge_solve(q, shift, left.T, features=ht)    # N (Q + N lam)^+ Pz (G + N lam)^+
-        out.append(mix @ d.astype(mix.dtype))
+    for ht, dr in zip(K.layer_inputs_train, dss):
+        primal = ht.shape[2] < ht.shape[0] * ht.shape[1]
+        out.append(_layer(ht, dr, z, lam, True) if primal else
+                   contract((ht,), (_layer(ht, dr, z, lam, False),))[0])
     return out
 
 
 def operator(K, damping: float = 0.0) -> Operator:
+    if K.bwd_train is None:
+        raise ValueError("K-FAC needs per-layer forward and backward kernels: finite-width "
+                         "(empirical) kernels, or infinite-width kernels of an MLP")
     with serial_blas(K.bwd_train.shape[-1]):
+        if any(s > 1 for s in K.positions):
+            return _kfc_operator(K, damping)
         return _operator(K, damping)
 
 
@@ -254,8 +272,9 @@ def _layer_features(K, l: int, side: str):
     the first layer's inputs)."""
     train, test = (K.layer_inputs_train, K.layer_inputs_test) if side == "fwd" else \
         (K.backprops_train, K.backprops_test)
-    if train is not None:
-        return train[l], (None if test is None else test[l])
+    if train is not None:     # one position: (N, 1, k) -> (N, k)
+        flat = lambda a: a.reshape(a.shape[0], a.shape[-1])   # noqa: E731
+        return flat(train[l]), (None if test is None else flat(test[l]))
     if side == "fwd" and l == 0:
         return K.first_inputs_train, K.first_inputs_test
     return None, None
@@ -385,3 +404,41 @@ def _operator(K, damping: float) -> Operator:
     alpha = float(n * (L - 1) + 1) if all(conditions.values()) else None
     return Operator("kfac", np.asarray(train), None if test is None else np.asarray(test), alpha,
                     float(damping), K.out_dim, K.kron_outputs, conditions, tuple(notes))
+
+
+def _spatial_product(pq, pb, n: int, s: int, c: int):
+    """sum_{s, s'} pq[(n s), (n' s')] pb[((n c) s), ((n' c') s')] over (m2 x m) output pairs."""
+    pq = _expand_4(pq.reshape(-1, s, n, s), c)
+    return jnp.einsum("asbt,asbt->ab", pq, pb.reshape(pq.shape))
+
+
+def _expand_4(q, c: int):
+    return q if c == 1 else jnp.repeat(jnp.repeat(q, c, 0), c, 2)
+
+
+def _kfc_operator(K, damping: float) -> Operator:
+    """KFC's operator (module docstring) for kernels with a layer of several positions."""
+    n, c, lam = K.n_train, K.out_dim, float(np.sqrt(damping))
+    dtype = jnp.asarray(K.blocks_train).dtype
+    train = test = None
+    for l in range(K.depth):
+        ht, d = K.layer_inputs_train[l], K.backprops_train[l]
+        s = ht.shape[1]
+        hf, df = ht.reshape(n * s, -1), d.reshape(n * c * s, -1)
+        hft = dft = None
+        if K.has_test:
+            hft = K.layer_inputs_test[l].reshape(-1, hf.shape[1])
+            dft = K.backprops_test[l].reshape(-1, df.shape[1])
+        pq, pq_t, _ = _terms(hf @ hf.T, None if hft is None else hft @ hf.T, n * lam, (hf, hft),
+                             dtype)
+        pb, pb_t, _ = _terms(df @ df.T, None if dft is None else dft @ df.T, n * s * lam,
+                             (df, dft), dtype)
+        train = _add_product(train, _spatial_product(pq.matrix(dtype), pb.matrix(dtype), n, s, c),
+                             1.0, float(n * s))
+        if K.has_test:
+            test = _add_product(test, _spatial_product(pq_t, pb_t, n, s, c), 1.0, float(n * s))
+    notes = ("KFC (Grosse & Martens 2016): A sums patches over positions, B averages output "
+             "gradients over positions; no infinite-width theory: alpha is measured",)
+    return Operator("kfac", np.asarray(train, np.float64),
+                    None if test is None else np.asarray(test, np.float64), None, float(damping),
+                    c, False, {"damping == 0": damping == 0}, notes)
