@@ -74,7 +74,7 @@ def test_finite_width_training_of_the_figure_fits_the_training_set():
     """The figure's finite-width markers at the tiny profile's N (raw digits, width 64): every
     method's training (4 NGD steps at lr = 1/alpha; GD by heavy ball) brings the training loss
     100x below the initial one (measured 1e3-1e8x)."""
-    from ntkngd.dynamics import mse
+    from ntkngd.dynamics.trajectory import mse
     from ntkngd.figures import generalization as gen_fig
     from ntkngd.figures.common import METHOD_ORDER
     from ntkngd.figures.profiles import get

@@ -120,6 +120,7 @@ class MLP(Network):
 
     def check_inputs(self, x: Any, name: str = "x", params: Any = None, like: Any = None,
                      dtype: Any = None) -> np.ndarray:
+        """(N, d) inputs (d from `like` or the first layer's W when given)."""
         dim = np.shape(like)[1] if like is not None else \
             (int(np.shape(params[0][0])[0]) if params is not None else None)
         arr = _checks.inputs(x, name, dim=dim)
@@ -134,6 +135,7 @@ class MLP(Network):
 
     @lazy_jit(static_argnums=0)
     def features(self, params: Sequence, x):
+        """(f, Ht_l, D_l): one forward pass with taps, the backprops by the closed recursion."""
         hts, phis_dot = [], []
         h, u = x, None
         dense = self.layer_params(params)

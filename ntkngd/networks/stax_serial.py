@@ -100,6 +100,7 @@ class SerialNetwork(Network):
         return self.layer_widths[:-1]
 
     def stax_layers(self) -> list:
+        """The stax layers, in order."""
         return list(self.layers)
 
     def check_inputs(self, x: Any, name: str = "x", params: Any = None, like: Any = None,
@@ -151,6 +152,7 @@ class SerialNetwork(Network):
 
     @lazy_jit(static_argnums=0)
     def features(self, params: Sequence, x):
+        """(f, Ht_l, D_l): patches by a VJP per position, backprops by a VJP per output."""
         h, taps = x, []
         for i, layer in enumerate(self.layers):
             if i in self.trainable:
@@ -169,6 +171,7 @@ class SerialNetwork(Network):
         return f, tuple(hts), tuple(ds)
 
     def analytic_layers(self, x1, x2):
+        """Theta_l = T_l - T_{l+1} from neural-tangents' recursion (module docstring)."""
         k = stax.Identity()[2](x1, x2, diagonal_spatial=_diagonal_spatial(self))
         totals, fwd = [], []
         for i, layer in enumerate(self.layers):
