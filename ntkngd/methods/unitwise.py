@@ -34,6 +34,7 @@ from .. import linalg
 from .._checks import TheoryConditionWarning
 from ..linalg import serial_blas
 from ..dynamics.linear import Operator
+from ..networks.empirical import expand_outputs
 from ..networks.kernels import require_features
 from . import _layers
 from ._cache import first_layer_pd
@@ -73,8 +74,7 @@ def _chunks(idx: np.ndarray, size: int, itemsize: int):
 
 def _spatial_gram(ht, ht2, c: int):
     """Qe[a, s, b, t] = <Ht[n_a, s], Ht2[n_b, t]> over (sample, output) rows a, b: (m, S, m2, S)."""
-    q = jnp.einsum("ask,btk->asbt", ht, ht2)
-    return q if c == 1 else jnp.repeat(jnp.repeat(q, c, 0), c, 2)
+    return expand_outputs(jnp.einsum("ask,btk->asbt", ht, ht2), c)
 
 
 def _unit_blocks(qe, dl, dr):
@@ -110,12 +110,12 @@ def _finite_operator(K, damping: float):
         ht, d = K.layer_inputs_train[l], jnp.asarray(K.backprops_train[l])
         s = ht.shape[1]
         qe = _spatial_gram(ht, ht, c) if s > 1 else \
-            jnp.kron(jnp.asarray(K.fwd_train[l]), jnp.ones((c, c), dtype))[:, None, :, None]
+            expand_outputs(jnp.asarray(K.fwd_train[l]), c)[:, None, :, None]
         active = np.flatnonzero(np.any(np.asarray(d) != 0, axis=(0, 1)))
         if test is not None:
             hs = K.layer_inputs_test[l]
             qt = _spatial_gram(hs, ht, c) if s > 1 else \
-                jnp.kron(jnp.asarray(K.fwd_test[l]), jnp.ones((c, c), dtype))[:, None, :, None]
+                expand_outputs(jnp.asarray(K.fwd_test[l]), c)[:, None, :, None]
             dt = jnp.asarray(K.backprops_test[l])
         for idx in _chunks(active, m * m * s, dtype.itemsize):
             theta = _unit_blocks(qe, d[..., idx], d[..., idx])

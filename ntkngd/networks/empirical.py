@@ -25,9 +25,10 @@ jnp = LazyModule("jax.numpy")
 _JAC_BYTES = 256 * 2 ** 20
 
 
-def _expand(q, c: int):
-    """(N, S, N2, S2) over samples -> over (sample, output) pairs, sample-major."""
-    return q if c == 1 else jnp.repeat(jnp.repeat(q, c, 0), c, 2)
+def expand_outputs(q, c: int):
+    """A kernel over samples, (N, N2) or (N, S, N2, S2), over (sample, output) pairs instead
+    (Q (x) 1 1^T, sample-major): each sample axis (0 and ndim / 2) repeated C times."""
+    return q if c == 1 else jnp.repeat(jnp.repeat(q, c, 0), c, q.ndim // 2)
 
 
 def _layer_jacobian(ht, d):
@@ -46,7 +47,7 @@ def layer_block(ht, d, ht2, d2):
     if s == 1:
         c = m // n
         q, b = ht[:, 0] @ ht2[:, 0].T, d[:, 0] @ d2[:, 0].T
-        return b * jnp.repeat(jnp.repeat(q, c, 0), c, 1), q, b
+        return b * expand_outputs(q, c), q, b
     q_sum = jnp.einsum("ask,bsk->ab", ht, ht2) / s
     b_sum = jnp.einsum("ase,bse->ab", d, d2) / s
     jac_bytes = (m + d2.shape[0]) * k * e * ht.dtype.itemsize
@@ -63,7 +64,7 @@ def jac_form(ht, d, ht2, d2):
 
 def gram_form(ht, d, ht2, d2):
     """Theta(x, x2) = sum_{s, t} <Ht[n, s], Ht2[n', t]> <D[a, s], D2[b, t]> (spatial Grams)."""
-    q = _expand(jnp.einsum("ask,btk->asbt", ht, ht2), d.shape[0] // ht.shape[0])
+    q = expand_outputs(jnp.einsum("ask,btk->asbt", ht, ht2), d.shape[0] // ht.shape[0])
     return jnp.einsum("asbt,asbt->ab", q, jnp.einsum("ase,bte->asbt", d, d2))
 
 
