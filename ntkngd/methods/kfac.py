@@ -39,7 +39,7 @@ from ..networks.empirical import contract
 from ..networks.kernels import require_features
 from . import _layers
 from ._factors import (_add_product, _constant, _expand, _factor_terms, _feature_terms,  # noqa: F401
-                       _hadamard, _ridge_solve, _shared_factor, _terms)
+                       _hadamard, _layer_features, _ridge_solve, _shared_factor, _terms)
 
 
 def _b_side(dr, z, lam: float):
