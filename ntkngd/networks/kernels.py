@@ -160,14 +160,14 @@ def analytic_kernels(net: Network, x_train: Any, x_test: Any = None,
                         f"got {type(net).__name__}")
     batch_size = _checks.non_negative_int(batch_size, "batch_size")
     dtype = jnp.zeros(()).dtype
-    xtr = jnp.asarray(net.check_inputs(x_train, "x_train", dtype=dtype), dtype)
+    xtr = jnp.asarray(net.check_inputs(x_train, "x_train"), dtype)
     blocks, fwd, bwd, nngp = _layers(net, xtr, None, batch_size)
     fields: dict[str, Any] = dict(
         blocks_train=blocks, fwd_train=fwd, bwd_train=bwd, nngp_train=nngp, out_dim=net.out_dim,
         kron_outputs=True, network=net, input_dim=int(xtr[0].size),
         first_inputs_train=net.first_layer_inputs(xtr))
     if x_test is not None:
-        xte = jnp.asarray(net.check_inputs(x_test, "x_test", like=xtr, dtype=dtype), dtype)
+        xte = jnp.asarray(net.check_inputs(x_test, "x_test", like=xtr), dtype)
         blocks, fwd, bwd, nngp = _layers(net, xte, xtr, batch_size)
         fields.update(blocks_test=blocks, fwd_test=fwd, bwd_test=bwd, nngp_test=nngp,
                       first_inputs_test=net.first_layer_inputs(xte))
