@@ -4,8 +4,8 @@ Every method's update is  Delta theta = -lr * d  with the augmented per-layer di
 d[W_l; b_l] of the method's own solve (ntkngd/methods: the same system as its function-space
 operator G, with the loss's output Hessian), built from the network's patches Ht_l and backprops
 D_l (`Network.features`, ntkngd/networks). Linearized, J d = G(f) r (docs/theory.md), so one MSE
-step at lr = 1/alpha converges for an isotropic G. `_core` (features, kernels, solve, parameter
-mapping) runs under jax.jit with method, network, loss and damping static: `ngd_direction`
+step at lr = 1/alpha converges for an isotropic G. `jitted_direction` (features, kernels, solve,
+parameter mapping) runs under jax.jit with method, network, loss and damping static: `ngd_direction`
 validates on the host once (only the parameters' structure when traced: jittable for every
 network); `train_step` is the device-resident step `ntkngd.train` loops over.
 """
@@ -38,7 +38,7 @@ def signals(method: MethodLike, K: Kernels, damping: float, g: Any) -> list:
 
 
 @partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _core(method: Method, net: Network, loss: Loss, damping, params, x, y):
+def jitted_direction(method: Method, net: Network, loss: Loss, damping, params, x, y):
     """(direction pytree shaped like params, outputs f, damping used), all on device."""
     f, hts, ds = net.features(params, x)
     K = empirical.from_features(net, hts, ds, input_dim=int(np.prod(x.shape[1:])))
@@ -86,7 +86,7 @@ def ngd_direction(method: MethodLike, net: Network, params: Any, x_train: Any, y
     m, L = get_method(method), get_loss(loss)
     damping = check_damping(damping)
     params, x, y = prepare(net, params, x_train, y_train, L)
-    return _core(m, net, L, damping, params, x, y)[0]
+    return jitted_direction(m, net, L, damping, params, x, y)[0]
 
 
 def ngd_transform(method: MethodLike, net: Network, damping: Optional[float] = None,
@@ -117,7 +117,7 @@ def ngd_transform(method: MethodLike, net: Network, damping: Optional[float] = N
 def train_step(method: Method, net: Network, loss: Loss, damping, params, x, y, lr):
     """One jitted step on the stax params of any network: (params - lr d, f (N, C) at params,
     the damping used). Inputs as `prepare` returns them; nothing is checked here."""
-    d, f, rho = _core(method, net, loss, damping, params, x, y)
+    d, f, rho = jitted_direction(method, net, loss, damping, params, x, y)
     return apply_update(params, d, lr), f, rho
 
 

@@ -30,7 +30,7 @@ from .. import _checks
 from .._checks import TheoryConditionWarning
 from ..dynamics.operators import operator
 from ..dynamics.trajectory import mse
-from ..engine import _core, train_step
+from ..engine import jitted_direction, train_step
 from ..networks.empirical import empirical_kernels
 from ..networks.kernels import Kernels, analytic_kernels
 from ..losses import Loss, get_loss
@@ -80,7 +80,7 @@ def train(method: Union[str, BlockPattern, Method], net, params: Any, data: tupl
     Ka = analytic if analytic is not None else _analytic(net, data[0], data[2])
 
     def measure(p, f) -> dict:
-        d = _core(m, net, L, rho, p, x, y)[0]
+        d = jitted_direction(m, net, L, rho, p, x, y)[0]
         return isotropy_fit(_jvp(net, p, d, x), f, ytr, alpha, L)
 
     notes: list = []
