@@ -32,7 +32,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import ntkngd as ng  # noqa: E402
-from ntkngd import empirical, engine  # noqa: E402
+from ntkngd import engine  # noqa: E402
+from ntkngd.networks import empirical  # noqa: E402
 from ntkngd.data import sphere  # noqa: E402
 
 
@@ -94,15 +95,14 @@ def main() -> None:
           f"L={args.depth}, float32, OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}, "
           f"median of {args.repeats})")
 
-    dense = empirical.dense_params(net, params, x.shape[1])
     lr = jnp.asarray(1.0, jnp.float32)
     for method in args.methods:
         m = ng.get_method(method)
-        t = _timed(lambda: engine.train_step(m, net, ng.losses.mse, None, dense, x, y, lr),
+        t = _timed(lambda: engine.train_step(m, net, ng.losses.mse, None, params, x, y, lr),
                    args.repeats)
         t_eager = _timed(lambda: engine.ngd_direction(method, net, params, x, y), args.repeats)
         pair = _interleaved_ratio(
-            lambda: engine.train_step(m, net, ng.losses.mse, None, dense, x, y, lr),
+            lambda: engine.train_step(m, net, ng.losses.mse, None, params, x, y, lr),
             lambda: grad_step(params), args.repeats)
         print(f"{method:>18s} jitted step: {t:.4f} s   ratio to gradient step {t / t_grad:6.2f}"
               f"   (interleaved: {pair:5.2f}; ngd_direction with host checks: "

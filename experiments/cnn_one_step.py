@@ -34,8 +34,7 @@ import numpy as np  # noqa: E402
 
 import ntkngd as ng  # noqa: E402
 from ntkngd.engine import apply_update  # noqa: E402
-from ntkngd.serial_empirical import serial_kernels_and_outputs, serial_outputs  # noqa: E402
-from ntkngd.serial_methods import direction  # noqa: E402
+from ntkngd.networks.empirical import kernels_and_outputs, outputs  # noqa: E402
 from ntkngd.store import write_json  # noqa: E402
 
 PATTERNS = ("exact", "block_diagonal", "block_tridiagonal")
@@ -67,7 +66,7 @@ def one_step(channels: int, n: int, methods=PATTERNS + LAYERWISE, seed: int = 0)
     net = ng.cnn(channels)
     _, params = net.init_fn(jax.random.PRNGKey(seed), x.shape)
     t0 = time.perf_counter()
-    K, f = serial_kernels_and_outputs(net, params, x)
+    K, f = kernels_and_outputs(net, params, x)
     Ka = ng.analytic_kernels(net, x)
     loss0 = float(ng.losses.mse.value(np.asarray(f), y))
     out = dict(channels=channels, n=n, seed=seed, loss0=loss0,
@@ -78,8 +77,8 @@ def one_step(channels: int, n: int, methods=PATTERNS + LAYERWISE, seed: int = 0)
             warnings.simplefilter("ignore", ng.TheoryConditionWarning)
             damping = None if m == "unit_wise" else 0.0
             op = ng.operator(m, K, damping)
-            d = direction(m, net, params, x, y, op.damping, kernels_and_outputs=(K, f))[0]
-        f1 = serial_outputs(net, apply_update(params, d, op.lr), x)
+            d = ng.ngd_direction(m, net, params, x, y, op.damping)
+        f1 = outputs(net, apply_update(params, d, op.lr), x)
         loss1 = float(ng.losses.mse.value(np.asarray(f1), y))
         out["methods"][m] = dict(alpha=op.alpha, theory=op.alpha_theory, deviation=op.deviation,
                                  lr=op.lr, loss1=loss1, fall=out["loss0"] / loss1,

@@ -33,7 +33,8 @@ jax.config.update("jax_enable_x64", True)
 import numpy as np  # noqa: E402
 
 import ntkngd as ng  # noqa: E402
-from ntkngd import empirical  # noqa: E402
+from ntkngd import engine  # noqa: E402
+from ntkngd.networks import empirical  # noqa: E402
 from ntkngd.engine import apply_update  # noqa: E402
 from ntkngd.methods import unitwise  # noqa: E402
 
@@ -53,7 +54,7 @@ def one(net, params, ds, rel: float, per_unit: bool = False) -> dict:
     K, f = empirical.kernels_and_outputs(net, params, ds.x_train)
     diag = float(np.mean(np.diag(np.asarray(K.ntk_train, float))))
     if per_unit:
-        diag /= sum(np.shape(d)[1] for d in K.backprops_train)
+        diag /= sum(np.shape(d)[-1] for d in K.backprops_train)
     rho = rel * diag / K.n_train
     alpha_th = unitwise.predicted_alpha(net)
     with warnings.catch_warnings():
@@ -86,7 +87,7 @@ def diagnose(net, params, ds, bins: int = 5) -> None:
     Theta_{l,i} (its smallest eigenvalue on the active samples) and its derivative size."""
     K, _ = empirical.kernels_and_outputs(net, params, ds.x_train)
     g = np.asarray(empirical.outputs(net, params, ds.x_train), float) - ds.y_train
-    sig = unitwise.signals(K, 0.0, g)
+    sig = [a[:, 0] for a in engine.signals("unit_wise", K, 0.0, g)]
     p1 = apply_update(params, ng.ngd_direction("unit_wise", net, params, ds.x_train, ds.y_train,
                                                damping=0.0), 1.0 / unitwise.predicted_alpha(net))
     K1, _ = empirical.kernels_and_outputs(net, p1, ds.x_train)
@@ -99,10 +100,10 @@ def diagnose(net, params, ds, bins: int = 5) -> None:
           f"{'active samples':>15} {'update norm':>12} {'switch frac':>12}")
     for l in range(K.depth - 1):
         q = np.asarray(K.fwd_train[l], float)
-        dl = np.asarray(K.backprops_train[l], float)
+        dl = np.asarray(K.backprops_train[l], float)[:, 0]
         lam = _block_min_eig(q, dl)
         dcol = np.linalg.norm(dl, axis=0)
-        upd = np.linalg.norm(np.asarray(K.layer_inputs_train[l], float).T @ sig[l], axis=0)
+        upd = np.linalg.norm(np.asarray(K.layer_inputs_train[l], float)[:, 0].T @ sig[l], axis=0)
         on = np.isfinite(lam) & (lam > 0)
         edges = np.quantile(lam[on], np.linspace(0, 1, bins + 1))
         which = np.clip(np.searchsorted(edges, lam, side="right") - 1, 0, bins - 1)

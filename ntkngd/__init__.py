@@ -16,17 +16,17 @@ _lazy_nt.install()
 _EXPORTS: dict[str, tuple[str, str | None]] = {
     "TheoryConditionWarning": ("._checks", "TheoryConditionWarning"),
     # networks
-    "ACTIVATIONS": (".network", "ACTIVATIONS"),
-    "Network": (".network", "Network"),
-    "mlp": (".network", "mlp"),
-    "SerialNetwork": (".serial_network", "SerialNetwork"),
-    "serial": (".serial_network", "serial"),
-    "cnn": (".serial_network", "cnn"),
+    "ACTIVATIONS": (".networks.fully_connected", "ACTIVATIONS"),
+    "Network": (".networks.base", "Network"),
+    "mlp": (".networks.fully_connected", "mlp"),
+    "SerialNetwork": (".networks.stax_serial", "SerialNetwork"),
+    "serial": (".networks.stax_serial", "serial"),
+    "cnn": (".networks.stax_serial", "cnn"),
     "stax": ("neural_tangents.stax", None),
     # kernels
-    "Kernels": (".kernels", "Kernels"),
-    "analytic_kernels": (".kernels", "analytic_kernels"),
-    "empirical_kernels": (".empirical", "empirical_kernels"),
+    "Kernels": (".networks.kernels", "Kernels"),
+    "analytic_kernels": (".networks.kernels", "analytic_kernels"),
+    "empirical_kernels": (".networks.empirical", "empirical_kernels"),
     # methods
     "METHODS": (".methods", "METHODS"),
     "BlockPattern": (".methods", "BlockPattern"),

@@ -85,7 +85,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _data_args(p):
-    from .network import ACTIVATIONS
+    from .networks.fully_connected import ACTIVATIONS
     p.add_argument("--data", default="digits", choices=DATA_SETS, help="data set")
     p.add_argument("--data-dir", default=None, help="directory with MNIST / CIFAR-10 files "
                    "(MNIST: default the bundled test split)")

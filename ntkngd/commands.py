@@ -63,8 +63,8 @@ def _net(args, out_dim):
     if args.arch == "cnn" and args.depth < 2:
         raise ValueError(f"--arch cnn needs --depth >= 2 (depth - 1 convolutions and the dense "
                          f"readout), got --depth {args.depth}")
-    if args.arch == "cnn":   # ntkngd.serial_network
-        from .serial_network import cnn
+    if args.arch == "cnn":   # ntkngd.networks.stax_serial
+        from .networks.stax_serial import cnn
         return cnn(args.channels, depth=args.depth - 1, activation=args.activation,
                    W_std=args.w_std, b_std=args.b_std or None, out_dim=out_dim)
     from . import mlp
@@ -190,7 +190,7 @@ def cmd_check(args) -> int:
     import jax
 
     from . import analytic_kernels, isotropy, method_names, operator
-    from .empirical import empirical_kernels
+    from .networks.empirical import empirical_kernels
     ds = _dataset(args)
     net = _net(args, ds.out_dim)
     xtr, xte, shape = _inputs(args, ds)

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from . import _checks
 from .dynamics.loss_flow import LossOperator, loss_operator, min_norm_operator
 from .dynamics.trajectory import Trajectory, mse, predict
-from .kernels import Kernels
+from .networks.kernels import Kernels
 from .losses import Loss, get_loss, softmax_cross_entropy
 from .methods import BlockPattern, get_method
 from .training.log import TrainLog

@@ -16,7 +16,7 @@ import ntkngd as ng  # noqa: E402
 from ntkngd import compat as ce  # noqa: E402
 from ntkngd import compat as E  # noqa: E402
 from ntkngd.training import observers  # noqa: E402
-from ntkngd import empirical  # noqa: E402
+from ntkngd.networks import empirical  # noqa: E402
 
 N, NT, D, C, L = 6, 4, 10, 3, 3
 PATTERN = np.array([[1, 0, 1], [0, 1, 0], [1, 0, 1.]])     # singular, 1 in its range, alpha 2
@@ -114,8 +114,8 @@ def test_kfac_matches_brute_force_kronecker_factors(small):
         lam = np.sqrt(rho)
         got = _augmented(E.ce_direction("kfac", net, params, x, y, rho))
         for l in range(L):
-            ht = np.asarray(K.layer_inputs_train[l])
-            d = np.asarray(K.backprops_train[l]).reshape(N, C, -1)
+            ht = np.asarray(K.layer_inputs_train[l])[:, 0]
+            d = np.asarray(K.backprops_train[l])[:, 0].reshape(N, C, -1)
             A = ht.T @ ht / N
             B = np.einsum("ncm,ncd,ndk->mk", d, hs, d) / N
             want = np.linalg.solve(A + lam * np.eye(len(A)), grads[l]) @ \
@@ -135,8 +135,8 @@ def test_unit_wise_matches_brute_force_unit_blocks(small):
     rho = 1e-4
     got = _augmented(E.ce_direction("unit_wise", net, params, x, y, rho))
     for l in range(L):
-        ht = np.asarray(K.layer_inputs_train[l])
-        d = np.asarray(K.backprops_train[l])
+        ht = np.asarray(K.layer_inputs_train[l])[:, 0]
+        d = np.asarray(K.backprops_train[l])[:, 0]
         for i in range(d.shape[1]):
             J = np.repeat(ht, C, 0) * d[:, i:i + 1]                 # rows (n, c): Ht[n] D[(n,c),i]
             F = J.T @ hs_full @ J / N + rho * np.eye(J.shape[1])

@@ -11,7 +11,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import ntkngd as ng  # noqa: E402
-from ntkngd.empirical import empirical_kernels  # noqa: E402
+from ntkngd.networks import empirical  # noqa: E402
+from ntkngd.networks.empirical import empirical_kernels  # noqa: E402
 
 N, NT, D = 5, 3, 7
 CASES = [  # depth, width, activation, b_std, out_dim
@@ -74,15 +75,16 @@ def test_factors_are_consistent():
     K = empirical_kernels(net, params, x, xt)
     for l in range(net.depth):
         ht, d = np.asarray(K.layer_inputs_train[l]), np.asarray(K.backprops_train[l])
-        assert ht.shape == (N, (D if l == 0 else 12) + 1)
-        assert d.shape == (N * 2, net.layer_widths[l])
+        assert ht.shape == (N, 1, (D if l == 0 else 12) + 1)     # one position: S = 1
+        assert d.shape == (N * 2, 1, net.layer_widths[l])
+        ht, d = ht[:, 0], d[:, 0]
         np.testing.assert_allclose(K.fwd_train[l], ht @ ht.T, rtol=1e-12)
         np.testing.assert_allclose(K.bwd_train[l], d @ d.T, rtol=1e-12)
         np.testing.assert_allclose(K.blocks_train[l], np.kron(ht @ ht.T, np.ones((2, 2))) * (d @ d.T),
                                    rtol=1e-12)
     # output layer: D_L rows are the output one-hots
-    np.testing.assert_array_equal(K.backprops_train[-1], np.tile(np.eye(2), (N, 1)))
-    np.testing.assert_allclose(ng.empirical.outputs(net, params, x), net.apply_fn(params, x),
+    np.testing.assert_array_equal(K.backprops_train[-1][:, 0], np.tile(np.eye(2), (N, 1)))
+    np.testing.assert_allclose(empirical.outputs(net, params, x), net.apply_fn(params, x),
                                rtol=1e-12, atol=1e-14)
 
 

@@ -13,7 +13,7 @@ import optax  # noqa: E402
 import pytest  # noqa: E402
 
 import ntkngd as ng  # noqa: E402
-from ntkngd.empirical import empirical_kernels  # noqa: E402
+from ntkngd.networks.empirical import empirical_kernels  # noqa: E402
 from ntkngd.engine import ngd_direction, ngd_transform  # noqa: E402
 from ntkngd.training.loop import train  # noqa: E402
 from ntkngd.methods import unitwise  # noqa: E402

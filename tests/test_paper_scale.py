@@ -19,7 +19,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import ntkngd as ng  # noqa: E402
-from ntkngd import empirical, engine  # noqa: E402
+from ntkngd import engine  # noqa: E402
+from ntkngd.networks import empirical  # noqa: E402
 from ntkngd.data import sphere  # noqa: E402
 from ntkngd.dynamics.trajectory import mse  # noqa: E402
 from ntkngd.methods import get_method  # noqa: E402
@@ -35,7 +36,6 @@ def one_step_falls(width: int, seed: int = 0) -> dict:
     x, y = data.x_train, data.y_train
     net = ng.mlp(3, width, "relu", W_std=2 ** 0.5, b_std=0.0, out_dim=1)
     _, params = net.init_fn(jax.random.PRNGKey(seed), (-1, 784))
-    dense = empirical.dense_params(net, params, 784)
     K, f0 = empirical.kernels_and_outputs(net, params, x)
     g = np.asarray(f0) - y
     loss0 = float(mse(np.asarray(f0), y))
@@ -47,7 +47,7 @@ def one_step_falls(width: int, seed: int = 0) -> dict:
             warnings.simplefilter("ignore", ng.TheoryConditionWarning)
             alpha = ng.operator(m, K, rho).alpha
             sig = engine.signals(m, K, rho, g)
-        d = empirical.split_update(net, dense, empirical.contract(K.layer_inputs_train, sig))
+        d = net.split_update(params, empirical.contract(K.layer_inputs_train, sig))
         new = engine.apply_update(params, d, 1.0 / alpha)
         loss1 = float(mse(np.asarray(empirical.outputs(net, new, x)), y))
         out[m] = (loss0 / loss1, alpha)

@@ -1,4 +1,4 @@
-"""Serial networks (ntkngd.serial_network): per-layer analytic blocks through neural-tangents,
+"""Serial networks (ntkngd.networks.stax_serial): per-layer analytic blocks through neural-tangents,
 finite-width blocks from patches x backprops, both against independent references (float64)."""
 import functools
 
@@ -9,7 +9,7 @@ import pytest
 from ntkngd import stax  # neural-tangents stax, loaded the quiet way
 
 import ntkngd as ng
-from ntkngd import serial_empirical
+from ntkngd.networks import empirical
 
 CNNS = {
     "same_erf_valid_stride_relu_gap_bias": lambda c: [
@@ -101,10 +101,9 @@ def test_gram_and_jacobian_forms_agree():
     net = _net("same_erf_valid_stride_relu_gap_bias", 4)
     x = jnp.asarray(_images(3, 0, hw=5))
     _, params = net.init_fn(jax.random.PRNGKey(0), x.shape)
-    _, hts, ds = serial_empirical.features(net, params, x)
+    _, hts, ds = net.features(params, x)
     for h, d in zip(hts, ds):
-        assert _rel(serial_empirical._gram_form(h, d, h, d),
-                    serial_empirical._jac_form(h, d, h, d)) < 1e-12
+        assert _rel(empirical.gram_form(h, d, h, d), empirical.jac_form(h, d, h, d)) < 1e-12
 
 
 def test_empirical_blocks_match_the_mlp_fast_path():

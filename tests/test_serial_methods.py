@@ -241,5 +241,33 @@ def test_cross_entropy_training_on_a_cnn(small_cnn):
     assert log.alpha_fit[0] == pytest.approx(3.0, abs=1e-8) and log.deviation[0] < 1e-8
     assert log.train_loss[2] < log.train_loss[1] < log.train_loss[0]
     assert np.isfinite(log.pred_inf_train_loss).all()
-    with pytest.raises(ValueError, match="MSE loss only"):
-        ng.train("kfac", net, params, (x, y, xt, y), steps=1, loss="ce")
+
+
+def test_kfc_with_cross_entropy_equals_its_kronecker_factors(small_cnn):
+    """KFC with the softmax cross-entropy on a CNN: per layer d = (A + lam)^-1 G (B + lam)^-1 with
+    A = sum_(n,s) Ht Ht^T / N, B = sum_((n,c),s) (H^1/2 D)(H^1/2 D)^T / (N S) and the gradient
+    G = J^T r / N, all formed here from the patches and backprops (brute force, float64)."""
+    net, x, _, params, K = small_cnn
+    y = np.eye(2)[[0, 1, 1, 0]]
+    rho = 1e-3
+    lam = np.sqrt(rho)
+    got = ng.ngd_direction("kfac", net, params, x, y, rho, loss="ce")
+    f = np.asarray(net.apply_fn(params, x), np.float64)
+    p = np.exp(f - f.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    w, u = np.linalg.eigh(np.einsum("nc,cd->ncd", p, np.eye(2)) - p[:, :, None] * p[:, None, :])
+    root = np.einsum("nij,nj,nkj->nik", u, np.sqrt(np.clip(w, 0, None)), u)
+    n = x.shape[0]
+    for l, i in enumerate(net.trainable):
+        ht = np.asarray(K.layer_inputs_train[l])
+        s = ht.shape[1]
+        d = np.asarray(K.backprops_train[l]).reshape(n, 2, s, -1)
+        dr = np.einsum("ncd,ndsm->ncsm", root, d)
+        A = np.einsum("nsk,nsj->kj", ht, ht) / n + lam * np.eye(ht.shape[-1])
+        B = np.einsum("ncsm,ncsj->mj", dr, dr) / (n * s) + lam * np.eye(d.shape[-1])
+        G = np.einsum("nsk,ncsm,nc->km", ht, d, p - y) / n
+        want = np.linalg.solve(A, G) @ np.linalg.inv(B)
+        W, b = got[i]
+        aug = np.concatenate([np.asarray(W).reshape(-1, W.shape[-1]),
+                              np.asarray(b).reshape(1, -1)])
+        assert np.abs(aug - want).max() < 1e-8 * np.abs(want).max()

@@ -15,8 +15,7 @@ import pytest
 
 import ntkngd as ng
 from ntkngd.engine import apply_update
-from ntkngd.serial_empirical import serial_kernels_and_outputs, serial_outputs
-from ntkngd.serial_methods import direction
+from ntkngd.networks.empirical import kernels_and_outputs, outputs
 
 ALPHAS = {"exact": 1.0, "block_diagonal": 3.0, "block_tridiagonal": 1.0}
 
@@ -24,15 +23,15 @@ ALPHAS = {"exact": 1.0, "block_diagonal": 3.0, "block_tridiagonal": 1.0}
 def _falls(channels: int, x, y) -> dict:
     net = ng.cnn(channels)
     _, params = net.init_fn(jax.random.PRNGKey(0), x.shape)
-    K, f = serial_kernels_and_outputs(net, params, x)
+    K, f = kernels_and_outputs(net, params, x)
     loss0 = float(ng.losses.mse.value(np.asarray(f), y))
     falls = {}
     for method, alpha in ALPHAS.items():
         op = ng.operator(method, K, 0.0)
         assert op.alpha == pytest.approx(alpha, abs=1e-8)
         assert op.deviation < 1e-8          # isotropic: the linearized step lands on y
-        d = direction(method, net, params, x, y, 0.0, kernels_and_outputs=(K, f))[0]
-        f1 = serial_outputs(net, apply_update(params, d, op.lr), x)
+        d = ng.ngd_direction(method, net, params, x, y, 0.0)
+        f1 = outputs(net, apply_update(params, d, op.lr), x)
         loss1 = float(ng.losses.mse.value(np.asarray(f1), y))
         falls[method] = loss0 / loss1
         print(f"{channels} channels, {method}: {loss0:.4e} -> {loss1:.4e} ({falls[method]:.2f}x)")

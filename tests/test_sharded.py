@@ -36,7 +36,7 @@ def _from_stored(got: dict, net, ds, exact=None):
     the unrounded kernels, whose first-layer Q_1 replaces the stored one for K-FAC (the sharded
     K-FAC takes Q_1 from the inputs' features, never from the stored kernel)."""
     import jax.numpy as jnp
-    from ntkngd.kernels import Kernels, first_layer_inputs
+    from ntkngd.networks.kernels import Kernels
     n, nt = ds.n_train, ds.n_test
     fwd, fwdt = (got[f"kernels/fwd_{s}"].astype(np.float64) for s in ("train", "test"))
     bwd = np.concatenate([got["kernels/bwd_train"].astype(np.float64), np.ones((1, n, n))])
@@ -46,8 +46,8 @@ def _from_stored(got: dict, net, ds, exact=None):
         fwd[0], fwdt[0] = np.asarray(exact.fwd_train[0]), np.asarray(exact.fwd_test[0])
     return Kernels(blocks, fwd, bwd, net.out_dim, True, net, blocks_t, fwdt, bwdt,
                    input_dim=ds.input_dim,
-                   first_inputs_train=first_layer_inputs(net, jnp.asarray(ds.x_train)),
-                   first_inputs_test=first_layer_inputs(net, jnp.asarray(ds.x_test)))
+                   first_inputs_train=net.first_layer_inputs(jnp.asarray(ds.x_train)),
+                   first_inputs_test=net.first_layer_inputs(jnp.asarray(ds.x_test)))
 
 
 def _reference(K, f0, y, f0t):

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._checks import TheoryConditionWarning
-from ..kernels import Kernels
+from ..networks.kernels import Kernels
 from ..losses import Loss, softmax_cross_entropy
 from ..methods import Method, patterns
 from ..methods.dual_solve import pattern_duals, project

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Optional, Union
 
 from .. import _checks
-from ..kernels import Kernels
+from ..networks.kernels import Kernels
 from ..losses import Loss, get_loss
 from ..methods import BlockPattern, Method, get_method
 from .linear import Operator
@@ -36,7 +36,4 @@ def operator(method: Union[str, BlockPattern, Method], kernels: Kernels,
     damping = _checks.non_negative(damping, "damping")
     if not L.identity_hessian:
         return loss_operator(m, kernels, damping, L)
-    if m.kind == "layer" and m.update is None and getattr(kernels.network, "is_serial", False):
-        from ..serial_methods import layer_operator   # hook: KFC / channel-wise (part A)
-        return layer_operator(m, kernels, damping)
     return m.operator(kernels, damping)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import data as data_mod
-from ..serial_network import cnn
+from ..networks.stax_serial import cnn
 from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, Context, data_record, floor_at,
                      legend, log_axis_at, quiet, save_figure, subplots)
 

@@ -216,7 +216,7 @@ def one_step(net, params, ds, method: str, damping=None) -> dict:
     Returns the analytic operator `op` (float64 kernels of `ds`), the residual g = f0 - y and the
     outputs before (f0, f0t) and after (f1, f1t) the step params - op.lr * ngd_direction."""
     from .. import analytic_kernels, operator
-    from ..empirical import outputs
+    from ..networks.empirical import outputs
     from ..engine import ngd_direction
     op = quiet(operator, method, analytic_kernels(net, ds.x_train, ds.x_test), 0.0)
     f0 = np.asarray(outputs(net, params, ds.x_train), float)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import analytic_kernels, mlp, operator
-from ..empirical import empirical_kernels
+from ..networks.empirical import empirical_kernels
 from .common import (COLORS, LABELS, MARKERS, Context, binary_data, data_record, floor_at,
                      init_params, legend, log_axis_at, quiet, save_figure, subplots)
 
@@ -99,29 +99,28 @@ def _train(ctx: Context, fractions) -> dict:
     """Training loss per step of every method on the profile's data and network (seed 0)."""
     import jax.numpy as jnp
 
-    from .. import empirical, get_method, losses
+    from .. import get_method, losses
     from ..training.observers import isotropy_fit as ce_isotropy, method_step
     from ..engine import train_step
     p = ctx.profile
     ds = binary_data(p)
     net = mlp(p.depth, p.width, "relu")
     params = init_params(net, ds.input_dim, 0)
-    dense = empirical.dense_params(net, params, ds.input_dim)
     x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
     K0 = empirical_kernels(net, params, ds.x_train)
-    f0 = np.asarray(empirical._forward(net, dense, x), np.float64)
+    f0 = np.asarray(net.outputs(params, x), np.float64)
     out = {"train/n": ds.n_train, "train/width": p.width, "train/steps": np.arange(p.steps + 1)}
 
     def run(m: str, lr: float, rho) -> np.ndarray:
-        meth, dd, loss = get_method(m), dense, []
+        meth, pp, loss = get_method(m), params, []
         for t in range(p.steps + 1):
-            f = np.asarray(empirical._forward(net, dd, x), np.float64)
+            f = np.asarray(net.outputs(pp, x), np.float64)
             loss.append(0.5 * np.sum((f - ds.y_train) ** 2) / ds.n_train)
             if not np.isfinite(loss[-1]) or loss[-1] > 1e6:
                 loss[-1] = np.inf
                 break
             if t < p.steps:
-                dd = train_step(meth, net, losses.mse, rho, dd, x, y, jnp.asarray(lr))
+                pp = train_step(meth, net, losses.mse, rho, pp, x, y, jnp.asarray(lr))[0]
         return np.asarray(loss + [np.inf] * (p.steps + 1 - len(loss)))
 
     for m in ctx.progress(METHODS, desc=f"{NAME} train"):

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import analytic_kernels, mlp, operator, predict
 from ..dynamics.trajectory import mse
-from ..empirical import outputs
+from ..networks.empirical import outputs
 from ..engine import ngd_direction
 from ..training.observers import accuracy
 from ..linalg import serial_blas

@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import operator, predict
 from ..dynamics.trajectory import mse
-from ..empirical import empirical_kernels, outputs
+from ..networks.empirical import empirical_kernels, outputs
 from ..engine import ngd_direction
 from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, Context, legend, quiet, save_figure,
                      standard_setup, step_params, subplots)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import operator
-from ..empirical import empirical_kernels
+from ..networks.empirical import empirical_kernels
 from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, Context, legend, quiet, save_figure,
                      standard_setup, subplots)
 

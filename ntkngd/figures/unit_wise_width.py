@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import mlp, operator
-from ..empirical import empirical_kernels
+from ..networks.empirical import empirical_kernels
 from ..methods.unitwise import predicted_alpha
 from .common import (Context, binary_data, data_record, error_markers, init_params, legend,
                      log_axis_at, power_fit, quiet, record_stats, save_figure, subplots)

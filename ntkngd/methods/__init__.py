@@ -1,24 +1,23 @@
 """The method registry: one `Method` per approximation, registered once, used by every stage.
 
-A Method carries
+Every method sees a network only through `Kernels` (ntkngd.networks): per-layer blocks, and at
+finite width the patches Ht_l (N, S_l, k_l) and backprops D_l (N C, S_l, M_l) with a positions axis
+(S = 1: dense layers), so one implementation serves MLPs and CNNs. A Method carries
   operator(K, damping) -> Operator          function space (MSE; ntkngd.operator),
-  signals(K, damping, f, y, loss) -> [A_l]   parameter space: per-layer per-sample signals with
-                                             d[W_l; b_l] = Ht_l^T A_l (jax.numpy, jittable),
+  signals(K, damping, f, y, loss) -> [A_l]   parameter space: per-layer signals (N, S, M_l) with
+                                             d[W_l; b_l] = sum_(n,s) Ht_l[n, s]^T A_l[n, s]
+                                             (jax.numpy, jittable),
   kind                                       "gd", "pattern" (then `pattern(depth)` gives S and
                                              the other losses' operators follow from it) or
-                                             "layer" (K-FAC, unit-wise: no function-space
-                                             operator for losses other than MSE),
+                                             "layer" (K-FAC / KFC, unit-wise / channel-wise, any
+                                             registered one: no function-space operator for
+                                             losses other than MSE),
   default_damping(K) -> rho                  used when damping=None (None: rho = 0),
   duals(K, damping, f, y, loss) -> v (L, N C) per-layer dual vectors with d theta_l = J_l^T v_l
-                                             (gd and pattern methods): all such a method needs
-                                             from a network are the kernel blocks K.blocks_train
-                                             and a per-layer pullback (a jax.vjp serves any
-                                             architecture; MLPs use `empirical.dual_signals`).
-  update(K, damping, f, y, loss) -> [dW_l]   methods that precondition each layer's gradient
-                                             directly (diagonal, ekfac, shampoo): the augmented
-                                             per-layer directions (k_l [+1], M_l) from the layer
-                                             inputs and backprops (ntkngd.methods._layers; MLPs
-                                             and convolutions), used instead of signals,
+                                             (gd and pattern methods: from the blocks alone),
+  update(K, damping, f, y, loss) -> [dW_l]   the augmented per-layer directions (k_l, M_l)
+                                             directly, used instead of signals where given
+                                             (K-FAC, diagonal, ekfac, shampoo),
   nonlinear                                  True when the output change is not linear in the
                                              residual (shampoo): no fixed operator, train reports
                                              the per-step alpha fit and deviation.
@@ -60,6 +59,14 @@ class Method:
         if damping is not None:
             return damping
         return 0.0 if self.default_damping is None else self.default_damping(K)
+
+    def directions(self, K, damping, f, y, loss) -> list:
+        """The augmented per-layer directions d[W_l; b_l] (k_l, M_l) on finite-width kernels K
+        at outputs f: `update` where given, else the contraction of the signals."""
+        if self.update is not None:
+            return list(self.update(K, damping, f, y, loss))
+        from ..networks.empirical import contract
+        return list(contract(K.layer_inputs_train, self.signals(K, damping, f, y, loss)))
 
     def __repr__(self) -> str:
         return f"Method({self.name!r})"
@@ -140,7 +147,7 @@ def _register_builtins() -> None:
     register_method(pattern_method("exact", patterns.full))
     register_method(pattern_method("block_diagonal", patterns.diagonal))
     register_method(pattern_method("block_tridiagonal", patterns.tridiagonal))
-    register_method(Method("kfac", kfac.operator, kfac.signals))
+    register_method(Method("kfac", kfac.operator, kfac.signals, update=kfac.update))
     register_method(Method("unit_wise", unitwise.operator, unitwise.signals,
                            default_damping=_unit_wise_default))
     register_method(Method("diagonal", diagonal.operator, diagonal.signals,

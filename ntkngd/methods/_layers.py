@@ -17,35 +17,27 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import linalg
+from ..networks.kernels import require_features
 
 _CHUNK_BYTES = 64 * 2 ** 20
 
 
-def as_positions(ht, d, n: int, c: int):
-    """(h (N, S, k), delta (N, C, S, M)) from an MLP's Ht (N, k), D (N C, M) or a serial
-    network's patches (N, S, k) and backprops (N C, S, M)."""
-    if ht.ndim == 2:
-        return ht[:, None, :], d.reshape(n, c, 1, -1)
-    return ht, d.reshape(n, c, d.shape[1], d.shape[2])
-
-
 def layers(K, test: bool = False) -> list:
-    """[(h, delta)] of every trainable layer of finite-width kernels K (training points, or the
-    test points with test=True)."""
-    from .. import empirical
-    empirical.require_features(K, "a per-layer curvature method")
+    """[(h (N, S, k), delta (N, C, S, M))] of every trainable layer of finite-width kernels K
+    (training points, or the test points with test=True)."""
+    require_features(K, "a per-layer curvature method")
     hts, ds = (K.layer_inputs_test, K.backprops_test) if test else \
         (K.layer_inputs_train, K.backprops_train)
-    n = K.n_test if test else K.n_train
-    return [as_positions(h, d, n, K.out_dim) for h, d in zip(hts, ds)]
+    n, c = (K.n_test if test else K.n_train), K.out_dim
+    return [(h, d.reshape(n, c, *d.shape[1:])) for h, d in zip(hts, ds)]
 
 
 def hessian_root(loss, f):
     """Per-sample H_n^{1/2} (N, C, C) of the loss's output Hessians; None for H = I (MSE)."""
     if loss.identity_hessian:
         return None
-    from .kfac import _psd_sqrt
-    return _psd_sqrt(loss.hessian(f))
+    w, u = jnp.linalg.eigh(loss.hessian(f))
+    return jnp.einsum("nij,nj,nkj->nik", u, jnp.sqrt(jnp.clip(w, 0.0, None)), u)
 
 
 def rooted(delta, root):

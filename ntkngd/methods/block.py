@@ -18,9 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import empirical, linalg
+from .. import linalg
 from ..dynamics.linear import FactoredMatrix, Operator
 from . import dual_solve, patterns
+from ..networks.empirical import dual_signals
+from ..networks.kernels import require_features
 from ._cache import block_factors, total_block
 
 
@@ -169,8 +171,8 @@ def gd_duals(K, damping, f, y, loss):
 
 def gd_signals(K, damping, f, y, loss) -> list:
     """Per-layer signals of the loss gradient (Delta theta = -lr J^T r / N)."""
-    empirical.require_features(K, "a parameter-space update")
-    return empirical.dual_signals(K.backprops_train, list(gd_duals(K, damping, f, y, loss)),
+    require_features(K, "a parameter-space update")
+    return dual_signals(K.backprops_train, list(gd_duals(K, damping, f, y, loss)),
                                   K.out_dim)
 
 
@@ -188,6 +190,6 @@ def pattern_dual_vectors(K, pattern: patterns.BlockPattern, damping, f, y, loss)
 
 def pattern_signals(K, pattern: patterns.BlockPattern, damping, f, y, loss) -> list:
     """Per-layer signals A_l = sum_c v_l[(n, c)] D_l[(n, c)] of the pattern's dual vectors."""
-    empirical.require_features(K, "a parameter-space update")
+    require_features(K, "a parameter-space update")
     v = pattern_dual_vectors(K, pattern, damping, f, y, loss)
-    return empirical.dual_signals(K.backprops_train, list(v), K.out_dim)
+    return dual_signals(K.backprops_train, list(v), K.out_dim)

@@ -56,7 +56,7 @@ def _scales(h, d, damping):
 def operator(K, damping: float = 0.0) -> Operator:
     """MSE function-space operator: finite width G = sum_l J_l P_l J_l^T / N (and G'); on
     infinite-width MLP kernels the Monte-Carlo wide limit (`wide_limit`, training side only)."""
-    if K.kron_outputs or K.layer_inputs_train is None:
+    if not K.has_features:
         return limit_operator(K, damping)
     train = test = 0.0
     count = 0
@@ -110,11 +110,12 @@ def wide_limit(K, samples: int = 20000, seed: int = 0) -> dict:
     "samples"}. The first layer averages over its fixed input coordinates exactly (Monte Carlo
     over delta only). The E_t do not depend on the widths."""
     net = K.network
-    if net is None or getattr(net, "is_serial", False) or not hasattr(net, "phi"):
-        raise ValueError("the diagonal Fisher's wide limit is derived for MLPs (ntkngd.mlp)")
     if not K.kron_outputs:
         raise ValueError("the diagonal Fisher's wide limit needs infinite-width kernels "
                          "(ntkngd.analytic_kernels)")
+    if K.bwd_train is None or K.first_inputs_train is None:
+        raise ValueError("the diagonal Fisher's wide limit is derived for MLPs (ntkngd.mlp: "
+                         "per-layer forward and backward kernels, fixed first-layer inputs)")
     if K.out_dim != 1:
         raise ValueError(f"the diagonal Fisher's wide limit is derived for C = 1 (out_dim = "
                          f"{K.out_dim}): with C > 1 the per-weight entry mixes the outputs")

@@ -101,10 +101,10 @@ def operator(K, damping: float = 0.0) -> Operator:
     """MSE function-space operator G = sum_l (1/N) Jr diag(1/(s + rho)) Jr^T (and G'), on
     finite-width kernels (MLP or serial) from the layer features, on infinite-width MLP kernels
     from the per-layer Grams (the wide limit; module docstring)."""
-    infinite = K.kron_outputs or K.layer_inputs_train is None
-    if infinite and (K.network is None or getattr(K.network, "is_serial", False)):
-        raise ValueError("E-KFAC on infinite-width kernels is derived for MLPs (per-layer Grams); "
-                         "for a serial network use finite-width (empirical) kernels")
+    infinite = not K.has_features
+    if infinite and K.bwd_train is None:
+        raise ValueError("E-KFAC on infinite-width kernels needs per-layer forward and backward "
+                         "Grams (MLPs); for this network use finite-width (empirical) kernels")
     train = test = 0.0
     kept = 0
     if not infinite:

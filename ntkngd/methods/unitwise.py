@@ -34,6 +34,9 @@ from .. import linalg
 from .._checks import TheoryConditionWarning
 from ..linalg import serial_blas
 from ..dynamics.linear import Operator
+from ..networks.empirical import expand_outputs
+from ..networks.kernels import require_features
+from . import _layers
 from ._cache import first_layer_pd
 
 
@@ -63,15 +66,24 @@ def default_damping(K):
     return val if isinstance(val, jax.core.Tracer) else float(val)
 
 
-def _chunks(idx: np.ndarray, m: int, itemsize: int):
-    step = max(1, _CHUNK_BYTES // (itemsize * m * m))
+def _chunks(idx: np.ndarray, size: int, itemsize: int):
+    step = max(1, _CHUNK_BYTES // (itemsize * size))
     for s in range(0, len(idx), step):
         yield idx[s:s + step]
 
 
-def _unit_blocks(qe: jnp.ndarray, dl: jnp.ndarray, dr: jnp.ndarray) -> jnp.ndarray:
-    """Theta_{l,i} = (dl_i dr_i^T) o Qe for a chunk of unit columns dl (m', k), dr (m, k)."""
-    return dl.T[:, :, None] * qe[None] * dr.T[:, None, :]
+def _spatial_gram(ht, ht2, c: int):
+    """Qe[a, s, b, t] = <Ht[n_a, s], Ht2[n_b, t]> over (sample, output) rows a, b: (m, S, m2, S)."""
+    return expand_outputs(jnp.einsum("ask,btk->asbt", ht, ht2), c)
+
+
+def _unit_blocks(qe, dl, dr):
+    """Theta_{l,i}[a, b] = sum_{s, t} dl[a, s, i] Qe[a, s, b, t] dr[b, t, i] for a chunk of units
+    (dl (m', S, k), dr (m, S, k), Qe (m', S, m, S)): (k, m', m). One position:
+    (dl_i dr_i^T) o Qe."""
+    if dl.shape[1] == 1:
+        return dl[:, 0].T[:, :, None] * qe[None, :, 0, :, 0] * dr[:, 0].T[:, None, :]
+    return jnp.einsum("asi,iasb->iab", dl, jnp.einsum("asbt,bti->iasb", qe, dr))
 
 
 def _pinv_batch(theta: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -89,22 +101,24 @@ def _pinv_batch(theta: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
 def _finite_operator(K, damping: float):
     """G, G' of the finite-width unit-wise Fisher (module docstring), jax.numpy in the kernels'
     dtype, in chunks of units (inactive units skipped)."""
-    m = K.blocks_train.shape[1]
-    c = K.out_dim
-    shift = K.n_train * damping
+    m, c, n = K.blocks_train.shape[1], K.out_dim, K.n_train
+    shift = n * damping
     dtype = jnp.asarray(K.blocks_train).dtype
     train = jnp.zeros((m, m), dtype)
     test = jnp.zeros((K.blocks_test.shape[1], m), dtype) if K.has_test else None
-    ones = jnp.ones((c, c), dtype)
     for l in range(K.depth):
-        qe = jnp.kron(jnp.asarray(K.fwd_train[l]), ones)
-        d = jnp.asarray(K.backprops_train[l])
-        active = np.flatnonzero(np.any(np.asarray(d) != 0, axis=0))
+        ht, d = K.layer_inputs_train[l], jnp.asarray(K.backprops_train[l])
+        s = ht.shape[1]
+        qe = _spatial_gram(ht, ht, c) if s > 1 else \
+            expand_outputs(jnp.asarray(K.fwd_train[l]), c)[:, None, :, None]
+        active = np.flatnonzero(np.any(np.asarray(d) != 0, axis=(0, 1)))
         if test is not None:
-            qt = jnp.kron(jnp.asarray(K.fwd_test[l]), ones)
+            hs = K.layer_inputs_test[l]
+            qt = _spatial_gram(hs, ht, c) if s > 1 else \
+                expand_outputs(jnp.asarray(K.fwd_test[l]), c)[:, None, :, None]
             dt = jnp.asarray(K.backprops_test[l])
-        for idx in _chunks(active, m, dtype.itemsize):
-            theta = _unit_blocks(qe, d[:, idx], d[:, idx])
+        for idx in _chunks(active, m * m * s, dtype.itemsize):
+            theta = _unit_blocks(qe, d[..., idx], d[..., idx])
             if shift > 0:
                 theta_s = theta + shift * jnp.eye(m, dtype=dtype)
                 inv = jnp.linalg.solve(theta_s, jnp.broadcast_to(jnp.eye(m, dtype=dtype),
@@ -116,7 +130,7 @@ def _finite_operator(K, damping: float):
                 inv, proj = _pinv_batch(theta)
                 train = train + proj.sum(0)
             if test is not None:
-                theta_t = _unit_blocks(qt, dt[:, idx], d[:, idx])
+                theta_t = _unit_blocks(qt, dt[..., idx], d[..., idx])
                 test = test + jnp.einsum("kab,kbc->ac", theta_t, inv)
     return np.asarray(train), None if test is None else np.asarray(test)
 
@@ -126,20 +140,21 @@ def active_counts(K) -> np.ndarray:
     (any output) -- the diagonal of the undamped unit-wise G for C = 1 (docs/theory.md)."""
     n, c = K.n_train, K.out_dim
     return sum(np.any(np.asarray(d).reshape(n, c, -1) != 0, axis=1).sum(1)
-               for d in K.backprops_train).astype(float)
+               for d in K.backprops_train).astype(float)   # one position: (N C, 1, M)
 
 
 def signals(K, damping, f, y, loss) -> list:
-    """Per-layer signals A_l (N, M_l) of the unit-wise update for any loss (jax.numpy, jittable):
-    column i of [W_l; b_l] gets Ht_l^T A_l[:, i]. With d_ni = D_l[(n, :), i] (C-vector),
-    h_ni = d_ni^T H_n d_ni and a_ni = d_ni . r_n, push-through and Woodbury give per unit
+    """Per-layer signals A_l (N, S, M_l) of the unit-wise update for any loss (jax.numpy,
+    jittable): column i of [W_l; b_l] gets Ht_l^T A_l[..., i]. One position: with d_ni =
+    D_l[(n, :), i] (C-vector), h_ni = d_ni^T H_n d_ni and a_ni = d_ni . r_n, push-through and
+    Woodbury give per unit
         (N rho I + diag(h_i) Q_l) A_l[:, i] = a_i                       (rho > 0),
     solved in the symmetric positive definite form A_i = sqrt(h_i) o w_i,
         (N rho I + diag(sqrt h_i) Q_l diag(sqrt h_i)) w_i = a_i / sqrt(h_i)   (batched Cholesky),
     and for rho = 0 (MSE only) the pseudo-inverse limit A_i = sqrt(h_i) o M_i^+ (a_i / sqrt(h_i)),
-    M_i = diag(sqrt h_i) Q_l diag(sqrt h_i) (an N x N eigendecomposition per unit)."""
-    from .. import empirical
-    empirical.require_features(K, "a unit-wise parameter-space update")
+    M_i = diag(sqrt h_i) Q_l diag(sqrt h_i) (an N x N eigendecomposition per unit). Several
+    positions (channel-wise): the N C x N C form `_channel_signals`."""
+    require_features(K, "a unit-wise parameter-space update")
     positive = isinstance(damping, jax.core.Tracer) or damping > 0   # traced: the default > 0
     if not positive and not loss.identity_hessian:
         raise ValueError(f"unit-wise with the {loss.name} loss needs damping > 0 (the per-unit "
@@ -149,16 +164,53 @@ def signals(K, damping, f, y, loss) -> list:
     r = loss.residual(f, y)
     H = None if loss.identity_hessian else loss.hessian(f)
     out = []
-    for q, dl in zip(K.fwd_train, K.backprops_train):
+    for q, ht, dl in zip(K.fwd_train, K.layer_inputs_train, K.backprops_train):
+        if ht.shape[1] > 1:
+            out.append(_channel_signals(ht, dl, loss, f, y, n * damping, positive))
+            continue
         d = dl.reshape(n, c, -1)
         a = jnp.einsum("nc,nci->in", r.astype(d.dtype), d)                    # (M, N)
         h = jnp.sum(d * d, 1).T if H is None else \
             jnp.einsum("nci,ncd,ndi->in", d, H.astype(d.dtype), d)
-        if positive:
-            out.append(_damped_units(q, h, a, n * damping))
-        else:
-            out.append(_pinv_units(q, h, a))
+        units = _damped_units(q, h, a, n * damping) if positive else _pinv_units(q, h, a)
+        out.append(units[:, None, :])
     return out
+
+
+def _channel_signals(ht, d, loss, f, y, shift, positive: bool):
+    """Signals (N, S, M) of one layer with several positions: per channel o, with
+    Theta_o = sum_{s, t} <Ht_s, Ht_t> D_s[:, o] D_t[:, o]^T (N C x N C), R = blockdiag(H_n^{1/2})
+    and x = H^+ r (MSE: R = I, x = r), v_o = R (R Theta_o R + s I)^+ R x, so that
+    (H Theta_o + s) v_o = r, and A[n, s, o] = sum_c D[(n, c), s, o] v_o[(n, c)]; chunks of
+    channels (lax.map), Cholesky when s > 0, else the pseudo-inverse (dtype rank cut)."""
+    n, c = f.shape
+    m, k = d.shape[0], d.shape[-1]
+    qe = _spatial_gram(ht, ht, c)
+    x = loss.pinv_residual(f, y).astype(d.dtype).reshape(-1)
+    root = _layers.hessian_root(loss, f)
+    rmat = None if root is None else \
+        jnp.einsum("ab,aij->aibj", jnp.eye(n, dtype=d.dtype), root.astype(d.dtype)).reshape(m, m)
+    rhs = x if rmat is None else rmat @ x
+    pad = (-k) % _UNIT_CHUNK
+    cols = jnp.moveaxis(jnp.pad(d, ((0, 0), (0, 0), (0, pad))).reshape(m, d.shape[1], -1,
+                                                                        _UNIT_CHUNK), 2, 0)
+
+    def chunk(dc):
+        theta = _unit_blocks(qe, dc, dc)
+        if rmat is not None:
+            theta = rmat @ theta @ rmat
+        if positive:
+            w = jax.scipy.linalg.cho_solve(
+                (linalg.cholesky_symmetric(linalg.symmetrized(theta)
+                                           + shift * jnp.eye(m, dtype=d.dtype)), True),
+                jnp.broadcast_to(rhs[:, None], (dc.shape[-1], m, 1)))[..., 0]
+        else:
+            w = _pinv_batch(linalg.symmetrized(theta))[0] @ rhs
+        v = w if rmat is None else w @ rmat.T
+        return jnp.einsum("asi,ia->asi", dc, v).reshape(n, c, d.shape[1], -1).sum(1)
+
+    out = jax.lax.map(chunk, cols)                                      # (chunks, N, S, chunk)
+    return jnp.moveaxis(out, 0, 2).reshape(n, d.shape[1], -1)[..., :k]
 
 
 _UNIT_CHUNK = 64
@@ -263,9 +315,14 @@ def operator(K, damping: float = 0.0) -> Operator:
 
 
 def _empirical_operator(K, damping: float) -> Operator:
-    from .. import empirical
-    empirical.require_features(K, "the finite-width unit-wise operator")
+    require_features(K, "the finite-width unit-wise operator")
     train, test = _finite_operator(K, damping)
+    if any(s > 1 for s in K.positions):
+        return Operator("unit_wise", train, test, None, float(damping), K.out_dim, False,
+                        {"damping == 0": damping == 0},
+                        (f"channel-wise (one block per output channel), damping rho = "
+                         f"{damping:.3g} (dual shift N rho); no infinite-width theory: alpha is "
+                         "measured",))
     counts = active_counts(K)
     first_ok = first_layer_pd(K)
     conditions = {"N <= d (first-layer input Gram invertible)": bool(first_ok),
@@ -273,7 +330,8 @@ def _empirical_operator(K, damping: float) -> Operator:
     notes = [f"finite-width unit-wise, damping rho = {damping:.3g} (dual shift N rho)",
              f"active (unit, layer) pairs per sample: mean {counts.mean():.6g}, "
              f"min {counts.min():.6g}, max {counts.max():.6g}",
-             f"infinite-width alpha gamma sum M / C + 1 = {predicted_alpha(K.network):.6g}"]
+             f"infinite-width alpha gamma sum M / C + 1 = {predicted_alpha(K.network):.6g}"
+             if K.network.gamma is not None else "no infinite-width alpha for this network"]
     alpha = float(counts.mean()) if K.out_dim == 1 else None
     return Operator("unit_wise", train, test, alpha, float(damping), K.out_dim, False,
                     conditions, tuple(notes))
@@ -281,6 +339,9 @@ def _empirical_operator(K, damping: float) -> Operator:
 
 def _infinite_operator(K, damping: float) -> Operator:
     net = K.network
+    if net.gamma is None or K.bwd_train is None:
+        raise ValueError("unit_wise at infinite width is derived for MLPs (gamma and the widths); "
+                         "for this network use finite-width (empirical) kernels")
     if damping != 0:
         raise ValueError("unit_wise on infinite-width kernels is the damping -> 0 limit only; "
                          "use finite-width (empirical) kernels for a damped unit-wise operator")

@@ -17,7 +17,7 @@ _EXPORTS = {
     "make_mesh": (".mesh", "make_mesh"),
     "to_host": (".mesh", "to_host"),
     "ShardedKernels": (".kernels", "ShardedKernels"),
-    "sharded_kernels": (".api", "sharded_kernels"),
+    "sharded_kernels": (".kernels", "sharded_kernels"),
     "ShardedOperator": (".operators", "ShardedOperator"),
     "operator": (".operators", "operator"),
     "predict": (".trajectory", "predict"),

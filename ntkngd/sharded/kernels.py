@@ -3,7 +3,7 @@
 Each device's row block (b = Np / P training points) is computed in row tiles of `tile` points
 (default `tile_rows`)
 against all training (and test) points by the library's own layer recursion
-(`ntkngd.kernels._tap_layers`, neural-tangents' kernel_fn), and only that block is placed on the
+(`MLP.analytic_layers`, neural-tangents' kernel_fn), and only that block is placed on the
 device: no device (and no process) ever holds a full N x N matrix. Stored per layer l:
 
     fwd_train[l]   Q_l(X, X)       (Np, Np)
@@ -145,8 +145,14 @@ class _Block:
                 np.ascontiguousarray(rows, self.dtype), self.device), np.int32(start))
 
 
-def _fill_block(block: _Block, net, x, xt, rows: tuple[int, int], n_pad: int, tile: int,
-                tap) -> None:
+def _tap(net, x1, x2) -> tuple:
+    """(fwd, bwd, blocks) with the layer axis first, and the output nngp: `net.analytic_layers`."""
+    import jax.numpy as jnp
+    blocks, fwd, bwd, nngp = net.analytic_layers(x1, x2)
+    return tuple(jnp.moveaxis(v, -1, 0) for v in (fwd, bwd, blocks)) + (nngp,)
+
+
+def _fill_block(block: _Block, net, x, xt, rows: tuple[int, int], n_pad: int, tile: int) -> None:
     """Compute one device's row block [lo, hi) tile by tile (rows beyond N are ghosts: identity
     rows in the training kernels, zeros in the test kernels)."""
     import jax.numpy as jnp
@@ -154,20 +160,20 @@ def _fill_block(block: _Block, net, x, xt, rows: tuple[int, int], n_pad: int, ti
     n = x.shape[0]
     for s, e in _row_tiles(lo, min(hi, n), tile):
         xs = x[s:e]
-        k = tap(net, xs, jnp.asarray(x))
-        d = tap(net, xs, None)           # exact diagonal tile
-        _checks.finite_kernels({"blocks_train": k.blocks, "nngp_train": k.nngp}, np.asarray(xs))
-        for key, full, diag in (("fwd", k.fwd, d.fwd), ("bwd", k.bwd[:-1], d.bwd[:-1])):
+        fwd, bwd, blocks, nngp = _tap(net, xs, jnp.asarray(x))
+        dfwd, dbwd, _, _ = _tap(net, xs, None)           # exact diagonal tile
+        _checks.finite_kernels({"blocks_train": blocks, "nngp_train": nngp}, np.asarray(xs))
+        for key, full, diag in (("fwd", fwd, dfwd), ("bwd", bwd[:-1], dbwd[:-1])):
             t = np.zeros((full.shape[0], e - s, n_pad), block.dtype)
             t[:, :, :n] = np.asarray(full)
             t[:, :, s:e] = np.asarray(diag)
             block.write(key, s - lo, t)
         if xt is not None:
-            kt = tap(net, xs, xt)
-            _checks.finite_kernels({"blocks_test": kt.blocks, "nngp_test": kt.nngp},
+            tfwd, tbwd, tblocks, tnngp = _tap(net, xs, xt)
+            _checks.finite_kernels({"blocks_test": tblocks, "nngp_test": tnngp},
                                    np.asarray(xs))
-            block.write("tf", s - lo, np.asarray(kt.fwd))
-            block.write("tb", s - lo, np.asarray(kt.bwd[:-1]))
+            block.write("tf", s - lo, np.asarray(tfwd))
+            block.write("tb", s - lo, np.asarray(tbwd[:-1]))
     if hi > max(lo, n):                           # ghost points: decoupled identity rows
         ghost = np.zeros((hi - max(lo, n), n_pad), block.dtype)
         ghost[np.arange(len(ghost)), np.arange(max(lo, n), hi)] = 1.0
@@ -175,18 +181,15 @@ def _fill_block(block: _Block, net, x, xt, rows: tuple[int, int], n_pad: int, ti
             block.write(key, max(lo, n) - lo, np.repeat(ghost[None], len(block.bufs[key]), 0))
 
 
-def build(net, x_train: Any, x_test: Any, mesh, tile: int = 0, storage=None, *, tap,
-          inputs) -> ShardedKernels:
+def sharded_kernels(net, x_train: Any, x_test: Any = None, mesh=None, tile: int = 0,
+                    storage=None) -> ShardedKernels:
     """Infinite-width per-layer kernels of an MLP `net`, row-sharded over `mesh` (module
     docstring). tile: rows per kernel tile (0: `tile_rows`); storage: dtype of the stored kernels (None:
     JAX's default float; float32 halves the memory, the arithmetic stays in JAX's default float).
-    Every process of a multi-process run passes the same inputs and computes its own rows.
-    tap, inputs: ntkngd.kernels' layer recursion and first-layer features (passed in by
-    `analytic_kernels`' mesh hook and `api.sharded_kernels`, so that this module imports no
-    module that imports it)."""
-    from ..network import Network
+    Every process of a multi-process run passes the same inputs and computes its own rows."""
+    from ..networks.fully_connected import MLP
     import jax.numpy as jnp
-    if getattr(net, "is_serial", False) or not isinstance(net, Network):
+    if not isinstance(net, MLP):
         raise TypeError(f"the sharded backend needs an ntkngd MLP (ntkngd.mlp), got "
                         f"{type(net).__name__}")
     P = meshes.check_mesh(mesh)
@@ -208,7 +211,7 @@ def build(net, x_train: Any, x_test: Any, mesh, tile: int = 0, storage=None, *, 
     blocks = []
     for dev, p in meshes.local_row_blocks(mesh):
         blk = _Block(dev, b, widths, sdt)
-        _fill_block(blk, net, x, xt, (p * b, (p + 1) * b), n_pad, tile, tap)
+        _fill_block(blk, net, x, xt, (p * b, (p + 1) * b), n_pad, tile)
         blocks.append(blk)
 
     def place(key: str) -> tuple:
@@ -222,7 +225,7 @@ def build(net, x_train: Any, x_test: Any, mesh, tile: int = 0, storage=None, *, 
     tf = tb = None
     if xt is not None:
         tf, tb = place("tf"), place("tb") + (None,)
-    return ShardedKernels(fwd, bwd, tf, tb, np.asarray(inputs(net, x)),
-                          None if xt is None else np.asarray(inputs(net, xt)),
+    return ShardedKernels(fwd, bwd, tf, tb, np.asarray(net.first_layer_inputs(x)),
+                          None if xt is None else np.asarray(net.first_layer_inputs(xt)),
                           n, 0 if xt is None else int(xt.shape[0]), net.out_dim, net, mesh, d,
                           sdt, cdt)

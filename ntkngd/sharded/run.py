@@ -93,7 +93,7 @@ def run(args) -> dict:
     import ntkngd as ng
     from ..training.observers import accuracy
     from . import mesh as meshes
-    from .api import sharded_kernels
+    from .kernels import sharded_kernels
     ds, net, f0, f0t = problem(args.n, args.n_test, args.depth, args.f0_scale, args.seed,
                                args.data_dir, args.test_from_train)
     times = np.array([float(t) for t in args.times])

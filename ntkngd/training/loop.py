@@ -30,8 +30,9 @@ from .. import _checks
 from .._checks import TheoryConditionWarning
 from ..dynamics.operators import operator
 from ..dynamics.trajectory import mse
-from ..empirical import empirical_kernels
-from ..kernels import Kernels, analytic_kernels
+from ..engine import jitted_direction, train_step
+from ..networks.empirical import empirical_kernels
+from ..networks.kernels import Kernels, analytic_kernels
 from ..losses import Loss, get_loss
 from ..losses import mse as mse_loss
 from ..methods import BlockPattern, Method, get_method
@@ -79,7 +80,7 @@ def train(method: Union[str, BlockPattern, Method], net, params: Any, data: tupl
     Ka = analytic if analytic is not None else _analytic(net, data[0], data[2])
 
     def measure(p, f) -> dict:
-        d = _direction(m, net, L, rho, p, x, y)
+        d = jitted_direction(m, net, L, rho, p, x, y)[0]
         return isotropy_fit(_jvp(net, p, d, x), f, ytr, alpha, L)
 
     notes: list = []
@@ -118,10 +119,10 @@ def train(method: Union[str, BlockPattern, Method], net, params: Any, data: tupl
     value = mse if L is mse_loss else (lambda f, target: float(L.value(f, target)))
     acc = accuracy_fn(L, ytr, yte)
     logs: dict[str, list] = {k: [] for k in ("tr", "te", "atr", "ate")}
-    p, f, ft = params, f0, f0t
+    p, f, ft, lr_j = list(params), f0, f0t, jnp.asarray(lr, dtype)
     for t in range(steps + 1):
         if t > 0:
-            p = _step(m, net, L, rho, p, x, y, lr)[0]
+            p = train_step(m, net, L, rho, p, x, y, lr_j)[0]
             f, ft = _outputs(net, p, x), _outputs(net, p, xt)
             _finite_or_diverged((f, ft), t, lr, m.name)
         for k, v in (("tr", value(f, ytr)), ("te", value(ft, yte)), ("atr", acc(f, ytr)),
@@ -161,14 +162,9 @@ def _analytic(net, x_train, x_test) -> Kernels:
     return K
 
 
-@partial(jax.jit, static_argnums=0)
-def _apply(net, params, x):
-    return net.apply_fn(params, x)
-
-
 def _outputs(net, params, x) -> np.ndarray:
     """f(x) (N, C) as float64 on the host (one jitted forward pass)."""
-    return np.asarray(_apply(net, params, x), np.float64)
+    return np.asarray(net.outputs(params, x), np.float64)
 
 
 @partial(jax.jit, static_argnums=0)
@@ -190,24 +186,3 @@ def _finite_or_diverged(arrays, t: int, lr: float, method: str) -> None:
             f"{method}: training diverged at step {t}: the network outputs are NaN/inf after a "
             f"step of size lr = {lr:.4g} (the step, not the initial parameters, is at fault); "
             "use a smaller lr or damping > 0")
-
-
-# ------------------------------------------------- adapter: removed when part A (issue 19) merges
-# Part A's engine.train_step(method, net, loss, damping, params, x, y, lr) -> (params, f, rho)
-# takes the stax params of any network, and its ngd_direction is jittable for any network. Until
-# then today's step takes an MLP's dense parameters, and serial networks step eagerly.
-def _step(m: Method, net, L: Loss, rho: float, params, x, y, lr: float):
-    """engine.train_step's contract: (new params, outputs f (unused here: None), damping)."""
-    from .. import empirical, engine
-    if getattr(net, "is_serial", False):
-        d = engine.ngd_direction(m, net, params, x, y, rho, L)
-        return engine.apply_update(params, d, lr), None, rho
-    dense = empirical.dense_params(net, params, None, check_finite=False)
-    dense = engine.train_step(m, net, L, rho, dense, x, y, jnp.asarray(lr, x.dtype))
-    return engine.to_stax(net, params, dense), None, rho
-
-
-def _direction(m: Method, net, L: Loss, rho: float, params, x, y):
-    """The direction d at params (ngd_direction; host-validated until part A merges)."""
-    from ..engine import ngd_direction
-    return ngd_direction(m, net, params, x, y, rho, L)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..dynamics.trajectory import predict
-from ..kernels import Kernels
+from ..networks.kernels import Kernels
 from ..losses import Loss, accuracy_or_nan, class_encoding, coded_accuracy, get_loss
 from ..methods import get_method, patterns
 
@@ -44,24 +44,15 @@ def isotropy_fit(step: Any, f: Any, y: Any, alpha: Optional[float] = None,
 def method_step(method, K: Kernels, damping: float, f: Any, y: Any,
                 loss: Union[str, Loss] = "softmax_cross_entropy") -> np.ndarray:
     """The linearized step J d (N, C) of `method`'s direction at outputs f from finite-width
-    kernels K: sum_l (Q_l A_l)[n] . D_l[(n, c)] from its signals A_l, or from its per-layer
-    updates (Method.update: diagonal, ekfac, shampoo)."""
-    from ..empirical import require_features
+    kernels K: sum_l J_l d[W_l; b_l] of its per-layer directions (`Method.directions`)."""
     from ..methods import _layers
+    from ..networks.kernels import require_features
     m, L = get_method(method), get_loss(loss)
     require_features(K, "the linearized step of a parameter-space update")
     f = jnp.asarray(f)
-    y = jnp.asarray(y, f.dtype)
-    if m.update is not None:
-        dws = m.update(K, damping, f, y, L)
-        return np.asarray(sum(_layers.jd(h, d, dw) for (h, d), dw in zip(_layers.layers(K), dws)),
-                          np.float64)
-    n, c = K.n_train, K.out_dim
-    out = np.zeros((n, c))
-    for q, a, d in zip(K.fwd_train, m.signals(K, damping, f, y, L), K.backprops_train):
-        qa = np.asarray(q, np.float64) @ np.asarray(a, np.float64)
-        out += np.einsum("nm,ncm->nc", qa, np.asarray(d, np.float64).reshape(n, c, -1))
-    return out
+    dws = m.directions(K, damping, f, jnp.asarray(y, f.dtype), L)
+    return np.asarray(sum(_layers.jd(h, d, dw) for (h, d), dw in zip(_layers.layers(K), dws)),
+                      np.float64)
 
 
 def hessian_rank(loss: Union[str, Loss], c: int) -> int:
@@ -93,7 +84,7 @@ def reference_alpha(method, net, n_train: int, x: Any = None,
     if m.name == "kfac":
         r = n_train if x is None else min(n_train, input_rank(x))
         return float(r + n_train * (net.depth - 2) + 1)
-    if m.name == "unit_wise":
+    if m.name == "unit_wise" and net.gamma is not None:
         return float(net.gamma * sum(net.widths) / hessian_rank(loss, net.out_dim) + 1.0)
     return None
 
