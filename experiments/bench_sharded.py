@@ -42,10 +42,6 @@ import numpy as np  # noqa: E402
 METHODS = ("gd", "exact", "block_diagonal", "block_tridiagonal", "kfac")
 
 
-def _dense_fixed_point(ng, op, f0, y, f0t):
-    return ng.predict(op, f0, y, f0t, times=[np.inf]).test[-1]
-
-
 def path(ng, ds, net, mesh, storage):
     """(seconds for kernels, seconds per method, test predictions at t = inf per method)."""
     import jax
@@ -63,10 +59,7 @@ def path(ng, ds, net, mesh, storage):
         for m in METHODS:
             t0 = time.perf_counter()
             op = ng.operator(m, K, 0.0)
-            if mesh is None:
-                preds[m] = _dense_fixed_point(ng, op, f0, ds.y_train, f0t)
-            else:
-                preds[m] = ng.predict(op, f0, ds.y_train, f0t, times=[np.inf]).test[-1]
+            preds[m] = ng.predict(op, f0, ds.y_train, f0t, times=[np.inf]).test[-1]
             times[m] = time.perf_counter() - t0
     return t_k, times, preds
 
