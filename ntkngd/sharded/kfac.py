@@ -2,10 +2,11 @@
 
 Per layer the dense operator is N [Q_l Q_l^+] o [B_l B_l^+] on the training points and
 N [Q_l' Q_l^+] o [B_l' B_l^+] on the test points. Here:
-  first layer, Q-part: from the features Ht (N x p, p = d + 1): with Ht^T Ht = V diag(w) V^T on
-      its kept spectrum (the dtype's rank cut, `ntkngd.linalg.kept_spectrum`) and
-      A = Ht V_k diag(w_k)^{-1/2}: Q_1 Q_1^+ = A A^T (the projector P_X; diagonal diag(P_X) on
-      the training points) and (Q_1' Q_1^+)^T = A (Ht' V_k diag(w_k)^{-1/2})^T, row-sharded;
+  first layer, Q-part: from the features Ht (N x p, p = d + 1) through the dense K-FAC's own
+      p x p basis W (`methods._factors.feature_basis`: R^{-T} when a Cholesky factor of Ht^T Ht
+      certifies full rank, else V_k diag(w_k)^{-1/2} on the dtype's kept spectrum) and
+      A = Ht W: Q_1 Q_1^+ = A A^T (the projector P_X; diagonal diag(P_X) on the training
+      points) and (Q_1' Q_1^+)^T = A (Ht' W)^T, row-sharded;
   other layers, Q-part and every B-part but the output layer's: the distributed Cholesky factor
       (positive definite, else NotImplementedError): train part I, test part F^{-1} F'^T by
       block substitution with the N' right-hand sides row-sharded (`linalg.solve_rows`), one
@@ -21,7 +22,6 @@ import warnings
 
 import numpy as np
 
-from .. import linalg as dense_linalg
 from .._checks import TheoryConditionWarning
 from . import linalg
 from .base import ShardedOperator, _pad, _require_pd
@@ -32,11 +32,10 @@ def _first_layer(K: ShardedKernels):
     """(A padded (Np, k), Ht' basis (N', k) or None, rank k) of the first layer's features."""
     import jax.numpy as jnp
     cdt = K.compute_dtype
+    from ..methods._factors import feature_basis     # the dense K-FAC's own basis
     ht = jnp.asarray(K.first_inputs_train, cdt)
-    w, v, keep = dense_linalg.kept_spectrum(dense_linalg.symmetrized(ht.T @ ht))
-    keep = np.asarray(keep)
-    k = int(keep.sum())
-    basis = np.asarray(v)[:, keep] / np.sqrt(np.asarray(w)[keep])
+    basis, k = feature_basis(ht, 0.0)
+    basis = np.asarray(basis)
     a = np.asarray(ht) @ basis
     bt = None if K.first_inputs_test is None else np.asarray(K.first_inputs_test, cdt) @ basis
     return linalg.pad_rows(a, K.padded), bt, k
