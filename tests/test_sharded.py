@@ -85,12 +85,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run_processes(tmp_path, n, n_test, processes: int, devices_each: int, extra=()):
-    """python -m ntkngd.sharded.run in `processes` fresh interpreters (one global mesh)."""
+def _run_processes(tmp_path, n, n_test, processes: int, devices_each: int, extra=(),
+                   fast_compile: bool = False):
+    """python -m ntkngd.sharded.run in `processes` fresh interpreters (one global mesh).
+    fast_compile: without XLA's LLVM optimizations, as conftest runs the suite (tiny programs:
+    compiling dominates; NTKNGD_TEST_OPTIMIZE=1 keeps them)."""
     out = str(tmp_path / f"run_{n}_{processes}x{devices_each}.npz")
     env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", OPENBLAS_NUM_THREADS="1",
                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_each}",
                TF_CPP_MIN_LOG_LEVEL="3")
+    if fast_compile and os.environ.get("NTKNGD_TEST_OPTIMIZE") != "1":
+        env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
     if processes > 1:
         env.update(JAX_COORDINATOR_ADDRESS=f"localhost:{_free_port()}",
                    JAX_NUM_PROCESSES=str(processes))
@@ -105,6 +110,20 @@ def _run_processes(tmp_path, n, n_test, processes: int, devices_each: int, extra
     return run.load(out)
 
 
+def _assert_kernels(got: dict, Kd) -> None:
+    """Stored sharded kernels against the dense path's: off the diagonal to round-off; on it to
+    neural-tangents' arccos(1 - k eps) ~ sqrt(2 k eps) angle noise, k <= d (a d-term dot
+    product's rounding), which the sharded tiles avoid
+    (their diagonal tiles take x2 = None) and the dense N x N call does not always (at N = 2,000
+    a few entries of B_1's diagonal come out 1 - 1e-7 instead of 1)."""
+    off = ~np.eye(Kd.n_train, dtype=bool)
+    for key in ("fwd_train", "bwd_train"):
+        mine, ref = got[f"kernels/{key}"], np.asarray(getattr(Kd, key))[:len(got[f"kernels/{key}"])]
+        assert np.max(np.abs(mine - ref)[:, off]) <= 64 * EPS64 * np.max(np.abs(ref)), key
+        angle = np.sqrt(2 * Kd.input_dim * EPS64)
+        assert np.max(np.abs(mine - ref)) <= angle * np.max(np.abs(ref)), key
+
+
 @pytest.fixture(scope="module")
 def small():
     ds, net, f0, f0t = _problem(50, 21)
@@ -117,14 +136,10 @@ def test_two_processes_of_two_simulated_devices_match_the_dense_path(small, tmp_
     the very kernels the sharded run stored agrees to N eps cond."""
     ds, net, f0, f0t, Kd = small
     got = _run_processes(tmp_path, 50, 21, processes=2, devices_each=2,
-                         extra=("--save-kernels",))
+                         extra=("--save-kernels",), fast_compile=True)
     assert int(got["devices"]) == 4 and int(got["processes"]) == 2
     assert int(got["max_shard_rows"]) == 13          # N = 50 padded to 52: 13 rows per device
-    fwd, bwd = got["kernels/fwd_train"], got["kernels/bwd_train"]
-    off = ~np.eye(50, dtype=bool)
-    for mine, ref in ((fwd, np.asarray(Kd.fwd_train)), (bwd, np.asarray(Kd.bwd_train[:-1]))):
-        assert np.max(np.abs(mine - ref)[:, off]) <= 64 * EPS64 * np.max(np.abs(ref))
-        assert np.max(np.abs(mine - ref)) <= 4 * np.sqrt(EPS64) * np.max(np.abs(ref))
+    _assert_kernels(got, Kd)
     dense, cond = _reference(_from_stored(got, net, ds), f0, ds.y_train, f0t)
     _assert_matches(got, dense, 50, cond)
 
@@ -242,18 +257,28 @@ def test_clear_errors():
 
 @pytest.mark.slow
 def test_n2000_one_device_four_simulated_devices_and_two_processes(tmp_path):
-    """The issue's acceptance at N = 2,000 (N' = 1,000, 10 classes): float64 train and test
-    trajectories within 1e-8 (relative) of the dense path on 1 device, 4 simulated devices and
-    2 processes; float32 storage on 4 devices: the dense path on the rounded kernels to N eps
-    cond (the run stores the kernels it used)."""
+    """The issue's acceptance at N = 2,000 (N' = 1,000, 10 classes), on 1 device, 4 simulated
+    devices and 2 processes: float64 train and test trajectories within 1e-8 (relative) of the
+    dense path on the kernels each run stored (the backend's arithmetic; ~1e-13 measured), and of
+    the plain dense path (ng.analytic_kernels) for every method but K-FAC. The kernels agree with
+    ng.analytic_kernels' to round-off except on the diagonal, where neural-tangents' arc-cosine
+    angle noise (`_assert_kernels`, 1e-7 on a few entries of B_1, in the dense N x N call and in
+    some tile shapes) moves K-FAC's test predictions by ~3e-8 (condition number 4e5): that is the
+    kernels' accuracy, not the backend's. float32 storage on 4 devices: the dense path on the
+    rounded kernels to N eps cond."""
     ds, net, f0, f0t = _problem(2000, 1000)
     Kd = ng.analytic_kernels(net, ds.x_train, ds.x_test)
-    dense, cond = _reference(Kd, f0, ds.y_train, f0t)
+    plain, _ = _reference(Kd, f0, ds.y_train, f0t)
     for procs, devs in ((1, 1), (1, 4), (2, 1)):
-        got = _run_processes(tmp_path, 2000, 1000, procs, devs)
+        got = _run_processes(tmp_path, 2000, 1000, procs, devs, ("--save-kernels",))
         assert int(got["devices"]) == procs * devs
         assert int(got["max_shard_rows"]) == 2000 // (procs * devs)
+        _assert_kernels(got, Kd)
+        dense, cond = _reference(_from_stored(got, net, ds), f0, ds.y_train, f0t)
         _assert_matches(got, dense, 2000, cond, tol=min(1e-8, 2000 * EPS64 * cond))
+        for m in METHODS[:-1]:                                          # all but kfac
+            for i, part in enumerate(("train", "test")):
+                assert _rel(got[f"{m}/{part}"], plain[m][i]) <= 1e-8, (m, part)
     got = _run_processes(tmp_path, 2000, 1000, 1, 4, ("--storage", "float32", "--save-kernels"))
     rounded, cond32 = _reference(_from_stored(got, net, ds, Kd), f0, ds.y_train, f0t)
     _assert_matches(got, rounded, 2000, cond32)
