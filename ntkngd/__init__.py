@@ -58,6 +58,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "TrainLog": (".training.log", "TrainLog"),
     # data
     "data": (".data", None),
+    "sharded": (".sharded", None),
 }
 
 __all__ = sorted(_EXPORTS)

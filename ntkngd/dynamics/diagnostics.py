@@ -97,7 +97,8 @@ def isotropy(op) -> IsotropyReport:
     (loss != mse) is judged by its constant factor M in G(f) = M H(f)^+."""
     if isinstance(op, LossOperator):
         op = _constant_part(op)
-    if not isinstance(op, Operator):
+    # hook: a sharded operator (ntkngd.sharded) has the same attributes (spectrum: its extremes)
+    if not isinstance(op, Operator) and not getattr(op, "is_sharded", False):
         raise TypeError(f"isotropy needs an ntkngd Operator, got {type(op).__name__}")
     spec = op.spectrum
     err = None

@@ -24,6 +24,9 @@ def operator(method: Union[str, BlockPattern, Method], kernels: Kernels,
     operator (an `Operator`, the linear flow); any other loss the state-dependent G(f) (a
     `LossOperator`, the loss flow); both members of one family (`ntkngd.dynamics.base`).
     """
+    if getattr(kernels, "is_sharded", False):   # hook: sharded backend (ntkngd.sharded)
+        from ..sharded.operators import operator as sharded_operator
+        return sharded_operator(method, kernels, damping, loss)
     if not isinstance(kernels, Kernels):
         raise TypeError(f"kernels must be an ntkngd.Kernels (from analytic_kernels or "
                         f"empirical_kernels), got {type(kernels).__name__}")

@@ -100,6 +100,9 @@ def predict(op: FlowOperator, f0_train: Any, y_train: Any, f0_test: Any = None, 
     times. lr defaults to op.lr (1/alpha) for an `Operator`, 1 otherwise. Outputs are (N, C)
     arrays (a 1-D vector when C = 1 is accepted); y_test adds test losses and accuracies.
     """
+    if getattr(op, "is_sharded", False):   # hook: ntkngd.sharded (the operator predicts itself)
+        return op.predict(f0_train, y_train, f0_test, lr=lr, steps=steps, times=times,
+                          continuous=continuous, y_test=y_test, **solver)
     if not isinstance(op, FlowOperator):
         raise TypeError(f"op must be an ntkngd operator (ntkngd.operator), got "
                         f"{type(op).__name__}")

@@ -135,6 +135,22 @@ def _constant_solve(g, n: int, shift: float, b, axis: int):
         jnp.broadcast_to(total / (n * n * g), b.shape)
 
 
+def feature_basis(ht, shift: float) -> tuple:
+    """(V_k diag(w_k + shift)^(-1/2) or R^{-T} (p x k), k) for Ht^T Ht = V diag(w) V^T: the basis
+    of `_feature_terms` (also the sharded backend's first K-FAC layer, ntkngd.sharded.kfac)."""
+    p = ht.shape[1]
+    small = linalg.symmetrized(ht.T @ ht)
+    rtol = linalg.rank_rtol(small.dtype)
+    rinv = linalg.lower_triangular_inverse(
+        linalg.cholesky_symmetric(small + shift * jnp.eye(p, dtype=small.dtype)))
+    finite = bool(jnp.all(jnp.isfinite(rinv)))
+    if finite and (shift > 0 or bool(1.0 / jnp.sum(rinv ** 2) > rtol * jnp.trace(small))):
+        return rinv.T, p
+    w, v, keep = linalg.kept_spectrum(small)
+    k = p if shift > 0 else int(keep.sum())
+    return v[:, p - k:] / jnp.sqrt(w[p - k:] + shift), k
+
+
 def _feature_terms(ht, ht_test, shift):
     """`_factor_terms` for a gram = Ht Ht^T given by its features Ht (N x p, p < N), through the
     p x p gram Ht^T Ht = V diag(w) V^T (the same nonzero eigenvalues): with
@@ -144,18 +160,8 @@ def _feature_terms(ht, ht_test, shift):
     Ht R^{-T}) when it certifies that the cut keeps every eigenvalue, lambda_min >=
     1 / ||R^{-1}||_F^2 > rtol trace >= rtol lambda_max; otherwise the eigendecomposition decides,
     as the N x N route does. Cost O(N p^2) instead of O(N^3)."""
-    n, p = ht.shape
-    small = linalg.symmetrized(ht.T @ ht)
-    rtol = linalg.rank_rtol(small.dtype)
-    rinv = linalg.lower_triangular_inverse(
-        linalg.cholesky_symmetric(small + shift * jnp.eye(p, dtype=small.dtype)))
-    finite = bool(jnp.all(jnp.isfinite(rinv)))
-    if finite and (shift > 0 or bool(1.0 / jnp.sum(rinv ** 2) > rtol * jnp.trace(small))):
-        basis, k = rinv.T, p
-    else:
-        w, v, keep = linalg.kept_spectrum(small)
-        k = p if shift > 0 else int(keep.sum())
-        basis = v[:, p - k:] / jnp.sqrt(w[p - k:] + shift)
+    n = ht.shape[0]
+    basis, k = feature_basis(ht, shift)
     if ht_test is None:
         return _TrainPart(basis=ht @ basis, size=n), None, (n if shift > 0 else k)
     both = jnp.concatenate([ht, ht_test]) @ basis     # train and test rows in one product

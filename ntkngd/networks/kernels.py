@@ -147,14 +147,19 @@ def _layers(net: Network, x1, x2, batch_size: int) -> tuple:
 
 
 def analytic_kernels(net: Network, x_train: Any, x_test: Any = None,
-                     batch_size: int = 0) -> Kernels:
+                     batch_size: int = 0, mesh: Any = None) -> Kernels:
     """Infinite-width per-layer kernels of `net` through neural-tangents.
 
     Returns a `Kernels` with N x N factors (`kron_outputs=True`: each kernel is K (x) I_C).
     Uses the dtype of JAX's default float (float64 with `jax_enable_x64`). `batch_size > 0` tiles
     the computation with `neural_tangents.batch` over all local devices (0: no tiling). Inputs
     whose kernels overflow (row norms ~1e77 and above in float64) raise a ValueError.
+    mesh: a `jax.sharding.Mesh` (ntkngd.sharded.make_mesh) returns `ntkngd.sharded`'s row-sharded
+    kernels instead (batch_size = rows per tile); None keeps the dense path.
     """
+    if mesh is not None:   # hook: sharded backend (ntkngd.sharded)
+        from ..sharded.kernels import sharded_kernels
+        return sharded_kernels(net, x_train, x_test, mesh, tile=batch_size)
     if not isinstance(net, Network):
         raise TypeError(f"net must be an ntkngd Network (ntkngd.mlp, ntkngd.serial, ntkngd.cnn), "
                         f"got {type(net).__name__}")
