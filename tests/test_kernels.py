@@ -57,14 +57,26 @@ def _brute_force_blocks(net, x, seed):
     return np.stack(blocks)
 
 
-def test_finite_width_blocks_converge_to_analytic():
+def _empirical_blocks(net, x, seed):
+    """The library's per-layer blocks of one finite network (equal to `_brute_force_blocks` to
+    1e-10: tests/test_empirical.py::test_blocks_match_brute_force_jacobians)."""
+    from ntkngd.networks.empirical import empirical_kernels
+    params = net.init_fn(jax.random.PRNGKey(seed), x.shape)[1]
+    return np.asarray(empirical_kernels(net, params, x).blocks_train)
+
+
+@pytest.mark.parametrize("blocks", [
+    _empirical_blocks,
+    # the same widths through full Jacobians (an 800 MB one at width 4096): make test-slow
+    pytest.param(_brute_force_blocks, marks=pytest.mark.slow)])
+def test_finite_width_blocks_converge_to_analytic(blocks):
     x = sphere_points(6, 4, seed=3)
     net_inf = ng.mlp(3, 1, "relu", b_std=0.1)
     K = ng.analytic_kernels(net_inf, x)
     gaps = {}
     for width, seeds in [(512, range(3)), (4096, range(2))]:
         net = ng.mlp(3, width, "relu", b_std=0.1)
-        errs = [_rel(_brute_force_blocks(net, x, s), K.blocks_train) for s in seeds]
+        errs = [_rel(blocks(net, x, s), K.blocks_train) for s in seeds]
         gaps[width] = float(np.mean(errs))
     # fluctuations of the empirical NTK are O(1/sqrt(width)): expect ~sqrt(8) = 2.8x smaller
     assert gaps[4096] < gaps[512] / 1.5, gaps

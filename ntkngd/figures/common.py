@@ -235,6 +235,15 @@ def quiet(fn, *args, **kwargs):
         return fn(*args, **kwargs)
 
 
+def loss_floor(width: int, targets, dtype: str = "float64", digits: int = 4) -> float:
+    """The smallest squared-error loss L = 1/2 mean (f - y)^2 that `digits` significant digits can
+    vouch for across BLAS kernels and thread counts. Outputs summed over `width` units carry
+    round-off delta = sqrt(width) eps max|y| (eps of `dtype`), which moves L by up to
+    sqrt(2 L) delta; that is below 10^-digits of L when L >= 2 delta^2 10^(2 digits)."""
+    delta = np.sqrt(width) * np.finfo(dtype).eps * float(np.max(np.abs(targets)))
+    return 2.0 * delta ** 2 * 10.0 ** (2 * digits)
+
+
 def floor_at(values, floor: float):
     """values clipped from below at `floor` (for log axes)."""
     return np.maximum(np.asarray(values, float), floor)

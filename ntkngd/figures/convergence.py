@@ -1,15 +1,17 @@
 """(a) Training loss against step for every method, at its lr = 1/alpha and at half of it:
 infinite-width theory (lines, from the first network's own initial outputs) against the finite
 networks trained in parameter space (markers: geometric mean over profile.seeds networks, bars:
-geometric standard deviation)."""
+geometric standard deviation). A network's loss below `common.loss_floor` is round-off (its
+digits differ between BLAS kernels) and enters the mean and spread as that floor."""
 from __future__ import annotations
 
 import numpy as np
 
 from .. import operator
+from . import JSON_DIGITS
 from ..training.loop import train
 from .common import (COLORS, LABELS, MARKERS, METHOD_ORDER, Context, error_markers, floor_at,
-                     legend, quiet, record_stats, save_figure, standard_setup, subplots)
+                     legend, loss_floor, quiet, record_stats, save_figure, standard_setup, subplots)
 
 NAME = "convergence"
 TITLE = "training loss against step, theory against finite-width training"
@@ -40,6 +42,8 @@ def compute(ctx: Context) -> dict:
     setups = [standard_setup(p, seed=k) for k in range(p.seeds)]
     out = {"steps": np.arange(p.steps + 1), "preprocessing": setups[0].record(),
            "seeds": p.seeds}
+    floor = loss_floor(p.width, setups[0].ds.y_train, p.dtype, JSON_DIGITS)
+    out["loss_floor"] = f"{floor:.3g}"     # a string: store.vouched writes floats < 1e-20 as 0
     for m in ctx.progress(METHOD_ORDER, desc=NAME):
         runs = [_runs(ctx, s, m, k) for k, s in enumerate(setups)]
         for k, v in runs[0].items():          # theory and lr: the first network's
@@ -47,7 +51,8 @@ def compute(ctx: Context) -> dict:
                 out[f"{m}/{k}"] = v
         for frac in FRACTIONS:
             tag = f"loss_{frac:g}"
-            record_stats(out, f"{m}/{tag}", np.stack([r[tag] for r in runs], axis=-1))
+            losses = np.maximum(np.stack([r[tag] for r in runs], axis=-1), floor)
+            record_stats(out, f"{m}/{tag}", losses)
     return out
 
 
