@@ -10,13 +10,24 @@ residual and H its per-sample output Hessian (`ntkngd.losses`). Two members:
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
 from ..losses import Loss
+
+
+def step_size(name: str, isotropic: bool, alpha: float, largest: "Callable[[], float]") -> float:
+    """The operators' learning rate: 1/alpha where G is (nearly) isotropic, else 1/lambda_max(G)
+    (`largest()` is only called then), the largest step that does not overshoot any mode."""
+    if isotropic:
+        return 1.0 / alpha
+    lam = largest()
+    if lam <= 0:
+        raise ValueError(f"operator {name!r} has no positive eigenvalue; no learning rate")
+    return 1.0 / lam
 
 
 def hessian_rows(H: jnp.ndarray, a: jnp.ndarray) -> jnp.ndarray:

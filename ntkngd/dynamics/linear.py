@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
-from .base import Core, FlowOperator
+from .base import Core, FlowOperator, step_size
 
 # Side m above which the largest eigenvalue (for lr) comes from Lanczos instead of a full eigvalsh.
 LANCZOS_MIN_SIZE = 256
@@ -282,9 +282,5 @@ class Operator(FlowOperator):
     def lr(self) -> float:
         """Step size 1/alpha for (nearly) isotropic G; 1/lambda_max(G) otherwise (GD, K-FAC with
         d < N, ...), the largest step that does not overshoot any mode."""
-        if self.deviation <= 1e-6:
-            return 1.0 / self.alpha
-        lam = self.largest_eigenvalue
-        if lam <= 0:
-            raise ValueError(f"operator {self.name!r} has no positive eigenvalue; no learning rate")
-        return 1.0 / lam
+        return step_size(self.name, self.deviation <= 1e-6, self.alpha,
+                         lambda: self.largest_eigenvalue)

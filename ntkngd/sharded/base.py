@@ -7,6 +7,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from .. import linalg as dense_linalg
+from ..dynamics.base import step_size
 from . import krylov, linalg
 from .kernels import ShardedKernels
 
@@ -126,13 +127,9 @@ class ShardedOperator:
     @property
     def lr(self) -> float:
         """1/alpha for (nearly) isotropic G, else 1/lambda_max (the dense Operator's rule)."""
-        if self.diag is not None or self._moments is not None:
-            if self.deviation <= 1e-6:
-                return 1.0 / self.alpha
-        lam = self.largest_eigenvalue
-        if lam <= 0:
-            raise ValueError(f"operator {self.name!r} has no positive eigenvalue; no learning rate")
-        return 1.0 / lam
+        known = self.diag is not None or self._moments is not None
+        return step_size(self.name, known and self.deviation <= 1e-6, self.alpha,
+                         lambda: self.largest_eigenvalue)
 
     def predict(self, f0_train: Any, y_train: Any, f0_test: Any = None, **kwargs):
         """`ntkngd.predict(self, ...)` (its hook calls this): `sharded.trajectory.predict`."""
