@@ -19,11 +19,13 @@ import jax.numpy as jnp
 from ..losses import Loss
 
 
-def step_size(name: str, isotropic: bool, alpha: float, largest: "Callable[[], float]") -> float:
-    """The operators' learning rate: 1/alpha where G is (nearly) isotropic, else 1/lambda_max(G)
-    (`largest()` is only called then), the largest step that does not overshoot any mode."""
+def step_size(name: str, isotropic: bool, alpha: Callable[[], float],
+              largest: Callable[[], float]) -> float:
+    """The operators' learning rate: 1/alpha() where G is (nearly) isotropic, else
+    1/lambda_max(G) = 1/largest(), the largest step that does not overshoot any mode (each
+    callable is evaluated only on its branch)."""
     if isotropic:
-        return 1.0 / alpha
+        return 1.0 / alpha()
     lam = largest()
     if lam <= 0:
         raise ValueError(f"operator {name!r} has no positive eigenvalue; no learning rate")

@@ -282,5 +282,5 @@ class Operator(FlowOperator):
     def lr(self) -> float:
         """Step size 1/alpha for (nearly) isotropic G; 1/lambda_max(G) otherwise (GD, K-FAC with
         d < N, ...), the largest step that does not overshoot any mode."""
-        return step_size(self.name, self.deviation <= 1e-6, self.alpha,
+        return step_size(self.name, self.deviation <= 1e-6, lambda: self.alpha,
                          lambda: self.largest_eigenvalue)

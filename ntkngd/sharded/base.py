@@ -128,7 +128,7 @@ class ShardedOperator:
     def lr(self) -> float:
         """1/alpha for (nearly) isotropic G, else 1/lambda_max (the dense Operator's rule)."""
         known = self.diag is not None or self._moments is not None
-        return step_size(self.name, known and self.deviation <= 1e-6, self.alpha,
+        return step_size(self.name, known and self.deviation <= 1e-6, lambda: self.alpha,
                          lambda: self.largest_eigenvalue)
 
     def predict(self, f0_train: Any, y_train: Any, f0_test: Any = None, **kwargs):
