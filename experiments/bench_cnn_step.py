@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import jax  # noqa: E402
@@ -22,16 +21,7 @@ import numpy as np  # noqa: E402
 
 import ntkngd as ng  # noqa: E402
 from ntkngd.engine import train_step  # noqa: E402
-
-
-def _median(fn, repeats: int) -> float:
-    jax.block_until_ready(fn())                       # compile
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+from bench_finite import _timed as _median  # noqa: E402  (median after one warm-up call)
 
 
 def main(n: int = 12, channels: int = 64, repeats: int = 20, damping: float = 1e-3) -> None:
