@@ -39,7 +39,7 @@ from ..networks.empirical import contract
 from ..networks.kernels import require_features
 from . import _layers
 from ._factors import (  # noqa: F401 (_factor_terms, _feature_terms: read by the tests here)
-    _add_product, _constant, _expand, _factor_terms, _feature_terms, _hadamard, _layer_features,
+    _add_product, _expand, _factor_terms, _feature_terms, _hadamard, _layer_features,
     _ridge_solve, _shared_factor, _terms)
 
 
