@@ -12,6 +12,8 @@ H_n^{1/2} delta. Everything here is jax.numpy (jittable) in the features' dtype.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -87,7 +89,38 @@ def inverse_scales(v, damping, rtol=None):
     return jnp.where(damping > 0, 1.0 / (v + damping), pinv)
 
 
-def right_basis(rows, dtype=None):
+@partial(jax.jit, static_argnums=3)
+def scales(h, dr, damping, rtol=None):
+    """(1 / (diag F + rho) (`diag_fisher` of rooted derivatives dr, `inverse_scales` with rtol),
+    #{diag F kept at rho = 0}) in one compiled pass."""
+    fd = diag_fisher(h, dr)
+    return inverse_scales(fd, damping, rtol), jnp.sum(inverse_scales(fd, 0.0, rtol) > 0)
+
+
+def preconditioned_grams(layer_features, damping, rank_cut: bool = False):
+    """MSE function-space operator of per-layer diagonal preconditioners P_l = `scales`:
+    (G = sum_l (1/N) J_l diag(P_l) J_l^T, G' (None without test rows), #{kept scales}) from
+    per-layer (h, delta, h', delta'), the test features h', delta' None when absent; zero scales
+    cut at eps, or at `linalg.rank_rtol` with rank_cut (both of the features' dtype)."""
+    train, test, kept = 0.0, None, 0
+    for h, d, ht, dt in layer_features:
+        p, nonzero = scales(h, d, damping, linalg.rank_rtol(h.dtype) if rank_cut else None)
+        kept += int(nonzero)
+        train = train + weighted_gram(h, d, p)
+        if ht is not None:
+            test = (0.0 if test is None else test) + weighted_gram(h, d, p, ht, dt)
+    return train, test, kept
+
+
+def no_signals(owner: str):
+    """Method.signals of a method whose direction is not of the form Ht^T A (it gives update)."""
+    def signals(K, damping, f, y, loss):
+        raise ValueError(f"{owner} direction is not of the form Ht^T A: use Method.update "
+                         "(ntkngd.ngd_direction does)")
+    return signals
+
+
+def right_basis(rows):
     """Eigenbasis of rows^T rows (cols x p, p = min(rows, cols)) from the thin SVD of `rows`
     (no squared condition number), columns whose eigenvalue sigma^2 falls below the dtype's rank
     cut (`linalg.rank_rtol` x the largest) set to zero. Static shapes: jittable."""

@@ -40,17 +40,7 @@ def update(K, damping, f, y, loss) -> list:
     return out
 
 
-def signals(K, damping, f, y, loss):
-    raise ValueError("the diagonal Fisher's direction is not of the form Ht^T A: use "
-                     "Method.update (ntkngd.ngd_direction does)")
-
-
-@jax.jit
-def _scales(h, d, damping):
-    """(P entries 1 / (diag F + rho) (pseudo-inverse at rho = 0), #{diag F > 0}) in one
-    compiled pass (MSE: d unrooted)."""
-    fd = _layers.diag_fisher(h, d)
-    return _layers.inverse_scales(fd, damping), jnp.sum(_layers.inverse_scales(fd, 0.0) > 0)
+signals = _layers.no_signals("the diagonal Fisher's")
 
 
 def operator(K, damping: float = 0.0) -> Operator:
@@ -58,21 +48,15 @@ def operator(K, damping: float = 0.0) -> Operator:
     infinite-width MLP kernels the Monte-Carlo wide limit (`wide_limit`, training side only)."""
     if not K.has_features:
         return limit_operator(K, damping)
-    train = test = 0.0
-    count = 0
     layers = _layers.layers(K)
     tests = _layers.layers(K, test=True) if K.has_test else [(None, None)] * len(layers)
-    for (h, d), (ht, dt) in zip(layers, tests):
-        p, nonzero = _scales(h, d, damping)
-        count += int(nonzero)
-        train = train + _layers.weighted_gram(h, d, p)
-        if ht is not None:
-            test = test + _layers.weighted_gram(h, d, p, ht, dt)
+    train, test, count = _layers.preconditioned_grams(
+        ((h, d, ht, dt) for (h, d), (ht, dt) in zip(layers, tests)), damping)
     m = K.n_train * K.out_dim
     notes = [f"diagonal Fisher: {count} parameters with diag F > 0; at rho = 0 tr G = that "
              f"count, alpha = {count / m:.6g} (= count / (N C), grows like width^2)",
              "no isotropy is predicted: the wide limit is E_l (methods.diagonal.wide_limit)"]
-    return Operator("diagonal", np.asarray(train), np.asarray(test) if K.has_test else None,
+    return Operator("diagonal", np.asarray(train), None if test is None else np.asarray(test),
                     None, float(damping), K.out_dim, False, {"damping == 0": damping == 0},
                     tuple(notes))
 
@@ -96,9 +80,10 @@ def _ratio_mean(h: np.ndarray, a: np.ndarray):
     return mean, np.sqrt(var / (s - 1))
 
 
-def _phi_and_derivative(net, u: np.ndarray):
-    phi, dphi = jax.jvp(net.phi, (jnp.asarray(u),), (jnp.ones_like(jnp.asarray(u)),))
-    return np.asarray(phi, np.float64), np.asarray(dphi, np.float64)
+def _phi_and_derivative(phi, u: np.ndarray):
+    """phi(u) and phi'(u) (float64) of an elementwise activation (forward-mode autodiff)."""
+    val, dval = jax.jvp(phi, (jnp.asarray(u),), (jnp.ones_like(jnp.asarray(u)),))
+    return np.asarray(val, np.float64), np.asarray(dval, np.float64)
 
 
 def wide_limit(K, samples: int = 20000, seed: int = 0) -> dict:
@@ -113,9 +98,11 @@ def wide_limit(K, samples: int = 20000, seed: int = 0) -> dict:
     if not K.kron_outputs:
         raise ValueError("the diagonal Fisher's wide limit needs infinite-width kernels "
                          "(ntkngd.analytic_kernels)")
-    if K.bwd_train is None or K.first_inputs_train is None:
+    phi = net.hidden_activation()
+    if phi is None or K.bwd_train is None or K.first_inputs_train is None:
         raise ValueError("the diagonal Fisher's wide limit is derived for MLPs (ntkngd.mlp: "
-                         "per-layer forward and backward kernels, fixed first-layer inputs)")
+                         "per-layer forward and backward kernels, fixed first-layer inputs, "
+                         "the hidden activation: Network.hidden_activation)")
     if K.out_dim != 1:
         raise ValueError(f"the diagonal Fisher's wide limit is derived for C = 1 (out_dim = "
                          f"{K.out_dim}): with C > 1 the per-weight entry mixes the outputs")
@@ -128,30 +115,22 @@ def wide_limit(K, samples: int = 20000, seed: int = 0) -> dict:
         if l < L - 1:     # delta = phi'(v) o g, v ~ N(0, Q_l), g ~ N(0, W_std^2 B_{l+1})
             v = rs.randn(samples, n) @ _gauss_root(fwd[l]).T
             g = rs.randn(samples, n) @ _gauss_root(net.W_std ** 2 * bwd[l + 1]).T
-            a = _phi_and_derivative(net, v)[1] * g
+            a = _phi_and_derivative(phi, v)[1] * g
         else:             # the output layer: delta = 1
             a = np.ones((samples, n))
         if l == 0:        # fixed input coordinates (bias column included)
             parts = [_ratio_mean(np.broadcast_to(col, (samples, n)), a)
-                     for col in _first_inputs(K).T]
+                     for col in np.asarray(K.first_inputs_train, np.float64).T]
             E.append(np.mean([p[0] for p in parts], axis=0))
             err.append(np.mean([p[1] for p in parts], axis=0))   # a bound (shared delta)
             continue
         u = rs.randn(samples, n) @ _gauss_root(fwd[l - 1]).T     # h = phi(u), u ~ N(0, Q_{l-1})
-        for mean, se in [_ratio_mean(_phi_and_derivative(net, u)[0], a)] + \
+        for mean, se in [_ratio_mean(_phi_and_derivative(phi, u)[0], a)] + \
                 ([_ratio_mean(np.ones((samples, n)), a)] if net.has_bias else []):
             E.append(mean)
             err.append(se)
     return {"E": np.stack(E), "stderr": np.stack(err),
             "counts": limit_counts(net, K.input_dim), "samples": samples}
-
-
-def _first_inputs(K) -> np.ndarray:
-    """The first layer's augmented inputs Ht_1 (N, d [+1]) of infinite-width kernels."""
-    x = K.first_inputs_train
-    if x is None:
-        raise ValueError("the kernels carry no first-layer inputs (K.first_inputs_train)")
-    return np.asarray(x, np.float64)
 
 
 def limit_counts(net, input_dim: int) -> np.ndarray:

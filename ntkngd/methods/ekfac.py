@@ -45,10 +45,6 @@ def _rotated(h, d, dr):
 _rotated_jit = jax.jit(_rotated)
 
 
-def _inverse(scales, damping):
-    return _layers.inverse_scales(scales, damping, linalg.rank_rtol(scales.dtype))
-
-
 def update(K, damping, f, y, loss) -> list:
     """Per-layer directions U_A [(U_A^T G U_B) / (s + rho)] U_B^T (jax.numpy, jittable)."""
     r = loss.residual(f, y)
@@ -56,15 +52,13 @@ def update(K, damping, f, y, loss) -> list:
     out = []
     for h, d in _layers.layers(K):
         ha, db, dbr, ua, ub = _rotated(h, d, _layers.rooted(d, root))
-        rotated_grad = _layers.gradient(ha, db, r)
-        scales = _layers.diag_fisher(ha, dbr)
-        out.append(ua @ ((rotated_grad * _inverse(scales, damping)) @ ub.T))
+        p = _layers.inverse_scales(_layers.diag_fisher(ha, dbr), damping,
+                                   linalg.rank_rtol(ha.dtype))
+        out.append(ua @ ((_layers.gradient(ha, db, r) * p) @ ub.T))
     return out
 
 
-def signals(K, damping, f, y, loss):
-    raise ValueError("E-KFAC's direction is not of the form Ht^T A: use Method.update "
-                     "(ntkngd.ngd_direction does)")
+signals = _layers.no_signals("E-KFAC's")
 
 
 def _gram_features(q, qt):
@@ -78,56 +72,37 @@ def _gram_features(q, qt):
     return train, test
 
 
-def _infinite_features(K, l: int):
-    """(h, delta, h', delta') rotated features of layer l from infinite-width kernels (C = 1
-    block of B_l (x) I_C: its Kronecker eigenbasis)."""
+def _rotated_features(K, l: int):
+    """(h, delta, h', delta') rotated features of layer l: from the layer features on
+    finite-width kernels, from the Grams Q_l, B_l on infinite-width ones (C = 1 block of
+    B_l (x) I_C: its Kronecker eigenbasis); h', delta' None without test points."""
+    if K.has_features:
+        h, d = _layers.layers(K)[l]
+        ha, db, _, ua, ub = _rotated_jit(h, d, d)
+        if not K.has_test:
+            return ha, db, None, None
+        ht, dt = _layers.layers(K, test=True)[l]
+        return ha, db, ht @ ua, dt @ ub
     ha, hat = _gram_features(K.fwd_train[l], K.fwd_test[l] if K.has_test else None)
     db, dbt = _gram_features(K.bwd_train[l], K.bwd_test[l] if K.has_test else None)
-    n = K.n_train
-    out = (ha[:, None, :], db.reshape(n, 1, 1, -1))
+    out = (ha[:, None, :], db.reshape(K.n_train, 1, 1, -1))
     if not K.has_test:
         return out + (None, None)
     return out + (hat[:, None, :], dbt.reshape(K.n_test, 1, 1, -1))
-
-
-@jax.jit
-def _scales(ha, db, damping):
-    """(1 / (s + rho) (pseudo-inverse at rho = 0), #{s > cut}) in one compiled pass."""
-    scales = _layers.diag_fisher(ha, db)
-    return _inverse(scales, damping), jnp.sum(_inverse(scales, 0.0) > 0)
 
 
 def operator(K, damping: float = 0.0) -> Operator:
     """MSE function-space operator G = sum_l (1/N) Jr diag(1/(s + rho)) Jr^T (and G'), on
     finite-width kernels (MLP or serial) from the layer features, on infinite-width MLP kernels
     from the per-layer Grams (the wide limit; module docstring)."""
-    infinite = not K.has_features
-    if infinite and K.bwd_train is None:
+    if not K.has_features and K.bwd_train is None:
         raise ValueError("E-KFAC on infinite-width kernels needs per-layer forward and backward "
                          "Grams (MLPs); for this network use finite-width (empirical) kernels")
-    train = test = 0.0
-    kept = 0
-    if not infinite:
-        layers = _layers.layers(K)
-        tests = _layers.layers(K, test=True) if K.has_test else None
-    for l in range(K.depth):
-        if infinite:
-            ha, db, hat, dbt = _infinite_features(K, l)
-        else:
-            h, d = layers[l]
-            ha, db, _, ua, ub = _rotated_jit(h, d, d)
-            hat = dbt = None
-            if K.has_test:
-                ht, dt = tests[l]
-                hat, dbt = ht @ ua, dt @ ub
-        p, nonzero = _scales(ha, db, damping)
-        kept += int(nonzero)
-        train = train + _layers.weighted_gram(ha, db, p)
-        if hat is not None:
-            test = test + _layers.weighted_gram(ha, db, p, hat, dbt)
+    feats = (_rotated_features(K, l) for l in range(K.depth))
+    train, test, kept = _layers.preconditioned_grams(feats, damping, rank_cut=True)
     m = int(np.asarray(train).shape[0])
     notes = (f"E-KFAC: {kept} non-zero scales s_ij; at rho = 0 tr G = that count, alpha = "
              f"{kept / m:.6g} (trace identity); no isotropy is predicted",)
     return Operator("ekfac", np.asarray(train, np.float64),
-                    np.asarray(test, np.float64) if K.has_test else None, None, float(damping),
+                    None if test is None else np.asarray(test, np.float64), None, float(damping),
                     K.out_dim, K.kron_outputs, {"damping == 0": damping == 0}, notes)

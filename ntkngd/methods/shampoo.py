@@ -71,9 +71,7 @@ def operator(K, damping: float = 0.0):
                      "measures it per step (alpha_fit, deviation)")
 
 
-def signals(K, damping, f, y, loss):
-    raise ValueError("Shampoo's direction is not of the form Ht^T A: use Method.update "
-                     "(ntkngd.ngd_direction does)")
+signals = _layers.no_signals("Shampoo's")
 
 
 def method(exponent: float = 0.25, name: str = "shampoo"):

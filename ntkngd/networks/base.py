@@ -115,6 +115,11 @@ class Network(ABC):
         network defines none."""
         return None
 
+    def hidden_activation(self) -> Optional[Any]:
+        """phi of the hidden layers where the wide limit is the MLP recursion (h = phi(u),
+        u ~ N(0, Q_l); then `W_std` and `has_bias` are attributes too), else None."""
+        return None
+
     def first_layer_inputs(self, x) -> Optional[Any]:
         """Ht_1 (N, k) of the first layer at infinite width where it is a fixed map of x (so
         that Q_1 = Ht_1 Ht_1^T), else None."""

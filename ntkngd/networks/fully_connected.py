@@ -94,6 +94,10 @@ class MLP(Network):
         """The elementwise nonlinearity, from neural-tangents' own apply_fn."""
         return self.activation_layer()[1]((), u)
 
+    def hidden_activation(self):
+        """`phi` (the protocol's access to it: ntkngd.networks.base.Network)."""
+        return self.phi
+
     def dense_layer(self, l: int):
         """stax Dense triple of trainable layer l (1-based)."""
         return stax.Dense(self.layer_widths[l - 1], W_std=self.W_std,
