@@ -16,12 +16,6 @@ from ..networks.empirical import expand_outputs as _expand
 from . import _cache
 
 
-
-
-def _concrete(*xs) -> bool:
-    return not any(isinstance(x, jax.core.Tracer) for x in xs)
-
-
 def _eigh_solve(gram, shift, b):
     """(gram + shift I)^+ b by eigendecomposition with the rank cut; and the numerical rank."""
     w, u, keep = linalg.kept_spectrum(gram)
@@ -39,7 +33,7 @@ def _ridge_solve(gram: jnp.ndarray, shift: float, b: jnp.ndarray, with_rank: boo
     n = gram.shape[0]
     rtol = linalg.rank_rtol(gram.dtype)
     c = linalg.cholesky_symmetric(gram + shift * jnp.eye(n, dtype=gram.dtype))
-    if not _concrete(gram, b, shift):
+    if any(isinstance(x, jax.core.Tracer) for x in (gram, b, shift)):
         if shift > 0:
             return cho_solve((c, True), b)
         return jax.lax.cond(linalg.factor_is_pd(c, rtol), lambda: cho_solve((c, True), b),
@@ -123,16 +117,12 @@ def _constant_terms(g, n: int, shift: float, test):
     test (gram + s I)^+ = (test - a (test 1) 1^T) / s, or (test 1) 1^T / (N^2 g) when s = 0."""
     a = g / (shift + n * g)
     train = _TrainPart(basis=jnp.full((n, 1), jnp.sqrt(a), dtype=g.dtype), size=n)
-    test_part = None if test is None else _constant_solve(g, n, shift, test, 1)
+    test_part = None
+    if test is not None:
+        total = test.sum(1, keepdims=True)
+        test_part = (test - total * a) / shift if shift > 0 else \
+            jnp.broadcast_to(total / (n * n * g), test.shape)
     return train, test_part, (n if shift > 0 else 1)
-
-
-def _constant_solve(g, n: int, shift: float, b, axis: int):
-    """(g 1 1^T + s I)^+ b (axis 0) or b (g 1 1^T + s I)^+ (axis 1) for an N x N constant gram:
-    (b - a (sum of b along axis)) / s with a = g / (s + N g), or (sum) / (N^2 g) when s = 0."""
-    total = b.sum(axis, keepdims=True)
-    return (b - total * (g / (shift + n * g))) / shift if shift > 0 else \
-        jnp.broadcast_to(total / (n * n * g), b.shape)
 
 
 def feature_basis(ht, shift: float) -> tuple:

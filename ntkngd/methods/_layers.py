@@ -34,12 +34,15 @@ def layers(K, test: bool = False) -> list:
     return [(h, d.reshape(n, c, *d.shape[1:])) for h, d in zip(hts, ds)]
 
 
+def psd_root(h):
+    """Symmetric roots h^{1/2} of PSD matrices (batch; eigenvalues clipped at 0)."""
+    w, u = linalg.eigh_symmetric(h)
+    return jnp.einsum("nij,nj,nkj->nik", u, jnp.sqrt(jnp.clip(w, 0.0, None)), u)
+
+
 def hessian_root(loss, f):
     """Per-sample H_n^{1/2} (N, C, C) of the loss's output Hessians; None for H = I (MSE)."""
-    if loss.identity_hessian:
-        return None
-    w, u = jnp.linalg.eigh(loss.hessian(f))
-    return jnp.einsum("nij,nj,nkj->nik", u, jnp.sqrt(jnp.clip(w, 0.0, None)), u)
+    return None if loss.identity_hessian else psd_root(linalg.symmetrized(loss.hessian(f)))
 
 
 def rooted(delta, root):

@@ -1,16 +1,9 @@
-"""GD, exact NGD and every layer block pattern (BD, BTD, any S): function-space operators and the
-parameter-space update directions, both from the same jax.numpy dual solves
-(ntkngd.methods.dual_solve: `pattern_duals` for the operator with rhs = I, `loss_duals` for the
-update with rhs = the residual), in the kernels' dtype.
-
-Update (docs/theory.md, block patterns): Delta theta_l = -lr J_l^T v_l with
-[(S (x) I) blockdiag(Theta_l) + N rho I] v = 1 (x) g, so Delta f = -lr sum_l Theta_l v_l.
-Exact NGD is S = 1 1^T, solved as one block (the total NTK) whose v is shared by every layer.
-GD is v_l = g / N for every layer (the loss gradient J^T g / N).
-At rho = 0 with a nonsingular S and positive-definite blocks the duals are v_l = c_l Theta_l^{-1}
-(c = S^{-1} 1), so G = (1^T S^{-1} 1) I exactly and G' = sum_l c_l Theta_l' Theta_l^{-1}, kept as
-the per-layer Cholesky factors (cached per Kernels, shared by every such pattern: BD and BTD at
-L = 3) and applied by solves.
+"""GD, exact NGD and every layer block pattern (BD, BTD, any S): function-space operators and
+parameter-space directions from the same dual solves (ntkngd.methods.dual_solve; the update
+Delta theta_l = -lr J_l^T v_l is in ntkngd.methods.patterns). GD is v_l = g / N for every layer.
+At rho = 0 with a nonsingular S and positive-definite blocks v_l = c_l Theta_l^{-1} (c = S^{-1} 1),
+so G = (1^T S^{-1} 1) I exactly and G' = sum_l c_l Theta_l' Theta_l^{-1} is applied by solves with
+the per-layer Cholesky factors (cached per Kernels, shared by every such pattern).
 """
 from __future__ import annotations
 
@@ -63,11 +56,6 @@ def gd(K, damping: float = 0.0) -> Operator:
     test = None if not K.has_test else _as_np(K.ntk_test) / n
     return Operator("gd", train, test, None, float(damping), K.out_dim, K.kron_outputs,
                     {}, ("anisotropic: G is the NTK's spectrum / N",))
-
-
-def _layer_sum(blocks: jnp.ndarray, v: jnp.ndarray) -> jnp.ndarray:
-    """sum_l blocks[l] @ v[l]."""
-    return jnp.einsum("lij,ljk->ik", blocks, v)
 
 
 def _test_blocks(K, which: str) -> jnp.ndarray:
@@ -136,11 +124,8 @@ def pattern_operator(K, pattern: patterns.BlockPattern, damping: float = 0.0,
         notes = []
     else:
         v, blocks, notes = pattern_duals(K, pattern, damping, jnp.eye(m))
-        train = _layer_sum(blocks, v)
-        test = None
-        if K.has_test:
-            tb = jnp.asarray(K.blocks_test)
-            test = _layer_sum(tb.sum(0)[None] if exact else tb, v)
+        train = jnp.einsum("lij,ljk->ik", blocks, v)
+        test = jnp.einsum("lij,ljk->ik", _test_blocks(K, which), v) if K.has_test else None
     ok_range = patterns.ones_in_range(S)
     conditions = {"1 in range(S)": ok_range,
                   "every NTK block invertible": pd,
@@ -148,18 +133,6 @@ def pattern_operator(K, pattern: patterns.BlockPattern, damping: float = 0.0,
     alpha = patterns.alpha(S) if ok_range and damping == 0 else None
     return Operator(name or pattern.name, _as_np(train), _as_np(test), alpha, float(damping),
                     K.out_dim, K.kron_outputs, conditions, tuple(notes))
-
-
-def exact(K, damping: float = 0.0) -> Operator:
-    return pattern_operator(K, patterns.full(K.depth), damping, "exact")
-
-
-def block_diagonal(K, damping: float = 0.0) -> Operator:
-    return pattern_operator(K, patterns.diagonal(K.depth), damping, "block_diagonal")
-
-
-def block_tridiagonal(K, damping: float = 0.0) -> Operator:
-    return pattern_operator(K, patterns.tridiagonal(K.depth), damping, "block_tridiagonal")
 
 
 # ---------------------------------------------------------------- parameter space (finite width)
@@ -172,8 +145,7 @@ def gd_duals(K, damping, f, y, loss):
 def gd_signals(K, damping, f, y, loss) -> list:
     """Per-layer signals of the loss gradient (Delta theta = -lr J^T r / N)."""
     require_features(K, "a parameter-space update")
-    return dual_signals(K.backprops_train, list(gd_duals(K, damping, f, y, loss)),
-                                  K.out_dim)
+    return dual_signals(K.backprops_train, list(gd_duals(K, damping, f, y, loss)), K.out_dim)
 
 
 def pattern_dual_vectors(K, pattern: patterns.BlockPattern, damping, f, y, loss):

@@ -29,7 +29,8 @@ import numpy as np
 from .. import linalg
 from .._checks import TheoryConditionWarning
 from ..dynamics.base import hessian_rows
-from .patterns import ones_in_range
+from ._layers import psd_root
+from .patterns import ones_in_range, range_weights
 
 
 def is_exact(S: np.ndarray) -> bool:
@@ -42,10 +43,6 @@ def assemble(S: np.ndarray, mats: jnp.ndarray) -> jnp.ndarray:
     return jnp.einsum("ij,jab->iajb", jnp.asarray(S, mats.dtype), mats).reshape(L * m, L * m)
 
 
-def _sym(a):
-    return linalg.symmetrized(a)
-
-
 def cholesky_per_block(blocks: jnp.ndarray):
     """Upper Cholesky factors u (L, m, m) of the symmetrized blocks (u^T u = block:
     `linalg.cholesky_upper`, solved with `linalg.cho_solve_upper`) and, per block, whether it is
@@ -55,17 +52,6 @@ def cholesky_per_block(blocks: jnp.ndarray):
     # one factorization per block: faster than the batched one on CPU
     c = jnp.stack([linalg.cholesky_upper(b, symmetrize=True) for b in blocks])
     return c, linalg.factor_is_pd(c, rtol)
-
-
-def cholesky_blocks(blocks: jnp.ndarray):
-    """Upper Cholesky factors (L, m, m) and whether every block is numerically positive definite
-    (`cholesky_per_block`); a traced bool under jit."""
-    c, ok = cholesky_per_block(blocks)
-    return c, jnp.all(ok)
-
-
-def _concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
 
 
 def _null_basis(S: np.ndarray) -> np.ndarray:
@@ -96,12 +82,6 @@ def has_null_space(S: np.ndarray) -> bool:
     return _null_basis(S).shape[1] > 0
 
 
-def range_weights(S: np.ndarray) -> np.ndarray:
-    """c = S^+ 1: with every block positive definite and S nonsingular the rho -> 0 duals are
-    v_l = c_l Theta_l^{-1} g."""
-    return np.linalg.pinv(S) @ np.ones(len(S))
-
-
 def _eigen_system(blocks: jnp.ndarray, S: np.ndarray, rhs: jnp.ndarray):
     """The reduced system of `_pinv_limit` in each block's eigenbasis Theta_l = u_l diag(w_l)
     u_l^T, s_l = sqrt(w_l) on the kept spectrum (per-block rank cut, `linalg.kept_spectrum`):
@@ -111,12 +91,12 @@ def _eigen_system(blocks: jnp.ndarray, S: np.ndarray, rhs: jnp.ndarray):
     relative cut), y)."""
     L, m, _ = blocks.shape
     rtol = linalg.rank_rtol(blocks.dtype)
-    w, u, keep = linalg.kept_spectrum(_sym(blocks))
+    w, u, keep = linalg.kept_spectrum(linalg.symmetrized(blocks))
     inv_s = jnp.where(keep, 1.0 / jnp.sqrt(jnp.where(keep, w, 1.0)), 0.0)
     us = u * jnp.where(keep, jnp.sqrt(w), 0.0)[:, None, :]              # u_l diag(s_l)
     big = jnp.einsum("lk,lai,kaj->likj", jnp.asarray(S, us.dtype), us, us).reshape(L * m, L * m)
     y = jnp.einsum("lai,ak->lik", us, rhs).reshape(L * m, -1)
-    lam, q = linalg.eigh_symmetric(_sym(big))
+    lam, q = linalg.eigh_symmetric(linalg.symmetrized(big))
     kept = jnp.abs(lam) > rtol * jnp.maximum(jnp.abs(lam).max(), jnp.finfo(lam.dtype).tiny)
     return u, inv_s, lam, q, kept, y
 
@@ -167,25 +147,26 @@ def limit_duals(blocks: jnp.ndarray, S: np.ndarray, rhs: jnp.ndarray, factors=No
                 root=None) -> jnp.ndarray:
     """rho -> 0 duals (L, m, K) for right-hand sides rhs (m, K): Cholesky minimum norm when every
     block is positive definite, F_S^+ grad by `_pinv_limit` otherwise (chosen on device by
-    lax.cond under jit, by a host branch on concrete arrays). factors: (chol, ok) from
-    `cholesky_blocks`; root: a callable giving the per-sample Hessian roots for `_pinv_limit`
+    lax.cond under jit, by a host branch on concrete arrays). factors: (chol, all blocks
+    positive definite); root: a callable giving the per-sample Hessian roots for `_pinv_limit`
     (evaluated only on that branch; None: H = I)."""
-    chol, ok = cholesky_blocks(blocks) if factors is None else factors
+    if factors is None:
+        chol, ok = cholesky_per_block(blocks)
+        factors = chol, jnp.all(ok)
+    chol, ok = factors
 
     def pinv():
         return _pinv_limit(blocks, S, rhs, None if root is None else root())
 
-    if _concrete(ok):
+    if not isinstance(ok, jax.core.Tracer):
         return _min_norm(chol, S, rhs) if bool(ok) else pinv()
     return jax.lax.cond(ok, lambda: _min_norm(chol, S, rhs), pinv)
 
 
 def _projected_hessian_root(loss, f: jnp.ndarray, uc: np.ndarray) -> jnp.ndarray:
-    """Per-sample (U_C^T H_n U_C)^{1/2} (n, k, k), the symmetric root (eigenvalues clipped at 0)."""
+    """Per-sample (U_C^T H_n U_C)^{1/2} (n, k, k) (`_layers.psd_root`)."""
     u = jnp.asarray(uc, f.dtype)
-    hp = jnp.einsum("ci,ncd,dj->nij", u, loss.hessian(f), u)
-    w, q = linalg.eigh_symmetric(_sym(hp))
-    return jnp.einsum("nij,nj,nkj->nik", q, jnp.sqrt(jnp.clip(w, 0.0, None)), q)
+    return psd_root(linalg.symmetrized(jnp.einsum("ci,ncd,dj->nij", u, loss.hessian(f), u)))
 
 
 def pattern_duals(blocks: jnp.ndarray, S: np.ndarray, n_samples: int, damping: float,

@@ -80,12 +80,17 @@ def full(depth: int) -> BlockPattern:
     return block_pattern(np.ones((depth, depth)), "exact")
 
 
+def range_weights(S: np.ndarray) -> np.ndarray:
+    """c = S^+ 1: with every block positive definite and S nonsingular the rho -> 0 duals are
+    v_l = c_l Theta_l^{-1} g."""
+    return np.linalg.pinv(S) @ np.ones(len(S))
+
+
 def ones_in_range(S: np.ndarray) -> bool:
     """Whether 1 lies in the range of S (the condition for the undamped update to exist)."""
-    c = np.linalg.pinv(S) @ np.ones(len(S))
-    return bool(np.allclose(S @ c, 1.0, atol=1e-9))
+    return bool(np.allclose(S @ range_weights(S), 1.0, atol=1e-9))
 
 
 def alpha(S: np.ndarray) -> float:
     """alpha = 1^T S^+ 1, the isotropic constant of a pattern (when 1 is in the range of S)."""
-    return float(np.ones(len(S)) @ np.linalg.pinv(S) @ np.ones(len(S)))
+    return float(np.sum(range_weights(S)))
