@@ -286,6 +286,19 @@ def test_train(method, loss):
         assert len(log.alpha_fit) == 3 and np.all(np.isfinite(log.deviation))
 
 
+def test_shampoo_has_no_infinite_width_prediction_and_the_log_says_why():
+    """Shampoo's step is not linear in the residual, so it has no operator on any kernels, the
+    infinite-width ones included: pred_inf_* are NaN for every loss and network (not only CNNs),
+    and the log's notes name that condition (the empirical prediction stays finite)."""
+    net, params, x, y = _mlp_case(1, "mse")
+    log = ng.train("shampoo", net, params, (x, y, x[::-1] + 0.05, y[::-1]), steps=1)
+    assert np.isnan(log.pred_inf_train_loss).all() and np.isnan(log.pred_inf_test_loss).all()
+    assert np.all(np.isfinite(log.pred_emp_train_loss))
+    why = [n for n in log.notes if n.startswith("no infinite-width prediction (pred_inf_* are NaN)")]
+    assert len(why) == 1 and "shampoo has no fixed function-space operator" in why[0]
+    assert why[0] in log.table()
+
+
 def test_train_on_a_cnn():
     """ng.train on a CNN: diagonal / E-KFAC (MSE: finite-width operator's lr, no infinite-width
     prediction), Shampoo (per-step fit) and E-KFAC with cross-entropy (damped): the loss falls."""

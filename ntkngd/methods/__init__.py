@@ -3,27 +3,21 @@
 Every method sees a network only through `Kernels` (ntkngd.networks): per-layer blocks, and at
 finite width the patches Ht_l (N, S_l, k_l) and backprops D_l (N C, S_l, M_l) with a positions axis
 (S = 1: dense layers), so one implementation serves MLPs and CNNs. A Method carries
-  operator(K, damping) -> Operator          function space (MSE; ntkngd.operator),
-  signals(K, damping, f, y, loss) -> [A_l]   parameter space: per-layer signals (N, S, M_l) with
-                                             d[W_l; b_l] = sum_(n,s) Ht_l[n, s]^T A_l[n, s]
-                                             (jax.numpy, jittable),
-  kind                                       "gd", "pattern" (then `pattern(depth)` gives S and
-                                             the other losses' operators follow from it) or
-                                             "layer" (K-FAC / KFC, unit-wise / channel-wise, any
-                                             registered one: no function-space operator for
-                                             losses other than MSE),
-  default_damping(K) -> rho                  used when damping=None (None: rho = 0),
-  duals(K, damping, f, y, loss) -> v (L, N C) per-layer dual vectors with d theta_l = J_l^T v_l
-                                             (gd and pattern methods: from the blocks alone),
-  update(K, damping, f, y, loss) -> [dW_l]   the augmented per-layer directions (k_l, M_l)
-                                             directly, used instead of signals where given
-                                             (K-FAC, diagonal, ekfac, shampoo),
-  nonlinear                                  True when the output change is not linear in the
-                                             residual (shampoo): no fixed operator, train reports
-                                             the per-step alpha fit and deviation.
-`register_method` makes it available by name to operator, predict, isotropy, ngd_direction,
-ngd_transform, train, the CLI and the figures; `pattern_method(name, S_of_depth)` builds one from a
-block pattern (see tests/test_extension.py for a method added from a test file).
+  operator(K, damping) -> Operator         the MSE function-space operator (ntkngd.operator),
+  signals(K, damping, f, y, loss) -> [A_l]  per-layer signals (N, S, M_l), d[W_l; b_l] =
+                                            sum_(n,s) Ht_l[n, s]^T A_l[n, s] (jittable),
+  kind                                      "gd", "pattern" (`pattern(depth)` gives S, and the
+                                            other losses' operators follow from it) or "layer"
+                                            (no function-space operator beyond MSE),
+  default_damping(K) -> rho                 used for damping=None (None: rho = 0),
+  duals(K, damping, f, y, loss) -> v        (L, N C) with d theta_l = J_l^T v_l (gd, patterns),
+  update(K, damping, f, y, loss) -> [dW_l]  the directions (k_l, M_l) directly, instead of
+                                            signals (K-FAC, diagonal, ekfac, shampoo),
+  nonlinear                                 the output change is not linear in the residual
+                                            (shampoo): train reports the per-step alpha fit.
+`register_method` makes a method available by name everywhere (operator, predict, ngd_direction,
+ngd_transform, train, the CLI, the figures); `pattern_method(name, S_of_depth)` builds one from a
+block pattern (tests/test_extension.py adds one from a test file).
 """
 from __future__ import annotations
 
@@ -128,8 +122,7 @@ def pattern_method(name: str, pattern_of_depth: Callable[[int], np.ndarray]) -> 
 
 @lru_cache(maxsize=None)
 def _from_pattern(bp: BlockPattern) -> Method:
-    m = pattern_method(bp.name, lambda depth: bp)
-    return m
+    return pattern_method(bp.name, lambda depth: bp)
 
 
 def get_method(method: Union[str, BlockPattern, Method]) -> Method:
@@ -149,19 +142,12 @@ def _register_builtins() -> None:
     register_method(pattern_method("block_tridiagonal", patterns.tridiagonal))
     register_method(Method("kfac", kfac.operator, kfac.signals, update=kfac.update))
     register_method(Method("unit_wise", unitwise.operator, unitwise.signals,
-                           default_damping=_unit_wise_default))
+                           default_damping=unitwise.default_damping))
     register_method(Method("diagonal", diagonal.operator, diagonal.signals,
                            update=diagonal.update), "diag")
     register_method(Method("ekfac", ekfac.operator, ekfac.signals, update=ekfac.update),
                     "e-kfac")
     register_method(shampoo.method(0.25, "shampoo"))
-
-
-def _unit_wise_default(K):
-    """unitwise.default_damping on finite-width kernels; 0 (the only case with a theory) at
-    infinite width."""
-    from . import unitwise
-    return 0.0 if K.kron_outputs else unitwise.default_damping(K)
 
 
 _register_builtins()

@@ -1,7 +1,5 @@
-"""Per-Kernels cache of factorisations, so that methods sharing a matrix factor it once.
-
-Entries live as long as the Kernels object (weakref.finalize drops them); values are jax arrays
-in the kernels' dtype.
+"""Per-Kernels cache of factorisations (jax arrays), so that methods sharing a matrix factor it
+once; entries live as long as the Kernels object (weakref.finalize drops them).
 """
 from __future__ import annotations
 

@@ -24,11 +24,9 @@ def _eigh_solve(gram, shift, b):
 
 
 def _ridge_solve(gram: jnp.ndarray, shift: float, b: jnp.ndarray, with_rank: bool = False):
-    """(gram + shift I)^+ b in jax.numpy for a symmetric PSD gram: Cholesky when gram + shift I is
-    numerically positive definite (condition number below ~1/rank_rtol of the dtype), else an
-    eigendecomposition with the dtype's rank cut (`linalg.rank_rtol`). Under jit the branch is
-    chosen on device (lax.cond), on concrete arrays on the host. with_rank: also return the
-    numerical rank of gram + shift I (concrete arrays only)."""
+    """(gram + shift I)^+ b for a symmetric PSD gram: Cholesky when gram + shift I is numerically
+    positive definite (`linalg.factor_is_pd`), else eigh with the dtype's rank cut (lax.cond under
+    jit). with_rank: also return the numerical rank (concrete arrays only)."""
     gram = linalg.symmetrized(gram)
     n = gram.shape[0]
     rtol = linalg.rank_rtol(gram.dtype)
@@ -56,9 +54,7 @@ class _TrainPart:
         return self.dense is None and self.basis is None
 
     def diag(self) -> jnp.ndarray:
-        if self.basis is not None:
-            return jnp.sum(self.basis ** 2, axis=1)
-        return jnp.diagonal(self.dense)
+        return jnp.diagonal(self.dense) if self.basis is None else jnp.sum(self.basis ** 2, 1)
 
     def matrix(self, dtype) -> jnp.ndarray:
         if self.is_identity:
@@ -67,13 +63,10 @@ class _TrainPart:
 
 
 def _factor_terms(gram, shift, test, rank_deficient: bool = False, factor=None):
-    """(gram + shift I)^+ [gram, test^T]: the train part (a `_TrainPart`) and the test part
-    (transposed: rows index the left points), and the rank of gram + shift I. Undamped and
-    numerically positive definite: the train part is I exactly and only the test part is solved;
-    rank deficient (or known to be: rank_deficient): the projector and test U_k diag(1/w_k) U_k^T
-    from one eigendecomposition (dtype rank cut); otherwise one solve with both right-hand sides.
-    factor: (upper Cholesky factor of the symmetrized gram, whether it is numerically positive
-    definite) when already computed (`_shared_factor`)."""
+    """(gram + shift I)^+ [gram, test^T] as (`_TrainPart`, test part with rows for the left points,
+    rank). Undamped and positive definite: the train part is I exactly; rank deficient (or known to
+    be): the projector and U_k diag(1/w_k) U_k^T (one eigh); otherwise one solve. factor: (upper
+    Cholesky factor, positive definite) when already computed (`_shared_factor`)."""
     n = gram.shape[0]
     if shift == 0 and not rank_deficient:
         rtol = linalg.rank_rtol(gram.dtype)
@@ -97,9 +90,8 @@ def _factor_terms(gram, shift, test, rank_deficient: bool = False, factor=None):
 
 @functools.partial(jax.jit, static_argnums=2)
 def _pd_solve(gram, test, rtol: float):
-    """Whether the symmetrized gram is numerically positive definite (`linalg.factor_is_pd` of
-    its Cholesky factor c) and test gram^{-1} by c (None without test), as one XLA computation,
-    so that the factor is used in LAPACK's column-major layout without copies back and forth."""
+    """(whether the symmetrized gram is numerically positive definite, test gram^{-1} or None) from
+    one Cholesky factor, in one XLA computation (no layout copies of the factor)."""
     c = linalg.cholesky_symmetric(linalg.symmetrized(gram))
     test_part = None if test is None else cho_solve((c, True), test.T).T
     return linalg.factor_is_pd(c, rtol), test_part
@@ -142,14 +134,10 @@ def feature_basis(ht, shift: float) -> tuple:
 
 
 def _feature_terms(ht, ht_test, shift):
-    """`_factor_terms` for a gram = Ht Ht^T given by its features Ht (N x p, p < N), through the
-    p x p gram Ht^T Ht = V diag(w) V^T (the same nonzero eigenvalues): with
-    A = Ht V_k diag(w_k + shift)^(-1/2) (kept k: the dtype's rank cut; all when shift > 0),
-        (gram + shift I)^+ gram = A A^T,   test (gram + shift I)^+ = Ht' V_k diag(.)^(-1/2) A^T,
-    by push-through. A Cholesky factor R R^T = Ht^T Ht + shift I replaces V diag(.)^(1/2) (A =
-    Ht R^{-T}) when it certifies that the cut keeps every eigenvalue, lambda_min >=
-    1 / ||R^{-1}||_F^2 > rtol trace >= rtol lambda_max; otherwise the eigendecomposition decides,
-    as the N x N route does. Cost O(N p^2) instead of O(N^3)."""
+    """`_factor_terms` for gram = Ht Ht^T through the p x p Gram Ht^T Ht (p < N, same non-zero
+    eigenvalues): A = Ht `feature_basis`, (gram + shift I)^+ gram = A A^T and test (gram + shift
+    I)^+ = Ht' basis A^T (push-through). The Cholesky basis is used only when it certifies that the
+    cut keeps every eigenvalue (lambda_min >= 1 / ||R^{-1}||_F^2 > rtol trace). Cost O(N p^2)."""
     n = ht.shape[0]
     basis, k = feature_basis(ht, shift)
     if ht_test is None:
@@ -193,8 +181,9 @@ def _terms(gram, test, shift, feats, dtype, known_deficient: bool = False, facto
     `_factor_terms` (with `factor`, a Cholesky factor already computed, if any)."""
     ht, ht_t = feats
     n = gram.shape[0]
-    if _constant(gram):
-        return _constant_terms(gram[0, 0], n, shift, test)
+    g0 = gram[0, 0]
+    if bool(g0 > 0) and bool(jnp.all(gram == g0)):     # g 1 1^T: the output layer's B
+        return _constant_terms(g0, n, shift, test)
     if ht is not None and ht.shape[0] == n and ht.shape[1] < n and \
             (test is None) == (ht_t is None):
         as_dtype = lambda a: None if a is None else jnp.asarray(a, dtype)   # noqa: E731
@@ -222,8 +211,3 @@ def _add_product(acc, a, b, scale):
     term = scale * a * b
     return term if acc is None else acc + term
 
-
-def _constant(gram) -> bool:
-    """Whether gram = g 1 1^T with g > 0 (the output layer's backward kernel)."""
-    g0 = gram[0, 0]
-    return bool(g0 > 0) and bool(jnp.all(gram == g0))

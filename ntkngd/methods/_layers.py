@@ -1,14 +1,9 @@
 """Per-layer statistics of the methods that precondition each layer's gradient directly (diagonal
-Fisher, E-KFAC, Shampoo), for MLPs and convolutional serial networks alike.
-
-Trainable layer l is (h, delta) with a positions axis (a dense layer is one position, S = 1):
-    h      (N, S, k)      layer inputs (patches), scaled as the forward pass, bias coordinate last,
-    delta  (N, C, S, M)   backpropagated derivatives df_c(x_n) / du_l[n, s, :],
-so the per-sample Jacobian row w.r.t. the augmented weight [W_l; b_l] (k x M) is
-    J_l[(n, c), (k, m)] = sum_s h[n, s, k] delta[n, c, s, m].
-With the loss's residual r (N, C) and output Hessians H_n, the gradient is G_l = J_l^T r / N and
-the Fisher F = J^T blockdiag(H_n) J / N, i.e. the Jacobian of the rooted derivatives
-H_n^{1/2} delta. Everything here is jax.numpy (jittable) in the features' dtype.
+Fisher, E-KFAC, Shampoo), for MLPs and convolutional serial networks alike: layer l is
+    h (N, S, k) (input patches, bias coordinate last), delta (N, C, S, M) (df_c(x_n) / du_l[n, s]),
+    J_l[(n, c), (k, m)] = sum_s h[n, s, k] delta[n, c, s, m],
+the gradient G_l = J_l^T r / N and the Fisher F = J^T blockdiag(H_n) J / N the Jacobian Gram of the
+rooted derivatives H_n^{1/2} delta. jax.numpy (jittable) in the features' dtype.
 """
 from __future__ import annotations
 
@@ -43,6 +38,12 @@ def psd_root(h):
 def hessian_root(loss, f):
     """Per-sample H_n^{1/2} (N, C, C) of the loss's output Hessians; None for H = I (MSE)."""
     return None if loss.identity_hessian else psd_root(linalg.symmetrized(loss.hessian(f)))
+
+
+def block_diag(root):
+    """blockdiag_n(root_n) (n k, n k) of per-sample (n, k, k) matrices."""
+    n, k, _ = root.shape
+    return jnp.einsum("ab,aij->aibj", jnp.eye(n, dtype=root.dtype), root).reshape(n * k, n * k)
 
 
 def rooted(delta, root):
@@ -134,10 +135,9 @@ def right_basis(rows):
 
 
 def weighted_gram(h, delta, p, h2=None, delta2=None) -> np.ndarray:
-    """(1/N) J_l(2) diag(p) J_l^T (m2 x m, m = N C): the layer's function-space operator for the
-    parameter-space preconditioner diag(p) (p (k, M)); h2, delta2: the left points (default: the
-    training points). numpy in the features' dtype (host-side, like the other operators), in chunks
-    of input coordinates that keep each formed Jacobian below 64 MB."""
+    """(1/N) J_l(2) diag(p) J_l^T (m2 x m, m = N C) for a preconditioner diag(p) (p (k, M)); h2,
+    delta2: the left points (default: training). numpy, in chunks of input coordinates that keep
+    each formed Jacobian below 64 MB."""
     h, delta, p = (np.asarray(a) for a in (h, delta, p))
     h2 = h if h2 is None else np.asarray(h2)
     delta2 = delta if delta2 is None else np.asarray(delta2)

@@ -34,9 +34,8 @@ def pattern_duals(K, pattern: patterns.BlockPattern, damping: float, rhs):
     """Dual vectors v (L', m, k) for right-hand sides rhs (m, k), the blocks they act on
     (L', m, m) and notes: `dual_solve.pattern_duals` (jax.numpy, the kernels' dtype) on the
     per-layer blocks, or for exact NGD (S = 1 1^T) on the one total-NTK block (L' = 1, the same
-    rho -> 0 limit), with Cholesky factors cached per Kernels."""
+    rho -> 0 limit), with Cholesky factors cached per Kernels (depth checked by the caller)."""
     S = pattern.matrix
-    _check_depth(K, S)
     if dual_solve.is_exact(S):
         blocks, S, which = total_block(K), np.ones((1, 1)), "total"
     else:
@@ -97,21 +96,11 @@ def _solved_matrix(c, tb, chol):
     return jnp.einsum("l,lmk->km", c, sol)
 
 
-def _solved_operator(K, S: np.ndarray, which: str):
-    """G, G' of a nonsingular pattern at rho -> 0 with positive-definite blocks (the duals of
-    `dual_solve.pattern_duals` are v_l = c_l Theta_l^{-1}, c = S^{-1} 1): G = sum_l c_l
-    Theta_l Theta_l^{-1} = (1^T S^{-1} 1) I holds exactly, so G is set to alpha I (no solve,
-    no round-off); G' = sum_l c_l Theta_l(X', X) Theta_l^{-1} is a `FactoredMatrix`."""
-    m = K.blocks_train.shape[1]
-    dtype = np.dtype(K.blocks_train.dtype)
-    train = float(dual_solve.range_weights(S).sum()) * np.eye(m, dtype=dtype)
-    return train, (_solved_test(K, S, which) if K.has_test else None)
-
-
 def pattern_operator(K, pattern: patterns.BlockPattern, damping: float = 0.0,
                      name: str | None = None) -> Operator:
     """G = sum_l Theta_l V_l, G' = sum_l Theta_l(X', X) V_l with V from `pattern_duals` (rhs = I;
-    exact NGD: the total NTK and its one V)."""
+    exact NGD: the total NTK and its one V). Undamped, nonsingular S, positive-definite blocks:
+    G = (1^T S^{-1} 1) I exactly (no solve, no round-off), G' by solves (`_solved_test`)."""
     S = pattern.matrix
     _check_depth(K, S)
     m = K.blocks_train.shape[1]
@@ -120,8 +109,9 @@ def pattern_operator(K, pattern: patterns.BlockPattern, damping: float = 0.0,
     pd = bool(np.all(np.asarray(block_factors(K, which)[1])))
     solved_S = np.ones((1, 1)) if exact else S      # exact NGD: one block, the total NTK
     if damping == 0 and pd and not dual_solve.has_null_space(solved_S):
-        train, test = _solved_operator(K, solved_S, which)
-        notes = []
+        train = float(dual_solve.range_weights(solved_S).sum()) * np.eye(
+            m, dtype=np.dtype(K.blocks_train.dtype))
+        test, notes = (_solved_test(K, solved_S, which) if K.has_test else None), []
     else:
         v, blocks, notes = pattern_duals(K, pattern, damping, jnp.eye(m))
         train = jnp.einsum("lij,ljk->ik", blocks, v)

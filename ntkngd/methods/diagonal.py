@@ -1,22 +1,13 @@
 """Diagonal Fisher (the Adam family's preconditioner): P = (diag F + rho)^-1, the pseudo-inverse on
-zero entries at rho = 0 (`_layers.inverse_scales`).
-
-Per trainable layer (ntkngd.methods._layers: h, delta with a positions axis; dense = one position)
+zero entries at rho = 0 (`_layers.inverse_scales`). Per layer (`_layers`: h, delta)
     diag F_l[k, m] = (1/N) sum_(n,c) (sum_s h[n,s,k] (H_n^{1/2} delta)[n,c,s,m])^2,
     d[W_l; b_l] = G_l / (diag F_l + rho),          G_l = J_l^T r / N,
-so one step moves the outputs by -lr G r with G = sum_l J_l P_l J_l^T / N (MSE, finite width:
-`operator`). Trace identity (rho = 0): tr G = sum_l #{diag F_l > 0}, so alpha = tr G / (N C)
-= P_eff / (N C), the number of parameters with a non-zero Fisher entry per output: alpha grows
-like width^2 and lr = 1/alpha like width^-2.
+and G = sum_l J_l P_l J_l^T / N (MSE). At rho = 0 tr G = #{diag F > 0}: alpha grows like width^2.
 
-Wide limit (MLP, C = 1, rho = 0; docs/theory.md): with h_k[n] the activation of input unit k and
-delta_m[n] = sqrt(M_l) df/du_l[n, m], each pair (k, m) contributes
-    h_k[n] h_k[n'] delta_m[n] delta_m[n'] / sum_p h_k[p]^2 delta_m[p]^2
-(the scale factors cancel), so G_l / (M_{l-1} M_l) -> E_l = E[h h^T o delta delta^T / |h o delta|^2]
-with h = phi(u), u ~ N(0, Q_{l-1}) and delta = phi'(v) o g, v ~ N(0, Q_l), g ~ N(0, W_std^2 B_{l+1})
-independent (forward and backward processes of independent units; the first layer's h are the
-fixed input coordinates, the output layer's delta = 1). `wide_limit` estimates E_l by Monte Carlo
-(no closed form for these Gaussian ratio expectations) and reports its standard error.
+Wide limit (MLP, C = 1, rho = 0; docs/theory.md): G_l / (M_{l-1} M_l) -> E_l =
+E[h h^T o delta delta^T / |h o delta|^2] with h = phi(u), u ~ N(0, Q_{l-1}), delta = phi'(v) o g,
+v ~ N(0, Q_l), g ~ N(0, W_std^2 B_{l+1}) independent (first layer: the fixed inputs; output
+layer: delta = 1). `wide_limit` estimates E_l by Monte Carlo, with its standard error.
 """
 from __future__ import annotations
 
@@ -87,13 +78,10 @@ def _phi_and_derivative(phi, u: np.ndarray):
 
 
 def wide_limit(K, samples: int = 20000, seed: int = 0) -> dict:
-    """Monte-Carlo estimate of the diagonal Fisher's wide-limit matrices on infinite-width MLP
-    kernels K with C = 1: one term E_t (N x N, trace = the probability that such a weight has a
-    non-zero Fisher entry) per kind of weight (first layer, then per later layer its weights and,
-    with a bias, its bias), with standard errors, so that G ~ sum_t c_t E_t with c_t the number
-    of such weights (`limit_counts`). Returns {"E": (T, N, N), "stderr": (T, N, N), "counts",
-    "samples"}. The first layer averages over its fixed input coordinates exactly (Monte Carlo
-    over delta only). The E_t do not depend on the widths."""
+    """Monte-Carlo wide-limit matrices of the diagonal Fisher on infinite-width MLP kernels (C = 1):
+    one E_t (N x N) per kind of weight (first layer; then per layer its weights [and bias]), so
+    that G ~ sum_t c_t E_t (`limit_counts`); independent of the widths. The first layer averages its
+    fixed inputs exactly. Returns {"E": (T, N, N), "stderr": (T, N, N), "counts", "samples"}."""
     net = K.network
     if not K.kron_outputs:
         raise ValueError("the diagonal Fisher's wide limit needs infinite-width kernels "

@@ -1,22 +1,13 @@
 """Dual solves of the block-pattern updates for any loss, in jax.numpy (jittable, inputs' dtype).
 
-With S the L x L pattern, Theta_l the per-layer kernel blocks (N C x N C, sample-major), H the
-per-sample output Hessian of the loss and r its residual (ntkngd.losses), the update is
-Delta theta_l = -lr J_l^T v_l with
+With S the L x L pattern, Theta_l the per-layer blocks (N C x N C, sample-major), H the loss's
+per-sample output Hessian and r its residual, Delta theta_l = -lr J_l^T v_l with
     damped (rho > 0):  [(S (x) I) blockdiag(H Theta_l) + N rho I] v = 1 (x) r,
-    rho -> 0:          the limit, the minimum-norm step F_S^+ grad with F_S = Jb^T (S (x) H) Jb,
-                       Jb = blockdiag(J_l), grad = Jb^T (1 (x) r).
-With every block positive definite the limit is: minimise sum_l w_l^T Theta_l^{-1} w_l
-(w_l = Theta_l v_l) subject to (S (x) H) w = 1 (x) r. The null space of H (softmax: the all-ones
-logit shift of each sample) is removed by projecting onto U = I_N (x) U_C (U_C an orthonormal
-basis of range(H_n), `Loss.basis`): the problem becomes the MSE pattern problem on U^T Theta_l U
-with right-hand side x = U^T H^+ r, solved as
-    w = c (x) x + sum_j n_j (x) z_j,  v_l = Theta_l^{-1} w_l,  c = S^+ 1, n_j spanning null(S),
-with z minimising sum_l w_l^T Theta_l^{-1} w_l (Cholesky). When a block is singular the limit
-depends on H itself: with D = H^{1/2} (projected) and K = blockdiag(D Theta_l D),
-    v = D K^{+1/2} [K^{1/2} (S (x) I) K^{1/2}]^+ K^{1/2} (1 (x) D x)     (`_pinv_limit`).
-Rank cuts and the positive-definiteness test follow the dtype (`linalg.rank_rtol`). Exact NGD
-(S = 1 1^T) is one block, the total kernel, whose v every layer shares.
+    rho -> 0:          the minimum-norm step F_S^+ grad, F_S = Jb^T (S (x) H) Jb.
+With positive-definite blocks the limit is w = c (x) x + sum_j n_j (x) z_j, v_l = Theta_l^{-1}
+w_l (c = S^+ 1, n_j spanning null(S), z by Cholesky; x = U^T H^+ r on U = I_N (x) U_C, U_C a basis
+of range(H_n)); with a singular block `_pinv_limit` (docs/theory.md). Rank cuts and the
+positive-definiteness test follow the dtype. Exact NGD is one block, the total kernel.
 """
 from __future__ import annotations
 
@@ -29,25 +20,19 @@ import numpy as np
 from .. import linalg
 from .._checks import TheoryConditionWarning
 from ..dynamics.base import hessian_rows
-from ._layers import psd_root
+from ._layers import block_diag, psd_root
 from .patterns import ones_in_range, range_weights
 
 
 def is_exact(S: np.ndarray) -> bool:
+    """Whether S = 1 1^T (exact NGD: one block, the total kernel)."""
     return S.shape[0] == 1 or bool(np.all(S == 1))
 
 
-def assemble(S: np.ndarray, mats: jnp.ndarray) -> jnp.ndarray:
-    """The (L m, L m) matrix with block (i, j) = S_ij mats_j."""
-    L, m, _ = mats.shape
-    return jnp.einsum("ij,jab->iajb", jnp.asarray(S, mats.dtype), mats).reshape(L * m, L * m)
-
-
 def cholesky_per_block(blocks: jnp.ndarray):
-    """Upper Cholesky factors u (L, m, m) of the symmetrized blocks (u^T u = block:
-    `linalg.cholesky_upper`, solved with `linalg.cho_solve_upper`) and, per block, whether it is
-    numerically positive definite (condition number below ~1/rank_rtol of the dtype: min/max of
-    diag(u) above sqrt(rtol))."""
+    """Upper Cholesky factors u (L, m, m) of the symmetrized blocks (u^T u = block,
+    `linalg.cholesky_upper`) and, per block, whether it is numerically positive definite
+    (`linalg.factor_is_pd` at the dtype's rank_rtol)."""
     rtol = linalg.rank_rtol(blocks.dtype)
     # one factorization per block: faster than the batched one on CPU
     c = jnp.stack([linalg.cholesky_upper(b, symmetrize=True) for b in blocks])
@@ -83,12 +68,9 @@ def has_null_space(S: np.ndarray) -> bool:
 
 
 def _eigen_system(blocks: jnp.ndarray, S: np.ndarray, rhs: jnp.ndarray):
-    """The reduced system of `_pinv_limit` in each block's eigenbasis Theta_l = u_l diag(w_l)
-    u_l^T, s_l = sqrt(w_l) on the kept spectrum (per-block rank cut, `linalg.kept_spectrum`):
-    B_lk = S_lk diag(s_l) u_l^T u_k diag(s_k) (= K^{1/2} (S (x) I) K^{1/2} in these coordinates)
-    and y_l = diag(s_l) u_l^T rhs (= K^{1/2} (1 (x) rhs)). Returns (u, 1/s on the kept spectrum
-    and 0 elsewhere, B's eigenvalues, eigenvectors and kept mask (|lambda| above the dtype's
-    relative cut), y)."""
+    """The system of `_pinv_limit` in each block's eigenbasis Theta_l = u_l diag(s_l^2) u_l^T
+    (per-block rank cut): B_lk = S_lk diag(s_l) u_l^T u_k diag(s_k) and y_l = diag(s_l) u_l^T rhs.
+    Returns (u, 1/s (0 off the kept spectrum), B's eigenvalues, eigenvectors, kept mask, y)."""
     L, m, _ = blocks.shape
     rtol = linalg.rank_rtol(blocks.dtype)
     w, u, keep = linalg.kept_spectrum(linalg.symmetrized(blocks))
@@ -103,15 +85,12 @@ def _eigen_system(blocks: jnp.ndarray, S: np.ndarray, rhs: jnp.ndarray):
 
 def _pinv_limit(blocks: jnp.ndarray, S: np.ndarray, rhs: jnp.ndarray,
                 root=None) -> jnp.ndarray:
-    """rho -> 0 limit when a block is singular: the minimum-norm step F_S^+ grad in dual form,
-        v = K^{+1/2} [K^{1/2} (S (x) I) K^{1/2}]^+ K^{1/2} (1 (x) rhs),  K = blockdiag(Theta_l)
-    (with Jb = blockdiag(J_l) = K^{1/2} W^T, F_S = Jb^T (S (x) I) Jb and grad = Jb^T (1 (x) g),
-    Jb^T v = F_S^+ grad exactly), as v_l = u_l diag(1/s_l) (B^+ y)_l (`_eigen_system`; B's
-    non-zero eigenvalues are F_S's, so its cut is the brute-force pinv's). root: per-sample
-    symmetric roots D_n = H_n^{1/2} (n, k, k) of a loss Hessian (None: H = I); then
-    F_S = Jb^T (S (x) H) Jb, solved on D Theta_l D with rhs D x (x = H^+ r) and v = D v'."""
+    """rho -> 0 limit with a singular block: the minimum-norm step F_S^+ grad in dual form,
+        v = K^{+1/2} [K^{1/2} (S (x) I) K^{1/2}]^+ K^{1/2} (1 (x) rhs),  K = blockdiag(Theta_l),
+    as v_l = u_l diag(1/s_l) (B^+ y)_l (`_eigen_system`: B's non-zero eigenvalues are F_S's). root:
+    per-sample Hessian roots D_n = H_n^{1/2} (None: H = I), then solved on D Theta_l D, rhs D x."""
     if root is not None:
-        dmat = _block_diag(root)
+        dmat = block_diag(root)
         blocks = jnp.einsum("ab,lbc,cd->lad", dmat, blocks, dmat)
         rhs = dmat @ rhs
     v = _solve_system(_eigen_system(blocks, S, rhs))
@@ -124,12 +103,6 @@ def _solve_system(system) -> jnp.ndarray:
     inv_lam = jnp.where(kept, 1.0 / jnp.where(kept, lam, 1.0), 0.0)
     z = (q @ (inv_lam[:, None] * (q.T @ y))).reshape(u.shape[0], u.shape[1], -1)
     return jnp.einsum("lai,li,lik->lak", u, inv_s, z)
-
-
-def _block_diag(root: jnp.ndarray) -> jnp.ndarray:
-    """blockdiag_n(root_n) (n k, n k) of per-sample (n, k, k) matrices."""
-    n, k, _ = root.shape
-    return jnp.einsum("ab,aij->aibj", jnp.eye(n, dtype=root.dtype), root).reshape(n * k, n * k)
 
 
 def _outside_range(system) -> bool:
@@ -145,11 +118,9 @@ def _outside_range(system) -> bool:
 
 def limit_duals(blocks: jnp.ndarray, S: np.ndarray, rhs: jnp.ndarray, factors=None,
                 root=None) -> jnp.ndarray:
-    """rho -> 0 duals (L, m, K) for right-hand sides rhs (m, K): Cholesky minimum norm when every
-    block is positive definite, F_S^+ grad by `_pinv_limit` otherwise (chosen on device by
-    lax.cond under jit, by a host branch on concrete arrays). factors: (chol, all blocks
-    positive definite); root: a callable giving the per-sample Hessian roots for `_pinv_limit`
-    (evaluated only on that branch; None: H = I)."""
+    """rho -> 0 duals (L, m, K) for rhs (m, K): Cholesky minimum norm when every block is positive
+    definite, else `_pinv_limit` (lax.cond under jit, a host branch otherwise). factors: (chol, all
+    positive definite); root: a callable giving the Hessian roots (None: H = I)."""
     if factors is None:
         chol, ok = cholesky_per_block(blocks)
         factors = chol, jnp.all(ok)
@@ -171,11 +142,9 @@ def _projected_hessian_root(loss, f: jnp.ndarray, uc: np.ndarray) -> jnp.ndarray
 
 def pattern_duals(blocks: jnp.ndarray, S: np.ndarray, n_samples: int, damping: float,
                   rhs: jnp.ndarray, factors=None) -> tuple[jnp.ndarray, list[str]]:
-    """MSE duals v (L, m, K) of pattern S for right-hand sides rhs (m, K), and notes on the theory
-    conditions (each failed one warned as a TheoryConditionWarning). Eager (function-space
-    operators, rhs = I); `loss_duals` is the jittable per-residual form of the same solve.
-    damping rho adds N rho I in the dual space; factors: (chol, per-block ok) from
-    `cholesky_per_block`, shared between methods (ntkngd.methods._cache)."""
+    """MSE duals v (L, m, K) of pattern S for rhs (m, K) and notes on the theory conditions (each
+    failed one warned, TheoryConditionWarning); eager (`loss_duals` is the jittable form). damping
+    rho adds N rho I in the dual space; factors: (chol, per-block ok) (ntkngd.methods._cache)."""
     notes = []
     if not ones_in_range(S):
         msg = "1 is not in the range of the block pattern S: the undamped update does not exist"
@@ -204,7 +173,8 @@ def pattern_duals(blocks: jnp.ndarray, S: np.ndarray, n_samples: int, damping: f
 def damped_duals(hblocks: jnp.ndarray, S: np.ndarray, shift, rhs: jnp.ndarray) -> jnp.ndarray:
     """[(S (x) I) blockdiag(hblocks) + shift I] v = 1 (x) rhs, v (L, m, K)."""
     L, m, _ = hblocks.shape
-    big = assemble(S, hblocks) + shift * jnp.eye(L * m, dtype=hblocks.dtype)
+    big = jnp.einsum("ij,jab->iajb", jnp.asarray(S, hblocks.dtype), hblocks).reshape(L * m, L * m)
+    big = big + shift * jnp.eye(L * m, dtype=hblocks.dtype)
     return jnp.linalg.solve(big, jnp.tile(rhs, (L, 1))).reshape(L, m, -1)
 
 

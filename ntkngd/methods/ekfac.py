@@ -1,26 +1,15 @@
 """E-KFAC, eigenvalue-corrected K-FAC (George et al., NeurIPS 2018): K-FAC's Kronecker eigenbasis
 with the Fisher's own diagonal in it as the scales.
 
-Per trainable layer (ntkngd.methods._layers: h, delta with positions; rooted derivatives
-dr = H_n^{1/2} delta), K-FAC's factors A = (1/N) sum_(n,s) h h^T and B = (1/N) sum_(n,c,s) dr dr^T
-have eigenbases U_A, U_B (right singular vectors of the stacked rows: no squared condition
-number; directions below the dtype's rank cut `linalg.rank_rtol` dropped). In that basis
+Per layer (`_layers`: h, delta, rooted dr = H_n^{1/2} delta) the eigenbases U_A, U_B of K-FAC's
+factors are the right singular vectors of the stacked h and dr rows (directions below the dtype's
+`linalg.rank_rtol` dropped; the dropped null spaces carry no gradient), and
     s_ij = (1/N) sum_(n,c) (sum_s (U_A^T h)_j (U_B^T dr)_i)^2,
-    d[W_l; b_l] = U_A [ (U_A^T G_l U_B) / (s + rho) ] U_B^T,
-the pseudo-inverse on zero scales (s <= rank_rtol x max s) at rho = 0. Everything acts on the
-rotated features U_A^T h (rank <= N S) and U_B^T delta (rank <= N C S): at width M >> N the step
-costs one wide product more than the gradient. The directions outside the kept bases carry no
-gradient (G = h^T e lies in range(A) x range(B)), so the update does not depend on how the null
-spaces are completed.
-
-Function space (MSE): G = sum_l J_l P_l J_l^T / N = sum_l (1/N) Jr_l diag(1/(s + rho)) Jr_l^T with
-the rotated Jacobian Jr[(n, c), (j, i)] = sum_s (U_A^T h)_j (U_B^T delta)_i, which depends only on
-the Grams of h and delta: Jr = (V_Q W_Q^{1/2}) x (V_B W_B^{1/2}) for a dense layer. So the same
-formula on infinite-width kernels (Q_l, B_l; C = 1, or B_l (x) I_C with its Kronecker eigenbasis)
-is the wide limit, reached as the Grams converge (M^{-1/2}) while their eigenvalues stay distinct.
-Trace identity (rho = 0): tr G = sum_l #{s_ij > 0}, so alpha = sum_l rank(A_l) rank(B_l) / (N C)
-when every scale is non-zero: (L - 2) N + min(N, d + 1) + 1 for an MLP with C = 1 and M >= N,
-K-FAC's literal alpha, independent of width (lr = 1/alpha does not shrink with width).
+    d[W_l; b_l] = U_A [ (U_A^T G_l U_B) / (s + rho) ] U_B^T
+(pseudo-inverse on zero scales at rho = 0), all on the rotated features (rank <= N S, N C S).
+Function space (MSE): G = sum_l (1/N) Jr_l diag(1/(s + rho)) Jr_l^T depends only on the Grams of h
+and delta, so the same formula on infinite-width kernels (Q_l, B_l) is the wide limit. At rho = 0
+tr G = #{s_ij > 0}: alpha = (L - 2) N + min(N, d + 1) + 1 for an MLP with C = 1, M >= N.
 """
 from __future__ import annotations
 
@@ -85,10 +74,8 @@ def _rotated_features(K, l: int):
         return ha, db, ht @ ua, dt @ ub
     ha, hat = _gram_features(K.fwd_train[l], K.fwd_test[l] if K.has_test else None)
     db, dbt = _gram_features(K.bwd_train[l], K.bwd_test[l] if K.has_test else None)
-    out = (ha[:, None, :], db.reshape(K.n_train, 1, 1, -1))
-    if not K.has_test:
-        return out + (None, None)
-    return out + (hat[:, None, :], dbt.reshape(K.n_test, 1, 1, -1))
+    test = (hat[:, None, :], dbt.reshape(K.n_test, 1, 1, -1)) if K.has_test else (None, None)
+    return (ha[:, None, :], db.reshape(K.n_train, 1, 1, -1)) + test
 
 
 def operator(K, damping: float = 0.0) -> Operator:

@@ -1,33 +1,23 @@
 """K-FAC: F_l ~ A_l (x) B_l with A = sum_(n,s) Ht Ht^T / N over the layer's input patches (bias
-column last, scaled as the forward pass) and B = sum_((n,c),s) D D^T / (N S) over its backprops; a
-dense layer (S = 1) is the usual K-FAC, a convolution KFC (Grosse & Martens 2016).
+column last) and B = sum_((n,c),s) D D^T / (N S) over its backprops; a dense layer (S = 1) is the
+usual K-FAC, a convolution KFC (Grosse & Martens 2016). Damping is factored Tikhonov,
+(A + lam I) (x) (B + lam I) with lam = sqrt(rho); lam = 0 gives pseudo-inverses cut at the dtype's
+`linalg.rank_rtol`, the same in the primal and the dual form (same non-zero eigenvalues).
 
-Damping is factored Tikhonov: (A + lam I) (x) (B + lam I) with lam = sqrt(rho). With the spatial
-Grams Q = Ht Ht^T (N S x N S) and Bs = D D^T (N C S x N C S), push-through gives
+Function space (MSE; docs/theory.md): with the spatial Grams Q = Ht Ht^T and Bs = D D^T,
     G_l[(n, c), (n', c')] = N S sum_{s, s'} [Q (Q + N lam)^+]_{(n s), (n' s')}
                                             [Bs (Bs + N S lam)^+]_{((n c) s), ((n' c') s')},
-lam = 0 giving projectors (pseudo-inverses). For dense layers this is
-    J_l F_l^{-1} J_l^T / N = N [Q_l (Q_l + N lam I)^{-1}] o [DD^T (DD^T + N lam I)^{-1}],
-and the output layer (DD^T = 1 1^T (x) I_C) contributes the projector of Q_L, so with full-rank
-factors (N <= d for the first layer, N C <= widths) G = (N (L - 1) + 1) I (literal K-FAC; the
-paper rescales the output layer to get N L). Test operator: the same with the test rows on the left.
-At infinite width (MLPs) DD^T = B_l (x) I_C.
+for dense layers N [Q_l (Q_l + N lam)^{-1}] o [DD^T (DD^T + N lam)^{-1}], so with full-rank
+factors G = (N (L - 1) + 1) I (literal K-FAC; the output layer contributes its projector).
 
-Parameter space, for any loss (R = blockdiag(H_n^{1/2}), z = R H^+ r, rooted backprops R D): with
-the augmented weight [W_l; b_l] (k x M) and E[n, s] = sum_c z[n, c] (R D)[(n, c), s] the gradient is
-Ht^T E / N, and
-    d[W_l; b_l] = (A + lam)^+ (Ht^T E / N) (B + lam)^+,
-each factor applied in whichever form is smaller: the primal k x k (M x M) Gram or, by Woodbury,
-the dual N S x N S (N C S x N C S) one: (A + lam)^+ Ht^T = N Ht^T (Q + N lam)^+. With both duals the
-update is Ht^T A_l with the signal A_l = N S (Q + N lam)^+ P (Bs + N S lam)^+ (R D) (P: z on the
-diagonal of samples and positions), one wide product for a wide MLP layer. Pseudo-inverses (lam =
-0) cut at the dtype's `linalg.rank_rtol`, the same in both forms (same non-zero eigenvalues).
+Parameter space, any loss (R = blockdiag(H_n^{1/2}), z = R H^+ r, E[n, s] = sum_c z[n, c]
+(R D)[(n, c), s]): d[W_l; b_l] = (A + lam)^+ (Ht^T E / N) (B + lam)^+, each factor applied in the
+smaller of its primal (k x k, M x M) and dual (N S, N C S; Woodbury) forms.
 """
 from __future__ import annotations
 
 import warnings
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -36,7 +26,6 @@ from .._checks import TheoryConditionWarning
 from ..dynamics.linear import Operator
 from ..linalg import serial_blas
 from ..networks.empirical import contract
-from ..networks.kernels import require_features
 from . import _layers
 from ._factors import (  # noqa: F401 (_factor_terms, _feature_terms: read by the tests here)
     _add_product, _expand, _factor_terms, _feature_terms, _hadamard, _layer_features,
@@ -74,33 +63,28 @@ def _layer(ht, dr, z, lam: float, primal: bool):
 
 
 def _rooted_problem(K, damping, f, y, loss):
-    """(lam, z = R H^+ r (N, C), rooted backprops R D per layer) for any loss."""
-    lam = float(np.sqrt(damping))
+    """(lam, z = R H^+ r (N, C), [(Ht_l, rooted backprops R D_l (N C, S, M))]) for any loss."""
     x = loss.pinv_residual(f, y)
     root = _layers.hessian_root(loss, f)
     z = x if root is None else jnp.einsum("ncd,nd->nc", root, x)
-    dss = [d if root is None else
-           _layers.rooted(d.reshape(K.n_train, K.out_dim, *d.shape[1:]), root).reshape(d.shape)
-           for d in K.backprops_train]
-    return lam, z.astype(dss[0].dtype), dss
+    layers = [(h, _layers.rooted(d, root).reshape(-1, *d.shape[2:])) for h, d in _layers.layers(K)]
+    return float(np.sqrt(damping)), z.astype(layers[0][1].dtype), layers
 
 
 def signals(K, damping, f, y, loss) -> list:
     """Per-layer signals A_l (N, S, M) of K-FAC for any loss (jax.numpy, jittable), so that
     d[W_l; b_l] = Ht_l^T A_l (both factors in their dual form)."""
-    require_features(K, "a K-FAC parameter-space update")
-    lam, z, dss = _rooted_problem(K, damping, f, y, loss)
-    return [_layer(ht, dr, z, lam, False) for ht, dr in zip(K.layer_inputs_train, dss)]
+    lam, z, layers = _rooted_problem(K, damping, f, y, loss)
+    return [_layer(ht, dr, z, lam, False) for ht, dr in layers]
 
 
 def update(K, damping, f, y, loss) -> list:
     """Per-layer d[W_l; b_l] of K-FAC for any loss (jax.numpy, jittable): each layer's input
     factor in the primal form when it is smaller (k < N S: convolutions, narrow inputs), else
     through the signal."""
-    require_features(K, "a K-FAC parameter-space update")
-    lam, z, dss = _rooted_problem(K, damping, f, y, loss)
+    lam, z, layers = _rooted_problem(K, damping, f, y, loss)
     out = []
-    for ht, dr in zip(K.layer_inputs_train, dss):
+    for ht, dr in layers:
         primal = ht.shape[2] < ht.shape[0] * ht.shape[1]
         out.append(_layer(ht, dr, z, lam, True) if primal else
                    contract((ht,), (_layer(ht, dr, z, lam, False),))[0])
@@ -108,6 +92,7 @@ def update(K, damping, f, y, loss) -> list:
 
 
 def operator(K, damping: float = 0.0) -> Operator:
+    """K-FAC's MSE function-space operator G (and G'); KFC when a layer has several positions."""
     if K.bwd_train is None:
         raise ValueError("K-FAC needs per-layer forward and backward kernels: finite-width "
                          "(empirical) kernels, or infinite-width kernels of an MLP")
@@ -136,9 +121,8 @@ def _operator(K, damping: float) -> Operator:
     ranks_q, ranks_b = [], []
     shift = n * float(np.sqrt(damping))
     for l in range(L):     # same factors as `signals`, applied by solves (no inverse)
-        qt = bt = None
-        if K.has_test:
-            qt, bt = jnp.asarray(K.fwd_test[l]), jnp.asarray(K.bwd_test[l])
+        qt, bt = (jnp.asarray(K.fwd_test[l]), jnp.asarray(K.bwd_test[l])) if K.has_test else \
+            (None, None)
         # The first layer's input Gram has rank <= d + 1 (inputs and bias).
         known_deficient = l == 0 and 0 < K.input_dim and n > K.input_dim + 1
         factor = _shared_factor(K, l, fwd[l]) if shift == 0 and not known_deficient else None
@@ -156,8 +140,7 @@ def _operator(K, damping: float) -> Operator:
             dense_sum = _add_product(dense_sum, term, 1.0, float(n))
         if K.has_test:
             test = _add_product(test, _expand(pq_t, c), pb_t, float(n))
-    train = jnp.diag(diag_sum) if dense_sum is None else \
-        dense_sum + jnp.diag(diag_sum)
+    train = jnp.diag(diag_sum) if dense_sum is None else dense_sum + jnp.diag(diag_sum)
     hidden_full = all(rb == m for rb in ranks_b[:-1])
     first_full = ranks_q[0] == n
     conditions = {
@@ -202,10 +185,8 @@ def _kfc_operator(K, damping: float) -> Operator:
         ht, d = K.layer_inputs_train[l], K.backprops_train[l]
         s = ht.shape[1]
         hf, df = ht.reshape(n * s, -1), d.reshape(n * c * s, -1)
-        hft = dft = None
-        if K.has_test:
-            hft = K.layer_inputs_test[l].reshape(-1, hf.shape[1])
-            dft = K.backprops_test[l].reshape(-1, df.shape[1])
+        hft, dft = (K.layer_inputs_test[l].reshape(-1, hf.shape[1]),
+                    K.backprops_test[l].reshape(-1, df.shape[1])) if K.has_test else (None, None)
         pq, pq_t, _ = _terms(hf @ hf.T, None if hft is None else hft @ hf.T, n * lam, (hf, hft),
                              dtype)
         pb, pb_t, _ = _terms(df @ df.T, None if dft is None else dft @ df.T, n * s * lam,

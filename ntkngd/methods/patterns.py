@@ -1,12 +1,9 @@
 """Layer block patterns of the Fisher: exact NGD, block diagonal, block tri-diagonal, any S.
 
-With S the L x L 0/1 pattern of kept Fisher blocks, F_S = Jb^T (S (x) I) Jb / N, and the update is
+S is the L x L 0/1 pattern of kept Fisher blocks, F_S = Jb^T (S (x) I) Jb / N; the update is
     Delta theta_l = -lr J_l^T v_l,   [(S (x) I) blockdiag(Theta_l) + N rho I] v = 1 (x) g,
-so Delta f = -lr sum_l Theta_l v_l (push-through identity; no P x P matrix). With rho = 0 the
-limit rho -> 0 is taken: the parameter-space minimum-norm solution (docs/theory.md), computed as
-    w = c (x) g + sum_j n_j (x) z_j,   v_l = Theta_l^{-1} w_l,   c = S^+ 1, n_j spanning null(S),
-with z minimising sum_l w_l^T Theta_l^{-1} w_l. On the training points G = (1^T S^+ 1) I.
-This module holds the patterns; the solves are ntkngd.methods.dual_solve (jax.numpy).
+so Delta f = -lr sum_l Theta_l v_l, with rho = 0 the minimum-norm limit (docs/theory.md) and
+G = (1^T S^+ 1) I on the training points. The solves are ntkngd.methods.dual_solve.
 """
 from __future__ import annotations
 

@@ -1,22 +1,12 @@
-"""Shampoo (Gupta, Koren & Singer, 2018) with the statistics of the current full batch (the
-paper's setting has no mini-batches): per trainable layer, with the gradient G_l (k x M) as a
-matrix, L_l = G G^T, R_l = G^T G and eps = damping,
-    d[W_l; b_l] = (L_l + eps I)^(-e) G_l (R_l + eps I)^(-e),        e = 1/4 by default.
-With the thin SVD G = U diag(sigma) V^T this is U diag(sigma (sigma^2 + eps)^(-2e)) V^T exactly
-(the null spaces of L and R carry no gradient), computed in that form, without cancellation: at
-eps = 0 and e = 1/4 it is the polar factor U V^T (the orthogonalized update popularised by Muon),
-singular values below the dtype's rank cut (sigma^2 <= `linalg.rank_rtol` x sigma_max^2)
-dropped. e = 1/2 gives U diag(sigma / (sigma^2 + eps)) V^T, at eps = 0 the transposed
-pseudo-inverse (G^+)^T: register it with `method(exponent=0.5, name=...)`.
-
-G = h^T e (rows: samples x positions, `_layers.gradient`) has rank <= N S, so for wide layers the
-SVD is taken of the (N S) x (N S) core R_h R_e^T of the thin QR factors h^T = Q_h R_h,
-e^T = Q_e R_e, and the update is one wide product (Q_h U_c) diag(.) (V_c^T Q_e^T).
-
-Shampoo uses the gradient only (no output Hessian: the same for every loss). Its output change
-is not linear in the residual (at eps = 0 it is invariant to rescaling r): no fixed
-function-space operator exists, so `operator` raises, and ntkngd.train reports it like K-FAC under
-cross-entropy, with the per-step alpha fit and deviation of J d from alpha H^+ r.
+"""Shampoo (Gupta, Koren & Singer, 2018) with full-batch statistics: per layer, with the gradient
+G_l (k x M), L_l = G G^T, R_l = G^T G, eps = damping and the thin SVD G = U diag(sigma) V^T,
+    d[W_l; b_l] = (L + eps I)^(-e) G_l (R + eps I)^(-e) = U diag(sigma (sigma^2 + eps)^(-2e)) V^T
+(e = 1/4 by default: at eps = 0 the polar factor U V^T, as in Muon; e = 1/2 via
+`method(0.5, name)`), singular values with sigma^2 <= `linalg.rank_rtol` x sigma_max^2 dropped.
+G = h^T e has rank <= N S: wide layers take the SVD of the core of the thin QR factors of h^T
+and e^T. Gradient only (the same for every loss). The output change is not linear in the
+residual: no function-space operator (`operator` raises) and no infinite-width prediction;
+ntkngd.train logs the per-step alpha fit and deviation of J d from alpha H^+ r.
 """
 from __future__ import annotations
 

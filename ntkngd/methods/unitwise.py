@@ -1,26 +1,18 @@
-"""Unit-wise Fisher: one block per unit i of layer l (its incoming weights and bias).
+"""Unit-wise Fisher: one block per unit i of layer l (its incoming weights and bias); channel-wise
+on layers with several positions (one block per output channel).
 
-Theta_{l,i} = D_i K_{l-1} D_i with D_i = diag(df/du_{l,i}(x_n)); Theta_{l,i} Theta_{l,i}^+ projects
-onto the samples where unit i is active, so G is diagonal with entry n = number of active
-(unit, layer) pairs. As M -> infinity: G = alpha I with
-    alpha = gamma sum_{l < L} M_l / C + 1,
-gamma = fraction of active units (1/2 ReLU, 1 erf). For C > 1 each hidden unit projects, per sample,
-onto one direction in output space (isotropic at infinite width), hence the 1/C; the output layer
-contributes exactly 1. Needs every K_{l-1} invertible on the active sets (first layer: N <= d).
-On infinite-width kernels only this training operator exists (rho -> 0); the test operator needs the
-finite-width per-unit kernels.
+Theta_{l,i} = D_i K_{l-1} D_i with D_i = diag(df/du_{l,i}(x_n)) projects onto the samples where
+unit i is active, so G is diagonal; as M -> infinity G = alpha I with alpha = gamma sum_{l<L} M_l
+/ C + 1 (gamma: fraction of active units; docs/theory.md), if every K_{l-1} is invertible on the
+active sets (first layer: N <= d). Infinite-width kernels give only this training operator.
 
-Finite width (empirical kernels with layer inputs Ht_l and backprops D_l): unit i of layer l owns
-column i of the augmented weight [W_l; b_l]; its Jacobian rows are Ht_l[n] D_l[(n, c), i], so
-    Theta_{l,i} = (d_i d_i^T) o (Q_l (x) 1 1^T),   d_i = D_l[:, i]  (N C),
-and with the parameter-space damping rho (dual shift s = N rho, as for the block patterns)
-    v_{l,i} = (Theta_{l,i} + s I)^+ g,   d[W_l; b_l][:, i] = sum_(n,c) v_{l,i}[(n,c)] d_i[(n,c)] Ht_l[n],
-    G = sum_{l,i} Theta_{l,i} (Theta_{l,i} + s I)^+,  G' = sum_{l,i} Theta_{l,i}(X', X) (...)^+.
-The per-unit solves are batched (chunks of units, jax.numpy in the kernels' dtype). Units with d_i = 0 (inactive on
-every sample) contribute nothing and are skipped. With s = 0 the pseudo-inverse (eigh) is used:
-exact but slow for wide layers, and at finite width nearly singular blocks give huge updates
-(update norm ~ lambda_min(Theta_{l,i})^{-1/2}); `default_damping(K)` (dual shift = 3e-4 x the mean
-per-unit block diagonal) is what every entry point uses for unit_wise when damping=None.
+Finite width: unit i of layer l owns column i of [W_l; b_l], Theta_{l,i} = (d_i d_i^T) o
+(Q_l (x) 1 1^T) with d_i = D_l[:, i], and with the dual shift s = N rho
+    v_{l,i} = (Theta_{l,i} + s I)^+ g,
+    d[W_l; b_l][:, i] = sum_(n,c) v_{l,i}[(n,c)] d_i[(n,c)] Ht_l[n],
+    G = sum_{l,i} Theta_{l,i} (Theta_{l,i} + s I)^+,  G' likewise with Theta_{l,i}(X', X),
+solved in batched chunks of units (inactive units skipped). At s = 0 nearly singular blocks give
+huge updates; `default_damping(K)` is what every entry point uses when damping=None.
 """
 from __future__ import annotations
 
@@ -41,6 +33,7 @@ from ._cache import first_layer_pd
 
 
 def predicted_alpha(net) -> float:
+    """The infinite-width alpha = gamma sum_l M_l / C + 1 of an MLP (module docstring)."""
     return float(net.gamma * sum(net.widths) / net.out_dim + 1.0)
 
 
@@ -50,26 +43,16 @@ DEFAULT_RELATIVE_DAMPING = 3e-4
 
 def default_damping(K):
     """The one unit-wise damping rule: dual shift N rho = 3e-4 x the mean diagonal of a per-unit
-    block, mean diag(Theta) / U with U = sum_l M_l the number of units (hidden and output), i.e.
-    rho = 3e-4 mean diag(Theta) / (U N).
-
-    Chosen in experiments/unitwise_damping.py (digits 0 vs 1, N = 40, L = 3 ReLU, widths
-    256-4096): the shift that minimizes the worst one-step loss L_1 / L_0 at lr = 1/alpha over
-    the widths (0.018, 0.012, 0.0062, 0.0045 at widths 256, 1024, 2048, 4096; undamped: 13, 1.1,
-    2.2). Being relative to the per-unit scale (Theta_{l,i} ~ Theta_l / M_l), it lowers alpha by
-    the same 9% at every width, where a shift relative to mean diag(Theta) alone lowers it more
-    the wider the network (1e-6 of it: 11% at width 256, 24% at 2048). See docs/theory.md.
-    A float, or a traced scalar inside jax.jit (the jitted update resolves damping=None on
-    device)."""
+    block, mean diag(Theta) / U (U = sum_l M_l units, hidden and output), i.e. rho = 3e-4 mean
+    diag(Theta) / (U N): relative to the per-unit scale, it lowers alpha by the same 9% at every
+    width (chosen in experiments/unitwise_damping.py; docs/theory.md). A float, or a traced
+    scalar inside jax.jit (the jitted update resolves damping=None on device); 0 on
+    infinite-width kernels (the damping -> 0 limit is the only case with a theory)."""
+    if K.kron_outputs:
+        return 0.0
     units = sum(K.network.widths) + K.network.out_dim
     val = DEFAULT_RELATIVE_DAMPING * jnp.mean(jnp.diagonal(K.ntk_train)) / (units * K.n_train)
     return val if isinstance(val, jax.core.Tracer) else float(val)
-
-
-def _chunks(idx: np.ndarray, size: int, itemsize: int):
-    step = max(1, _CHUNK_BYTES // (itemsize * size))
-    for s in range(0, len(idx), step):
-        yield idx[s:s + step]
 
 
 def _spatial_gram(ht, ht2, c: int):
@@ -89,10 +72,7 @@ def _unit_blocks(qe, dl, dr):
 def _pinv_batch(theta: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Batched pseudo-inverses and range projectors of PSD blocks (k, m, m) (eigh, dtype rank
     cut `linalg.rank_rtol`)."""
-    w, u = jnp.linalg.eigh(theta)
-    w = jnp.clip(w, 0.0, None)
-    keep = w > linalg.rank_rtol(theta.dtype) * jnp.maximum(w.max(-1, keepdims=True),
-                                                           jnp.finfo(w.dtype).tiny)
+    w, u, keep = linalg.kept_spectrum(linalg.symmetrized(theta))
     inv = jnp.where(keep, 1.0 / jnp.where(keep, w, 1.0), 0.0)
     ut = jnp.swapaxes(u, 1, 2)
     return (u * inv[:, None, :]) @ ut, (u * keep[:, None, :].astype(u.dtype)) @ ut
@@ -109,15 +89,13 @@ def _finite_operator(K, damping: float):
     for l in range(K.depth):
         ht, d = K.layer_inputs_train[l], jnp.asarray(K.backprops_train[l])
         s = ht.shape[1]
-        qe = _spatial_gram(ht, ht, c) if s > 1 else \
-            expand_outputs(jnp.asarray(K.fwd_train[l]), c)[:, None, :, None]
+        qe = _spatial_gram(ht, ht, c)
         active = np.flatnonzero(np.any(np.asarray(d) != 0, axis=(0, 1)))
         if test is not None:
-            hs = K.layer_inputs_test[l]
-            qt = _spatial_gram(hs, ht, c) if s > 1 else \
-                expand_outputs(jnp.asarray(K.fwd_test[l]), c)[:, None, :, None]
+            qt = _spatial_gram(K.layer_inputs_test[l], ht, c)
             dt = jnp.asarray(K.backprops_test[l])
-        for idx in _chunks(active, m * m * s, dtype.itemsize):
+        step = max(1, _CHUNK_BYTES // (dtype.itemsize * m * m * s))
+        for idx in (active[i:i + step] for i in range(0, len(active), step)):
             theta = _unit_blocks(qe, d[..., idx], d[..., idx])
             if shift > 0:
                 theta_s = theta + shift * jnp.eye(m, dtype=dtype)
@@ -146,14 +124,10 @@ def active_counts(K) -> np.ndarray:
 def signals(K, damping, f, y, loss) -> list:
     """Per-layer signals A_l (N, S, M_l) of the unit-wise update for any loss (jax.numpy,
     jittable): column i of [W_l; b_l] gets Ht_l^T A_l[..., i]. One position: with d_ni =
-    D_l[(n, :), i] (C-vector), h_ni = d_ni^T H_n d_ni and a_ni = d_ni . r_n, push-through and
-    Woodbury give per unit
-        (N rho I + diag(h_i) Q_l) A_l[:, i] = a_i                       (rho > 0),
-    solved in the symmetric positive definite form A_i = sqrt(h_i) o w_i,
-        (N rho I + diag(sqrt h_i) Q_l diag(sqrt h_i)) w_i = a_i / sqrt(h_i)   (batched Cholesky),
-    and for rho = 0 (MSE only) the pseudo-inverse limit A_i = sqrt(h_i) o M_i^+ (a_i / sqrt(h_i)),
-    M_i = diag(sqrt h_i) Q_l diag(sqrt h_i) (an N x N eigendecomposition per unit). Several
-    positions (channel-wise): the N C x N C form `_channel_signals`."""
+    D_l[(n, :), i], h_ni = d_ni^T H_n d_ni and a_ni = d_ni . r_n, per unit
+    (N rho I + diag(h_i) Q_l) A_l[:, i] = a_i, solved as A_i = sqrt(h_i) o w_i with the SPD
+    M_i = N rho I + diag(sqrt h_i) Q_l diag(sqrt h_i), M_i w_i = a_i / sqrt(h_i) (`_damped_units`;
+    rho = 0, MSE only: M_i^+, `_pinv_units`). Several positions: `_channel_signals`."""
     require_features(K, "a unit-wise parameter-space update")
     positive = isinstance(damping, jax.core.Tracer) or damping > 0   # traced: the default > 0
     if not positive and not loss.identity_hessian:
@@ -188,8 +162,7 @@ def _channel_signals(ht, d, loss, f, y, shift, positive: bool):
     qe = _spatial_gram(ht, ht, c)
     x = loss.pinv_residual(f, y).astype(d.dtype).reshape(-1)
     root = _layers.hessian_root(loss, f)
-    rmat = None if root is None else \
-        jnp.einsum("ab,aij->aibj", jnp.eye(n, dtype=d.dtype), root.astype(d.dtype)).reshape(m, m)
+    rmat = None if root is None else _layers.block_diag(root.astype(d.dtype))
     rhs = x if rmat is None else rmat @ x
     pad = (-k) % _UNIT_CHUNK
     cols = jnp.moveaxis(jnp.pad(d, ((0, 0), (0, 0), (0, pad))).reshape(m, d.shape[1], -1,
@@ -205,7 +178,7 @@ def _channel_signals(ht, d, loss, f, y, shift, positive: bool):
                                            + shift * jnp.eye(m, dtype=d.dtype)), True),
                 jnp.broadcast_to(rhs[:, None], (dc.shape[-1], m, 1)))[..., 0]
         else:
-            w = _pinv_batch(linalg.symmetrized(theta))[0] @ rhs
+            w = _pinv_batch(theta)[0] @ rhs
         v = w if rmat is None else w @ rmat.T
         return jnp.einsum("asi,ia->asi", dc, v).reshape(n, c, d.shape[1], -1).sum(1)
 
@@ -220,18 +193,14 @@ _BUCKET_MIN_N = 48      # below this every unit is solved at full size N
 
 def _active_sizes(n: int) -> list:
     """The static system sizes a chunk of units may be solved at (ascending, the last one N)."""
-    if n < _BUCKET_MIN_N:
-        return [n]
-    return sorted({max(1, -(-j * n // _BUCKETS)) for j in range(1, _BUCKETS + 1)})
+    return [n] if n < _BUCKET_MIN_N else \
+        sorted({max(1, -(-j * n // _BUCKETS)) for j in range(1, _BUCKETS + 1)})
 
 
 def _solve_active(b: int, q, hh, aa, idx, pos, shift):
-    """One chunk of units: per unit A = sqrt(h) o w with (s I + diag(sqrt h) Q diag(sqrt h)) w =
-    a / sqrt(h) (Cholesky), solved on the unit's first b samples in `idx` (its active samples
-    first) and put back in sample order by `pos` (each sample's place in idx); b = N solves on all
-    samples in their own order. Samples with h = 0 decouple exactly (their rows and columns are
-    s I and their right-hand side 0), so dropping them changes nothing but the cost.
-    Returns (N, chunk)."""
+    """One chunk of units (`_damped_units`), solved on each unit's first b samples in `idx` (its
+    active ones first; b = N: all, in order) and put back in sample order by `pos`. Samples with
+    h = 0 decouple exactly (rows s I, right-hand side 0). Returns (N, chunk)."""
     n = hh.shape[1]
     if b < n:
         sel = idx[:, :b]
@@ -251,13 +220,10 @@ def _solve_active(b: int, q, hh, aa, idx, pos, shift):
 
 def _damped_units(q, h, a, shift):
     """Per unit (rows of h, a): A = sqrt(h) o w with (s I + diag(sqrt h) Q diag(sqrt h)) w =
-    a / sqrt(h) (symmetric positive definite: Cholesky), in chunks of units (lax.map) so that each
-    chunk's matrices stay in cache. A unit only couples the samples where it is active (h > 0;
-    about half of them for ReLU): for N >= _BUCKET_MIN_N units are sorted by their active count
-    and each chunk is solved at the smallest of `_active_sizes` that holds its largest active set
-    (lax.switch), which cuts the Cholesky work ~(active fraction)^3 (N = 100, width 4096: 2x
-    faster). Returns A as (N, units): each chunk is transposed while small, so the update
-    Ht^T A is one plain matrix product."""
+    a / sqrt(h) (Cholesky), in chunks of units (lax.map) that stay in cache. A unit couples only
+    its active samples (h > 0; about half for ReLU): for N >= _BUCKET_MIN_N units are sorted by
+    active count and each chunk is solved at the smallest of `_active_sizes` holding its largest
+    active set (lax.switch). Returns A as (N, units), so that Ht^T A is one plain product."""
     k, n = h.shape
     q = linalg.symmetrized(q)
     sizes = _active_sizes(n)
@@ -309,9 +275,8 @@ def _pinv_units(q, h, a):
 
 @serial_blas()
 def operator(K, damping: float = 0.0) -> Operator:
-    if not K.kron_outputs:
-        return _empirical_operator(K, damping)
-    return _infinite_operator(K, damping)
+    """G (and G') of the unit-wise Fisher: finite-width or infinite-width (module docstring)."""
+    return _infinite_operator(K, damping) if K.kron_outputs else _empirical_operator(K, damping)
 
 
 def _empirical_operator(K, damping: float) -> Operator:
@@ -324,8 +289,7 @@ def _empirical_operator(K, damping: float) -> Operator:
                          f"{damping:.3g} (dual shift N rho); no infinite-width theory: alpha is "
                          "measured",))
     counts = active_counts(K)
-    first_ok = first_layer_pd(K)
-    conditions = {"N <= d (first-layer input Gram invertible)": bool(first_ok),
+    conditions = {"N <= d (first-layer input Gram invertible)": bool(first_layer_pd(K)),
                   "damping == 0": damping == 0, "C == 1": K.out_dim == 1}
     notes = [f"finite-width unit-wise, damping rho = {damping:.3g} (dual shift N rho)",
              f"active (unit, layer) pairs per sample: mean {counts.mean():.6g}, "

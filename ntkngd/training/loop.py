@@ -89,7 +89,7 @@ def train(method: Union[str, BlockPattern, Method], net, params: Any, data: tupl
         op_emp = operator(m, K0, rho)
         lr = op_emp.lr if lr is None else lr
         alpha, pred_alpha, lr_pred = op_emp.alpha, None, lr
-        op_inf = _wide(m, Ka, 0.0 if m.default_damping is not None else rho, L)
+        op_inf = _wide(m, Ka, 0.0 if m.default_damping is not None else rho, L, notes)
         with_test = True
     else:
         alpha = reference_alpha(m, net, K0.n_train, data[0], L)
@@ -101,7 +101,8 @@ def train(method: Union[str, BlockPattern, Method], net, params: Any, data: tupl
             if m.kind == "layer":      # no theory with this loss: exact NGD at lr * alpha
                 exact, lr_pred, with_test = get_method("exact"), lr * pred_alpha, False
                 op_emp = operator(exact, K0, 0.0, L)
-                wide = _wide(m, Ka, 0.0 if m.default_damping is not None else rho, mse_loss)
+                wide = _wide(m, Ka, 0.0 if m.default_damping is not None else rho, mse_loss,
+                             notes)
                 op_inf = None if wide is None else operator(exact, Ka, 0.0, L)
                 notes.append(f"{m.name} with the {L.name} loss has no function-space theory "
                              f"(open): predictions are exact NGD at lr * alpha = {lr_pred:.4g} "
@@ -109,7 +110,7 @@ def train(method: Union[str, BlockPattern, Method], net, params: Any, data: tupl
                              "training set only")
             else:
                 op_emp, lr_pred, with_test = operator(m, K0, rho, L), lr, True
-                op_inf = _wide(m, Ka, rho, L)
+                op_inf = _wide(m, Ka, rho, L, notes)
                 notes += list(op_emp.notes)
     f0t_pred = f0t if with_test else None
     pe = predictions(op_emp, f0, ytr, f0t_pred, yte, lr_pred, steps)
@@ -141,12 +142,13 @@ def train(method: Union[str, BlockPattern, Method], net, params: Any, data: tupl
                     notes=tuple(notes), loss=L.name)
 
 
-def _wide(m: Method, Ka: Kernels, rho: float, L: Loss):
+def _wide(m: Method, Ka: Kernels, rho: float, L: Loss, notes: list):
     """The method's infinite-width operator, or None where it has none (ValueError: no wide
     limit on these kernels or at this damping, e.g. KFC on a CNN, the damped diagonal Fisher)."""
     try:
         return operator(m, Ka, rho, L)
-    except ValueError:
+    except ValueError as err:      # said in the log: pred_inf_* are NaN, and why
+        notes.append(f"no infinite-width prediction (pred_inf_* are NaN): {err}")
         return None
 
 
