@@ -207,12 +207,17 @@ def _solve_active(b: int, q, hh, aa, idx, pos, shift):
         hh, aa = jnp.take_along_axis(hh, sel, 1), jnp.take_along_axis(aa, sel, 1)
         q = jnp.take_along_axis(q[sel], sel[:, None, :], 2)             # rows, then columns
     sh = jnp.sqrt(jnp.clip(hh, 0.0, None))
-    c = linalg.cholesky_symmetric(sh[:, :, None] * q * sh[:, None, :]
-                                  + shift * jnp.eye(b, dtype=q.dtype))
-    rhs = jnp.where(sh > 0, aa / jnp.where(sh > 0, sh, 1.0), 0.0)[:, :, None]
-    w = jax.lax.linalg.triangular_solve(c, rhs, left_side=True, lower=True)
-    w = jax.lax.linalg.triangular_solve(c, w, left_side=True, lower=True, transpose_a=True)
-    out = sh * w[..., 0]
+    rhs = jnp.where(sh > 0, aa / jnp.where(sh > 0, sh, 1.0), 0.0)
+    # the factor of [M, rhs; rhs^T, beta] ends in the row (M's factor^{-1} rhs)^T: one triangular
+    # solve less; beta > rhs^T M^{-1} rhs (M >= s I) keeps it positive definite
+    r2 = jnp.sum(rhs * rhs, 1)
+    beta = jnp.where(r2 > 0, 2.0 * r2 / shift, 0.0) + 1.0
+    m = sh[:, :, None] * q * sh[:, None, :] + shift * jnp.eye(b, dtype=q.dtype)
+    c = linalg.cholesky_symmetric(jnp.block([[m, rhs[:, :, None]],
+                                             [rhs[:, None, :], beta[:, None, None]]]))
+    z = c[:, b, :, None] * (jnp.arange(b + 1) < b)[:, None]          # [M's factor^{-1} rhs; 0]
+    w = jax.lax.linalg.triangular_solve(c, z, left_side=True, lower=True, transpose_a=True)
+    out = sh * w[:, :b, 0]
     if b < n:          # back to sample order; place b holds the 0 of the dropped samples
         out = jnp.take_along_axis(jnp.pad(out, ((0, 0), (0, 1))), jnp.minimum(pos, b), 1)
     return out.T
