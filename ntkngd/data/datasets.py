@@ -7,8 +7,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .dataset import (Dataset, _build, _count, _resolve_classes, flatten, preprocess, select_classes,
-                   unit_norm_rows)
+from .dataset import (Dataset, _build, _disjoint, _resolve_classes, flatten, preprocess,
+                      select_classes)
+from .rows import finite, unit_norm_rows
 
 
 def pca_whiten(x_fit: Any, *xs: Any, rtol: float = 1e-8) -> tuple[np.ndarray, ...]:
@@ -16,12 +17,14 @@ def pca_whiten(x_fit: Any, *xs: Any, rtol: float = 1e-8) -> tuple[np.ndarray, ..
     components whose variance exceeds rtol times the largest; returns each of `xs` whitened.
     Fit on a pool larger than the training set: centring N points on their own mean leaves rank
     N - 1, which breaks K-FAC's first-layer condition."""
-    fit = flatten(x_fit)
+    fit = finite(flatten(x_fit), "x_fit")
     mu = fit.mean(0)
     _, s, vt = np.linalg.svd(fit - mu, full_matrices=False)
+    if not s.size or s[0] == 0:
+        raise ValueError(f"pca_whiten: x_fit (shape {fit.shape}) has no variance to whiten")
     keep = s > rtol * s[0]
     proj = vt[keep].T / s[keep] * np.sqrt(len(fit))
-    return tuple((flatten(x) - mu) @ proj for x in xs)
+    return tuple((finite(flatten(x), "x") - mu) @ proj for x in xs)
 
 
 def digits(n_train: int = 100, n_test: int = 100, classes: Sequence[int] | None = (0, 1),
@@ -29,8 +32,8 @@ def digits(n_train: int = 100, n_test: int = 100, classes: Sequence[int] | None 
            unit_norm: bool = True, whiten: bool = False) -> Dataset:
     """scikit-learn's bundled 8x8 digits (d = 64, pixels 0..16, about 180 points per class).
 
-    The chosen classes (None: all ten) are shuffled with `seed`; the first n_train points train,
-    the next n_test test. binary=True: +0.5 for classes[0], -0.5 for classes[1]; binary=False:
+    The chosen classes (None: all ten) are shuffled with `seed` (None: file order); the first
+    n_train points train, the next n_test test. binary=True: +0.5 for classes[0], -0.5 for classes[1]; binary=False:
     one-hot over `classes`; None: binary iff two classes. Inputs are flattened, standardized
     (default "global": one mean and std of the training array), then scaled to unit norm (the
     authors' preprocessing; see `preprocess`). whiten=True (an explicit option, not the paper's) first
@@ -40,15 +43,11 @@ def digits(n_train: int = 100, n_test: int = 100, classes: Sequence[int] | None 
     """
     from sklearn.datasets import load_digits  # lazy: sklearn is only needed here
 
-    n_train, n_test = _count(n_train, "digits n_train"), _count(n_test, "digits n_test")
     raw = load_digits()
     classes, binary = _resolve_classes(classes, binary, range(10))
     x, lab = select_classes(raw.images, raw.target, classes)
-    if n_train + n_test > len(lab):
-        raise ValueError(f"digits: requested n_train={n_train} + n_test={n_test} points but the "
-                         f"classes {classes} have only {len(lab)} points")
-    perm = np.random.default_rng(seed).permutation(len(lab))
-    tr, te = perm[:n_train], perm[n_train:n_train + n_test]
+    tr, te = _disjoint(len(lab), n_train, n_test, seed, "digits",
+                       f"points of classes {classes} exist")
     x = flatten(x)
     if whiten:
         pool = np.setdiff1d(np.arange(len(lab)), te)

@@ -3,8 +3,8 @@ not, or npz), CIFAR-10 python batches, and generic npz. Each returns an `ntkngd.
 prepared as `ntkngd.data` describes; `ntkngd.data` re-exports the public loaders."""
 from __future__ import annotations
 
-import dataclasses
 import gzip
+import importlib
 import os
 import pickle
 import struct
@@ -12,8 +12,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .dataset import (Dataset, _build, _check_labels, _count, _finite, _from_splits,
-                      _resolve_classes, select_classes)
+from .dataset import (Dataset, _build, _check_labels, _disjoint, _from_splits, _resolve_classes,
+                      select_classes)
+from .rows import finite
 
 
 def _read_bytes(path: str) -> bytes:
@@ -58,7 +59,7 @@ def _pixels01(x: np.ndarray, source: str) -> np.ndarray:
     if not np.issubdtype(x.dtype, np.number):
         raise ValueError(f"{source}: images must be numeric, got dtype {x.dtype}")
     is_int = np.issubdtype(x.dtype, np.integer)
-    x = _finite(x, source)
+    x = finite(x, source)
     if x.size == 0:
         return x
     lo, hi = float(x.min()), float(x.max())
@@ -142,26 +143,6 @@ def _mnist_arrays(directory: str) -> tuple[dict[str, np.ndarray], str]:
                             f"Keras-layout mnist.npz")
 
 
-def _disjoint_draw(x: np.ndarray, labels: np.ndarray, classes: tuple, n_train: int | None,
-                   n_test: int | None, seed: int | None, src: str):
-    """Disjoint training and test sets from one pool: the points of `classes` in file order (or
-    a seeded permutation), the first n_train train, the next n_test test. Returns
-    (x_tr, lab_tr, x_te, lab_te, description)."""
-    x, labels = select_classes(x, labels, classes)
-    n_train = _count(len(labels) // 2 if n_train is None else n_train, "mnist n_train")
-    n_test = _count(len(labels) - n_train if n_test is None else n_test, "mnist n_test")
-    if n_train + n_test > len(labels):
-        raise ValueError(f"mnist: requested n_train={n_train} + n_test={n_test} points but the "
-                         f"test split has only {len(labels)} images of classes {classes}")
-    order = np.arange(len(labels)) if seed is None else \
-        np.random.default_rng(seed).permutation(len(labels))
-    tr, te = order[:n_train], order[n_train:n_train + n_test]
-    how = "file order" if seed is None else f"numpy default_rng({seed}).permutation"
-    desc = (f"MNIST t10k test split ({src}): {len(labels)} images of classes {classes}, "
-            f"{how}; the first {n_train} train, the next {n_test} test (disjoint)")
-    return x[tr], labels[tr], x[te], labels[te], desc
-
-
 def load_mnist(directory: str | None = None, n_train: int | None = 100,
                n_test: int | None = 100, classes: Sequence[int] | None = (0, 1),
                binary: bool | None = None, seed: int | None = None,
@@ -185,15 +166,20 @@ def load_mnist(directory: str | None = None, n_train: int | None = 100,
     x_te = _pixels01(arrs["x_test"], f"{src} (x_test)")
     if "x_train" not in arrs:
         classes, binary = _resolve_classes(classes, binary, range(10))
-        *parts, desc = _disjoint_draw(x_te, y_te, classes, n_train, n_test, seed, label)
-        ds = _build("mnist", *parts, classes, binary, standardize, unit_norm)
-        return dataclasses.replace(ds, source=desc)
+        x, lab = select_classes(x_te, y_te, classes)
+        tr, te = _disjoint(len(lab), n_train, n_test, seed, "mnist",
+                           f"images of classes {classes} are in the test split")
+        how = "file order" if seed is None else f"numpy default_rng({seed}).permutation"
+        desc = (f"MNIST t10k test split ({label}): {len(lab)} images of classes {classes}, "
+                f"{how}; the first {len(tr)} train, the next {len(te)} test (disjoint)")
+        return _build("mnist", x[tr], lab[tr], x[te], lab[te], classes, binary, standardize,
+                      unit_norm, source=desc)
     y_tr = _check_labels(arrs["y_train"], f"{src} (y_train)")
     x_tr = _pixels01(arrs["x_train"], f"{src} (x_train)")
-    ds = _from_splits("mnist", x_tr, y_tr, x_te, y_te, range(10), n_train, n_test, classes,
-                      binary, seed, standardize, unit_norm)
     how = "file order" if seed is None else f"seeded permutations ({seed}, {seed + 1})"
-    return dataclasses.replace(ds, source=f"MNIST training and test splits ({label}), {how}")
+    return _from_splits("mnist", x_tr, y_tr, x_te, y_te, range(10), n_train, n_test, classes,
+                        binary, seed, standardize, unit_norm,
+                        source=f"MNIST training and test splits ({label}), {how}")
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -209,15 +195,9 @@ class _ArrayUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self._ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
-        if module == "_codecs":
-            import codecs
-            return codecs.encode
-        if module == "numpy":
-            return getattr(np, name)
-        import importlib
-        try:
+        try:   # numpy >= 2 keeps its pickled globals in numpy._core, older ones in numpy.core
             mod = importlib.import_module(module.replace("numpy.core", "numpy._core"))
-        except ImportError:  # numpy < 2
+        except ImportError:
             mod = importlib.import_module(module.replace("numpy._core", "numpy.core"))
         return getattr(mod, name)
 
@@ -305,7 +285,7 @@ def load_npz(path: str, n_train: int | None = None, n_test: int | None = None,
     arrs = _load_npz_arrays(path)
     labs = {k: _check_labels(arrs[k], f"{path} ({k})", n_classes=None)
             for k in ("y_train", "y_test")}
-    xs = {k: _finite(arrs[k], f"{path} ({k})") for k in ("x_train", "x_test")}
+    xs = {k: finite(arrs[k], f"{path} ({k})") for k in ("x_train", "x_test")}
     if scale is not None:
         if not scale > 0:
             raise ValueError(f"scale must be positive, got {scale}")
