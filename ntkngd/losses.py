@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _checks
+from ._names import LOSS_ALIASES
 
 __all__ = ["Loss", "mse", "softmax_cross_entropy", "sigmoid_binary_cross_entropy", "LOSSES",
            "get_loss", "register_loss", "complement_basis", "class_encoding", "coded_accuracy"]
@@ -70,10 +71,6 @@ def _mse_value(f, y):
 def _eye_hessian(f):
     n, c = f.shape
     return jnp.broadcast_to(jnp.eye(c, dtype=f.dtype), (n, c, c))
-
-
-def _mse_validate(y, name, n, c):
-    return _checks.outputs(y, name, n, c)
 
 
 def class_encoding(*ys) -> tuple:
@@ -131,7 +128,7 @@ def _mse_accuracy(f, y):
 
 
 mse = Loss("mse", _mse_value, lambda f, y: f - y, _eye_hessian, lambda f, y: f - y,
-           lambda c: np.eye(c), _mse_validate, _mse_accuracy, lambda f, r: r,
+           lambda c: np.eye(c), _checks.outputs, _mse_accuracy, lambda f, r: r,
            identity_hessian=True)
 
 
@@ -153,10 +150,10 @@ def _ce_value(f, y):
     return -jnp.sum(y * jax.nn.log_softmax(f, axis=-1), axis=(-2, -1)) / f.shape[-2]
 
 
-def _softmax_hessian(f):
-    p = jax.nn.softmax(f, axis=-1)
-    return jnp.einsum("nc,cd->ncd", p, jnp.eye(p.shape[-1], dtype=p.dtype)) - \
-        p[:, :, None] * p[:, None, :]
+def _probability_hessian(p):
+    """diag(p) - p p^T over the last axis: (..., C) probabilities -> (..., C, C)."""
+    return jnp.einsum("...c,cd->...cd", p, jnp.eye(p.shape[-1], dtype=p.dtype)) - \
+        p[..., :, None] * p[..., None, :]
 
 
 def _ce_pinv(f, y):
@@ -218,7 +215,7 @@ def _argmax_accuracy(f, y):
 
 softmax_cross_entropy = Loss(
     "softmax_cross_entropy", _ce_value, lambda f, y: jax.nn.softmax(f, axis=-1) - y,
-    _softmax_hessian, _ce_pinv, complement_basis, _one_hot, _argmax_accuracy, _ce_pinv_apply,
+    lambda f: _probability_hessian(jax.nn.softmax(f, axis=-1)), _ce_pinv, complement_basis, _one_hot, _argmax_accuracy, _ce_pinv_apply,
     out_dims=(2, None))
 
 
@@ -273,8 +270,7 @@ sigmoid_binary_cross_entropy = Loss(
 
 # ---------------------------------------------------------------------------- registry
 LOSSES: dict[str, Loss] = {}
-_ALIASES = {"ce": "softmax_cross_entropy", "cross_entropy": "softmax_cross_entropy",
-            "bce": "sigmoid_binary_cross_entropy"}
+_ALIASES = dict(LOSS_ALIASES)
 
 
 def register_loss(loss: Loss, *aliases: str) -> Loss:

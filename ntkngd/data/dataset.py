@@ -36,19 +36,16 @@ class Dataset:
     def __post_init__(self) -> None:
         for split in ("train", "test"):
             x, y, lab = (getattr(self, f"{k}_{split}") for k in ("x", "y", "labels"))
-            if x.ndim != 2 or y.ndim != 2 or lab.ndim != 1:
+            if x.ndim != 2 or y.ndim != 2 or lab.ndim != 1 or \
+                    not x.shape[0] == y.shape[0] == lab.shape[0]:
                 raise ValueError(f"Dataset {self.name!r}: x_{split} must be (N, d), y_{split} (N, C) "
-                                 f"and labels_{split} (N,), got shapes {x.shape}, {y.shape}, "
-                                 f"{lab.shape}")
-            if not (x.shape[0] == y.shape[0] == lab.shape[0]):
-                raise ValueError(f"Dataset {self.name!r}: {split} split has {x.shape[0]} inputs, "
-                                 f"{y.shape[0]} targets and {lab.shape[0]} labels; they must match")
-        if self.x_train.shape[1] != self.x_test.shape[1]:
-            raise ValueError(f"Dataset {self.name!r}: train inputs have {self.x_train.shape[1]} "
-                             f"features but test inputs have {self.x_test.shape[1]}")
-        if self.y_train.shape[1] != self.y_test.shape[1]:
-            raise ValueError(f"Dataset {self.name!r}: train targets have {self.y_train.shape[1]} "
-                             f"columns but test targets have {self.y_test.shape[1]}")
+                                 f"and labels_{split} (N,) with one N, got shapes {x.shape}, "
+                                 f"{y.shape}, {lab.shape}")
+        for what, train, test in (("input features", self.x_train, self.x_test),
+                                  ("target columns", self.y_train, self.y_test)):
+            if train.shape[1] != test.shape[1]:
+                raise ValueError(f"Dataset {self.name!r}: the train split has {train.shape[1]} "
+                                 f"{what} but the test split has {test.shape[1]}")
 
     @property
     def n_train(self) -> int:

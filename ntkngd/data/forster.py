@@ -1,19 +1,14 @@
 """Forster's transform: put the rows of an (N, d) array in isotropic (radial) position, unit-norm
 rows with X^T X = (N/r) I on their r-dimensional span, so that K-FAC's first-layer factor is
-isotropic when N > d (docs/theory.md, section 3). The paper applies it to K-FAC's inputs only.
+isotropic when N > d (docs/theory.md, section 3; the paper applies it to K-FAC's inputs only).
 
-The iteration runs on the rows themselves, as the authors' code does:
-X <- rownormalize(X (X^T X)^{-1/2}). Each step is well conditioned; multiplying the steps up into
-one d x d matrix is not (when no isotropic position exists its singular values spread without
-bound and row normalisation then turns round-off into data). Test points get the same steps,
-recorded in chunks whose condition number stays below `CHUNK_COND`.
-
-Where some k directions are spanned by fewer than k N / r of the points (e.g. pixels that only a
-few training images use), no isotropic position exists and the iteration never settles: those
-points are pushed into their private directions while round-off grows by a constant factor per
-step. `forster_fit(span=True)` detects such a set (a probe run of the iteration finds the
-low-eigenvalue directions, an exact rank count certifies the set) and removes its private
-directions before the fit (`ForsterMap.deflated`)."""
+As in the authors' code the iteration X <- rownormalize(X (X^T X)^{-1/2}) runs on the rows: each
+step is well conditioned, their product is not (without an isotropic position its singular values
+grow without bound). Test points get the same steps, recorded in chunks of condition number below
+`CHUNK_COND`. Where k directions are spanned by fewer than k N / r points (pixels only a few
+images use), no isotropic position exists and the iteration turns round-off into data;
+`forster_fit(span=True)` finds such a set (a probe run, certified by an exact rank count) and
+removes its private directions first (`ForsterMap.deflated`)."""
 from __future__ import annotations
 
 import dataclasses
@@ -34,15 +29,19 @@ _PROBE_ITERS = 30         # iterations of the probe that looks for privately own
 _LOW = 0.75               # a Gram eigenvalue below _LOW N / r marks an owned direction
 
 
+def _gram_error(gram: np.ndarray, n: int) -> float:
+    """||G - (N/r) I||_F / ||(N/r) I||_F for the (r, r) Gram matrix G of N rows."""
+    r = gram.shape[0]
+    target = n / r
+    return float(np.linalg.norm(gram - target * np.eye(r)) / (target * np.sqrt(r)))
+
+
 def isotropy_error(x: Any) -> float:
     """Relative deviation ||X^T X - (N/d) I||_F / ||(N/d) I||_F of an (N, d) array from isotropy."""
     arr = finite(x, "x")
-    if arr.ndim != 2 or arr.shape[0] == 0:
+    if arr.ndim != 2 or 0 in arr.shape:
         raise ValueError(f"isotropy_error expects a non-empty 2-D (N, d) array, got {arr.shape}")
-    n, d = arr.shape
-    target = n / d
-    dev = arr.T @ arr - target * np.eye(d)
-    return float(np.linalg.norm(dev) / (target * np.sqrt(d)))
+    return _gram_error(arr.T @ arr, arr.shape[0])
 
 
 def _rank(s: np.ndarray, shape: tuple, scale: float | None = None) -> int:
@@ -110,8 +109,7 @@ def _step(z: np.ndarray) -> tuple[np.ndarray, float, float]:
     z. A singular Z^T Z is a ValueError."""
     n, r = z.shape
     gram = z.T @ z
-    target = n / r
-    err = float(np.linalg.norm(gram - target * np.eye(r)) / (target * np.sqrt(r)))
+    err = _gram_error(gram, n)
     evals, evecs = np.linalg.eigh(gram)
     if evals[0] <= evals[-1] * max(n, r) * _EPS:
         rank = int(np.sum(evals > evals[-1] * max(n, r) * _EPS))

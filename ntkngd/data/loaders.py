@@ -1,6 +1,6 @@
 """Readers for data files the user already has (nothing is downloaded): MNIST (IDX, gzip or
-not, or npz), CIFAR-10 python batches, and generic npz. Each returns an `ntkngd.data.Dataset`
-prepared as `ntkngd.data` describes; `ntkngd.data` re-exports the public loaders."""
+not, or npz), CIFAR-10 python batches and generic npz, each giving a `Dataset` prepared as
+`ntkngd.data` describes."""
 from __future__ import annotations
 
 import gzip
@@ -32,11 +32,11 @@ def _read_bytes(path: str) -> bytes:
     return raw
 
 
-def _read_idx(path: str, magic_expected: int, ndim: int) -> np.ndarray:
-    """An IDX file: big-endian uint32 header (magic, count, then rows and cols for images) and
-    uint8 entries; magic 2051 for images (ndim 3), 2049 for labels (ndim 1)."""
+def _read_idx(path: str, ndim: int) -> np.ndarray:
+    """An IDX file of uint8 entries: big-endian uint32 header (magic 2048 + ndim, then the sizes:
+    count, and rows and cols for images) and the entries."""
     data = _read_bytes(path)
-    kind, head = ("image", 16) if ndim == 3 else ("label", 8)
+    kind, head, magic_expected = ("image" if ndim == 3 else "label"), 4 + 4 * ndim, 2048 + ndim
     if len(data) < head:
         raise ValueError(f"{path}: IDX {kind} file too short: {len(data)} bytes, expected a "
                          f"{head}-byte header (magic {magic_expected}, count"
@@ -122,14 +122,12 @@ def _mnist_arrays(directory: str) -> tuple[dict[str, np.ndarray], str]:
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"MNIST directory not found: {directory}")
     paths = {k: _find(directory, v) for k, v in _MNIST_FILES.items()}
-    splits = ("train", "test") if all(paths.values()) else \
-        ("test",) if paths["x_test"] and paths["y_test"] else ()
-    if splits:
+    splits = [s for s in ("train", "test") if paths[f"x_{s}"] and paths[f"y_{s}"]]
+    if "test" in splits:
         out = {}
         for split in splits:
             kx, ky = f"x_{split}", f"y_{split}"
-            out[kx], out[ky] = _read_idx(paths[kx], 2051, 3), \
-                _check_labels(_read_idx(paths[ky], 2049, 1), paths[ky])
+            out[kx], out[ky] = _read_idx(paths[kx], 3), _read_idx(paths[ky], 1)
             if len(out[kx]) != len(out[ky]):
                 raise ValueError(f"MNIST count mismatch: {paths[kx]} has {len(out[kx])} images "
                                  f"but {paths[ky]} has {len(out[ky])} labels")
@@ -152,12 +150,11 @@ def load_mnist(directory: str | None = None, n_train: int | None = 100,
     (ntkngd/resources/mnist, CC BY-SA 3.0, Y. LeCun, C. Cortes, C. Burges).
 
     `directory` holds the files (or is the path of an .npz with keys x_train, y_train, x_test,
-    y_test). Pixels are scaled to [0, 1], images flattened (d = 784), standardized (default: one
-    global mean and std of the training array), rows scaled to unit norm (`preprocess`). With
-    both splits, the first n_train / n_test points (None: all) of the chosen classes (None: all
-    ten) of each split are used, or a seeded random subset if `seed` is given; with the test split
-    alone, disjoint training and test sets are drawn from it (`Dataset.source` records how).
-    binary=None means binary (+0.5 for classes[0]) iff two classes, else one-hot.
+    y_test). Pixels are scaled to [0, 1], then `preprocess`ed (d = 784). With both splits, the
+    first n_train / n_test points (None: all) of the chosen classes (None: all ten) of each split
+    are used, or a seeded random subset if `seed` is given; with the test split alone, disjoint
+    training and test sets are drawn from it (`Dataset.source` records how). binary=None means
+    binary (+0.5 for classes[0]) iff two classes, else one-hot.
     """
     src_dir = BUNDLED_MNIST if directory is None else os.fspath(directory)
     arrs, src = _mnist_arrays(src_dir)
@@ -256,9 +253,8 @@ def load_cifar10(directory: str, n_train: int | None = 100, n_test: int | None =
     """CIFAR-10 from the local python batches (directory `cifar-10-batches-py` or its parent).
 
     Pixels scaled to [0, 1], flattened in the batch layout (d = 3072: 1024 R, 1024 G, 1024 B),
-    standardized (default: global) and rows scaled to unit norm (`preprocess`). Point selection and targets as in
-    `load_mnist`. Batches are unpickled with a restricted unpickler (numpy arrays only).
-    """
+    then `preprocess`ed; points and targets as in `load_mnist`. Batches are unpickled with a
+    restricted unpickler (numpy arrays only)."""
     root = _cifar_dir(os.fspath(directory))
     parts = [_read_cifar_batch(os.path.join(root, n)) for n in _CIFAR_TRAIN]
     x_tr = np.concatenate([p[0] for p in parts])
