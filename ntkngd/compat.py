@@ -1,9 +1,7 @@
 """The v0.1 names (softmax cross-entropy beside MSE), kept working on top of the one engine.
 
-Reading one of `NAMES` as `ntkngd.<name>` warns once per name with a DeprecationWarning that names
-its replacement (ntkngd/__init__.py); importing it from here does not warn. The loss is
-`ntkngd.losses.softmax_cross_entropy` (C >= 2, one-hot targets, Loss = (1/N) sum_n -sum_c y_nc
-log softmax(f_n)_c, residual r = p - y, output Hessian Hs = diag(p) - p p^T).
+Reading one of `NAMES` as `ntkngd.<name>` warns once per name (DeprecationWarning, naming the
+replacement); importing it from here does not. The loss is `ntkngd.losses.softmax_cross_entropy`.
 """
 from __future__ import annotations
 

@@ -29,14 +29,12 @@ __all__ = ["Loss", "mse", "softmax_cross_entropy", "sigmoid_binary_cross_entropy
 
 @dataclass(frozen=True, eq=False)
 class Loss:
-    """One loss (module docstring). Functions act on (N, C) arrays (value, accuracy: on the last two
-    axes, so a leading time axis is allowed). Hashable by identity: usable as a static jit argument.
-
-    value(f, y) -> Loss;  residual(f, y) -> r;  hessian(f) -> (N, C, C);
-    pinv_residual(f, y) -> H^+ r (exact for every probability);  basis(C) -> U_C (C, k);
-    pinv_apply(f, r) -> H^+ r for any r in range(H) (when the targets are not at hand);
-    validate(y, name, n, c) -> float targets (clear errors);  accuracy(f, y) -> fraction correct;
-    identity_hessian: H = I (MSE: the dynamics are linear, predictions in closed form)."""
+    """One loss (module docstring): value(f, y), residual(f, y), hessian(f) (N, C, C),
+    pinv_residual(f, y) = H^+ r (exact for every probability), basis(C) = U_C, pinv_apply(f, r) =
+    H^+ r for any r in range(H) (targets not at hand), validate(y, name, n, c) -> float targets,
+    accuracy(f, y); identity_hessian: H = I (MSE: linear dynamics, closed-form predictions).
+    Functions act on (N, C) arrays (value and accuracy on the last two axes: a leading time axis
+    is allowed). Hashable by identity: usable as a static jit argument."""
 
     name: str
     value: Callable
@@ -64,8 +62,19 @@ class Loss:
 
 
 # ---------------------------------------------------------------------------- mean squared error
+def _pair(f, y):
+    """f as a JAX array; a ValueError unless y has f's last two axes (N, C) (a leading time axis
+    on either broadcasts): otherwise f - y would broadcast (N, 1) against (N,) to (N, N)."""
+    f = jnp.asarray(f)
+    if f.ndim < 2 or np.ndim(y) < 2 or tuple(np.shape(y)[-2:]) != f.shape[-2:]:
+        raise ValueError(f"outputs f and targets y must share their last two axes (points, "
+                         f"outputs), got shapes {f.shape} and {np.shape(y)}")
+    return f
+
+
 def _mse_value(f, y):
-    return 0.5 * jnp.sum((jnp.asarray(f) - y) ** 2, axis=(-2, -1)) / f.shape[-2]
+    f = _pair(f, y)
+    return 0.5 * jnp.sum((f - y) ** 2, axis=(-2, -1)) / f.shape[-2]
 
 
 def _eye_hessian(f):
@@ -81,7 +90,10 @@ def class_encoding(*ys) -> tuple:
     row has a unique largest entry (one-hot, or +-a with one positive entry). Raises ValueError
     for anything else (accuracy is undefined for such targets)."""
     arrs = [np.asarray(y, np.float64) for y in ys]
-    c = arrs[0].shape[-1]
+    c = arrs[0].shape[-1] if arrs and arrs[0].ndim else 0
+    if c == 0 or any(a.shape[-1:] != (c,) or not np.all(np.isfinite(a)) for a in arrs):
+        raise ValueError(f"class_encoding needs finite targets that share their last axis "
+                         f"(outputs), got shapes {[a.shape for a in arrs]}")
     if c == 1:
         vals = np.unique(np.concatenate([a.reshape(-1) for a in arrs]))
         if len(vals) == 2:
@@ -146,7 +158,7 @@ def complement_basis(c: int) -> np.ndarray:
 
 
 def _ce_value(f, y):
-    f = jnp.asarray(f)
+    f = _pair(f, y)
     return -jnp.sum(y * jax.nn.log_softmax(f, axis=-1), axis=(-2, -1)) / f.shape[-2]
 
 
@@ -221,7 +233,7 @@ softmax_cross_entropy = Loss(
 
 # ---------------------------------------------------------------------------- sigmoid binary CE
 def _bce_value(f, y):
-    f = jnp.asarray(f)
+    f = _pair(f, y)
     per = y * jax.nn.softplus(-f) + (1 - y) * jax.nn.softplus(f)   # -y log p - (1-y) log(1-p)
     return jnp.sum(per, axis=(-2, -1)) / f.shape[-2]
 

@@ -122,10 +122,8 @@ def _step(z: np.ndarray) -> tuple[np.ndarray, float, float]:
 def _iterate(z: np.ndarray, iters: int, tol: float) -> tuple[np.ndarray, list, int, float, float]:
     """Forster's iteration on unit rows z: (rows, chunks, iterations, error, min row ratio)."""
     chunks: list = []
-    cond = np.inf
-    ratio = 1.0
-    it = 0
-    for it in range(iters + 1):
+    cond, ratio = np.inf, 1.0
+    for it in range(iters + 1):      # iters >= 1: `it` is always bound
         m, c, err = _step(z)
         if err < tol or it == iters:
             break

@@ -273,10 +273,8 @@ def load_npz(path: str, n_train: int | None = None, n_test: int | None = None,
     """Generic .npz with keys x_train (N, ...), y_train (N,), x_test (N', ...), y_test (N',).
 
     y_* are non-negative integer class labels. Inputs are divided by `scale` if given (e.g. 255
-    for uint8 images), flattened, standardized (default: global) and scaled to unit-norm rows.
-    classes=None uses every label present in y_train (sorted); selection and targets as in
-    `load_mnist` (all points by default).
-    """
+    for uint8 images), then `preprocess`ed. classes=None uses every label of y_train (sorted);
+    points and targets as in `load_mnist` (all points by default)."""
     path = os.fspath(path)
     arrs = _load_npz_arrays(path)
     labs = {k: _check_labels(arrs[k], f"{path} ({k})", n_classes=None)
