@@ -21,7 +21,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _checks
-from ._names import LOSS_ALIASES
 
 __all__ = ["Loss", "mse", "softmax_cross_entropy", "sigmoid_binary_cross_entropy", "LOSSES",
            "get_loss", "register_loss", "complement_basis", "class_encoding", "coded_accuracy"]
@@ -104,13 +103,11 @@ def class_encoding(*ys) -> tuple:
         raise ValueError(f"accuracy needs class-coded targets: one output with two values (0/1, "
                          f"+-1, +-0.5), got {len(vals)} distinct target values (regression "
                          "targets have no accuracy)")
-    for a in arrs:
-        rows = a.reshape(-1, c)
-        top = rows.max(-1, keepdims=True)
-        if not np.all((rows == top).sum(-1) == 1):
-            raise ValueError(f"accuracy needs class-coded targets: with C = {c} outputs every row "
-                             "must have one largest entry (one-hot, or +-a with one positive); "
-                             "some rows tie")
+    rows = np.concatenate([a.reshape(-1, c) for a in arrs])
+    if not np.all((rows == rows.max(-1, keepdims=True)).sum(-1) == 1):
+        raise ValueError(f"accuracy needs class-coded targets: with C = {c} outputs every row "
+                         "must have one largest entry (one-hot, or +-a with one positive); "
+                         "some rows tie")
     return "argmax", None
 
 
@@ -282,7 +279,8 @@ sigmoid_binary_cross_entropy = Loss(
 
 # ---------------------------------------------------------------------------- registry
 LOSSES: dict[str, Loss] = {}
-_ALIASES = dict(LOSS_ALIASES)
+_ALIASES = {"ce": "softmax_cross_entropy", "cross_entropy": "softmax_cross_entropy",
+            "bce": "sigmoid_binary_cross_entropy"}
 
 
 def register_loss(loss: Loss, *aliases: str) -> Loss:

@@ -24,17 +24,15 @@ from .._lazy import lazy_exports
 
 _EXPORTS: dict[str, tuple[str, str]] = {name: (module, name) for module, names in (
     (".dataset", ("Dataset", "flatten", "standardize", "global_standardize", "preprocess",
-                  "STANDARDIZE", "select_classes", "binary_targets", "one_hot")),
-    (".rows", ("unit_norm_rows",)),
+                  "STANDARDIZE", "select_classes", "binary_targets", "one_hot", "unit_norm_rows")),
     (".forster", ("forster_transform", "forster_fit", "forster_fit_span", "span_isotropy_error",
                   "forster_apply", "forster_dataset", "ForsterMap", "isotropy_error")),
     (".datasets", ("digits", "gaussian", "pca_whiten", "sphere")),
     (".loaders", ("load_mnist", "load_cifar10", "load_npz"))) for name in names}
 
 DATASETS: dict[str, str] = {   # name -> the function (exported here) that builds it
-    "digits": "digits", "gaussian": "gaussian", "sphere": "sphere",
-    "mnist": "load_mnist", "cifar10": "load_cifar10", "npz": "load_npz",
-}
+    "digits": "digits", "gaussian": "gaussian", "sphere": "sphere", "mnist": "load_mnist",
+    "cifar10": "load_cifar10", "npz": "load_npz"}
 
 __all__ = sorted(_EXPORTS) + ["DATASETS", "load"]
 

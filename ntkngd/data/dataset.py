@@ -1,6 +1,5 @@
-"""The `Dataset` container and the input/target preparation every data set shares (conventions:
-`ntkngd.data`).
-"""
+"""The `Dataset` container, row-wise checks (finite arrays, unit-norm rows) and the input/target
+preparation every data set shares (conventions: `ntkngd.data`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,7 +7,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .rows import finite, unit_norm_rows
+from .._checks import integer
+
 
 
 # ----------------------------------------------------------------------------- container
@@ -73,6 +73,27 @@ class Dataset:
 
 
 # ----------------------------------------------------------------------------- preprocessing
+def finite(x: Any, name: str) -> np.ndarray:
+    """x as a float64 array; NaN or inf is a ValueError naming `name`."""
+    arr = np.asarray(x, dtype=np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains {int(np.sum(~np.isfinite(arr)))} NaN or inf value(s)")
+    return arr
+
+
+def unit_norm_rows(x: Any) -> np.ndarray:
+    """Scale every row of the (N, d) array to unit Euclidean norm; a zero row is a ValueError."""
+    arr = finite(x, "x")
+    if arr.ndim != 2:
+        raise ValueError(f"unit_norm_rows expects a 2-D (N, d) array, got shape {arr.shape}")
+    norms = np.linalg.norm(arr, axis=1)
+    zero = np.flatnonzero(norms == 0)
+    if zero.size:
+        raise ValueError(f"cannot scale zero row(s) to unit norm: row index(es) "
+                         f"{zero[:10].tolist()}{' ...' if zero.size > 10 else ''} have norm 0")
+    return arr / norms[:, None]
+
+
 def flatten(x: Any) -> np.ndarray:
     """(N, ...) -> (N, prod(...)) float64, row-major (C order), one point per row (N >= 0)."""
     arr = np.asarray(x)
@@ -146,12 +167,13 @@ def _distinct(classes: Sequence[Any]) -> tuple:
     return classes
 
 
-def _labels_1d(labels: Any) -> np.ndarray:
+def _labels_1d(labels: Any, what: str = "labels") -> np.ndarray:
+    """labels as a 1-D array; NaN or inf (in float labels) is a ValueError."""
     labels = np.asarray(labels)
     if labels.ndim != 1:
-        raise ValueError(f"labels must be 1-D (N,), got shape {labels.shape}")
+        raise ValueError(f"{what} must be 1-D (N,), got shape {labels.shape}")
     if labels.dtype.kind in "fc" and not np.all(np.isfinite(labels)):
-        raise ValueError("labels contain NaN or inf")
+        raise ValueError(f"{what} contain NaN or inf")
     return labels
 
 
@@ -187,12 +209,9 @@ def one_hot(labels: Any, classes: Sequence[int]) -> np.ndarray:
 # ----------------------------------------------------------------------------- shared pipeline
 def _check_labels(labels: np.ndarray, source: str, n_classes: int | None = 10) -> np.ndarray:
     """Integer labels in 0..n_classes-1 (only >= 0 when n_classes is None), as int64."""
-    labels = np.asarray(labels)
-    if labels.ndim != 1:
-        raise ValueError(f"{source}: labels must be a 1-D array, got shape {labels.shape}")
-    if labels.size and not np.issubdtype(labels.dtype, np.integer):
-        if not np.all(np.isfinite(labels)) or not np.all(labels == np.round(labels)):
-            raise ValueError(f"{source}: labels must be integers, got dtype {labels.dtype}")
+    labels = _labels_1d(labels, f"{source}: labels")
+    if not np.issubdtype(labels.dtype, np.integer) and not np.all(labels == np.round(labels)):
+        raise ValueError(f"{source}: labels must be integers, got dtype {labels.dtype}")
     labels = labels.astype(np.int64)
     bad = labels < 0 if n_classes is None else (labels < 0) | (labels >= n_classes)
     if bad.any():
@@ -217,7 +236,6 @@ def _resolve_classes(classes: Sequence[int] | None, binary: bool | None,
 
 def _count(n: Any, what: str) -> int:
     """A number of points: an integer >= 1 (an empty split has no meaning here)."""
-    from .._checks import integer
     try:
         n = integer(n, what)
     except (TypeError, ValueError):

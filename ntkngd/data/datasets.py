@@ -8,9 +8,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from .._checks import non_negative_int, positive_int
-from .dataset import (Dataset, _build, _disjoint, _resolve_classes, flatten, preprocess,
-                      select_classes)
-from .rows import finite, unit_norm_rows
+from .dataset import (Dataset, _build, _disjoint, _resolve_classes, finite, flatten, preprocess,
+                      select_classes, unit_norm_rows)
 
 
 def pca_whiten(x_fit: Any, *xs: Any, rtol: float = 1e-8) -> tuple[np.ndarray, ...]:

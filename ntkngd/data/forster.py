@@ -14,14 +14,13 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from .rows import finite, unit_norm_rows
+from .._checks import positive, positive_int
+from .dataset import Dataset, finite, unit_norm_rows
 
-if TYPE_CHECKING:
-    from .dataset import Dataset
 
 _EPS = np.finfo(np.float64).eps
 CHUNK_COND = 1e6          # largest condition number of a recorded product of iteration steps
@@ -111,8 +110,8 @@ def _step(z: np.ndarray) -> tuple[np.ndarray, float, float]:
     gram = z.T @ z
     err = _gram_error(gram, n)
     evals, evecs = np.linalg.eigh(gram)
-    if evals[0] <= evals[-1] * max(n, r) * _EPS:
-        rank = int(np.sum(evals > evals[-1] * max(n, r) * _EPS))
+    rank = _rank(evals[::-1], z.shape)
+    if rank < r:
         raise ValueError(f"degenerate data: X^T X is singular (numerical rank {rank} < d={r}); "
                          f"the points must span R^d and be in general position")
     m = (evecs * np.sqrt(evals[0] / evals)) @ evecs.T
@@ -144,13 +143,9 @@ def _owners(z: np.ndarray) -> np.ndarray:
     """Rows that a probe run of the iteration pushes into directions with a Gram eigenvalue
     below _LOW N / r (candidates for a privately owned subspace), as indices."""
     n, r = z.shape
-    for _ in range(_PROBE_ITERS):
-        m, _, _ = _step(z)
-        z = unit_norm_rows(z @ m)
+    z = _iterate(z, _PROBE_ITERS, 0.0)[0]
     evals, evecs = np.linalg.eigh(z.T @ z)
     low = evecs[:, evals < _LOW * n / r]
-    if low.shape[1] == 0:
-        return np.zeros(0, dtype=int)
     return np.flatnonzero(np.sum((z @ low) ** 2, axis=1) > 0.5)
 
 
@@ -199,8 +194,7 @@ def _fit(x: Any, iters: int, tol: float, span: bool) -> tuple[ForsterMap, np.nda
     arr = finite(x, "x")
     if arr.ndim != 2:
         raise ValueError(f"forster_transform expects a 2-D (N, d) array, got shape {arr.shape}")
-    if iters < 1 or tol <= 0:
-        raise ValueError(f"iters must be >= 1 and tol > 0, got iters={iters}, tol={tol}")
+    iters, tol = positive_int(iters, "iters"), positive(tol, "tol")
     n, d = arr.shape
     arr = unit_norm_rows(arr)
     if span:
@@ -245,8 +239,12 @@ def span_isotropy_error(x: Any, rank: int | None = None) -> tuple[float, int]:
     the r leading right singular vectors of X (r = `rank`, or the numerical rank: cut at
     max(N, d) eps times the largest singular value)."""
     arr = finite(x, "x")
+    if arr.ndim != 2:
+        raise ValueError(f"span_isotropy_error expects a 2-D (N, d) array, got shape {arr.shape}")
     _, s, vt = np.linalg.svd(arr, full_matrices=False)
-    r = rank or _rank(s, arr.shape)
+    r = _rank(s, arr.shape) if rank is None else positive_int(rank, "rank")
+    if r > s.size:
+        raise ValueError(f"rank must be at most min(N, d) = {s.size}, got {rank}")
     return isotropy_error(arr @ vt[:r].T), r
 
 
@@ -273,8 +271,8 @@ def forster_transform(x: Any, iters: int = 5000, tol: float = 1e-10,
     return _fit(x, iters, tol, span)[1]
 
 
-def forster_dataset(ds: "Dataset", iters: int = 5000, tol: float = 1e-10,
-                    span: bool = False) -> "Dataset":
+def forster_dataset(ds: Dataset, iters: int = 5000, tol: float = 1e-10,
+                    span: bool = False) -> Dataset:
     """Fit Forster's transform on the training inputs (their transformed rows train) and apply
     the same map to the test inputs; the recorded preprocessing names the span, the iterations
     and the isotropy error reached."""

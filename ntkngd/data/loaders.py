@@ -13,8 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .dataset import (Dataset, _build, _check_labels, _disjoint, _from_splits, _resolve_classes,
-                      select_classes)
-from .rows import finite
+                      finite, select_classes)
 
 
 def _read_bytes(path: str) -> bytes:
