@@ -15,15 +15,13 @@ LOSS_ALIASES: dict[str, str] = {"ce": "softmax_cross_entropy",
                                 "cross_entropy": "softmax_cross_entropy",
                                 "bce": "sigmoid_binary_cross_entropy"}
 
-# v0.1 name -> what to use instead (the DeprecationWarning's text)
-COMPAT_NAMES: dict[str, str] = {
+COMPAT_NAMES: dict[str, str] = {     # v0.1 name -> what to use instead (the warning's text)
     "ce_operator": "ntkngd.operator(method, K, damping, loss='ce')",
     "ce_min_norm_operator": "ntkngd.operator(method, K, 0.0, loss='ce')",
     "ce_predict": "ntkngd.predict(ntkngd.operator(..., loss='ce'), ...)",
     "ce_residual": "ntkngd.losses.softmax_cross_entropy.residual",
     "softmax_hessian": "ntkngd.losses.softmax_cross_entropy.hessian",
-    "CEOperator": "ntkngd.LossOperator",
-    "CETrajectory": "ntkngd.Trajectory",
+    "CEOperator": "ntkngd.LossOperator", "CETrajectory": "ntkngd.Trajectory",
     "CETrainLog": "ntkngd.TrainLog",
     "ce_direction": "ntkngd.ngd_direction(..., loss='ce')",
     "train_ce": "ntkngd.train(..., loss='ce')",

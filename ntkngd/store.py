@@ -15,13 +15,12 @@ import hashlib
 import json
 import os
 import tempfile
-from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
 
-@contextmanager
+@contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
     """Yield a temporary path; on success it replaces `path` atomically, on error it is removed.
 
@@ -102,9 +101,8 @@ _RELATIVE_KEYS = ("deviation", "departure", "offdiag", "raw", "forster")
 def vouched(obj: Any, digits: int, key: str = "") -> Any:
     """`obj` with every float reduced to what the computation can vouch for across BLAS kernels
     and thread counts: `digits` significant digits; relative deviations (keys whose last part
-    contains one of _RELATIVE_KEYS, e.g. an operator set to alpha I exactly) at or below ROUNDOFF, and any other
-    value below FLOOR (a loss at the round-off floor), recorded as exactly 0. Arrays stay arrays
-    (so that the figures are drawn from the same numbers the JSON records)."""
+    contains one of _RELATIVE_KEYS) at or below ROUNDOFF and any other value below FLOOR recorded
+    as exactly 0. Arrays stay arrays (the figures are drawn from the numbers the JSON records)."""
     if isinstance(obj, dict):
         return {k: vouched(v, digits, str(k)) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

@@ -14,13 +14,10 @@ from .._checks import integer
 # ----------------------------------------------------------------------------- container
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """Train/test split with targets and integer labels.
-
-    x_*: (N, d) float64 inputs; y_*: (N, C) float64 targets; labels_*: (N,) int original class
-    labels (e.g. the digit); classes: original labels in target-column order (for binary
-    targets the first class is +0.5); name: short description of the source; preprocessing: the
-    steps applied to the inputs; source: where the points were drawn from (files, rule, seed).
-    """
+    """Train/test split: x_* (N, d) inputs, y_* (N, C) targets, labels_* (N,) original integer
+    labels (e.g. the digit); classes: the labels in target-column order (binary: the first is
+    +0.5); name; preprocessing: the steps applied to the inputs; source: how the points were drawn
+    (files, rule, seed)."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -116,10 +113,8 @@ def _standardized(x_train: Any, x_test: Any, axis: int | None,
 
 
 def standardize(x_train: Any, x_test: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Subtract the training per-feature mean and divide by the training per-feature std.
-
-    Both sets use the training statistics; features with zero training std are only centred.
-    Returns (x_train, x_test) as new float64 arrays."""
+    """(x - mean) / std per feature with the training statistics for both sets; features with
+    zero training std are only centred. Returns new float64 arrays (x_train, x_test)."""
     return _standardized(x_train, x_test, 0, "standardize")
 
 
@@ -178,10 +173,8 @@ def _labels_1d(labels: Any, what: str = "labels") -> np.ndarray:
 
 
 def select_classes(x: Any, labels: Any, classes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the points whose label is in `classes`, in their original order.
-
-    Returns (x_subset, labels_subset); x keeps its trailing shape and dtype.
-    """
+    """(x, labels) of the points whose label is in `classes`, in their original order (x keeps
+    its trailing shape and dtype)."""
     x, labels = np.asarray(x), _labels_1d(labels)
     if x.shape[:1] != labels.shape:
         raise ValueError(f"select_classes expects labels of shape (N,) matching x of shape (N, ...), "

@@ -223,14 +223,12 @@ def _fit(x: Any, iters: int, tol: float, span: bool) -> tuple[ForsterMap, np.nda
 
 
 def forster_fit(x: Any, iters: int = 5000, tol: float = 1e-10, span: bool = False) -> ForsterMap:
-    """Forster's transform fitted on the rows of x (a `ForsterMap`; apply it with `forster_apply`).
-
-    Iterates X <- rownormalize(X (X^T X)^{-1/2}) on the rows until isotropy_error(X) < tol or
-    `iters` steps (a UserWarning then reports the error reached; the authors' code also stops
-    after a fixed count). span=False needs N >= d and X^T X non-singular (ValueError otherwise);
+    """Forster's transform fitted on the rows of x (a `ForsterMap`; apply it with `forster_apply`):
+    X <- rownormalize(X (X^T X)^{-1/2}) until isotropy_error(X) < tol or `iters` steps (then a
+    UserWarning gives the error reached; the authors' code also stops after a fixed count).
+    span=False needs N >= d, X^T X non-singular and no privately owned directions (ValueError);
     span=True works in the span of the rows (rank cut at max(N, d) eps times the largest singular
-    value) and first removes privately owned directions (module docstring); span=False refuses
-    data with such directions (ValueError: the iteration would turn round-off into data)."""
+    value) and first removes privately owned directions (module docstring)."""
     return _fit(x, iters, tol, span)[0]
 
 

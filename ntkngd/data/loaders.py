@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .._checks import positive
 from .dataset import (Dataset, _build, _check_labels, _disjoint, _from_splits, _resolve_classes,
                       finite, select_classes)
 
@@ -93,10 +94,8 @@ def _load_npz_arrays(path: str) -> dict[str, np.ndarray]:
     return out
 
 
-_MNIST_FILES = {
-    "x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
-    "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte",
-}
+_MNIST_FILES = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
+                "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte"}
 
 
 def _find(directory: str, base: str) -> str | None:
@@ -219,8 +218,7 @@ def _read_cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
     if "data" not in obj or "labels" not in obj:
         raise ValueError(f"{path}: missing key(s) {[k for k in ('data', 'labels') if k not in obj]};"
                          f" expected a dict with b'data' (n, 3072) uint8 and b'labels'")
-    data = np.asarray(obj["data"])
-    labels = np.asarray(obj["labels"])
+    data, labels = np.asarray(obj["data"]), np.asarray(obj["labels"])
     if data.ndim != 2 or data.shape[1] != 3072:
         raise ValueError(f"{path}: b'data' must have shape (n, 3072) (3 x 32 x 32 uint8 pixels), "
                          f"got {data.shape}")
@@ -256,8 +254,7 @@ def load_cifar10(directory: str, n_train: int | None = 100, n_test: int | None =
     restricted unpickler (numpy arrays only)."""
     root = _cifar_dir(os.fspath(directory))
     parts = [_read_cifar_batch(os.path.join(root, n)) for n in _CIFAR_TRAIN]
-    x_tr = np.concatenate([p[0] for p in parts])
-    y_tr = np.concatenate([p[1] for p in parts])
+    x_tr, y_tr = (np.concatenate(arrays) for arrays in zip(*parts))
     x_te, y_te = _read_cifar_batch(os.path.join(root, _CIFAR_TEST))
     x_tr = _pixels01(x_tr, f"{root} (training batches)")
     x_te = _pixels01(x_te, f"{root} ({_CIFAR_TEST})")
@@ -280,8 +277,7 @@ def load_npz(path: str, n_train: int | None = None, n_test: int | None = None,
             for k in ("y_train", "y_test")}
     xs = {k: finite(arrs[k], f"{path} ({k})") for k in ("x_train", "x_test")}
     if scale is not None:
-        if not scale > 0:
-            raise ValueError(f"scale must be positive, got {scale}")
+        scale = positive(scale, "scale")
         xs = {k: v / scale for k, v in xs.items()}
     all_classes = tuple(sorted(set(labs["y_train"].tolist()) | set(labs["y_test"].tolist())))
     if classes is None:
