@@ -9,7 +9,8 @@ Every method's dual system takes H and x, so a method is written once for every 
 
 Shipped: `mse` (H = I, the paper's case), `softmax_cross_entropy` (one-hot targets; H = diag(p) -
 p p^T, range = complement of the all-ones vector), `sigmoid_binary_cross_entropy` (C = 1, targets
-0/1; H = p (1 - p)). `get_loss` accepts a name, an alias ("ce") or a `Loss`; `register_loss` adds one.
+0/1; H = p (1 - p)). `get_loss` accepts a name, an alias ("ce") or a `Loss`; `register_loss`
+adds one.
 """
 from __future__ import annotations
 
@@ -51,7 +52,8 @@ class Loss:
         """A clear error when a network with c outputs cannot use this loss."""
         lo, hi = self.out_dims
         if c < lo or (hi is not None and c > hi):
-            need = f"C >= {lo}" if hi is None else (f"C = {lo}" if lo == hi else f"{lo} <= C <= {hi}")
+            need = f"C >= {lo}" if hi is None else \
+                f"C = {lo}" if lo == hi else f"{lo} <= C <= {hi}"
             raise ValueError(f"the {self.name} loss needs {need} outputs; the network has "
                              f"out_dim = {c}" + (" (C >= 2 classes for the softmax)"
                                                  if lo == 2 else ""))
@@ -224,8 +226,8 @@ def _argmax_accuracy(f, y):
 
 softmax_cross_entropy = Loss(
     "softmax_cross_entropy", _ce_value, lambda f, y: jax.nn.softmax(f, axis=-1) - y,
-    lambda f: _probability_hessian(jax.nn.softmax(f, axis=-1)), _ce_pinv, complement_basis, _one_hot, _argmax_accuracy, _ce_pinv_apply,
-    out_dims=(2, None))
+    lambda f: _probability_hessian(jax.nn.softmax(f, axis=-1)), _ce_pinv, complement_basis,
+    _one_hot, _argmax_accuracy, _ce_pinv_apply, out_dims=(2, None))
 
 
 # ---------------------------------------------------------------------------- sigmoid binary CE

@@ -187,14 +187,15 @@ class Cache:
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in key)
         return os.path.join(self.directory, f"{safe}.npz")
 
-    def get_or_compute(self, key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, np.ndarray]:
+    def get_or_compute(self, key: str,
+                       compute: Callable[[], dict[str, Any]]) -> dict[str, np.ndarray]:
         """The stored part `key`, or compute() saved as that part. A part that cannot be read
         back completely (empty, truncated, corrupt, missing an array) counts as a miss."""
         path = self.path(key)
         if not self.force and os.path.exists(path):
             try:
                 result = read_npz(path)
-            except Exception:       # noqa: BLE001 - BadZipFile, EOFError, zlib.error, ...: recompute
+            except Exception:       # noqa: BLE001 - BadZipFile, EOFError, zlib.error...: recompute
                 pass
             else:
                 self.hits += 1

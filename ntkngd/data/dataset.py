@@ -35,9 +35,9 @@ class Dataset:
             x, y, lab = (getattr(self, f"{k}_{split}") for k in ("x", "y", "labels"))
             if x.ndim != 2 or y.ndim != 2 or lab.ndim != 1 or \
                     not x.shape[0] == y.shape[0] == lab.shape[0]:
-                raise ValueError(f"Dataset {self.name!r}: x_{split} must be (N, d), y_{split} (N, C) "
-                                 f"and labels_{split} (N,) with one N, got shapes {x.shape}, "
-                                 f"{y.shape}, {lab.shape}")
+                raise ValueError(f"Dataset {self.name!r}: x_{split} must be (N, d), y_{split} "
+                                 f"(N, C) and labels_{split} (N,) with one N, got shapes "
+                                 f"{x.shape}, {y.shape}, {lab.shape}")
         for what, train, test in (("input features", self.x_train, self.x_test),
                                   ("target columns", self.y_train, self.y_test)):
             if train.shape[1] != test.shape[1]:
@@ -177,8 +177,8 @@ def select_classes(x: Any, labels: Any, classes: Sequence[int]) -> tuple[np.ndar
     its trailing shape and dtype)."""
     x, labels = np.asarray(x), _labels_1d(labels)
     if x.shape[:1] != labels.shape:
-        raise ValueError(f"select_classes expects labels of shape (N,) matching x of shape (N, ...), "
-                         f"got x {x.shape} and labels {labels.shape}")
+        raise ValueError(f"select_classes expects labels of shape (N,) matching x of shape "
+                         f"(N, ...), got x {x.shape} and labels {labels.shape}")
     mask = np.isin(labels, np.asarray(_distinct(classes)))
     return x[mask], labels[mask]
 
@@ -220,7 +220,8 @@ def _resolve_classes(classes: Sequence[int] | None, binary: bool | None,
     classes = _distinct(all_classes if classes is None else (int(c) for c in classes))
     unknown = [c for c in classes if c not in set(all_classes)]
     if unknown:
-        raise ValueError(f"classes {unknown} do not exist; available classes are {tuple(all_classes)}")
+        raise ValueError(f"classes {unknown} do not exist; available classes are "
+                         f"{tuple(all_classes)}")
     binary = len(classes) == 2 if binary is None else bool(binary)
     if binary and len(classes) != 2:
         raise ValueError(f"binary targets need exactly 2 classes, got {len(classes)}: {classes}")

@@ -134,8 +134,8 @@ def _mnist_arrays(directory: str) -> tuple[dict[str, np.ndarray], str]:
     if os.path.isfile(npz):
         return _load_npz_arrays(npz), npz
     missing = [v + "[.gz]" for k, v in _MNIST_FILES.items() if paths[k] is None]
-    raise FileNotFoundError(f"MNIST files not found in {directory}: missing {missing}; expected the "
-                            f"four IDX files (gzipped or not), the two t10k test files, or a "
+    raise FileNotFoundError(f"MNIST files not found in {directory}: missing {missing}; expected "
+                            f"the four IDX files (gzipped or not), the two t10k test files, or a "
                             f"Keras-layout mnist.npz")
 
 
@@ -215,9 +215,10 @@ def _read_cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"{path}: expected a pickled dict with b'data' and b'labels', "
                          f"got {type(obj).__name__}")
     obj = {(k.decode() if isinstance(k, bytes) else k): v for k, v in obj.items()}
-    if "data" not in obj or "labels" not in obj:
-        raise ValueError(f"{path}: missing key(s) {[k for k in ('data', 'labels') if k not in obj]};"
-                         f" expected a dict with b'data' (n, 3072) uint8 and b'labels'")
+    missing = [k for k in ("data", "labels") if k not in obj]
+    if missing:
+        raise ValueError(f"{path}: missing key(s) {missing}; expected a dict with b'data' "
+                         f"(n, 3072) uint8 and b'labels'")
     data, labels = np.asarray(obj["data"]), np.asarray(obj["labels"])
     if data.ndim != 2 or data.shape[1] != 3072:
         raise ValueError(f"{path}: b'data' must have shape (n, 3072) (3 x 32 x 32 uint8 pixels), "
