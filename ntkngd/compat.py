@@ -70,9 +70,8 @@ def ce_direction(method, net, params: Any, x: Any, y: Any, damping: Optional[flo
                  loss: Union[str, Loss] = softmax_cross_entropy) -> list:
     """`ngd_direction` with the softmax cross-entropy loss (one-hot y, C >= 2)."""
     from .engine import ngd_direction
-    L = get_loss(loss)
-    L.check_outputs(net.out_dim)
-    return ngd_direction(method, net, params, x, y, damping, L)
+    get_loss(loss).check_outputs(net.out_dim)
+    return ngd_direction(method, net, params, x, y, damping, loss)
 
 
 def train_ce(method, net, params: Any, data: tuple, steps: int = 5, lr: Optional[float] = None,

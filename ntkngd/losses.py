@@ -219,15 +219,11 @@ def _one_hot(y, name, n, c):
     return arr.astype(np.float64)
 
 
-def _argmax_accuracy(f, y):
-    f, y = jnp.asarray(f), jnp.asarray(y)
-    return jnp.mean(jnp.argmax(f, -1) == jnp.argmax(y, -1), axis=-1)
-
-
 softmax_cross_entropy = Loss(
     "softmax_cross_entropy", _ce_value, lambda f, y: jax.nn.softmax(f, axis=-1) - y,
     lambda f: _probability_hessian(jax.nn.softmax(f, axis=-1)), _ce_pinv, complement_basis,
-    _one_hot, _argmax_accuracy, _ce_pinv_apply, out_dims=(2, None))
+    _one_hot, lambda f, y: coded_accuracy(f, y, ("argmax", None)), _ce_pinv_apply,
+    out_dims=(2, None))
 
 
 # ---------------------------------------------------------------------------- sigmoid binary CE

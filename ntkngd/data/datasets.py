@@ -98,12 +98,10 @@ def gaussian(n_train: int, n_test: int, dim: int, out_dim: int = 1, seed: int = 
 
 
 def sphere(n_train: int, n_test: int, dim: int, seed: int = 0) -> Dataset:
-    """Points uniform on the unit sphere in R^dim with random +-0.5 targets (the paper's check).
-
-    labels are +1 / -1 (classes (1, -1)), target = label / 2, drawn independently of the inputs.
-    The inputs are already in the form the authors' preprocessing produces (unit-norm rows, zero
-    mean in expectation); they are not re-standardized, so that they stay exactly uniform.
-    """
+    """Points uniform on the unit sphere in R^dim with random +-0.5 targets (the paper's check):
+    labels +1 / -1 (classes (1, -1)) drawn independently of the inputs, target = label / 2. The
+    inputs already have unit-norm rows and zero mean in expectation; they are not re-standardized
+    (so they stay exactly uniform)."""
     n_train, n_test, dim, _ = _sizes(n_train, n_test, dim, 1)
     rng = np.random.default_rng(seed)
     x = unit_norm_rows(rng.standard_normal((n_train + n_test, dim)))

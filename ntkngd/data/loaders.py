@@ -154,8 +154,7 @@ def load_mnist(directory: str | None = None, n_train: int | None = 100,
     training and test sets are drawn from it (`Dataset.source` records how). binary=None means
     binary (+0.5 for classes[0]) iff two classes, else one-hot.
     """
-    src_dir = BUNDLED_MNIST if directory is None else os.fspath(directory)
-    arrs, src = _mnist_arrays(src_dir)
+    arrs, src = _mnist_arrays(BUNDLED_MNIST if directory is None else os.fspath(directory))
     label = "bundled with ntkngd" if directory is None else src
     y_te = _check_labels(arrs["y_test"], f"{src} (y_test)")
     x_te = _pixels01(arrs["x_test"], f"{src} (x_test)")
