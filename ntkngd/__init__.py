@@ -9,64 +9,36 @@ neural-tangents' stax module loaded the quiet way (without its TensorFlow port),
 from __future__ import annotations
 
 from . import _lazy, _lazy_nt
+from ._names import COMPAT_NAMES as _COMPAT
 
 _lazy_nt.install()
 
 # public name -> (module, attribute in it); None: the module itself
-_EXPORTS: dict[str, tuple[str, str | None]] = {
-    "TheoryConditionWarning": ("._checks", "TheoryConditionWarning"),
-    # networks
-    "ACTIVATIONS": (".networks.fully_connected", "ACTIVATIONS"),
-    "Network": (".networks.base", "Network"),
-    "mlp": (".networks.fully_connected", "mlp"),
-    "SerialNetwork": (".networks.stax_serial", "SerialNetwork"),
-    "serial": (".networks.stax_serial", "serial"),
-    "cnn": (".networks.stax_serial", "cnn"),
-    "stax": ("neural_tangents.stax", None),
-    # kernels
-    "Kernels": (".networks.kernels", "Kernels"),
-    "analytic_kernels": (".networks.kernels", "analytic_kernels"),
-    "empirical_kernels": (".networks.empirical", "empirical_kernels"),
-    # methods
-    "METHODS": (".methods", "METHODS"),
-    "BlockPattern": (".methods", "BlockPattern"),
-    "block_pattern": (".methods", "block_pattern"),
-    "Method": (".methods", "Method"),
-    "get_method": (".methods", "get_method"),
-    "method_names": (".methods", "method_names"),
-    "pattern_method": (".methods", "pattern_method"),
-    "register_method": (".methods", "register_method"),
-    "pattern_alpha": (".methods.patterns", "alpha"),
-    "tridiagonal_pattern": (".methods.patterns", "tridiagonal"),
-    # losses
-    "losses": (".losses", None),
-    "Loss": (".losses", "Loss"),
-    "get_loss": (".losses", "get_loss"),
-    "register_loss": (".losses", "register_loss"),
-    # function-space operators and dynamics
-    "Operator": (".dynamics.linear", "Operator"),
-    "LossOperator": (".dynamics.loss_flow", "LossOperator"),
-    "operator": (".dynamics.operators", "operator"),
-    "Trajectory": (".dynamics.trajectory", "Trajectory"),
-    "predict": (".dynamics.trajectory", "predict"),
-    "IsotropyReport": (".dynamics.diagnostics", "IsotropyReport"),
-    "isotropy": (".dynamics.diagnostics", "isotropy"),
-    # finite-width training
-    "ngd_direction": (".engine", "ngd_direction"),
-    "ngd_transform": (".engine", "ngd_transform"),
-    "train": (".training.loop", "train"),
-    "TrainLog": (".training.log", "TrainLog"),
-    # data
-    "data": (".data", None),
-    "sharded": (".sharded", None),
-}
+_EXPORTS: dict[str, tuple[str, str | None]] = {name: (module, name) for module, names in (
+    ("._checks", ("TheoryConditionWarning",)),
+    (".networks.base", ("Network",)),                                    # networks, kernels
+    (".networks.fully_connected", ("ACTIVATIONS", "mlp")),
+    (".networks.stax_serial", ("SerialNetwork", "serial", "cnn")),
+    (".networks.kernels", ("Kernels", "analytic_kernels")),
+    (".networks.empirical", ("empirical_kernels",)),
+    (".methods", ("METHODS", "BlockPattern", "block_pattern", "Method", "get_method",
+                  "method_names", "pattern_method", "register_method")),
+    (".losses", ("Loss", "get_loss", "register_loss")),
+    (".dynamics.linear", ("Operator",)),                                 # function space
+    (".dynamics.loss_flow", ("LossOperator",)),
+    (".dynamics.operators", ("operator",)),
+    (".dynamics.trajectory", ("Trajectory", "predict")),
+    (".dynamics.diagnostics", ("IsotropyReport", "isotropy")),
+    (".engine", ("ngd_direction", "ngd_transform")),                     # finite width
+    (".training.loop", ("train",)),
+    (".training.log", ("TrainLog",))) for name in names}
+_EXPORTS.update({"pattern_alpha": (".methods.patterns", "alpha"),
+                 "tridiagonal_pattern": (".methods.patterns", "tridiagonal"),
+                 "stax": ("neural_tangents.stax", None), "losses": (".losses", None),
+                 "data": (".data", None), "sharded": (".sharded", None)})
 
 __all__ = sorted(_EXPORTS)
 
-# the v0.1 names (ntkngd.compat.NAMES, listed here so that looking one up imports nothing)
-_COMPAT = frozenset(("ce_operator", "ce_min_norm_operator", "ce_predict", "ce_residual",
-                     "softmax_hessian", "CEOperator", "CETrajectory", "CETrainLog", "ce_direction",
-                     "train_ce", "mse"))
 _lazy_getattr, __dir__ = _lazy.lazy_exports(globals(), _EXPORTS)
 
 

@@ -1,6 +1,6 @@
-"""The built-in method and loss names, as plain strings: what the command line lists and accepts
-without importing JAX (`ntkngd --help` and argument errors answer at once). tests/test_startup.py
-checks them against the real registries (ntkngd.methods, ntkngd.losses)."""
+"""The built-in method and loss names and the v0.1 names (`ntkngd.compat`) as plain strings: what
+the command line lists and accepts, and `ntkngd` looks up, without importing JAX (`ntkngd --help`
+and argument errors answer at once). tests/test_startup.py checks them against the registries."""
 from __future__ import annotations
 
 import sys
@@ -14,6 +14,19 @@ LOSSES: tuple[str, ...] = ("mse", "sigmoid_binary_cross_entropy", "softmax_cross
 LOSS_ALIASES: dict[str, str] = {"ce": "softmax_cross_entropy",
                                 "cross_entropy": "softmax_cross_entropy",
                                 "bce": "sigmoid_binary_cross_entropy"}
+
+COMPAT_NAMES: dict[str, str] = {     # v0.1 name -> what to use instead (the warning's text)
+    "ce_operator": "ntkngd.operator(method, K, damping, loss='ce')",
+    "ce_min_norm_operator": "ntkngd.operator(method, K, 0.0, loss='ce')",
+    "ce_predict": "ntkngd.predict(ntkngd.operator(..., loss='ce'), ...)",
+    "ce_residual": "ntkngd.losses.softmax_cross_entropy.residual",
+    "softmax_hessian": "ntkngd.losses.softmax_cross_entropy.hessian",
+    "CEOperator": "ntkngd.LossOperator", "CETrajectory": "ntkngd.Trajectory",
+    "CETrainLog": "ntkngd.TrainLog",
+    "ce_direction": "ntkngd.ngd_direction(..., loss='ce')",
+    "train_ce": "ntkngd.train(..., loss='ce')",
+    "mse": "ntkngd.losses.mse.value (or ntkngd.dynamics.trajectory.mse, in NumPy)",
+}
 
 
 def method_names() -> tuple[str, ...]:

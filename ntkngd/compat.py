@@ -1,9 +1,7 @@
 """The v0.1 names (softmax cross-entropy beside MSE), kept working on top of the one engine.
 
-Reading one of `NAMES` as `ntkngd.<name>` warns once per name with a DeprecationWarning that names
-its replacement (ntkngd/__init__.py); importing it from here does not warn. The loss is
-`ntkngd.losses.softmax_cross_entropy` (C >= 2, one-hot targets, Loss = (1/N) sum_n -sum_c y_nc
-log softmax(f_n)_c, residual r = p - y, output Hessian Hs = diag(p) - p p^T).
+Reading one of `NAMES` as `ntkngd.<name>` warns once per name (DeprecationWarning, naming the
+replacement); importing it from here does not. The loss is `ntkngd.losses.softmax_cross_entropy`.
 """
 from __future__ import annotations
 
@@ -12,29 +10,16 @@ from typing import Any, Optional, Union
 import jax
 import jax.numpy as jnp
 
-from . import _checks
-from .dynamics.loss_flow import LossOperator, loss_operator, min_norm_operator
+from ._names import COMPAT_NAMES
+from .dynamics.loss_flow import LossOperator
+from .dynamics.operators import operator
 from .dynamics.trajectory import Trajectory, mse, predict
 from .networks.kernels import Kernels
-from .losses import Loss, get_loss, softmax_cross_entropy
+from .losses import Loss, _probability_hessian, get_loss, softmax_cross_entropy
 from .methods import BlockPattern, get_method
 from .training.log import TrainLog
 
-# v0.1 name -> what to use instead (the DeprecationWarning's text)
-NAMES: dict[str, str] = {
-    "ce_operator": "ntkngd.operator(method, K, damping, loss='ce')",
-    "ce_min_norm_operator": "ntkngd.operator(method, K, 0.0, loss='ce')",
-    "ce_predict": "ntkngd.predict(ntkngd.operator(..., loss='ce'), ...)",
-    "ce_residual": "ntkngd.losses.softmax_cross_entropy.residual",
-    "softmax_hessian": "ntkngd.losses.softmax_cross_entropy.hessian",
-    "CEOperator": "ntkngd.LossOperator",
-    "CETrajectory": "ntkngd.Trajectory",
-    "CETrainLog": "ntkngd.TrainLog",
-    "ce_direction": "ntkngd.ngd_direction(..., loss='ce')",
-    "train_ce": "ntkngd.train(..., loss='ce')",
-    "mse": "ntkngd.losses.mse.value (or ntkngd.dynamics.trajectory.mse, in NumPy)",
-}
-
+NAMES = COMPAT_NAMES
 CEOperator = LossOperator
 CETrajectory = Trajectory
 CETrainLog = TrainLog
@@ -44,9 +29,7 @@ __all__ = sorted(NAMES)
 
 def softmax_hessian(p: Any) -> jnp.ndarray:
     """diag(p) - p p^T over the last axis: (..., C) probabilities -> (..., C, C)."""
-    p = jnp.asarray(p)
-    return jnp.einsum("...c,cd->...cd", p, jnp.eye(p.shape[-1], dtype=p.dtype)) - \
-        p[..., :, None] * p[..., None, :]
+    return _probability_hessian(jnp.asarray(p))
 
 
 def ce_residual(f: jnp.ndarray, y: jnp.ndarray) -> jnp.ndarray:
@@ -54,34 +37,22 @@ def ce_residual(f: jnp.ndarray, y: jnp.ndarray) -> jnp.ndarray:
     return jax.nn.softmax(f, axis=-1) - y
 
 
-def _kernels(K):
-    if not isinstance(K, Kernels):
-        raise TypeError(f"K must be an ntkngd.Kernels (from analytic_kernels or empirical_kernels), "
-                        f"got {type(K).__name__}")
-    return K
-
-
 def ce_operator(method: Union[str, BlockPattern], K: Kernels, damping: float = 0.0) -> LossOperator:
-    """The cross-entropy operator of `method` on K. rho = 0 takes the minimum-norm limit, which
-    here needs infinite-width kernels (see `ce_min_norm_operator`)."""
-    K = _kernels(K)
-    damping = _checks.non_negative(damping, "damping")
-    _CE.check_outputs(int(K.out_dim))
-    if damping == 0 and not K.kron_outputs and get_method(method).kind != "gd":
-        raise ValueError("cross-entropy NGD with damping = 0 needs infinite-width kernels "
-                         "(kron_outputs=True) here; pass damping > 0 or use "
-                         "ce_min_norm_operator / ntkngd.operator(..., loss='ce')")
-    return loss_operator(get_method(method), K, damping, _CE)
+    """The cross-entropy operator of `method` on K: `ntkngd.operator(method, K, damping, 'ce')`,
+    except that rho = 0 needs infinite-width kernels here (see `ce_min_norm_operator`)."""
+    if isinstance(K, Kernels) and not K.kron_outputs and damping == 0:
+        _CE.check_outputs(int(K.out_dim))
+        if get_method(method).kind != "gd":
+            raise ValueError("cross-entropy NGD with damping = 0 needs infinite-width kernels "
+                             "(kron_outputs=True) here; pass damping > 0 or use "
+                             "ce_min_norm_operator / ntkngd.operator(..., loss='ce')")
+    return operator(method, K, damping, _CE)
 
 
 def ce_min_norm_operator(method: Union[str, BlockPattern], K: Kernels) -> LossOperator:
-    """The rho -> 0 cross-entropy operator on finite-width kernels (infinite-width kernels are
-    passed on to ce_operator(method, K, 0)); see `dynamics.loss_flow.min_norm_operator`."""
-    K = _kernels(K)
-    _CE.check_outputs(int(K.out_dim))
-    if K.kron_outputs:
-        return ce_operator(method, K, 0.0)
-    return min_norm_operator(get_method(method), K, _CE)
+    """The rho -> 0 cross-entropy operator, `ntkngd.operator(method, K, 0.0, loss='ce')` (on
+    finite-width kernels: `dynamics.loss_flow.min_norm_operator`)."""
+    return operator(method, K, 0.0, _CE)
 
 
 def ce_predict(method: Union[str, BlockPattern, LossOperator], K: Optional[Kernels],
@@ -99,9 +70,8 @@ def ce_direction(method, net, params: Any, x: Any, y: Any, damping: Optional[flo
                  loss: Union[str, Loss] = softmax_cross_entropy) -> list:
     """`ngd_direction` with the softmax cross-entropy loss (one-hot y, C >= 2)."""
     from .engine import ngd_direction
-    L = get_loss(loss)
-    L.check_outputs(net.out_dim)
-    return ngd_direction(method, net, params, x, y, damping, L)
+    get_loss(loss).check_outputs(net.out_dim)
+    return ngd_direction(method, net, params, x, y, damping, loss)
 
 
 def train_ce(method, net, params: Any, data: tuple, steps: int = 5, lr: Optional[float] = None,

@@ -9,7 +9,8 @@ Every method's dual system takes H and x, so a method is written once for every 
 
 Shipped: `mse` (H = I, the paper's case), `softmax_cross_entropy` (one-hot targets; H = diag(p) -
 p p^T, range = complement of the all-ones vector), `sigmoid_binary_cross_entropy` (C = 1, targets
-0/1; H = p (1 - p)). `get_loss` accepts a name, an alias ("ce") or a `Loss`; `register_loss` adds one.
+0/1; H = p (1 - p)). `get_loss` accepts a name, an alias ("ce") or a `Loss`; `register_loss`
+adds one.
 """
 from __future__ import annotations
 
@@ -28,14 +29,12 @@ __all__ = ["Loss", "mse", "softmax_cross_entropy", "sigmoid_binary_cross_entropy
 
 @dataclass(frozen=True, eq=False)
 class Loss:
-    """One loss (module docstring). Functions act on (N, C) arrays (value, accuracy: on the last two
-    axes, so a leading time axis is allowed). Hashable by identity: usable as a static jit argument.
-
-    value(f, y) -> Loss;  residual(f, y) -> r;  hessian(f) -> (N, C, C);
-    pinv_residual(f, y) -> H^+ r (exact for every probability);  basis(C) -> U_C (C, k);
-    pinv_apply(f, r) -> H^+ r for any r in range(H) (when the targets are not at hand);
-    validate(y, name, n, c) -> float targets (clear errors);  accuracy(f, y) -> fraction correct;
-    identity_hessian: H = I (MSE: the dynamics are linear, predictions in closed form)."""
+    """One loss (module docstring): value(f, y), residual(f, y), hessian(f) (N, C, C),
+    pinv_residual(f, y) = H^+ r (exact for every probability), basis(C) = U_C, pinv_apply(f, r) =
+    H^+ r for any r in range(H) (targets not at hand), validate(y, name, n, c) -> float targets,
+    accuracy(f, y); identity_hessian: H = I (MSE: linear dynamics, closed-form predictions).
+    Functions act on (N, C) arrays (value and accuracy on the last two axes: a leading time axis
+    is allowed). Hashable by identity: usable as a static jit argument."""
 
     name: str
     value: Callable
@@ -53,7 +52,8 @@ class Loss:
         """A clear error when a network with c outputs cannot use this loss."""
         lo, hi = self.out_dims
         if c < lo or (hi is not None and c > hi):
-            need = f"C >= {lo}" if hi is None else (f"C = {lo}" if lo == hi else f"{lo} <= C <= {hi}")
+            need = f"C >= {lo}" if hi is None else \
+                f"C = {lo}" if lo == hi else f"{lo} <= C <= {hi}"
             raise ValueError(f"the {self.name} loss needs {need} outputs; the network has "
                              f"out_dim = {c}" + (" (C >= 2 classes for the softmax)"
                                                  if lo == 2 else ""))
@@ -63,17 +63,24 @@ class Loss:
 
 
 # ---------------------------------------------------------------------------- mean squared error
+def _pair(f, y):
+    """f as a JAX array; a ValueError unless y has f's last two axes (N, C) (a leading time axis
+    on either broadcasts): otherwise f - y would broadcast (N, 1) against (N,) to (N, N)."""
+    f = jnp.asarray(f)
+    if f.ndim < 2 or np.ndim(y) < 2 or tuple(np.shape(y)[-2:]) != f.shape[-2:]:
+        raise ValueError(f"outputs f and targets y must share their last two axes (points, "
+                         f"outputs), got shapes {f.shape} and {np.shape(y)}")
+    return f
+
+
 def _mse_value(f, y):
-    return 0.5 * jnp.sum((jnp.asarray(f) - y) ** 2, axis=(-2, -1)) / f.shape[-2]
+    f = _pair(f, y)
+    return 0.5 * jnp.sum((f - y) ** 2, axis=(-2, -1)) / f.shape[-2]
 
 
 def _eye_hessian(f):
     n, c = f.shape
     return jnp.broadcast_to(jnp.eye(c, dtype=f.dtype), (n, c, c))
-
-
-def _mse_validate(y, name, n, c):
-    return _checks.outputs(y, name, n, c)
 
 
 def class_encoding(*ys) -> tuple:
@@ -84,7 +91,10 @@ def class_encoding(*ys) -> tuple:
     row has a unique largest entry (one-hot, or +-a with one positive entry). Raises ValueError
     for anything else (accuracy is undefined for such targets)."""
     arrs = [np.asarray(y, np.float64) for y in ys]
-    c = arrs[0].shape[-1]
+    c = arrs[0].shape[-1] if arrs and arrs[0].ndim else 0
+    if c == 0 or any(a.shape[-1:] != (c,) or not np.all(np.isfinite(a)) for a in arrs):
+        raise ValueError(f"class_encoding needs finite targets that share their last axis "
+                         f"(outputs), got shapes {[a.shape for a in arrs]}")
     if c == 1:
         vals = np.unique(np.concatenate([a.reshape(-1) for a in arrs]))
         if len(vals) == 2:
@@ -95,13 +105,11 @@ def class_encoding(*ys) -> tuple:
         raise ValueError(f"accuracy needs class-coded targets: one output with two values (0/1, "
                          f"+-1, +-0.5), got {len(vals)} distinct target values (regression "
                          "targets have no accuracy)")
-    for a in arrs:
-        rows = a.reshape(-1, c)
-        top = rows.max(-1, keepdims=True)
-        if not np.all((rows == top).sum(-1) == 1):
-            raise ValueError(f"accuracy needs class-coded targets: with C = {c} outputs every row "
-                             "must have one largest entry (one-hot, or +-a with one positive); "
-                             "some rows tie")
+    rows = np.concatenate([a.reshape(-1, c) for a in arrs])
+    if not np.all((rows == rows.max(-1, keepdims=True)).sum(-1) == 1):
+        raise ValueError(f"accuracy needs class-coded targets: with C = {c} outputs every row "
+                         "must have one largest entry (one-hot, or +-a with one positive); "
+                         "some rows tie")
     return "argmax", None
 
 
@@ -131,7 +139,7 @@ def _mse_accuracy(f, y):
 
 
 mse = Loss("mse", _mse_value, lambda f, y: f - y, _eye_hessian, lambda f, y: f - y,
-           lambda c: np.eye(c), _mse_validate, _mse_accuracy, lambda f, r: r,
+           lambda c: np.eye(c), _checks.outputs, _mse_accuracy, lambda f, r: r,
            identity_hessian=True)
 
 
@@ -149,14 +157,14 @@ def complement_basis(c: int) -> np.ndarray:
 
 
 def _ce_value(f, y):
-    f = jnp.asarray(f)
+    f = _pair(f, y)
     return -jnp.sum(y * jax.nn.log_softmax(f, axis=-1), axis=(-2, -1)) / f.shape[-2]
 
 
-def _softmax_hessian(f):
-    p = jax.nn.softmax(f, axis=-1)
-    return jnp.einsum("nc,cd->ncd", p, jnp.eye(p.shape[-1], dtype=p.dtype)) - \
-        p[:, :, None] * p[:, None, :]
+def _probability_hessian(p):
+    """diag(p) - p p^T over the last axis: (..., C) probabilities -> (..., C, C)."""
+    return jnp.einsum("...c,cd->...cd", p, jnp.eye(p.shape[-1], dtype=p.dtype)) - \
+        p[..., :, None] * p[..., None, :]
 
 
 def _ce_pinv(f, y):
@@ -211,20 +219,16 @@ def _one_hot(y, name, n, c):
     return arr.astype(np.float64)
 
 
-def _argmax_accuracy(f, y):
-    f, y = jnp.asarray(f), jnp.asarray(y)
-    return jnp.mean(jnp.argmax(f, -1) == jnp.argmax(y, -1), axis=-1)
-
-
 softmax_cross_entropy = Loss(
     "softmax_cross_entropy", _ce_value, lambda f, y: jax.nn.softmax(f, axis=-1) - y,
-    _softmax_hessian, _ce_pinv, complement_basis, _one_hot, _argmax_accuracy, _ce_pinv_apply,
+    lambda f: _probability_hessian(jax.nn.softmax(f, axis=-1)), _ce_pinv, complement_basis,
+    _one_hot, lambda f, y: coded_accuracy(f, y, ("argmax", None)), _ce_pinv_apply,
     out_dims=(2, None))
 
 
 # ---------------------------------------------------------------------------- sigmoid binary CE
 def _bce_value(f, y):
-    f = jnp.asarray(f)
+    f = _pair(f, y)
     per = y * jax.nn.softplus(-f) + (1 - y) * jax.nn.softplus(f)   # -y log p - (1-y) log(1-p)
     return jnp.sum(per, axis=(-2, -1)) / f.shape[-2]
 

@@ -1,34 +1,26 @@
 """Atomic files and a configuration-keyed result cache.
 
-Every file is written to a temporary name in the same directory and moved into place with
-`os.replace`, so a crash never leaves a half-written result and never clobbers the old one.
-Results are keyed by a hash of their configuration and of the package source: a rerun with the
-same configuration and code reuses them, a changed configuration or an edit to the library
-recomputes, and an interrupted run resumes from the parts it saved. A part that cannot be read back
-completely (truncated, empty, missing an array) is a miss and is recomputed.
+Every file is written to a temporary name in its directory and moved into place (`os.replace`):
+a crash never leaves a half-written result nor clobbers the old one. Results are keyed by a hash
+of their configuration and of the package source (`Cache`): a rerun of the same code reuses them,
+a changed configuration or library recomputes, an interrupted run resumes from its saved parts.
 """
 from __future__ import annotations
 
+import contextlib
+import filecmp
 import functools
 import glob
 import hashlib
 import json
 import os
 import tempfile
-from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
 
-def _same_bytes(a: str, b: str) -> bool:
-    if not os.path.isfile(b) or os.path.getsize(a) != os.path.getsize(b):
-        return False
-    with open(a, "rb") as fa, open(b, "rb") as fb:
-        return fa.read() == fb.read()
-
-
-@contextmanager
+@contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
     """Yield a temporary path; on success it replaces `path` atomically, on error it is removed.
 
@@ -41,7 +33,7 @@ def atomic_path(path: str) -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
-        if not _same_bytes(tmp, path):
+        if not (os.path.isfile(path) and filecmp.cmp(tmp, path, shallow=False)):
             umask = os.umask(0)
             os.umask(umask)
             os.chmod(tmp, 0o666 & ~umask)       # mkstemp creates 0600; results are ordinary files
@@ -56,11 +48,9 @@ def remove_stale_temps(directory: str, base: str = "") -> list[str]:
     like atomic_path's, `.BASE.*.tmp*` (any base when `base` is empty). Returns their paths."""
     removed = []
     for tmp in glob.glob(os.path.join(glob.escape(directory), f".{glob.escape(base)}*.tmp*")):
-        try:
+        with contextlib.suppress(OSError):
             os.remove(tmp)
             removed.append(tmp)
-        except OSError:
-            pass
     return removed
 
 
@@ -98,10 +88,8 @@ def _jsonable(obj: Any, digits: int | None = None) -> Any:
         if not np.isfinite(v):
             return str(v)
         return v if digits is None else float(f"{v:.{digits}g}")
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
+    if isinstance(obj, (np.integer, np.bool_)):
+        return obj.item()
     return obj
 
 
@@ -113,9 +101,8 @@ _RELATIVE_KEYS = ("deviation", "departure", "offdiag", "raw", "forster")
 def vouched(obj: Any, digits: int, key: str = "") -> Any:
     """`obj` with every float reduced to what the computation can vouch for across BLAS kernels
     and thread counts: `digits` significant digits; relative deviations (keys whose last part
-    contains one of _RELATIVE_KEYS, e.g. an operator set to alpha I exactly) at or below ROUNDOFF, and any other
-    value below FLOOR (a loss at the round-off floor), recorded as exactly 0. Arrays stay arrays
-    (so that the figures are drawn from the same numbers the JSON records)."""
+    contains one of _RELATIVE_KEYS) at or below ROUNDOFF and any other value below FLOOR recorded
+    as exactly 0. Arrays stay arrays (the figures are drawn from the numbers the JSON records)."""
     if isinstance(obj, dict):
         return {k: vouched(v, digits, str(k)) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -129,8 +116,7 @@ def vouched(obj: Any, digits: int, key: str = "") -> Any:
             scale = 10.0 ** (digits - 1 - np.floor(np.log10(mag)))
             return np.where(np.isfinite(out) & (out != 0), np.round(out * scale) / scale, out)
     if isinstance(obj, (np.floating, float)) and not isinstance(obj, bool):
-        v = float(vouched(np.array([obj], float), digits, key)[0])
-        return v
+        return float(vouched(np.array([obj], float), digits, key)[0])
     return obj
 
 
@@ -201,14 +187,15 @@ class Cache:
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in key)
         return os.path.join(self.directory, f"{safe}.npz")
 
-    def get_or_compute(self, key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, np.ndarray]:
+    def get_or_compute(self, key: str,
+                       compute: Callable[[], dict[str, Any]]) -> dict[str, np.ndarray]:
         """The stored part `key`, or compute() saved as that part. A part that cannot be read
         back completely (empty, truncated, corrupt, missing an array) counts as a miss."""
         path = self.path(key)
         if not self.force and os.path.exists(path):
             try:
                 result = read_npz(path)
-            except Exception:       # noqa: BLE001 - BadZipFile, EOFError, zlib.error, ...: recompute
+            except Exception:       # noqa: BLE001 - BadZipFile, EOFError, zlib.error...: recompute
                 pass
             else:
                 self.hits += 1

@@ -416,3 +416,38 @@ def test_load_dispatcher(tmp_path):
                                          r"\['cifar10', 'digits', 'gaussian', 'mnist', 'npz', "
                                          r"'sphere'\]"):
         load("imagenet")
+
+
+# ----------------------------------------------------------------------------- issue 19: bad input
+def test_bad_input_is_a_clear_error_not_a_silent_answer():
+    """Inputs that used to give NaN, a truncated span, a constant answer or a misleading error."""
+    from ntkngd.data import forster_fit, pca_whiten, span_isotropy_error
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((9, 3))
+    with pytest.raises(ValueError, match=r"N >= 1"):                       # was NaN statistics
+        global_standardize(np.zeros((0, 3)), x)
+    with pytest.raises(ValueError, match=r"N >= 1"):
+        standardize(np.zeros((0, 3)), x)
+    bad = x.copy()
+    bad[2, 1] = np.nan
+    with pytest.raises(ValueError, match=r"x_train contains 1 NaN"):       # was NaN passed on
+        preprocess(bad, x, standardize="none", unit_norm=False)
+    with pytest.raises(ValueError, match=r"rank must be at most min\(N, d\) = 3, got 7"):
+        span_isotropy_error(x, rank=7)                                      # was r = 7 reported
+    with pytest.raises(ValueError, match=r"rank must be a positive integer, got 0"):
+        span_isotropy_error(x, rank=0)                                      # was the numerical rank
+    with pytest.raises(ValueError, match=r"tol must be a positive finite number, got nan"):
+        forster_fit(x, tol=float("nan"))                                    # was every iteration
+    with pytest.raises(ValueError, match=r"iters must be an integer, got 2.5"):
+        forster_fit(x, iters=2.5)
+    with pytest.raises(ValueError, match=r"non-empty 2-D"):                 # was ZeroDivisionError
+        isotropy_error(np.zeros((3, 0)))
+    with pytest.raises(ValueError, match=r"no variance to whiten"):         # was (N', 0) arrays
+        pca_whiten(np.ones((4, 3)), x)
+    with pytest.raises(ValueError, match=r"x_fit contains 1 NaN"):
+        pca_whiten(bad, x)
+    with pytest.raises(ValueError, match=r"labels contain NaN"):            # was -0.5 targets
+        binary_targets(np.array([0.0, 1.0, np.nan]), 1)
+    empty_test = gaussian(6, 0, 3, seed=1)                                  # n_test = 0 is allowed
+    assert empty_test.n_test == 0 and empty_test.x_test.shape == (0, 3)
+    np.testing.assert_allclose(np.linalg.norm(empty_test.x_train, axis=1), 1.0, rtol=1e-15)

@@ -242,3 +242,20 @@ def test_damped_btd_ce_flow_fails_fast_with_the_cause():
     for m, rho in (("bd", 1e-5), ("btd", 0.0)):
         traj = ng.ce_predict(m, K, f0, y, times=times, damping=rho)
         assert np.all(np.isfinite(traj.train)) and traj.train_loss[-1] < 1e-4
+
+
+def test_loss_values_refuse_targets_that_would_broadcast():
+    """f (N, 1) against y (N,) broadcast to (N, N) and gave a wrong loss without a word; now every
+    loss value needs y with f's last two axes (a leading time axis on f still broadcasts)."""
+    f, y = np.zeros((4, 1)), np.ones(4)
+    for loss in (losses.mse, losses.sigmoid_binary_cross_entropy):
+        with pytest.raises(ValueError, match=r"share their last two axes.*\(4, 1\) and \(4,\)"):
+            loss.value(f, y)
+    with pytest.raises(ValueError, match="share their last two axes"):
+        losses.softmax_cross_entropy.value(np.zeros((4, 3)), np.eye(3))
+    traj = losses.mse.value(np.stack([f, f + 1.0]), y[:, None])           # (T, N, C) vs (N, C)
+    np.testing.assert_allclose(traj, [0.5, 0.0], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="finite targets"):
+        losses.class_encoding(np.array([[0.0], [np.nan]]))
+    with pytest.raises(ValueError, match=r"share their last axis.*\(4, 2\), \(2, 4\)"):
+        losses.class_encoding(np.zeros((4, 2)), np.zeros((2, 4)))

@@ -7,8 +7,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .dataset import (Dataset, _build, _count, _resolve_classes, flatten, preprocess, select_classes,
-                   unit_norm_rows)
+from .._checks import non_negative_int, positive_int
+from .dataset import (Dataset, _build, _disjoint, _resolve_classes, finite, flatten, preprocess,
+                      select_classes, unit_norm_rows)
 
 
 def pca_whiten(x_fit: Any, *xs: Any, rtol: float = 1e-8) -> tuple[np.ndarray, ...]:
@@ -16,12 +17,14 @@ def pca_whiten(x_fit: Any, *xs: Any, rtol: float = 1e-8) -> tuple[np.ndarray, ..
     components whose variance exceeds rtol times the largest; returns each of `xs` whitened.
     Fit on a pool larger than the training set: centring N points on their own mean leaves rank
     N - 1, which breaks K-FAC's first-layer condition."""
-    fit = flatten(x_fit)
+    fit = finite(flatten(x_fit), "x_fit")
     mu = fit.mean(0)
     _, s, vt = np.linalg.svd(fit - mu, full_matrices=False)
+    if not s.size or s[0] == 0:
+        raise ValueError(f"pca_whiten: x_fit (shape {fit.shape}) has no variance to whiten")
     keep = s > rtol * s[0]
     proj = vt[keep].T / s[keep] * np.sqrt(len(fit))
-    return tuple((flatten(x) - mu) @ proj for x in xs)
+    return tuple((finite(flatten(x), "x") - mu) @ proj for x in xs)
 
 
 def digits(n_train: int = 100, n_test: int = 100, classes: Sequence[int] | None = (0, 1),
@@ -29,26 +32,21 @@ def digits(n_train: int = 100, n_test: int = 100, classes: Sequence[int] | None 
            unit_norm: bool = True, whiten: bool = False) -> Dataset:
     """scikit-learn's bundled 8x8 digits (d = 64, pixels 0..16, about 180 points per class).
 
-    The chosen classes (None: all ten) are shuffled with `seed`; the first n_train points train,
-    the next n_test test. binary=True: +0.5 for classes[0], -0.5 for classes[1]; binary=False:
-    one-hot over `classes`; None: binary iff two classes. Inputs are flattened, standardized
-    (default "global": one mean and std of the training array), then scaled to unit norm (the
-    authors' preprocessing; see `preprocess`). whiten=True (an explicit option, not the paper's) first
-    PCA-whitens with the statistics of every image of `classes` outside the test split (labels
-    unused; d becomes the number of non-degenerate components, about 50 for 0-vs-1): the raw 8 x 8
-    digits have constant border pixels and an input Gram with condition number ~1e5.
+    The chosen classes (None: all ten) are shuffled with `seed` (None: file order); the first
+    n_train points train, the next n_test test. binary=True: +0.5 for classes[0], -0.5 for
+    classes[1]; False: one-hot over `classes`; None: binary iff two classes. Inputs are
+    `preprocess`ed. whiten=True (an option, not the paper's) first PCA-whitens with the statistics
+    of every image of `classes` outside the test split (labels unused; d becomes the number of
+    non-degenerate components, about 50 for 0-vs-1): the raw 8 x 8 digits have constant border
+    pixels and an input Gram with condition number ~1e5.
     """
     from sklearn.datasets import load_digits  # lazy: sklearn is only needed here
 
-    n_train, n_test = _count(n_train, "digits n_train"), _count(n_test, "digits n_test")
     raw = load_digits()
     classes, binary = _resolve_classes(classes, binary, range(10))
     x, lab = select_classes(raw.images, raw.target, classes)
-    if n_train + n_test > len(lab):
-        raise ValueError(f"digits: requested n_train={n_train} + n_test={n_test} points but the "
-                         f"classes {classes} have only {len(lab)} points")
-    perm = np.random.default_rng(seed).permutation(len(lab))
-    tr, te = perm[:n_train], perm[n_train:n_train + n_test]
+    tr, te = _disjoint(len(lab), n_train, n_test, seed, "digits",
+                       f"points of classes {classes} exist")
     x = flatten(x)
     if whiten:
         pool = np.setdiff1d(np.arange(len(lab)), te)
@@ -61,11 +59,15 @@ def digits(n_train: int = 100, n_test: int = 100, classes: Sequence[int] | None 
 _TEACHERS = ("linear", "random")
 
 
+def _sizes(n_train: int, n_test: int, dim: int, out_dim: int) -> tuple[int, int, int, int]:
+    return (positive_int(n_train, "n_train"), non_negative_int(n_test, "n_test"),
+            positive_int(dim, "dim"), positive_int(out_dim, "out_dim"))
+
+
 def gaussian(n_train: int, n_test: int, dim: int, out_dim: int = 1, seed: int = 0,
              teacher: str = "linear", standardize: str = "global",
              unit_norm: bool = True) -> Dataset:
-    """Inputs with i.i.d. N(0, 1) entries, then `preprocess`ed (default: the authors' global
-    standardization and unit-norm rows).
+    """Inputs with i.i.d. N(0, 1) entries, then `preprocess`ed.
 
     teacher="linear": y = x W / r on the preprocessed inputs x, with a fixed W ~ N(0, 1)^(dim x
     out_dim) drawn from `seed` (the same teacher for train and test) and r the root mean square
@@ -76,7 +78,7 @@ def gaussian(n_train: int, n_test: int, dim: int, out_dim: int = 1, seed: int = 
     """
     if teacher not in _TEACHERS:
         raise ValueError(f"unknown teacher {teacher!r}; expected one of {_TEACHERS}")
-    _check_sizes(n_train, n_test, dim, out_dim)
+    n_train, n_test, dim, out_dim = _sizes(n_train, n_test, dim, out_dim)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n_train + n_test, dim))
     xtr, xte, how = preprocess(x[:n_train], x[n_train:], standardize, unit_norm)
@@ -96,13 +98,11 @@ def gaussian(n_train: int, n_test: int, dim: int, out_dim: int = 1, seed: int = 
 
 
 def sphere(n_train: int, n_test: int, dim: int, seed: int = 0) -> Dataset:
-    """Points uniform on the unit sphere in R^dim with random +-0.5 targets (the paper's check).
-
-    labels are +1 / -1 (classes (1, -1)), target = label / 2, drawn independently of the inputs.
-    The inputs are already in the form the authors' preprocessing produces (unit-norm rows, zero
-    mean in expectation); they are not re-standardized, so that they stay exactly uniform.
-    """
-    _check_sizes(n_train, n_test, dim, 1)
+    """Points uniform on the unit sphere in R^dim with random +-0.5 targets (the paper's check):
+    labels +1 / -1 (classes (1, -1)) drawn independently of the inputs, target = label / 2. The
+    inputs already have unit-norm rows and zero mean in expectation; they are not re-standardized
+    (so they stay exactly uniform)."""
+    n_train, n_test, dim, _ = _sizes(n_train, n_test, dim, 1)
     rng = np.random.default_rng(seed)
     x = unit_norm_rows(rng.standard_normal((n_train + n_test, dim)))
     labels = rng.choice(np.array([1, -1]), size=n_train + n_test).astype(np.int64)
@@ -110,13 +110,3 @@ def sphere(n_train: int, n_test: int, dim: int, seed: int = 0) -> Dataset:
     return Dataset(x[:n_train], y[:n_train], x[n_train:], y[n_train:], labels[:n_train],
                    labels[n_train:], (1, -1), f"sphere(dim={dim})",
                    "uniform on the unit sphere (unit-norm rows)")
-
-
-def _check_sizes(n_train: int, n_test: int, dim: int, out_dim: int) -> None:
-    for value, what in ((n_train, "n_train"), (n_test, "n_test"), (dim, "dim"),
-                        (out_dim, "out_dim")):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise ValueError(f"{what} must be an integer, got {value!r}")
-    if n_train < 1 or n_test < 0 or dim < 1 or out_dim < 1:
-        raise ValueError(f"need n_train >= 1, n_test >= 0, dim >= 1 and out_dim >= 1, got "
-                         f"n_train={n_train}, n_test={n_test}, dim={dim}, out_dim={out_dim}")

@@ -1,32 +1,26 @@
 """Forster's transform: put the rows of an (N, d) array in isotropic (radial) position, unit-norm
 rows with X^T X = (N/r) I on their r-dimensional span, so that K-FAC's first-layer factor is
-isotropic when N > d (docs/theory.md, section 3). The paper applies it to K-FAC's inputs only.
+isotropic when N > d (docs/theory.md, section 3; the paper applies it to K-FAC's inputs only).
 
-The iteration runs on the rows themselves, as the authors' code does:
-X <- rownormalize(X (X^T X)^{-1/2}). Each step is well conditioned; multiplying the steps up into
-one d x d matrix is not (when no isotropic position exists its singular values spread without
-bound and row normalisation then turns round-off into data). Test points get the same steps,
-recorded in chunks whose condition number stays below `CHUNK_COND`.
-
-Where some k directions are spanned by fewer than k N / r of the points (e.g. pixels that only a
-few training images use), no isotropic position exists and the iteration never settles: those
-points are pushed into their private directions while round-off grows by a constant factor per
-step. `forster_fit(span=True)` detects such a set (a probe run of the iteration finds the
-low-eigenvalue directions, an exact rank count certifies the set) and removes its private
-directions before the fit (`ForsterMap.deflated`)."""
+As in the authors' code the iteration X <- rownormalize(X (X^T X)^{-1/2}) runs on the rows: each
+step is well conditioned, their product is not (without an isotropic position its singular values
+grow without bound). Test points get the same steps, recorded in chunks of condition number below
+`CHUNK_COND`. Where k directions are spanned by fewer than k N / r points (pixels only a few
+images use), no isotropic position exists and the iteration turns round-off into data;
+`forster_fit(span=True)` finds such a set (a probe run, certified by an exact rank count) and
+removes its private directions first (`ForsterMap.deflated`)."""
 from __future__ import annotations
 
 import dataclasses
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from .rows import finite, unit_norm_rows
+from .._checks import positive, positive_int
+from .dataset import Dataset, finite, unit_norm_rows
 
-if TYPE_CHECKING:
-    from .dataset import Dataset
 
 _EPS = np.finfo(np.float64).eps
 CHUNK_COND = 1e6          # largest condition number of a recorded product of iteration steps
@@ -34,15 +28,19 @@ _PROBE_ITERS = 30         # iterations of the probe that looks for privately own
 _LOW = 0.75               # a Gram eigenvalue below _LOW N / r marks an owned direction
 
 
+def _gram_error(gram: np.ndarray, n: int) -> float:
+    """||G - (N/r) I||_F / ||(N/r) I||_F for the (r, r) Gram matrix G of N rows."""
+    r = gram.shape[0]
+    target = n / r
+    return float(np.linalg.norm(gram - target * np.eye(r)) / (target * np.sqrt(r)))
+
+
 def isotropy_error(x: Any) -> float:
     """Relative deviation ||X^T X - (N/d) I||_F / ||(N/d) I||_F of an (N, d) array from isotropy."""
     arr = finite(x, "x")
-    if arr.ndim != 2 or arr.shape[0] == 0:
+    if arr.ndim != 2 or 0 in arr.shape:
         raise ValueError(f"isotropy_error expects a non-empty 2-D (N, d) array, got {arr.shape}")
-    n, d = arr.shape
-    target = n / d
-    dev = arr.T @ arr - target * np.eye(d)
-    return float(np.linalg.norm(dev) / (target * np.sqrt(d)))
+    return _gram_error(arr.T @ arr, arr.shape[0])
 
 
 def _rank(s: np.ndarray, shape: tuple, scale: float | None = None) -> int:
@@ -110,11 +108,10 @@ def _step(z: np.ndarray) -> tuple[np.ndarray, float, float]:
     z. A singular Z^T Z is a ValueError."""
     n, r = z.shape
     gram = z.T @ z
-    target = n / r
-    err = float(np.linalg.norm(gram - target * np.eye(r)) / (target * np.sqrt(r)))
+    err = _gram_error(gram, n)
     evals, evecs = np.linalg.eigh(gram)
-    if evals[0] <= evals[-1] * max(n, r) * _EPS:
-        rank = int(np.sum(evals > evals[-1] * max(n, r) * _EPS))
+    rank = _rank(evals[::-1], z.shape)
+    if rank < r:
         raise ValueError(f"degenerate data: X^T X is singular (numerical rank {rank} < d={r}); "
                          f"the points must span R^d and be in general position")
     m = (evecs * np.sqrt(evals[0] / evals)) @ evecs.T
@@ -124,10 +121,8 @@ def _step(z: np.ndarray) -> tuple[np.ndarray, float, float]:
 def _iterate(z: np.ndarray, iters: int, tol: float) -> tuple[np.ndarray, list, int, float, float]:
     """Forster's iteration on unit rows z: (rows, chunks, iterations, error, min row ratio)."""
     chunks: list = []
-    cond = np.inf
-    ratio = 1.0
-    it = 0
-    for it in range(iters + 1):
+    cond, ratio = np.inf, 1.0
+    for it in range(iters + 1):      # iters >= 1: `it` is always bound
         m, c, err = _step(z)
         if err < tol or it == iters:
             break
@@ -148,13 +143,9 @@ def _owners(z: np.ndarray) -> np.ndarray:
     """Rows that a probe run of the iteration pushes into directions with a Gram eigenvalue
     below _LOW N / r (candidates for a privately owned subspace), as indices."""
     n, r = z.shape
-    for _ in range(_PROBE_ITERS):
-        m, _, _ = _step(z)
-        z = unit_norm_rows(z @ m)
+    z = _iterate(z, _PROBE_ITERS, 0.0)[0]
     evals, evecs = np.linalg.eigh(z.T @ z)
     low = evecs[:, evals < _LOW * n / r]
-    if low.shape[1] == 0:
-        return np.zeros(0, dtype=int)
     return np.flatnonzero(np.sum((z @ low) ** 2, axis=1) > 0.5)
 
 
@@ -203,8 +194,7 @@ def _fit(x: Any, iters: int, tol: float, span: bool) -> tuple[ForsterMap, np.nda
     arr = finite(x, "x")
     if arr.ndim != 2:
         raise ValueError(f"forster_transform expects a 2-D (N, d) array, got shape {arr.shape}")
-    if iters < 1 or tol <= 0:
-        raise ValueError(f"iters must be >= 1 and tol > 0, got iters={iters}, tol={tol}")
+    iters, tol = positive_int(iters, "iters"), positive(tol, "tol")
     n, d = arr.shape
     arr = unit_norm_rows(arr)
     if span:
@@ -233,14 +223,12 @@ def _fit(x: Any, iters: int, tol: float, span: bool) -> tuple[ForsterMap, np.nda
 
 
 def forster_fit(x: Any, iters: int = 5000, tol: float = 1e-10, span: bool = False) -> ForsterMap:
-    """Forster's transform fitted on the rows of x (a `ForsterMap`; apply it with `forster_apply`).
-
-    Iterates X <- rownormalize(X (X^T X)^{-1/2}) on the rows until isotropy_error(X) < tol or
-    `iters` steps (a UserWarning then reports the error reached; the authors' code also stops
-    after a fixed count). span=False needs N >= d and X^T X non-singular (ValueError otherwise);
+    """Forster's transform fitted on the rows of x (a `ForsterMap`; apply it with `forster_apply`):
+    X <- rownormalize(X (X^T X)^{-1/2}) until isotropy_error(X) < tol or `iters` steps (then a
+    UserWarning gives the error reached; the authors' code also stops after a fixed count).
+    span=False needs N >= d, X^T X non-singular and no privately owned directions (ValueError);
     span=True works in the span of the rows (rank cut at max(N, d) eps times the largest singular
-    value) and first removes privately owned directions (module docstring); span=False refuses
-    data with such directions (ValueError: the iteration would turn round-off into data)."""
+    value) and first removes privately owned directions (module docstring)."""
     return _fit(x, iters, tol, span)[0]
 
 
@@ -249,8 +237,12 @@ def span_isotropy_error(x: Any, rank: int | None = None) -> tuple[float, int]:
     the r leading right singular vectors of X (r = `rank`, or the numerical rank: cut at
     max(N, d) eps times the largest singular value)."""
     arr = finite(x, "x")
+    if arr.ndim != 2:
+        raise ValueError(f"span_isotropy_error expects a 2-D (N, d) array, got shape {arr.shape}")
     _, s, vt = np.linalg.svd(arr, full_matrices=False)
-    r = rank or _rank(s, arr.shape)
+    r = _rank(s, arr.shape) if rank is None else positive_int(rank, "rank")
+    if r > s.size:
+        raise ValueError(f"rank must be at most min(N, d) = {s.size}, got {rank}")
     return isotropy_error(arr @ vt[:r].T), r
 
 
@@ -277,8 +269,8 @@ def forster_transform(x: Any, iters: int = 5000, tol: float = 1e-10,
     return _fit(x, iters, tol, span)[1]
 
 
-def forster_dataset(ds: "Dataset", iters: int = 5000, tol: float = 1e-10,
-                    span: bool = False) -> "Dataset":
+def forster_dataset(ds: Dataset, iters: int = 5000, tol: float = 1e-10,
+                    span: bool = False) -> Dataset:
     """Fit Forster's transform on the training inputs (their transformed rows train) and apply
     the same map to the test inputs; the recorded preprocessing names the span, the iterations
     and the isotropy error reached."""

@@ -1,10 +1,10 @@
 """Readers for data files the user already has (nothing is downloaded): MNIST (IDX, gzip or
-not, or npz), CIFAR-10 python batches, and generic npz. Each returns an `ntkngd.data.Dataset`
-prepared as `ntkngd.data` describes; `ntkngd.data` re-exports the public loaders."""
+not, or npz), CIFAR-10 python batches and generic npz, each giving a `Dataset` prepared as
+`ntkngd.data` describes."""
 from __future__ import annotations
 
-import dataclasses
 import gzip
+import importlib
 import os
 import pickle
 import struct
@@ -12,8 +12,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .dataset import (Dataset, _build, _check_labels, _count, _finite, _from_splits,
-                      _resolve_classes, select_classes)
+from .._checks import positive
+from .dataset import (Dataset, _build, _check_labels, _disjoint, _from_splits, _resolve_classes,
+                      finite, select_classes)
 
 
 def _read_bytes(path: str) -> bytes:
@@ -31,11 +32,11 @@ def _read_bytes(path: str) -> bytes:
     return raw
 
 
-def _read_idx(path: str, magic_expected: int, ndim: int) -> np.ndarray:
-    """An IDX file: big-endian uint32 header (magic, count, then rows and cols for images) and
-    uint8 entries; magic 2051 for images (ndim 3), 2049 for labels (ndim 1)."""
+def _read_idx(path: str, ndim: int) -> np.ndarray:
+    """An IDX file of uint8 entries: big-endian uint32 header (magic 2048 + ndim, then the sizes:
+    count, and rows and cols for images) and the entries."""
     data = _read_bytes(path)
-    kind, head = ("image", 16) if ndim == 3 else ("label", 8)
+    kind, head, magic_expected = ("image" if ndim == 3 else "label"), 4 + 4 * ndim, 2048 + ndim
     if len(data) < head:
         raise ValueError(f"{path}: IDX {kind} file too short: {len(data)} bytes, expected a "
                          f"{head}-byte header (magic {magic_expected}, count"
@@ -58,7 +59,7 @@ def _pixels01(x: np.ndarray, source: str) -> np.ndarray:
     if not np.issubdtype(x.dtype, np.number):
         raise ValueError(f"{source}: images must be numeric, got dtype {x.dtype}")
     is_int = np.issubdtype(x.dtype, np.integer)
-    x = _finite(x, source)
+    x = finite(x, source)
     if x.size == 0:
         return x
     lo, hi = float(x.min()), float(x.max())
@@ -93,10 +94,8 @@ def _load_npz_arrays(path: str) -> dict[str, np.ndarray]:
     return out
 
 
-_MNIST_FILES = {
-    "x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
-    "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte",
-}
+_MNIST_FILES = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
+                "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte"}
 
 
 def _find(directory: str, base: str) -> str | None:
@@ -121,14 +120,12 @@ def _mnist_arrays(directory: str) -> tuple[dict[str, np.ndarray], str]:
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"MNIST directory not found: {directory}")
     paths = {k: _find(directory, v) for k, v in _MNIST_FILES.items()}
-    splits = ("train", "test") if all(paths.values()) else \
-        ("test",) if paths["x_test"] and paths["y_test"] else ()
-    if splits:
+    splits = [s for s in ("train", "test") if paths[f"x_{s}"] and paths[f"y_{s}"]]
+    if "test" in splits:
         out = {}
         for split in splits:
             kx, ky = f"x_{split}", f"y_{split}"
-            out[kx], out[ky] = _read_idx(paths[kx], 2051, 3), \
-                _check_labels(_read_idx(paths[ky], 2049, 1), paths[ky])
+            out[kx], out[ky] = _read_idx(paths[kx], 3), _read_idx(paths[ky], 1)
             if len(out[kx]) != len(out[ky]):
                 raise ValueError(f"MNIST count mismatch: {paths[kx]} has {len(out[kx])} images "
                                  f"but {paths[ky]} has {len(out[ky])} labels")
@@ -137,29 +134,9 @@ def _mnist_arrays(directory: str) -> tuple[dict[str, np.ndarray], str]:
     if os.path.isfile(npz):
         return _load_npz_arrays(npz), npz
     missing = [v + "[.gz]" for k, v in _MNIST_FILES.items() if paths[k] is None]
-    raise FileNotFoundError(f"MNIST files not found in {directory}: missing {missing}; expected the "
-                            f"four IDX files (gzipped or not), the two t10k test files, or a "
+    raise FileNotFoundError(f"MNIST files not found in {directory}: missing {missing}; expected "
+                            f"the four IDX files (gzipped or not), the two t10k test files, or a "
                             f"Keras-layout mnist.npz")
-
-
-def _disjoint_draw(x: np.ndarray, labels: np.ndarray, classes: tuple, n_train: int | None,
-                   n_test: int | None, seed: int | None, src: str):
-    """Disjoint training and test sets from one pool: the points of `classes` in file order (or
-    a seeded permutation), the first n_train train, the next n_test test. Returns
-    (x_tr, lab_tr, x_te, lab_te, description)."""
-    x, labels = select_classes(x, labels, classes)
-    n_train = _count(len(labels) // 2 if n_train is None else n_train, "mnist n_train")
-    n_test = _count(len(labels) - n_train if n_test is None else n_test, "mnist n_test")
-    if n_train + n_test > len(labels):
-        raise ValueError(f"mnist: requested n_train={n_train} + n_test={n_test} points but the "
-                         f"test split has only {len(labels)} images of classes {classes}")
-    order = np.arange(len(labels)) if seed is None else \
-        np.random.default_rng(seed).permutation(len(labels))
-    tr, te = order[:n_train], order[n_train:n_train + n_test]
-    how = "file order" if seed is None else f"numpy default_rng({seed}).permutation"
-    desc = (f"MNIST t10k test split ({src}): {len(labels)} images of classes {classes}, "
-            f"{how}; the first {n_train} train, the next {n_test} test (disjoint)")
-    return x[tr], labels[tr], x[te], labels[te], desc
 
 
 def load_mnist(directory: str | None = None, n_train: int | None = 100,
@@ -171,29 +148,32 @@ def load_mnist(directory: str | None = None, n_train: int | None = 100,
     (ntkngd/resources/mnist, CC BY-SA 3.0, Y. LeCun, C. Cortes, C. Burges).
 
     `directory` holds the files (or is the path of an .npz with keys x_train, y_train, x_test,
-    y_test). Pixels are scaled to [0, 1], images flattened (d = 784), standardized (default: one
-    global mean and std of the training array), rows scaled to unit norm (`preprocess`). With
-    both splits, the first n_train / n_test points (None: all) of the chosen classes (None: all
-    ten) of each split are used, or a seeded random subset if `seed` is given; with the test split
-    alone, disjoint training and test sets are drawn from it (`Dataset.source` records how).
-    binary=None means binary (+0.5 for classes[0]) iff two classes, else one-hot.
+    y_test). Pixels are scaled to [0, 1], then `preprocess`ed (d = 784). With both splits, the
+    first n_train / n_test points (None: all) of the chosen classes (None: all ten) of each split
+    are used, or a seeded random subset if `seed` is given; with the test split alone, disjoint
+    training and test sets are drawn from it (`Dataset.source` records how). binary=None means
+    binary (+0.5 for classes[0]) iff two classes, else one-hot.
     """
-    src_dir = BUNDLED_MNIST if directory is None else os.fspath(directory)
-    arrs, src = _mnist_arrays(src_dir)
+    arrs, src = _mnist_arrays(BUNDLED_MNIST if directory is None else os.fspath(directory))
     label = "bundled with ntkngd" if directory is None else src
     y_te = _check_labels(arrs["y_test"], f"{src} (y_test)")
     x_te = _pixels01(arrs["x_test"], f"{src} (x_test)")
     if "x_train" not in arrs:
         classes, binary = _resolve_classes(classes, binary, range(10))
-        *parts, desc = _disjoint_draw(x_te, y_te, classes, n_train, n_test, seed, label)
-        ds = _build("mnist", *parts, classes, binary, standardize, unit_norm)
-        return dataclasses.replace(ds, source=desc)
+        x, lab = select_classes(x_te, y_te, classes)
+        tr, te = _disjoint(len(lab), n_train, n_test, seed, "mnist",
+                           f"images of classes {classes} are in the test split")
+        how = "file order" if seed is None else f"numpy default_rng({seed}).permutation"
+        desc = (f"MNIST t10k test split ({label}): {len(lab)} images of classes {classes}, "
+                f"{how}; the first {len(tr)} train, the next {len(te)} test (disjoint)")
+        return _build("mnist", x[tr], lab[tr], x[te], lab[te], classes, binary, standardize,
+                      unit_norm, source=desc)
     y_tr = _check_labels(arrs["y_train"], f"{src} (y_train)")
     x_tr = _pixels01(arrs["x_train"], f"{src} (x_train)")
-    ds = _from_splits("mnist", x_tr, y_tr, x_te, y_te, range(10), n_train, n_test, classes,
-                      binary, seed, standardize, unit_norm)
     how = "file order" if seed is None else f"seeded permutations ({seed}, {seed + 1})"
-    return dataclasses.replace(ds, source=f"MNIST training and test splits ({label}), {how}")
+    return _from_splits("mnist", x_tr, y_tr, x_te, y_te, range(10), n_train, n_test, classes,
+                        binary, seed, standardize, unit_norm,
+                        source=f"MNIST training and test splits ({label}), {how}")
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -209,15 +189,9 @@ class _ArrayUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self._ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
-        if module == "_codecs":
-            import codecs
-            return codecs.encode
-        if module == "numpy":
-            return getattr(np, name)
-        import importlib
-        try:
+        try:   # numpy >= 2 keeps its pickled globals in numpy._core, older ones in numpy.core
             mod = importlib.import_module(module.replace("numpy.core", "numpy._core"))
-        except ImportError:  # numpy < 2
+        except ImportError:
             mod = importlib.import_module(module.replace("numpy._core", "numpy.core"))
         return getattr(mod, name)
 
@@ -240,11 +214,11 @@ def _read_cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"{path}: expected a pickled dict with b'data' and b'labels', "
                          f"got {type(obj).__name__}")
     obj = {(k.decode() if isinstance(k, bytes) else k): v for k, v in obj.items()}
-    if "data" not in obj or "labels" not in obj:
-        raise ValueError(f"{path}: missing key(s) {[k for k in ('data', 'labels') if k not in obj]};"
-                         f" expected a dict with b'data' (n, 3072) uint8 and b'labels'")
-    data = np.asarray(obj["data"])
-    labels = np.asarray(obj["labels"])
+    missing = [k for k in ("data", "labels") if k not in obj]
+    if missing:
+        raise ValueError(f"{path}: missing key(s) {missing}; expected a dict with b'data' "
+                         f"(n, 3072) uint8 and b'labels'")
+    data, labels = np.asarray(obj["data"]), np.asarray(obj["labels"])
     if data.ndim != 2 or data.shape[1] != 3072:
         raise ValueError(f"{path}: b'data' must have shape (n, 3072) (3 x 32 x 32 uint8 pixels), "
                          f"got {data.shape}")
@@ -276,13 +250,11 @@ def load_cifar10(directory: str, n_train: int | None = 100, n_test: int | None =
     """CIFAR-10 from the local python batches (directory `cifar-10-batches-py` or its parent).
 
     Pixels scaled to [0, 1], flattened in the batch layout (d = 3072: 1024 R, 1024 G, 1024 B),
-    standardized (default: global) and rows scaled to unit norm (`preprocess`). Point selection and targets as in
-    `load_mnist`. Batches are unpickled with a restricted unpickler (numpy arrays only).
-    """
+    then `preprocess`ed; points and targets as in `load_mnist`. Batches are unpickled with a
+    restricted unpickler (numpy arrays only)."""
     root = _cifar_dir(os.fspath(directory))
     parts = [_read_cifar_batch(os.path.join(root, n)) for n in _CIFAR_TRAIN]
-    x_tr = np.concatenate([p[0] for p in parts])
-    y_tr = np.concatenate([p[1] for p in parts])
+    x_tr, y_tr = (np.concatenate(arrays) for arrays in zip(*parts))
     x_te, y_te = _read_cifar_batch(os.path.join(root, _CIFAR_TEST))
     x_tr = _pixels01(x_tr, f"{root} (training batches)")
     x_te = _pixels01(x_te, f"{root} ({_CIFAR_TEST})")
@@ -297,18 +269,15 @@ def load_npz(path: str, n_train: int | None = None, n_test: int | None = None,
     """Generic .npz with keys x_train (N, ...), y_train (N,), x_test (N', ...), y_test (N',).
 
     y_* are non-negative integer class labels. Inputs are divided by `scale` if given (e.g. 255
-    for uint8 images), flattened, standardized (default: global) and scaled to unit-norm rows.
-    classes=None uses every label present in y_train (sorted); selection and targets as in
-    `load_mnist` (all points by default).
-    """
+    for uint8 images), then `preprocess`ed. classes=None uses every label of y_train (sorted);
+    points and targets as in `load_mnist` (all points by default)."""
     path = os.fspath(path)
     arrs = _load_npz_arrays(path)
     labs = {k: _check_labels(arrs[k], f"{path} ({k})", n_classes=None)
             for k in ("y_train", "y_test")}
-    xs = {k: _finite(arrs[k], f"{path} ({k})") for k in ("x_train", "x_test")}
+    xs = {k: finite(arrs[k], f"{path} ({k})") for k in ("x_train", "x_test")}
     if scale is not None:
-        if not scale > 0:
-            raise ValueError(f"scale must be positive, got {scale}")
+        scale = positive(scale, "scale")
         xs = {k: v / scale for k, v in xs.items()}
     all_classes = tuple(sorted(set(labs["y_train"].tolist()) | set(labs["y_test"].tolist())))
     if classes is None:
