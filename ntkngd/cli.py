@@ -158,6 +158,11 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--force", action="store_true", help="recompute even if cached")
     f.add_argument("--data-dir", default=None, help="MNIST files for the figures (else digits)")
     f.add_argument("--no-progress", action="store_true", help="no progress bars")
+    f.add_argument("--devices", type=positive_int, default=None, metavar="K",
+                   help="compute the generalization figure's theory (gd, exact, block diagonal, "
+                   "block tri-diagonal, K-FAC) with the sharded backend on a one-axis mesh of K "
+                   "devices (ntkngd.sharded; on CPU K simulated devices); default out: "
+                   "<default out>/devices<K>. None: the dense path")
     _arch_args(f, figures=True)
     f.set_defaults(fn=cmd_figures)
     t = sub.add_parser("train", help="train one method and print measured vs predicted losses",

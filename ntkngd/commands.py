@@ -110,15 +110,22 @@ def _check_writable(path: str, option: str) -> None:
 
 
 def cmd_figures(args) -> int:
-    """ntkngd figures: compute (or reuse) and draw the figures of one profile."""
+    """ntkngd figures: compute (or reuse) and draw the figures of one profile (--devices K: the
+    figures that use a device mesh on K devices, written under <out>/devices<K> by default)."""
+    devices = getattr(args, "devices", None)
+    if devices is not None:           # before JAX starts its backend (simulated CPU devices)
+        from .sharded.mesh import request_devices
+        request_devices(devices, "--devices")
     from . import figures
     _enable_x64(True)
     prof = figures.get(args.profile, data_dir=args.data_dir)
     out = args.out if args.out is not None else figures.default_out_dir(args.profile)
+    if args.out is None and devices is not None:     # never over the dense path's figures
+        out = os.path.join(out, f"devices{devices}")
     _check_writable(out, "--out")
     only = ["cnn"] if args.arch == "cnn" and not args.only else args.only
     status = figures.run(only or None, prof, out, force=args.force,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, devices=devices)
     failed = [n for n, s in status.items() if s.startswith("failed")]
     if failed:
         print(f"ntkngd figures: error: failed: {', '.join(failed)}", file=sys.stderr)

@@ -67,9 +67,17 @@ def _progress(enabled: bool):
     return lambda it, desc=None: tqdm(it, desc=desc, leave=False, file=sys.stderr)
 
 
+def uses_devices(name: str) -> bool:
+    """Whether figure `name` computes on a device mesh when given a device count (its module
+    sets USES_DEVICES = True); the others ignore `devices`."""
+    return bool(getattr(_module(name), "USES_DEVICES", False))
+
+
 def run_one(name: str, profile: Profile, out_dir: str, force: bool = False,
-            progress: bool = False) -> str:
-    """Compute (or reuse) and draw one figure. Returns 'cached' or 'computed'.
+            progress: bool = False, devices: Optional[int] = None) -> str:
+    """Compute (or reuse) and draw one figure. Returns 'cached' or 'computed'. devices: the
+    device count of the sharded backend's mesh for figures that use one (`uses_devices`; part
+    of their cache key), None for the dense path.
 
     'cached' needs this configuration and code's part cache with a record of the outputs' bytes,
     and every output (PNG, PDF, JSON) still having those bytes: a fresh clone (no cache), an edit
@@ -81,6 +89,9 @@ def run_one(name: str, profile: Profile, out_dir: str, force: bool = False,
     extra = common.methods_config(profile.depth) if draws_methods(name) else {}
     if extra:        # registered methods: their own key (built-ins only: the key is unchanged)
         config["methods"] = extra
+    devices = devices if devices is not None and uses_devices(name) else None
+    if devices is not None:      # without a device count the key is unchanged
+        config["devices"] = int(devices)
     key = config_hash(config)
     json_path = os.path.join(out_dir, f"{name}.json")
     outputs = [os.path.join(out_dir, f"{name}.{ext}") for ext in _EXTENSIONS]
@@ -93,7 +104,7 @@ def run_one(name: str, profile: Profile, out_dir: str, force: bool = False,
     stamp = os.path.join(cache.directory, "outputs.json")
     if not force and _outputs_intact(stamp, outputs):
         return "cached"
-    ctx = common.Context(profile, out_dir, cache, _progress(progress))
+    ctx = common.Context(profile, out_dir, cache, _progress(progress), devices)
     t0 = time.perf_counter()
     # drawn and recorded at JSON_DIGITS significant digits, round-off recorded as 0
     # (store.vouched): BLAS kernels and thread counts change the last digits of nearly every
@@ -109,9 +120,10 @@ def run_one(name: str, profile: Profile, out_dir: str, force: bool = False,
 
 def run(names: Optional[Iterable[str]] = None, profile: str | Profile = "quick",
         out_dir: Optional[str] = None, force: bool = False, progress: bool = False,
-        log=print) -> dict[str, str]:
+        log=print, devices: Optional[int] = None) -> dict[str, str]:
     """Run the figures (all by default) into `out_dir` (None: `default_out_dir(profile)`). A
-    figure that fails is reported by name and the others still run. Returns
+    figure that fails is reported by name and the others still run. devices: see `run_one`
+    (the caller makes them available: ntkngd.sharded.mesh.request_devices). Returns
     name -> 'cached' | 'computed' | 'failed: ...'."""
     prof = get(profile) if isinstance(profile, str) else profile
     if out_dir is None:
@@ -123,7 +135,7 @@ def run(names: Optional[Iterable[str]] = None, profile: str | Profile = "quick",
     for n in names:
         t0 = time.perf_counter()
         try:
-            status[n] = run_one(n, prof, out_dir, force, progress)
+            status[n] = run_one(n, prof, out_dir, force, progress, devices)
         except KeyboardInterrupt:
             raise
         except Exception as e:  # report in one line, keep going; the traceback goes to a file
@@ -140,4 +152,4 @@ def run(names: Optional[Iterable[str]] = None, profile: str | Profile = "quick",
     return status
 
 
-__all__ = ["run", "run_one", "available", "default_out_dir", "PROFILES", "Profile", "get"]
+__all__ = ["run", "run_one", "uses_devices", "available", "default_out_dir", "PROFILES", "Profile", "get"]

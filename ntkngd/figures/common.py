@@ -5,7 +5,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import matplotlib
 
@@ -111,12 +111,14 @@ MARKERS = _Style({"gd": "x", "exact": "o", "block_diagonal": "s", "block_tridiag
 
 @dataclass
 class Context:
-    """What a figure's compute and plot functions get: the profile, where to write, a cache."""
+    """What a figure's compute and plot functions get: the profile, where to write, a cache, and
+    the device count of a one-axis mesh (None: the dense path) for figures with USES_DEVICES."""
 
     profile: Profile
     out_dir: str
     cache: Cache
     progress: Callable[[Any], Any] = lambda it, **_: it
+    devices: Optional[int] = None
 
 
 def binary_data(profile: Profile, n_train: int | None = None,

@@ -74,17 +74,49 @@ def _initial_outputs(p, ds, seed: int) -> tuple[np.ndarray, np.ndarray]:
             np.asarray(outputs(net, params, ds.x_test), float))
 
 
-@serial_blas()
-def _theory(p, ds, seeds: int) -> dict:
+# methods whose t -> infinity theory the sharded backend computes (ntkngd.sharded.operators)
+SHARDED_METHODS = ("gd", "exact", "block_diagonal", "block_tridiagonal", "kfac")
+USES_DEVICES = True      # `ntkngd figures --devices K`: the theory on a K-device mesh
+
+
+def _operators(p, ds, mesh) -> dict:
+    """method -> (operator at damping 0, backend): "sharded" on the mesh's row-sharded kernels
+    for SHARDED_METHODS when `mesh` is given and the backend applies (positive-definite blocks;
+    otherwise it raises NotImplementedError and the method falls back), else "dense"."""
     net = mlp(p.depth, p.width, "relu")
-    K = analytic_kernels(net, ds.x_train, ds.x_test)
-    starts = [_initial_outputs(p, ds, s) for s in range(seeds)]     # shared by the methods
-    res = {}
+    dense = functools.lru_cache(maxsize=1)(lambda: analytic_kernels(net, ds.x_train, ds.x_test))
+    sharded = functools.lru_cache(maxsize=1)(
+        lambda: analytic_kernels(net, ds.x_train, ds.x_test, mesh=mesh))
+    ops = {}
     for m in METHOD_ORDER:
         if m == "unit_wise":           # no infinite-width test operator
             continue
-        op = quiet(operator, m, K, 0.0)
-        lowest, rows = op.slowest_rate, []
+        if mesh is not None and m in SHARDED_METHODS:
+            try:
+                op = quiet(operator, m, sharded(), 0.0)
+                ops[m] = (op, "sharded", op.slowest_rate)
+                continue
+            except NotImplementedError:
+                pass
+        op = quiet(operator, m, dense(), 0.0)
+        ops[m] = (op, "dense", op.slowest_rate)
+    return ops
+
+
+@serial_blas()
+def _theory(p, ds, seeds: int, devices=None) -> dict:
+    """Every method's test loss, accuracy and training loss at t -> infinity, mean over `seeds`
+    initial outputs, with G's deviation from isotropy and slowest rate (`slowest_rate` <= 0: no
+    limit, recorded as infinite loss). devices: a device count, the theory of SHARDED_METHODS on
+    a one-axis mesh of that many devices (`<m>/backend` records which path computed each)."""
+    mesh = None
+    if devices is not None:
+        from ..sharded import make_mesh
+        mesh = make_mesh(int(devices))
+    starts = [_initial_outputs(p, ds, s) for s in range(seeds)]     # shared by the methods
+    res = {}
+    for m, (op, backend, lowest) in _operators(p, ds, mesh).items():
+        rows = []
         for f0, f0t in starts if lowest > 0 else ():        # lowest <= 0: no limit (diverges)
             traj = predict(op, f0, ds.y_train, f0t, lr=1.0, times=[np.inf])
             ftr, fte = traj.train[-1], traj.test[-1]
@@ -92,6 +124,8 @@ def _theory(p, ds, seeds: int) -> dict:
         r = np.mean(rows, axis=0) if lowest > 0 else (np.inf, np.nan, np.inf)
         res.update({f"{m}/test_loss": r[0], f"{m}/test_acc": r[1], f"{m}/train_loss": r[2],
                     f"{m}/deviation": op.deviation, f"{m}/lowest_eig": lowest})
+        if mesh is not None:
+            res[f"{m}/backend"] = backend
     return res
 
 
@@ -169,6 +203,8 @@ def _compute(ctx: Context) -> dict:
     ns, finite_ns = sizes(p)
     out = {"n": ns, "finite_n": np.array(finite_ns), "steps": NGD_STEPS,
            "gd_steps": GD_STEPS.get(p.name, GD_STEPS_DEFAULT), "width": p.width, "prep": {}}
+    if ctx.devices is not None:     # absent on the dense path: the committed JSON is unchanged
+        out["devices"] = int(ctx.devices)
     for prep in ctx.progress(PREPS, desc=NAME):          # theory: cheap, every N
         dims, rows, notes = [], [], []
         for n in ns:
@@ -176,10 +212,10 @@ def _compute(ctx: Context) -> dict:
             dims.append(np.nan if ds is None else ds.input_dim)
             notes.append(why)
             rows.append({} if ds is None else ctx.cache.get_or_compute(
-                f"theory_{prep}_n{n}", lambda ds=ds: _theory(p, ds, SEEDS)))
+                f"theory_{prep}_n{n}", lambda ds=ds: _theory(p, ds, SEEDS, ctx.devices)))
         rec = {"d": dims, "notes": notes, "data": {}}
         for key in sorted({k for r in rows for k in r}):
-            rec[key] = [r.get(key, np.nan) for r in rows]
+            rec[key] = [r.get(key, "" if key.endswith("/backend") else np.nan) for r in rows]
         out["prep"][prep] = rec
     jobs = [(n, prep) for n in finite_ns for prep in PREPS]   # the profile's N first
     for n, prep in ctx.progress(jobs, desc=f"{NAME} (finite width)"):
@@ -239,7 +275,8 @@ def plot(res: dict, ctx: Context) -> list:
                  f"({res['steps']} NGD steps; GD: {res['gd_steps']} momentum steps to its fixed "
                  f"point; markers).\nTest losses above {CLIP:g} drawn at {CLIP:g}. Forster: "
                  "isotropic in the span shared by the training inputs (pixels used by too few "
-                 "images removed; the authors' 100 iterations)" + _no_limit_note(res),
+                 "images removed; the authors' 100 iterations)" + _no_limit_note(res) +
+                 _backend_note(res),
                  fontsize=9)
     return save_figure(fig, ctx, NAME)
 
@@ -253,3 +290,23 @@ def _no_limit_note(res: dict) -> str:
             if np.isinf(float(v))]
     return ("" if not hits else ".\nNo limit (G has an eigenvalue with negative real part; loss "
             f"drawn at {CLIP:g}, no accuracy): " + ", ".join(hits))
+
+
+def _backend_note(res: dict) -> str:
+    """Caption text naming the methods whose theory lines the sharded backend computed on a
+    device mesh (every point of the line), and those computed by the dense path."""
+    if "devices" not in res:
+        return ""
+    def every(m, backend):
+        got = [b for prep in PREPS for b in res["prep"][prep].get(f"{m}/backend", []) if b]
+        return bool(got) and all(b == backend for b in got)
+    drawn = [m for m in METHOD_ORDER if any(f"{m}/backend" in res["prep"][p] for p in PREPS)]
+    sharded = [LABELS[m] for m in drawn if every(m, "sharded")]
+    dense = [LABELS[m] for m in drawn if every(m, "dense")]
+    mixed = [LABELS[m] for m in drawn if not every(m, "sharded") and not every(m, "dense")]
+    parts = [f"sharded backend on {res['devices']} devices: " + ", ".join(sharded)] if sharded \
+        else []
+    parts += ["dense path: " + ", ".join(dense)] if dense else []
+    parts += ["sharded where its blocks are positive definite, else dense: " +
+              ", ".join(mixed)] if mixed else []
+    return ".\nTheory lines: " + "; ".join(parts) if parts else ""

@@ -111,6 +111,26 @@ class ShardedOperator:
             self.pinv_apply, self.n_train, tol))
 
     @property
+    def slowest_rate(self) -> float:
+        """min Re(lambda) / max |lambda| over G's retained eigenvalues (modulus above 100 x
+        rank_rtol x the largest, as the dense `Operator.slowest_rate`): positive iff the flow has
+        a t -> infinity limit. Isotropic and diagonal G: exact from the diagonal. Symmetric G of
+        gd (Theta / N, factored by Cholesky, so positive definite): lambda_min / lambda_max by
+        Lanczos, lambda_max to 1e-13 and lambda_min on G^{-1} to 1e-10 relative (below the
+        rank cut the value is lambda_min's, not the smallest retained one's: same sign). Damped
+        operators (no cheap G^{-1}): NotImplementedError."""
+        rtol = 100 * dense_linalg.rank_rtol(self.compute_dtype)
+        if self.diag is not None:
+            d = np.asarray(self.diag, float)
+            top = float(np.max(np.abs(d))) if d.size else 0.0
+            kept = d[np.abs(d) > rtol * top]
+            return float(kept.min()) / top if kept.size else float("inf")
+        if not self._inverse_cheap:
+            raise NotImplementedError(f"{self.name}: slowest_rate of a damped sharded operator "
+                                      "is not computed (use the dense path)")
+        return self.lowest(1e-10) / self.largest_eigenvalue   # > 0: positive definite G
+
+    @property
     def largest_eigenvalue(self) -> float:
         """lambda_max(G) (Lanczos to 1e-13 relative for symmetric G)."""
         if self.diag is not None:

@@ -41,6 +41,49 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
     return True
 
 
+HOST_COUNT_FLAG = "--xla_force_host_platform_device_count"
+
+
+def _backend_started() -> bool:
+    """Whether JAX has started its backends (after which XLA_FLAGS no longer matter)."""
+    import sys
+    if "jax" not in sys.modules:
+        return False
+    from jax._src import xla_bridge
+    return bool(xla_bridge.backends_are_initialized())
+
+
+def _with_host_count(flags: str, count: int) -> str:
+    """XLA_FLAGS text with the simulated CPU device count set to at least `count`."""
+    parts = [f for f in flags.split() if not f.startswith(HOST_COUNT_FLAG + "=")]
+    old = [int(f.split("=", 1)[1]) for f in flags.split() if f.startswith(HOST_COUNT_FLAG + "=")
+           and f.split("=", 1)[1].isdigit()]
+    return " ".join(parts + [f"{HOST_COUNT_FLAG}={max([count] + old)}"])
+
+
+def request_devices(count: int, option: str = "devices") -> int:
+    """Make `count` devices available to `make_mesh(count)`; returns the number available.
+
+    Before JAX starts its backend, XLA_FLAGS gets --xla_force_host_platform_device_count >= count
+    (simulated CPU devices; an accelerator platform ignores it and offers its own devices). Then
+    ValueError naming `option` when fewer than `count` devices exist: an accelerator host with
+    fewer, or a JAX that had already started with fewer (the flag must be set before that)."""
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+        raise ValueError(f"{option} must be a positive integer (>= 1), got {count!r}")
+    started = _backend_started()
+    if not started:
+        os.environ["XLA_FLAGS"] = _with_host_count(os.environ.get("XLA_FLAGS", ""), int(count))
+    import jax
+    devs = jax.devices()
+    if len(devs) < count:
+        why = ("JAX had already started its backend before the device count could be set (set "
+               f"XLA_FLAGS={HOST_COUNT_FLAG}={count} before importing JAX)" if started and
+               devs[0].platform == "cpu" else f"this {devs[0].platform} host has no more")
+        raise ValueError(f"{option} {count}: only {len(devs)} {devs[0].platform} device(s) "
+                         f"available; {why}")
+    return len(devs)
+
+
 def make_mesh(devices: Union[None, int, Sequence[Any]] = None):
     """A one-axis mesh (axis `AXIS`) over `devices`: None = every device of every process, an int
     n = the first n of `jax.devices()`, or a sequence of devices."""
