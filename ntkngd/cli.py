@@ -188,6 +188,10 @@ def parser() -> argparse.ArgumentParser:
                    help="rho >= 0 (None: 0; unit_wise: methods.unitwise.default_damping)")
     c.add_argument("--finite", action="store_true",
                    help="also report the finite network's operators")
+    c.add_argument("--devices", type=positive_int, default=None, metavar="K",
+                   help="also report the infinite-width operators of the sharded backend on a "
+                   "one-axis mesh of K devices (ntkngd.sharded; on CPU K simulated devices; "
+                   "gd, exact, block diagonal, block tri-diagonal, K-FAC)")
     _data_args(c)
     c.set_defaults(fn=cmd_check)
     return ap

@@ -191,8 +191,13 @@ def _forster_aware(message: str, preprocessing: str) -> str:
 
 
 def cmd_check(args) -> int:
-    """ntkngd check: isotropy report of every method (or the chosen ones)."""
+    """ntkngd check: isotropy report of every method (or the chosen ones); --devices K: also on
+    the sharded backend's kernels over K devices."""
     _check_pattern_depth(args.pattern, args.depth)
+    devices = getattr(args, "devices", None)
+    if devices is not None:           # before JAX starts its backend (simulated CPU devices)
+        from .sharded.mesh import request_devices
+        request_devices(devices, "--devices")
     _enable_x64(True)
     import jax
 
@@ -202,6 +207,10 @@ def cmd_check(args) -> int:
     net = _net(args, ds.out_dim)
     xtr, xte, shape = _inputs(args, ds)
     kernels = {"infinite width": analytic_kernels(net, xtr, xte)}
+    if devices is not None:
+        from .sharded import make_mesh
+        kernels[f"infinite width, sharded over {devices} devices"] = analytic_kernels(
+            net, xtr, xte, mesh=make_mesh(devices))
     if args.finite:
         params = net.init_fn(jax.random.PRNGKey(args.seed), shape)[1]
         kernels[f"finite: {_describe(args, net)}"] = empirical_kernels(net, params, xtr, xte)

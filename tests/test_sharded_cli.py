@@ -70,9 +70,10 @@ def test_generalization_theory_on_two_devices_equals_dense():
                                             ("-2", "must be a positive integer (>= 1), got -2"),
                                             ("1.5", "must be a positive integer, got '1.5'"),
                                             ("two", "must be a positive integer, got 'two'")])
-def test_devices_flag_rejects_bad_counts(value, message, capsys, tmp_path):
+@pytest.mark.parametrize("command", ["figures", "check"])
+def test_devices_flag_rejects_bad_counts(command, value, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as e:
-        cli.main(["figures", "--devices", value, "--out", str(tmp_path)])
+        cli.main([command, "--devices", value])
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "--devices" in err and message in err
@@ -109,3 +110,18 @@ def test_cli_sets_simulated_devices_itself():
     proc = _run(code)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "AVAILABLE 3" in proc.stdout and "MESH 3" in proc.stdout
+
+
+def test_check_devices_reports_the_dense_numbers():
+    """`ntkngd check --devices 2`: the sharded operators' isotropy report (alpha, deviation,
+    condition number: exact for isotropic/diagonal G, Lanczos to 1e-13 / 1e-6 for gd's extremes)
+    prints the dense report's digits (6 significant)."""
+    proc = _run("", "-m", "ntkngd.cli", "check", "--devices", "2", "--width", "256",
+                "--methods", "gd", "exact", "kfac", "unit_wise")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    dense, sharded = proc.stdout.split("-- infinite width, sharded over 2 devices")
+    dense = dense.split("-- infinite width\n", 1)[1]
+    for m in ("gd", "exact", "kfac"):
+        line = [ln for ln in dense.splitlines() if ln.strip().startswith(m + " ")]
+        assert line and line[0] in sharded.splitlines(), m
+    assert "unit_wise  not available: method 'unit_wise' is not in the sharded backend" in sharded
