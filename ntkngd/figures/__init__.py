@@ -152,4 +152,5 @@ def run(names: Optional[Iterable[str]] = None, profile: str | Profile = "quick",
     return status
 
 
-__all__ = ["run", "run_one", "uses_devices", "available", "default_out_dir", "PROFILES", "Profile", "get"]
+__all__ = ["run", "run_one", "uses_devices", "available", "default_out_dir", "PROFILES", "Profile",
+           "get"]

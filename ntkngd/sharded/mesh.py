@@ -55,10 +55,14 @@ def _backend_started() -> bool:
 
 def _with_host_count(flags: str, count: int) -> str:
     """XLA_FLAGS text with the simulated CPU device count set to at least `count`."""
-    parts = [f for f in flags.split() if not f.startswith(HOST_COUNT_FLAG + "=")]
-    old = [int(f.split("=", 1)[1]) for f in flags.split() if f.startswith(HOST_COUNT_FLAG + "=")
-           and f.split("=", 1)[1].isdigit()]
-    return " ".join(parts + [f"{HOST_COUNT_FLAG}={max([count] + old)}"])
+    prefix = HOST_COUNT_FLAG + "="
+    parts, counts = [], [count]
+    for flag in flags.split():
+        if not flag.startswith(prefix):
+            parts.append(flag)
+        elif flag[len(prefix):].isdigit():
+            counts.append(int(flag[len(prefix):]))
+    return " ".join(parts + [f"{prefix}{max(counts)}"])
 
 
 def request_devices(count: int, option: str = "devices") -> int:
