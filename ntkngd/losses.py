@@ -162,9 +162,12 @@ def _ce_value(f, y):
 
 
 def _probability_hessian(p):
-    """diag(p) - p p^T over the last axis: (..., C) probabilities -> (..., C, C)."""
-    return jnp.einsum("...c,cd->...cd", p, jnp.eye(p.shape[-1], dtype=p.dtype)) - \
-        p[..., :, None] * p[..., None, :]
+    """diag(p) - p p^T over the last axis: (..., C) probabilities -> (..., C, C). The diagonal
+    p_c (1 - p_c) is formed as p_c sum_{d != c} p_d: a sum of positive terms, so it keeps its
+    relative accuracy when p_c rounds to 1 (1 - p_c would cancel to 0 and leave H indefinite)."""
+    eye = jnp.eye(p.shape[-1], dtype=p.dtype)
+    others = jnp.einsum("...d,dc->...c", p, 1 - eye)
+    return eye * (p * others)[..., None] - (1 - eye) * (p[..., :, None] * p[..., None, :])
 
 
 def _ce_pinv(f, y):

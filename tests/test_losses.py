@@ -136,6 +136,20 @@ def test_ce_pinv_exact_for_confident_samples(gap):
         np.testing.assert_allclose(x, [-2 / 3, 1 / 3, 1 / 3], rtol=1e-14)
 
 
+@pytest.mark.parametrize("gap", [0.0, 5.0, 40.0, 100.0, 700.0])
+def test_ce_hessian_keeps_its_diagonal_for_confident_samples(gap):
+    """H = diag(p) - p p^T at logits [0, -g, -g]: H_00 = p_0 (p_1 + p_2) to relative eps (1 - p_0
+    cancels to 0 for g >= 37 in float64), and H stays positive semi-definite (row sums 0)."""
+    h = np.asarray(losses.softmax_cross_entropy.hessian(jnp.array([[0.0, -gap, -gap]])))[0]
+    log_z = np.logaddexp(0.0, np.log(2.0) - gap)
+    p0, p1 = np.exp(-log_z), np.exp(-gap - log_z)
+    np.testing.assert_allclose(np.diag(h), [p0 * 2 * p1, p1 * (p0 + p1), p1 * (p0 + p1)],
+                               rtol=1e-14)
+    eps = np.finfo(np.float64).eps
+    assert np.linalg.eigvalsh(h).min() >= -8 * eps * np.abs(h).max()
+    np.testing.assert_allclose(h.sum(1), 0.0, atol=4 * eps * np.abs(h).max())
+
+
 def test_ce_prediction_finite_for_confident_logits():
     """Exact NGD at infinite width, alpha = 1: one step moves f by -lr H^+ r = -lr [-2/3, 1/3, 1/3]
     per confident sample (v0.1 returned a third of it at g = 40, NaN at g = 800)."""
