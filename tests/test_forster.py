@@ -70,3 +70,19 @@ def test_forster_map_rejects_wrong_inputs():
         fmap.apply(np.ones((2, 4)))
     with pytest.raises(TypeError, match="ForsterMap"):
         data.forster_apply(x, np.eye(3))
+
+
+@pytest.mark.parametrize("smallest", [1e-8, 1e-10])
+def test_ill_conditioned_full_rank_rows_are_not_called_singular(smallest):
+    """Rows of full rank 30 with singular values down to `smallest` (relative): above the rank cut
+    max(N, d) eps, so the step must not call X^T X singular (the old eigenvalue test on X^T X
+    squared the condition number and refused these), and the iteration reaches isotropy."""
+    x = np.random.RandomState(0).randn(40, 30) * np.logspace(0, np.log10(smallest), 30)
+    fmap = forster_fit(x)
+    z = fmap.apply(x)
+    np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, rtol=1e-12)
+    assert fmap.isotropy_error < 1e-10
+    np.testing.assert_allclose(z.T @ z, 40 / 30 * np.eye(30), atol=1e-9)
+    x[:, -1] = x[:, 0]                     # exactly rank 29: still a clear error
+    with pytest.raises(ValueError, match="singular"):
+        forster_fit(x)

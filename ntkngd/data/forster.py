@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.linalg
 
 from .._checks import positive, positive_int
 from .dataset import Dataset, finite, unit_norm_rows
@@ -102,20 +103,28 @@ class ForsterMap:
                 f"{err}; fitted on the training inputs, applied to both splits)")
 
 
+def _right_singular(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(singular values, V^T) of a square matrix; LAPACK's gesvd where gesdd does not converge
+    (it fails on some well-conditioned inputs with some OpenBLAS kernels)."""
+    try:
+        return np.linalg.svd(r)[1:]
+    except np.linalg.LinAlgError:
+        return scipy.linalg.svd(r, lapack_driver="gesvd")[1:]
+
+
 def _step(z: np.ndarray) -> tuple[np.ndarray, float, float]:
     """One iteration on unit rows z (N, r): (m, cond, error) with m = (Z^T Z)^{-1/2} scaled to
     spectral norm 1 (the scale is irrelevant), its condition number, and the isotropy error of
-    z. A singular Z^T Z is a ValueError."""
+    z. m comes from the SVD Z = Q R = Q U S V^T (m = V (s_min / S) V^T), so the rank test is the same
+    singular-value cut that chose the span; a rank-deficient Z is a ValueError."""
     n, r = z.shape
-    gram = z.T @ z
-    err = _gram_error(gram, n)
-    evals, evecs = np.linalg.eigh(gram)
-    rank = _rank(evals[::-1], z.shape)
+    s, vt = _right_singular(np.linalg.qr(z, mode="r"))
+    rank = _rank(s, z.shape)
     if rank < r:
         raise ValueError(f"degenerate data: X^T X is singular (numerical rank {rank} < d={r}); "
                          f"the points must span R^d and be in general position")
-    m = (evecs * np.sqrt(evals[0] / evals)) @ evecs.T
-    return m, float(np.sqrt(evals[-1] / evals[0])), err
+    m = (vt.T * (s[-1] / s)) @ vt
+    return m, float(s[0] / s[-1]), _gram_error(z.T @ z, n)
 
 
 def _iterate(z: np.ndarray, iters: int, tol: float) -> tuple[np.ndarray, list, int, float, float]:
