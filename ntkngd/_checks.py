@@ -43,17 +43,22 @@ def inputs(x: Any, name: str, dim: int | None = None) -> np.ndarray:
     return arr
 
 
+def _row_norms(x: Any) -> np.ndarray:
+    """Euclidean norm of each row (one per point, any trailing shape), without overflow."""
+    xs = np.asarray(x, np.float64).reshape(np.shape(x)[0], -1)
+    scale = float(np.max(np.abs(xs)))
+    return scale * np.linalg.norm(xs / scale, axis=-1) if scale else np.zeros(len(xs))
+
+
 def input_scale(x: Any, name: str, dtype: Any = np.float64) -> None:
     """Raise unless the non-zero row norms r of `x` (one row per point, any trailing shape) lie in
     [tiny^(1/4), max^(1/4)] of `dtype` (float64: [1.2e-77, 1.2e77], float32: [3.3e-10, 4.3e9]):
     kernels grow like r^2 and the solves multiply two of them, so outside this range they
     overflow (NaN) or underflow (alpha 0, a zero direction), a silent wrong answer."""
-    xs = np.asarray(x, np.float64).reshape(np.shape(x)[0], -1)
-    scale = float(np.max(np.abs(xs)))
-    if scale == 0.0:
-        return
-    norms = scale * np.linalg.norm(xs / scale, axis=-1)
+    norms = _row_norms(x)
     norms = norms[norms > 0]
+    if norms.size == 0:
+        return
     info = np.finfo(np.dtype(dtype) if np.dtype(dtype).kind == "f" else np.float64)
     lo, hi = float(info.tiny) ** 0.25, float(info.max) ** 0.25
     if norms.max() > hi or norms.min() < lo:
@@ -81,28 +86,27 @@ def finite_kernels(arrays: dict[str, Any], x: np.ndarray, name: str = "x_train")
     activations); a NaN alpha downstream would be a silent wrong answer."""
     for label, arr in arrays.items():
         if arr is not None and not np.all(np.isfinite(np.asarray(arr))):
-            xs = np.asarray(x, float)
-            scale = float(np.max(np.abs(xs)))
-            norm = scale * float(np.max(np.linalg.norm(xs / scale, axis=-1))) if scale else 0.0
+            norm = float(_row_norms(x).max())
             raise ValueError(f"kernels overflowed: {label} has inf or NaN entries for {name} with "
                              f"row norms up to {norm:.3g}; rescale the inputs (e.g. unit-norm "
                              f"rows, ntkngd.data.unit_norm_rows)")
 
 
+def _number(value: Any, name: str, ok, what: str) -> float:
+    v = float(value)
+    if not np.isfinite(v) or not ok(v):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return v
+
+
 def positive(value: Any, name: str) -> float:
     """A finite number > 0 (float)."""
-    v = float(value)
-    if not np.isfinite(v) or v <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return v
+    return _number(value, name, lambda v: v > 0, "a positive finite number")
 
 
 def non_negative(value: Any, name: str) -> float:
     """A finite number >= 0 (float)."""
-    v = float(value)
-    if not np.isfinite(v) or v < 0:
-        raise ValueError(f"{name} must be >= 0 (finite), got {value!r}")
-    return v
+    return _number(value, name, lambda v: v >= 0, ">= 0 (finite)")
 
 
 def integer(value: Any, name: str) -> int:
@@ -125,17 +129,17 @@ def integer(value: Any, name: str) -> int:
 
 def positive_int(value: Any, name: str) -> int:
     """An integer >= 1 (see `integer` for what counts as an integer)."""
-    v = integer(value, name)
-    if v < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return v
+    return _at_least(integer(value, name), 1, value, name, "a positive integer")
 
 
 def non_negative_int(value: Any, name: str) -> int:
     """An integer >= 0 (see `integer`)."""
-    v = integer(value, name)
-    if v < 0:
-        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    return _at_least(integer(value, name), 0, value, name, "an integer >= 0")
+
+
+def _at_least(v: int, low: int, value: Any, name: str, what: str) -> int:
+    if v < low:
+        raise ValueError(f"{name} must be {what}, got {value!r}")
     return v
 
 

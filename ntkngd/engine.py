@@ -71,18 +71,11 @@ def check_damping(damping):
 
 def ngd_direction(method: MethodLike, net: Network, params: Any, x_train: Any, y_train: Any,
                   damping: Optional[float] = None, loss: Union[str, Loss] = "mse") -> list:
-    """Parameter-space direction d (a pytree like params) of `method` on the batch (X, Y).
-
-    One step is params - lr * d; for NGD-type methods lr = 1/alpha (`ntkngd.operator(method,
-    ntkngd.empirical_kernels(...)).lr`). `method`: a registered name (gd, exact, block_diagonal,
-    block_tridiagonal, kfac, unit_wise, ...), ntkngd.block_pattern(S) or a Method. damping rho >= 0
-    is the parameter-space Tikhonov damping (F + rho I; factored sqrt(rho) for K-FAC); None: the
-    method's default (0; unit-wise: `methods.unitwise.default_damping`). loss: "mse",
-    "softmax_cross_entropy" (alias "ce"), "sigmoid_binary_cross_entropy" or a Loss; the dual
-    systems take its output Hessian. Any network (ntkngd.mlp, ntkngd.serial, ntkngd.cnn). Runs
-    jitted in the parameters' dtype; jittable itself with method, net, damping and loss static
-    (inputs are then not validated on the host).
-    """
+    """Parameter-space direction d (a pytree like params) of `method` on the batch (X, Y): one
+    step is params - lr * d (NGD-type methods: lr = 1/alpha of the empirical operator). damping
+    rho >= 0: Tikhonov F + rho I (factored sqrt(rho) for K-FAC); None: the method's default.
+    Any network and loss; runs jitted in the parameters' dtype, and is jittable itself with
+    method, net, damping and loss static (inputs are then not validated on the host)."""
     m, L = get_method(method), get_loss(loss)
     damping = check_damping(damping)
     params, x, y = prepare(net, params, x_train, y_train, L)
@@ -99,10 +92,6 @@ def ngd_transform(method: MethodLike, net: Network, damping: Optional[float] = N
     m, L = get_method(method), get_loss(loss)
     damping = check_damping(damping)
 
-    def init_fn(params):
-        del params
-        return optax.EmptyState()
-
     def update_fn(updates, state, params=None, *, x=None, y=None, **extra):
         del updates, extra
         if params is None or x is None or y is None:
@@ -110,7 +99,7 @@ def ngd_transform(method: MethodLike, net: Network, damping: Optional[float] = N
                              "params, x=x_batch, y=y_batch)")
         return ngd_direction(m, net, params, x, y, damping, L), state
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return optax.GradientTransformationExtraArgs(lambda params: optax.EmptyState(), update_fn)
 
 
 @partial(jax.jit, static_argnums=(0, 1, 2, 3))

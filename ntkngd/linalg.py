@@ -21,12 +21,6 @@ def rank_rtol(dtype=np.float64) -> float:
     return RANK_RTOL * (eps / _EPS64) ** (2.0 / 3.0)
 
 
-def dtype_of(*arrays) -> np.dtype:
-    """The widest floating dtype among `arrays` (float64 when none is floating)."""
-    kinds = [np.dtype(a.dtype) for a in arrays if hasattr(a, "dtype") and np.dtype(a.dtype).kind == "f"]
-    return np.result_type(*kinds) if kinds else np.dtype(np.float64)
-
-
 @lazy_jit
 def symmetrized(a):
     """(a + a^T) / 2 over the last two axes, as one fused pass (jitted: eager jax.numpy makes

@@ -269,13 +269,9 @@ def _pinv_units(q, h, a):
     """sqrt(h) o (sqrt(h) Q sqrt(h))^+ (a / sqrt(h)) per unit (rows of h, a), dtype rank cut;
     returned as (N, units) like `_damped_units`."""
     sh = jnp.sqrt(h)
-    m = sh[:, :, None] * q[None] * sh[:, None, :]
-    w, u = jnp.linalg.eigh(m)
-    keep = w > linalg.rank_rtol(m.dtype) * jnp.maximum(w.max(-1, keepdims=True),
-                                                       jnp.finfo(w.dtype).tiny)
-    inv = jnp.where(keep, 1.0 / jnp.where(keep, w, 1.0), 0.0)
+    inv = _pinv_batch(sh[:, :, None] * q[None] * sh[:, None, :])[0]
     rhs = jnp.where(sh > 0, a / jnp.where(sh > 0, sh, 1.0), 0.0)
-    return sh.T * jnp.einsum("kij,kj,klj,kl->ik", u, inv, u, rhs)
+    return sh.T * jnp.einsum("kij,kj->ik", inv, rhs)
 
 
 @serial_blas()

@@ -1,20 +1,14 @@
-"""`train`: T steps of any method, loss and network, logged beside the function-space predictions.
+"""`train`: T steps of any method, loss and network (one loop over `engine.train_step`, the step
+`ngd_transform` gives optax), logged beside the function-space predictions of the empirical and
+the infinite-width operators (NaN where a method has none), accuracy, and, without a constant
+operator (losses other than MSE, Shampoo), the per-step isotropy of the linearized step
+(training.observers). Inputs are validated once, at the entry.
 
-One loop over the device step `engine.train_step` (the step `ngd_transform` gives optax), with
-observers around it (ntkngd.training.observers): the predictions of the empirical operator at
-initialization and of the infinite-width operator started from the network's own outputs (NaN
-where a method has none), accuracy, and, where no constant operator exists (losses other than
-MSE, methods such as Shampoo), the per-step isotropy of the linearized step (alpha fit and
-deviation from alpha H^+ r). Inputs are validated once, at the entry.
-
-Learning rate (lr=None): with a constant operator (MSE) the empirical operator's lr at
-initialization (1/alpha when isotropic, 1/lambda_max otherwise); otherwise NGD-type methods
-lr_fraction / alpha, alpha the theory's reference constant (the alpha fit at initialization where
-there is none), lr_fraction 0.5 for losses other than MSE (cross-entropy has no minimiser at
-finite logits; half the function-space Newton step keeps the linearization accurate) and 1 for
-MSE; GD N / lambda_max(Theta). Layer methods (K-FAC, unit-wise, the per-layer preconditioners)
-have no function-space theory without a constant operator: their predictions are exact NGD at
-lr * alpha, training set only.
+lr=None: with a constant operator (MSE) the empirical operator's lr (1/alpha when isotropic,
+1/lambda_max otherwise); otherwise lr_fraction / alpha (alpha from theory, else fitted at t = 0;
+lr_fraction 0.5 off MSE, where half the Newton step keeps the linearization accurate, else 1);
+GD N / lambda_max(Theta). Layer methods (K-FAC, unit-wise, per-layer preconditioners) have no
+theory off MSE: their predictions are exact NGD at lr * alpha, training set only.
 """
 from __future__ import annotations
 
@@ -46,16 +40,11 @@ def train(method: Union[str, BlockPattern, Method], net, params: Any, data: tupl
           steps: int = 5, lr: Optional[float] = None, damping: Optional[float] = None,
           loss: Union[str, Loss] = "mse", *, lr_fraction: Optional[float] = None,
           analytic: Optional[Kernels] = None) -> TrainLog:
-    """T steps of `method` (params - lr * direction) on a finite network (`ntkngd.mlp`,
-    `ntkngd.serial`, `ntkngd.cnn`), logged beside the function-space predictions (module
-    docstring).
-
-    data = (x_train, y_train, x_test, y_test) with targets valid for the loss (one-hot for the
-    softmax). lr=None: see the module docstring; damping as in `ngd_direction` (None: the
-    method's default). lr_fraction: only without a constant operator. analytic: precomputed
-    `analytic_kernels(net, x_train, x_test)` to reuse across methods. A step that makes the
-    outputs non-finite raises FloatingPointError naming the step (divergence).
-    """
+    """T steps params <- params - lr * direction of `method` on a finite network, logged beside
+    the function-space predictions (module docstring). data = (x_train, y_train, x_test, y_test),
+    targets valid for the loss; damping=None: the method's default; lr_fraction: only without a
+    constant operator; analytic: precomputed `analytic_kernels(net, x_train, x_test)`. A step
+    that makes the outputs non-finite raises FloatingPointError naming the step."""
     m, L = get_method(method), get_loss(loss)
     fixed = L.identity_hessian and not m.nonlinear     # a constant function-space operator
     if lr_fraction is not None and fixed:
