@@ -40,3 +40,15 @@ def test_cnn_refuses_extreme_norms(scale):
     _, params = net.init_fn(jax.random.PRNGKey(0), x.shape)
     with pytest.raises(ValueError, match="row norms .* rescale the inputs"):
         ng.ngd_direction("exact", net, params, x * scale, np.ones((3, 1)))
+
+
+def test_serial_input_check_without_dtype_uses_jax_default_float():
+    """dtype=None means JAX's default float: float32 limits with x64 off (1e20 refused), float64
+    limits with it on (1e20 accepted)."""
+    from jax.experimental import disable_x64
+    net = ng.serial(ng.stax.Dense(8), ng.stax.Relu(), ng.stax.Dense(1))
+    x = sphere_points(3, 4, seed=1) * 1e20
+    net.check_inputs(x)
+    with disable_x64():
+        with pytest.raises(ValueError, match=r"4.3e\+09\].*float32"):
+            net.check_inputs(x)

@@ -1,13 +1,8 @@
-"""The common base of the function-space operators and the jit core both members run on.
-
-Every operator gives, for outputs f and targets y, the changes of one step (or the velocity of the
-flow) on the training and test points:  (G(f) x, G'(f) x),  x = H(f)^+ r(f, y),  with r the loss
-residual and H its per-sample output Hessian (`ntkngd.losses`). Two members:
-  linear flow  (`linear.Operator`, MSE: H = I, G constant): closed forms in `predict`;
-  loss flow    (`loss_flow.LossOperator`, any loss: G(f) through the damped solves, or the constant
-               M H^+ of the minimum-norm limit): integrated by `flows`.
-`core()` gives both as the same equinox module, which `flows` traces under jit.
-"""
+"""The common base of the function-space operators and the jit core both members run on: for
+outputs f and targets y, the step (or flow velocity) on the training and test points is
+(G(f) x, G'(f) x), x = H(f)^+ r(f, y) (`ntkngd.losses`); the linear flow (`linear.Operator`, MSE)
+has closed forms in `predict`, the loss flow (`loss_flow.LossOperator`) is integrated by `flows`
+through `core()`, the same equinox module for both."""
 from __future__ import annotations
 
 from typing import Any, Callable, Optional

@@ -1,20 +1,14 @@
 """Closed forms of the linear flow (MSE, constant G and G'), for `ntkngd.predict`.
 
-Discrete steps (t = 0, 1, 2, ...):  g_{t+1} = (I - lr G) g_t,   f'_{t+1} = f'_t - lr G' g_t,
-so  g_t = (I - lr G)^t g_0  and  f'_t = f'_0 - G' [(I - (I - lr G)^t) G^{-1}] g_0.
-Continuous time tau (df/dtau = -lr G g):  g(tau) = exp(-lr G tau) g_0,
-f'(tau) = f'_0 - G' [(I - exp(-lr G tau)) G^{-1}] g_0.   (Both well defined for singular G.)
-Isotropic G = alpha I: g_t = (1 - lr alpha)^t g_0 and exp(-lr alpha tau) g_0.
-tau -> infinity (`fixed_point`):  g_inf = (I - G G^D) g_0,  f'_inf = f'_0 - G' G^D g_0, with G^D
-the inverse of G on its retained modes (`Operator.schur`) and zero on its numerical null space,
-whose residual the flow never moves (for symmetric G: G^D = G^+, the minimum-norm solution).
+Discrete steps:  g_t = (I - lr G)^t g_0,  f'_t = f'_0 - G' [(I - (I - lr G)^t) G^{-1}] g_0;
+continuous time: g(tau) = exp(-lr G tau) g_0, f'(tau) = f'_0 - G' [(I - exp(-lr G tau)) G^{-1}]
+g_0 (both defined for singular G). tau -> infinity (`fixed_point`): g_inf = (I - G G^D) g_0,
+f'_inf = f'_0 - G' G^D g_0, G^D the inverse of G on its retained modes (`Operator.schur`), zero on
+its numerical null space (symmetric G: G^+, the minimum-norm solution).
 
-Isotropic G is evaluated as a scalar and diagonal G (exactly zero off the diagonal) sample by
-sample, with one product with G' for all time points. Otherwise, discrete steps up to t_max <= m
-(and no decomposition of G cached yet) are iterated, one product with G per step and one product
-with G' for all time points together (O(t_max m^2), no eigendecomposition); continuous time and
-longer horizons decompose G once (eigh for symmetric G, eig otherwise) and then cost O(m^2) per
-time point.
+Isotropic G is a scalar, diagonal G sample by sample; otherwise short discrete horizons
+(t_max <= m) iterate products with G (O(t_max m^2)), and continuous time or longer horizons
+decompose G once (eigh, or eig when not symmetric), then O(m^2) per time point.
 """
 from __future__ import annotations
 

@@ -61,24 +61,6 @@ class FactoredMatrix:
     def __neg__(self):
         return self * -1.0
 
-    def __rmatmul__(self, x):
-        return x @ np.asarray(self)
-
-    def __add__(self, other):
-        return np.asarray(self) + other
-
-    def __radd__(self, other):
-        return other + np.asarray(self)
-
-    def __sub__(self, other):
-        return np.asarray(self) - other
-
-    def __rsub__(self, other):
-        return other - np.asarray(self)
-
-    def __getitem__(self, index):
-        return np.asarray(self)[index]
-
     def __len__(self) -> int:
         return self.shape[0]
 
@@ -101,6 +83,11 @@ class FactoredMatrix:
         state = "formed" if self._dense is not None else "factored"
         return f"FactoredMatrix(shape={self.shape}, dtype={self.dtype}, {state})"
 
+
+for _name in ("__rmatmul__", "__add__", "__radd__", "__sub__", "__rsub__", "__getitem__"):
+    # the remaining array operations act on the formed matrix
+    setattr(FactoredMatrix, _name, lambda self, other, _name=_name:
+            getattr(np.asarray(self), _name)(other))
 
 MatrixLike = Union[np.ndarray, FactoredMatrix]
 

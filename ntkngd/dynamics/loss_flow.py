@@ -1,20 +1,15 @@
 """The loss flow member of the operator family: losses with a state-dependent output Hessian.
 
-Convention (ntkngd.losses): residual r = N grad_f Loss, per-sample output Hessian H_n, x = H^+ r.
-One step moves the outputs by Delta f = -lr G(f) r, Delta f' = -lr G'(f) r:
+With r = N grad_f Loss, H_n and x = H^+ r (ntkngd.losses), one step moves the outputs by
+Delta f = -lr G(f) r, Delta f' = -lr G'(f) r:
   GD:         G = Theta / N, G' = Theta(X', X) / N.
-  pattern S:  Delta theta_l = -lr J_l^T v_l,
-                  [(S (x) I) blockdiag(H Theta_l) + N rho I] v = 1 (x) r           (rho > 0),
-              an (L N C) system (exact NGD: one block, the total NTK).
-  rho -> 0:   the parameter-space minimum-norm solution. At infinite width Theta_l = Theta*_l (x)
-              I_C commutes with the split of each sample's output space into range(H) and its
-              complement, so G(f) r = G_MSE x (G_MSE = ntkngd.operator(method, K, 0)); alpha I on
-              the training points with alpha = 1^T S^+ 1. On finite-width kernels the same limit
-              is M x with the constant M = sum_l Theta_l U V'_l U^T, V' the MSE pattern duals of
-              the projected blocks U^T Theta_l U (U = I_N (x) U_C, `Loss.basis`).
-  K-FAC, unit-wise: no function-space operator for these losses (docs/theory.md: open);
-              `ntkngd.train` measures them (per-step alpha fit and deviation).
-Dynamics: ntkngd.dynamics.flows (diffrax flow, discrete map), x computed from the targets exactly.
+  pattern S:  Delta theta_l = -lr J_l^T v_l with the (L N C) system
+              [(S (x) I) blockdiag(H Theta_l) + N rho I] v = 1 (x) r   (rho > 0).
+  rho -> 0:   the minimum-norm solution. At infinite width (Theta_l = Theta*_l (x) I_C)
+              G(f) r = G_MSE x, alpha = 1^T S^+ 1; on finite-width kernels M x with the constant
+              M = sum_l Theta_l U V'_l U^T, V' the MSE pattern duals of U^T Theta_l U
+              (U = I_N (x) U_C, `Loss.basis`).
+  K-FAC, unit-wise: no function-space operator for these losses (docs/theory.md: open).
 """
 from __future__ import annotations
 

@@ -1,18 +1,13 @@
 """`predict`: training dynamics in function space for any member of the operator family, and the
-one `Trajectory` it returns for every loss.
-
-Linear flow (`Operator`, MSE, Loss = 1/(2N) sum_n ||f(x_n) - y_n||^2): closed forms
-(`closed_form`), G decomposed once, times up to t = inf (the flow's fixed point). Loss flow
-(`LossOperator`): the diffrax flow (times) or the discrete map (steps) (`flows`).
-lr scales time: one step moves f by -lr G x, and the continuous flow is df/dtau = -lr G x, so its
-state at time tau with learning rate lr equals the state at time lr * tau with lr = 1.
+one `Trajectory` it returns for every loss: closed forms up to t = inf for the linear flow
+(`Operator`, MSE, Loss = 1/(2N) sum_n ||f(x_n) - y_n||^2), the diffrax flow (times) or the
+discrete map (steps) for the loss flow (`LossOperator`). lr scales time: the state at tau with
+learning rate lr is the state at lr * tau with lr = 1.
 
 Relation to neural-tangents: `nt.predict.gradient_descent_mse(k, y, learning_rate=eta)` integrates
-df/dt = -eta Theta (f - y) / (N C) (mean over all N C targets), so its time t at rate eta equals
-GD here (G = Theta / N) at continuous time tau = t with lr = eta / C;
-`nt.predict.gradient_descent(loss, k, y, learning_rate=eta, trace_axes=(-1,))` with the softmax
-cross-entropy loss(fx, y) = -sum(y * log_softmax(fx)) / N integrates df/dt = -eta Theta (p - y) / N,
-i.e. GD's loss flow here with lr = eta and tau = t.
+df/dt = -eta Theta (f - y) / (N C), i.e. GD here (G = Theta / N) at tau = t with lr = eta / C;
+`nt.predict.gradient_descent` with loss(fx, y) = -sum(y * log_softmax(fx)) / N and
+trace_axes=(-1,) integrates df/dt = -eta Theta (p - y) / N, GD's loss flow with lr = eta, tau = t.
 """
 from __future__ import annotations
 

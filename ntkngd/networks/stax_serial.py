@@ -118,7 +118,7 @@ class SerialNetwork(Network):
         if params is not None:
             self._check_channels(arr, name, params)
         self._check_fit(arr, name, params)
-        _checks.input_scale(arr, name, np.float64 if dtype is None else dtype)
+        _checks.input_scale(arr, name, jnp.zeros(()).dtype if dtype is None else dtype)
         return arr
 
     def _check_channels(self, arr: np.ndarray, name: str, params: Any) -> None:
