@@ -1,13 +1,10 @@
 """Finite-width training in parameter space (any registered method, any loss, any network), jitted.
 
-Every method's update is  Delta theta = -lr * d  with the augmented per-layer directions
-d[W_l; b_l] of the method's own solve (ntkngd/methods: the same system as its function-space
-operator G, with the loss's output Hessian), built from the network's patches Ht_l and backprops
-D_l (`Network.features`, ntkngd/networks). Linearized, J d = G(f) r (docs/theory.md), so one MSE
-step at lr = 1/alpha converges for an isotropic G. `jitted_direction` (features, kernels, solve,
-parameter mapping) runs under jax.jit with method, network, loss and damping static: `ngd_direction`
-validates on the host once (only the parameters' structure when traced: jittable for every
-network); `train_step` is the device-resident step `ntkngd.train` loops over.
+Delta theta = -lr * d with the per-layer directions d[W_l; b_l] of the method's own solve (the
+system of its function-space operator, with the loss's Hessian) from the network's features, so
+that linearized J d = G(f) r (docs/theory.md). `jitted_direction` runs under jax.jit with method,
+network, loss and damping static; `ngd_direction` validates on the host once (only the structure
+when traced); `train_step` is the device-resident step `ntkngd.train` loops over.
 """
 from __future__ import annotations
 

@@ -5,12 +5,8 @@ Convention (docs/theory.md): Loss = (1/N) sum_n l(f_n, y_n) over N points with C
   hessian   H_n = d^2 l / d f_n^2  (C x C)     (the Fisher is F = J^T blockdiag(H_n) J / N),
   pinv      x_n = H_n^+ r_n, computed in closed form without cancellation,
   basis     U_C (C x k), an orthonormal basis of range(H_n) (the same for every sample).
-Every method's dual system takes H and x, so a method is written once for every loss.
-
-Shipped: `mse` (H = I, the paper's case), `softmax_cross_entropy` (one-hot targets; H = diag(p) -
-p p^T, range = complement of the all-ones vector), `sigmoid_binary_cross_entropy` (C = 1, targets
-0/1; H = p (1 - p)). `get_loss` accepts a name, an alias ("ce") or a `Loss`; `register_loss`
-adds one.
+Shipped: `mse` (H = I), `softmax_cross_entropy` (one-hot; H = diag(p) - p p^T),
+`sigmoid_binary_cross_entropy` (C = 1, targets 0/1; H = p (1 - p)); `register_loss` adds one.
 """
 from __future__ import annotations
 

@@ -1,20 +1,14 @@
 """Offline data sets with the preprocessing of Karakida & Osawa (NeurIPS 2020): `Dataset` and the
 preprocessing (dataset.py), Forster's transform (forster.py), bundled and synthetic sets
-(datasets.py), readers of files the user has (loaders.py). Names load on first use (PEP 562);
-`load(name, **kw)` dispatches by name.
+(datasets.py), readers of the user's files (loaders.py); `load(name, **kw)` dispatches by name.
 
-Conventions (every function here):
-  * inputs are float64 (N, d) arrays, one point per row, images flattened; targets are float64
-    (N, C): binary problems use one column, +0.5 for the positive class and -0.5 for the other
-    (the paper's), multi-class problems one-hot columns in the order of `classes`;
-  * the default preprocessing is the authors' (`preprocess`, standardize="global"): flatten,
-    subtract ONE global mean and divide by ONE global std of the whole training array (scalars,
-    not per feature), then scale every row to unit Euclidean norm. The training statistics are
-    applied to both splits (the authors' code uses each split's own; ours keep the test set out
-    of the fit). PCA whitening (`digits(whiten=True)`) and Forster's transform
-    (`forster_dataset`; the paper applies it to K-FAC's inputs only, when N > d) are options;
-  * nothing is downloaded: real data come from scikit-learn's bundled `digits` or from files the
-    user has (MNIST IDX / npz, CIFAR-10 python batches, npz).
+Conventions: inputs are float64 (N, d), one point per row; targets float64 (N, C), binary as one
+column (+0.5 for the first class, -0.5 for the other, the paper's), else one-hot in the order of
+`classes`. The default preprocessing is the authors' (`preprocess`, standardize="global"):
+subtract ONE global mean, divide by ONE global std of the training array, then unit-norm rows;
+the training statistics serve both splits (the authors' code uses each split's own). PCA
+whitening and Forster's transform (the paper applies it to K-FAC's inputs, when N > d) are
+options. Nothing is downloaded.
 """
 from __future__ import annotations
 

@@ -2,13 +2,11 @@
 rows with X^T X = (N/r) I on their r-dimensional span, so that K-FAC's first-layer factor is
 isotropic when N > d (docs/theory.md, section 3; the paper applies it to K-FAC's inputs only).
 
-As in the authors' code the iteration X <- rownormalize(X (X^T X)^{-1/2}) runs on the rows: each
-step is well conditioned, their product is not (without an isotropic position its singular values
-grow without bound). Test points get the same steps, recorded in chunks of condition number below
-`CHUNK_COND`. Where k directions are spanned by fewer than k N / r points (pixels only a few
-images use), no isotropic position exists and the iteration turns round-off into data;
-`forster_fit(span=True)` finds such a set (a probe run, certified by an exact rank count) and
-removes its private directions first (`ForsterMap.deflated`)."""
+As in the authors' code the iteration X <- rownormalize(X (X^T X)^{-1/2}) runs on the rows (their
+product is ill conditioned); test points get the same steps, in chunks of condition number below
+`CHUNK_COND`. Where k directions are spanned by fewer than k N / r points, no isotropic position
+exists: `forster_fit(span=True)` finds such rows (a probe run, certified by a rank count) and
+removes their private directions first (`ForsterMap.deflated`)."""
 from __future__ import annotations
 
 import dataclasses

@@ -24,12 +24,10 @@ from .closed_form import Propagator, fixed_point, iterate, iterate_cheaper, step
 
 @dataclass(frozen=True)
 class Trajectory:
-    """Outputs, losses and accuracies at the requested time points (leading axis T), every loss.
-
-    test / test_*: None without f0_test (test losses and accuracies need y_test); accuracies NaN
-    where the targets code no classes (MSE regression targets). continuous: the flow (times)
-    rather than the discrete map (steps). method, alpha (the theory's; None where it predicts
-    none), damping: the operator's. solver_steps: diffrax steps of a loss flow (0 otherwise)."""
+    """Outputs, losses and accuracies at the time points (leading axis T), every loss: test_*
+    None without f0_test (losses need y_test), accuracies NaN where targets code no classes;
+    continuous: the flow rather than the map; method, alpha (the theory's), damping: the
+    operator's; solver_steps: diffrax steps of a loss flow (0 otherwise)."""
 
     t: np.ndarray
     train: np.ndarray
@@ -83,18 +81,13 @@ def _time_points(steps: Any, times: Any, continuous: bool) -> tuple[np.ndarray, 
 def predict(op: FlowOperator, f0_train: Any, y_train: Any, f0_test: Any = None, *,
             lr: Optional[float] = None, steps: Any = None, times: Any = None,
             continuous: bool = False, y_test: Any = None, **solver) -> Trajectory:
-    """Train (and test) outputs, losses and accuracies under the function-space dynamics of `op`.
-
-    op: `ntkngd.operator(...)`: an `Operator` (MSE: closed forms) or a `LossOperator` (any other
-    loss: the diffrax flow for times, the discrete map for steps; solver: rtol, atol, max_steps).
-    steps: an int T (evaluates t = 0..T) or a sequence of step indices (discrete map); times:
-    continuous times tau (np.inf: the flow's t -> infinity limit, MSE only: train f = y + (I -
-    G G^D) g, test f' = f'_0 - G' G^D g, G^D inverting G on its modes above the dtype-scaled rank
-    cut, zero on its null space: the minimum-norm fixed point; a ValueError when G has a growing
-    mode, see `Operator.slowest_rate`); continuous=True with steps evaluates the flow at those
-    times. lr defaults to op.lr (1/alpha) for an `Operator`, 1 otherwise. Outputs are (N, C)
-    arrays (a 1-D vector when C = 1 is accepted); y_test adds test losses and accuracies.
-    """
+    """Train (and test) outputs, losses and accuracies under the function-space dynamics of `op`
+    (an `Operator`: closed forms; a `LossOperator`: diffrax for times, the discrete map for
+    steps; solver: rtol, atol, max_steps). steps: an int T (t = 0..T) or step indices; times:
+    continuous tau, np.inf the MSE flow's minimum-norm fixed point (`closed_form`; a ValueError
+    when G has a growing mode, `Operator.slowest_rate`); continuous=True evaluates the flow at
+    `steps`. lr: default op.lr (1/alpha) for an `Operator`, else 1. Outputs (N, C) (1-D when
+    C = 1); y_test adds test losses and accuracies."""
     if getattr(op, "is_sharded", False):   # hook: ntkngd.sharded (the operator predicts itself)
         return op.predict(f0_train, y_train, f0_test, lr=lr, steps=steps, times=times,
                           continuous=continuous, y_test=y_test, **solver)

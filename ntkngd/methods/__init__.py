@@ -1,23 +1,16 @@
 """The method registry: one `Method` per approximation, registered once, used by every stage.
 
-Every method sees a network only through `Kernels` (ntkngd.networks): per-layer blocks, and at
-finite width the patches Ht_l (N, S_l, k_l) and backprops D_l (N C, S_l, M_l) with a positions axis
-(S = 1: dense layers), so one implementation serves MLPs and CNNs. A Method carries
-  operator(K, damping) -> Operator         the MSE function-space operator (ntkngd.operator),
-  signals(K, damping, f, y, loss) -> [A_l]  per-layer signals (N, S, M_l), d[W_l; b_l] =
-                                            sum_(n,s) Ht_l[n, s]^T A_l[n, s] (jittable),
-  kind                                      "gd", "pattern" (`pattern(depth)` gives S, and the
-                                            other losses' operators follow from it) or "layer"
-                                            (no function-space operator beyond MSE),
-  default_damping(K) -> rho                 used for damping=None (None: rho = 0),
-  duals(K, damping, f, y, loss) -> v        (L, N C) with d theta_l = J_l^T v_l (gd, patterns),
-  update(K, damping, f, y, loss) -> [dW_l]  the directions (k_l, M_l) directly, instead of
-                                            signals (K-FAC, diagonal, ekfac, shampoo),
-  nonlinear                                 the output change is not linear in the residual
-                                            (shampoo): train reports the per-step alpha fit.
-`register_method` makes a method available by name everywhere (operator, predict, ngd_direction,
-ngd_transform, train, the CLI, the figures); `pattern_method(name, S_of_depth)` builds one from a
-block pattern (tests/test_extension.py adds one from a test file).
+A method sees a network only through `Kernels` (ntkngd.networks): per-layer blocks and, at finite
+width, patches Ht_l (N, S_l, k_l) and backprops D_l (N C, S_l, M_l) (S = 1: dense layers), so one
+implementation serves MLPs and CNNs. A Method carries
+  operator(K, damping) -> Operator          the MSE function-space operator,
+  signals(K, damping, f, y, loss) -> [A_l]  d[W_l; b_l] = sum_(n,s) Ht_l[n, s]^T A_l[n, s],
+  update(K, damping, f, y, loss) -> [dW_l]  the directions directly instead (K-FAC, diagonal, ...),
+  duals(K, damping, f, y, loss) -> v        (L, N C), d theta_l = J_l^T v_l (gd, patterns),
+  kind                                      "gd", "pattern" (`pattern(depth)` gives S) or "layer",
+  default_damping(K), nonlinear             rho for damping=None; a step not linear in r.
+`register_method` makes one available by name everywhere (operator, predict, ngd_direction,
+ngd_transform, train, the CLI, the figures); `pattern_method(name, S_of_depth)` builds one.
 """
 from __future__ import annotations
 

@@ -4,10 +4,8 @@ zero entries at rho = 0 (`_layers.inverse_scales`). Per layer (`_layers`: h, del
     d[W_l; b_l] = G_l / (diag F_l + rho),          G_l = J_l^T r / N,
 and G = sum_l J_l P_l J_l^T / N (MSE). At rho = 0 tr G = #{diag F > 0}: alpha grows like width^2.
 
-Wide limit (MLP, C = 1, rho = 0; docs/theory.md): G_l / (M_{l-1} M_l) -> E_l =
-E[h h^T o delta delta^T / |h o delta|^2] with h = phi(u), u ~ N(0, Q_{l-1}), delta = phi'(v) o g,
-v ~ N(0, Q_l), g ~ N(0, W_std^2 B_{l+1}) independent (first layer: the fixed inputs; output
-layer: delta = 1). `wide_limit` estimates E_l by Monte Carlo, with its standard error.
+Wide limit (MLP, C = 1, rho = 0; docs/theory.md): G_l / (M_{l-1} M_l) -> E[h h^T o delta
+delta^T / |h o delta|^2], estimated by Monte Carlo with its standard error (`wide_limit`).
 """
 from __future__ import annotations
 

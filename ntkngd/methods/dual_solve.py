@@ -1,13 +1,11 @@
 """Dual solves of the block-pattern updates for any loss, in jax.numpy (jittable, inputs' dtype).
 
-With S the L x L pattern, Theta_l the per-layer blocks (N C x N C, sample-major), H the loss's
-per-sample output Hessian and r its residual, Delta theta_l = -lr J_l^T v_l with
+With S the L x L pattern, blocks Theta_l (N C x N C), H the loss's per-sample Hessian and r its
+residual, Delta theta_l = -lr J_l^T v_l with
     damped (rho > 0):  [(S (x) I) blockdiag(H Theta_l) + N rho I] v = 1 (x) r,
-    rho -> 0:          the minimum-norm step F_S^+ grad, F_S = Jb^T (S (x) H) Jb.
-With positive-definite blocks the limit is w = c (x) x + sum_j n_j (x) z_j, v_l = Theta_l^{-1}
-w_l (c = S^+ 1, n_j spanning null(S), z by Cholesky; x = U^T H^+ r on U = I_N (x) U_C, U_C a basis
-of range(H_n)); with a singular block `_pinv_limit` (docs/theory.md). Rank cuts and the
-positive-definiteness test follow the dtype. Exact NGD is one block, the total kernel.
+    rho -> 0:          the minimum-norm step F_S^+ grad, F_S = Jb^T (S (x) H) Jb
+(positive-definite blocks: v_l = Theta_l^{-1} w_l, w = c (x) x + sum_j n_j (x) z_j, c = S^+ 1;
+singular ones: `_pinv_limit`; docs/theory.md). Exact NGD is one block, the total kernel.
 """
 from __future__ import annotations
 

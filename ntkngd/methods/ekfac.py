@@ -1,15 +1,12 @@
 """E-KFAC, eigenvalue-corrected K-FAC (George et al., NeurIPS 2018): K-FAC's Kronecker eigenbasis
 with the Fisher's own diagonal in it as the scales.
 
-Per layer (`_layers`: h, delta, rooted dr = H_n^{1/2} delta) the eigenbases U_A, U_B of K-FAC's
-factors are the right singular vectors of the stacked h and dr rows (directions below the dtype's
-`linalg.rank_rtol` dropped; the dropped null spaces carry no gradient), and
+Per layer (`_layers`: h, delta, dr = H_n^{1/2} delta), U_A, U_B are the right singular vectors
+of the stacked h and dr rows (the dtype's rank cut; the null spaces carry no gradient), and
     s_ij = (1/N) sum_(n,c) (sum_s (U_A^T h)_j (U_B^T dr)_i)^2,
-    d[W_l; b_l] = U_A [ (U_A^T G_l U_B) / (s + rho) ] U_B^T
-(pseudo-inverse on zero scales at rho = 0), all on the rotated features (rank <= N S, N C S).
-Function space (MSE): G = sum_l (1/N) Jr_l diag(1/(s + rho)) Jr_l^T depends only on the Grams of h
-and delta, so the same formula on infinite-width kernels (Q_l, B_l) is the wide limit. At rho = 0
-tr G = #{s_ij > 0}: alpha = (L - 2) N + min(N, d + 1) + 1 for an MLP with C = 1, M >= N.
+    d[W_l; b_l] = U_A [ (U_A^T G_l U_B) / (s + rho) ] U_B^T     (pseudo-inverse at rho = 0).
+MSE: G = sum_l (1/N) Jr_l diag(1/(s + rho)) Jr_l^T needs only the Grams of h and delta (the same
+formula on infinite-width kernels is the wide limit); at rho = 0 tr G = #{s_ij > 0}.
 """
 from __future__ import annotations
 

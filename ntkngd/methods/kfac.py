@@ -4,11 +4,9 @@ usual K-FAC, a convolution KFC (Grosse & Martens 2016). Damping is factored Tikh
 (A + lam I) (x) (B + lam I) with lam = sqrt(rho); lam = 0 gives pseudo-inverses cut at the dtype's
 `linalg.rank_rtol`, the same in the primal and the dual form (same non-zero eigenvalues).
 
-Function space (MSE; docs/theory.md): with the spatial Grams Q = Ht Ht^T and Bs = D D^T,
-    G_l[(n, c), (n', c')] = N S sum_{s, s'} [Q (Q + N lam)^+]_{(n s), (n' s')}
-                                            [Bs (Bs + N S lam)^+]_{((n c) s), ((n' c') s')},
-for dense layers N [Q_l (Q_l + N lam)^{-1}] o [DD^T (DD^T + N lam)^{-1}], so with full-rank
-factors G = (N (L - 1) + 1) I (literal K-FAC; the output layer contributes its projector).
+Function space (MSE; docs/theory.md), dense layers: G_l = N [Q_l (Q_l + N lam)^{-1}] o
+[DD^T (DD^T + N lam)^{-1}] (with positions: the spatial Grams, summed over position pairs), so
+with full-rank factors G = (N (L - 1) + 1) I (the output layer contributes its projector).
 
 Parameter space, any loss (R = blockdiag(H_n^{1/2}), z = R H^+ r, E[n, s] = sum_c z[n, c]
 (R D)[(n, c), s]): d[W_l; b_l] = (A + lam)^+ (Ht^T E / N) (B + lam)^+, each factor applied in the

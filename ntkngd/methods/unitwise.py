@@ -1,18 +1,14 @@
 """Unit-wise Fisher: one block per unit i of layer l (its incoming weights and bias); channel-wise
 on layers with several positions (one block per output channel).
 
-Theta_{l,i} = D_i K_{l-1} D_i with D_i = diag(df/du_{l,i}(x_n)) projects onto the samples where
-unit i is active, so G is diagonal; as M -> infinity G = alpha I with alpha = gamma sum_{l<L} M_l
-/ C + 1 (gamma: fraction of active units; docs/theory.md), if every K_{l-1} is invertible on the
-active sets (first layer: N <= d). Infinite-width kernels give only this training operator.
-
+Theta_{l,i} = D_i K_{l-1} D_i (D_i = diag(df/du_{l,i}(x_n))) makes G diagonal; as M -> infinity
+G = alpha I, alpha = gamma sum_{l<L} M_l / C + 1 (gamma: fraction of active units) if every
+K_{l-1} is invertible on the active sets (first layer: N <= d; docs/theory.md).
 Finite width: unit i of layer l owns column i of [W_l; b_l], Theta_{l,i} = (d_i d_i^T) o
-(Q_l (x) 1 1^T) with d_i = D_l[:, i], and with the dual shift s = N rho
-    v_{l,i} = (Theta_{l,i} + s I)^+ g,
-    d[W_l; b_l][:, i] = sum_(n,c) v_{l,i}[(n,c)] d_i[(n,c)] Ht_l[n],
-    G = sum_{l,i} Theta_{l,i} (Theta_{l,i} + s I)^+,  G' likewise with Theta_{l,i}(X', X),
-solved in batched chunks of units (inactive units skipped). At s = 0 nearly singular blocks give
-huge updates; `default_damping(K)` is what every entry point uses when damping=None.
+(Q_l (x) 1 1^T) with d_i = D_l[:, i]; with the dual shift s = N rho, v_{l,i} = (Theta_{l,i} +
+s I)^+ g, d[W_l; b_l][:, i] = sum_(n,c) v_{l,i}[(n,c)] d_i[(n,c)] Ht_l[n] and G = sum_{l,i}
+Theta_{l,i} (Theta_{l,i} + s I)^+ (G' likewise), in chunks of units. `default_damping(K)` serves
+damping=None (at s = 0 nearly singular blocks give huge updates).
 """
 from __future__ import annotations
 

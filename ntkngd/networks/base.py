@@ -1,12 +1,9 @@
 """The network protocol: what every method, loss and training loop needs from an architecture.
 
-A network is a neural-tangents stax stack whose L trainable layers (Dense or Conv) are affine in
-their parameters and share them over the positions s of their output:
-    u_l[n, s, o] = sum_k Ht_l[n, s, k] [W_l; b_l][k, o],
-with Ht_l the layer's input patches (scaled as the forward pass scales them, bias column last) and
-[W_l; b_l] the augmented weight (W reshaped to (k, M_l), then the bias row). A dense layer is the
-case of one position (S = 1). With the backprops D_l[(n, c), s, o] = df_c(x_n) / du_l[n, s, o]
-(sample-major rows n C + c), the Jacobian row of output (n, c) w.r.t. layer l is
+The L trainable layers (Dense or Conv) of a stax stack are affine in their parameters, shared over
+the positions s: u_l[n, s, o] = sum_k Ht_l[n, s, k] [W_l; b_l][k, o], with Ht_l the input patches
+(scaled as the forward pass scales them, bias column last); a dense layer has S = 1. With the
+backprops D_l[(n, c), s, o] = df_c(x_n) / du_l[n, s, o] (rows n C + c), the Jacobian row is
 J_l[(n, c)] = sum_s Ht_l[n, s]^T D_l[(n, c), s]. Every method works from these, in one shape:
     features(params, x) -> (f (N, C), Ht_l (N, S_l, k_l), D_l (N C, S_l, M_l))    jittable
     analytic_layers(x1, x2) -> per-layer infinite-width blocks (ntkngd.networks.kernels)

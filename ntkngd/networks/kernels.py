@@ -26,23 +26,12 @@ nt = LazyModule("neural_tangents")
 
 @dataclass(frozen=True)
 class Kernels:
-    """Per-layer kernels on training points (and optionally test points x training points).
-
-    blocks_*: per-layer NTK blocks Theta_l, shape (L, m, m) / (L, m', m) with m = N (infinite width)
-              or N C (finite width).
-    fwd_*:    forward kernels Q_l (L, N, N) / (L, N', N) (layers with positions: the Gram of the
-              patches averaged over positions, a summary).
-    bwd_*:    backward kernels B_l (L, m, m) / (L, m', m); None at infinite width where the blocks
-              do not factor as Q_l * B_l (serial networks).
-    nngp_*:   output NNGP kernel (covariance of f at initialization), (m, m) / (m', m); None for
-              finite-width kernels.
-    layer_inputs_*, backprops_*: finite width only: per layer the patches Ht_l (N, S_l, k_l [+1])
-              and backprops D_l (N C, S_l, M_l) (networks.base), from which the layer methods
-              (K-FAC, unit-wise, ...) are built.
-    first_inputs_*: infinite width, where the first layer's input is a fixed map of x (MLPs):
-              Ht_1 (N, d [+1]) with fwd_*[0] = Ht_1 Ht_1(train)^T; K-FAC factors its first-layer
-              Gram through it when N > d + 1 (a (d+1) x (d+1) problem instead of N x N).
-    """
+    """Per-layer kernels on training points (and test x training points), m = N (infinite width)
+    or N C (finite width): blocks_* Theta_l (L, m, m) / (L, m', m); fwd_* Q_l (L, N, N) (with
+    positions: the patch Gram averaged over them); bwd_* B_l, None where the blocks do not factor
+    as Q_l * B_l; nngp_* the output NNGP (infinite width only); layer_inputs_*, backprops_* (finite
+    width only) Ht_l (N, S_l, k_l [+1]) and D_l (N C, S_l, M_l); first_inputs_* (MLPs at infinite
+    width) Ht_1 (N, d [+1]) with fwd_*[0] = Ht_1 Ht_1^T, which K-FAC factors when N > d + 1."""
 
     blocks_train: Any
     fwd_train: Any

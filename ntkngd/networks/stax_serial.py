@@ -1,15 +1,12 @@
 """Any neural-tangents `stax` serial stack of Dense / Conv layers, elementwise activations, pooling
 and Flatten as an implementation of the network protocol: `serial(*layers)` and `cnn(...)`.
 
-"Layer l" (l = 1..L) is the l-th trainable layer (Dense or Conv). Images are NHWC. neural-tangents'
-own apply_fn is used for everything, so any stride, padding and parameterization it supports works:
-the patches Ht_l[n, s, :] = d u_l[n, s, o] / d [W_l; b_l][:, o] come from one VJP per position
-(the bias column from one forward pass), the backprops D_l from one VJP per output c.
-Infinite width: let T_l be the NTK of the network in which only layers l..L are trained (run
-neural-tangents' recursion to just before layer l, zero the tangent kernel there, run the rest);
-the block of layer l is Theta_l = T_l - T_{l+1} (T_{L+1} = 0, sum_l Theta_l = the NTK), at most
-L + 1 passes of kernel_fn with the prefix shared. `fwd` holds each layer's output NNGP averaged over
-the diagonal positions (Q_l for a Dense layer); the blocks do not factor, so there is no `bwd`.
+"Layer l" is the l-th trainable layer (Dense or Conv); images are NHWC. neural-tangents' own
+apply_fn does everything (any stride, padding, parameterization): patches Ht_l by one VJP per
+position (the bias column by a forward pass), backprops D_l by one VJP per output. Infinite width:
+with T_l the NTK when only layers l..L train (zero the tangent kernel just before layer l),
+Theta_l = T_l - T_{l+1} (T_{L+1} = 0), L + 1 passes of kernel_fn sharing the prefix; `fwd` is each
+layer's output NNGP averaged over diagonal positions; the blocks do not factor (no `bwd`).
 """
 from __future__ import annotations
 

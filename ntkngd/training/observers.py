@@ -2,11 +2,8 @@
 theory's reference alpha, accuracies, and the function-space predictions of the empirical and the
 infinite-width operators.
 
-Isotropy of a step (losses with H != I, and methods with no fixed operator): linearized, a step
-moves the training outputs by -lr J d. For K-FAC, unit-wise and the per-layer preconditioners
-there is no function-space theory with these losses (docs/theory.md: open), so we measure how far
-J d is from the block-pattern form alpha H^+ r, modulo per-sample shifts in null(H)
-(P: projector onto range(H), x = H^+ r):
+Isotropy of a step without a fixed operator: how far the linearized output change J d is from
+the block-pattern form alpha H^+ r, modulo null(H) (P: projector onto range(H), x = H^+ r):
     alpha_fit = <P J d, x> / <x, x>,   deviation(alpha) = ||P J d - alpha x|| / ||alpha x||.
 """
 from __future__ import annotations
