@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from typing import Sequence
 
 
 def _enable_x64(enabled: bool) -> None:
@@ -134,8 +135,8 @@ def cmd_figures(args) -> int:
 
 
 def _authors_settings(args) -> bool:
-    """Whether the command line is the authors' published run (ntkngd.seed_summary)."""
-    from .seed_summary import AUTHORS_SETTINGS as A
+    """Whether the command line is the authors' published run (`_AUTHORS_SETTINGS`)."""
+    A = _AUTHORS_SETTINGS
     return (args.data == A["data"] and tuple(args.classes) == A["classes"] and
             args.n_train == A["n_train"] and args.n_test == A["n_test"] and
             args.depth == A["depth"] and args.width == A["width"] and args.arch == "mlp" and
@@ -176,8 +177,7 @@ def cmd_train(args) -> int:
         for w in sorted({_forster_aware(str(w.message), ds.preprocessing) for w in caught}):
             print(f"warning: {w}", file=sys.stderr)
     if len(seeds) > 1 and logs[0].is_mse:
-        from .seed_summary import summary
-        print(summary(logs, seeds, _authors_settings(args)))
+        print(_seed_summary(logs, seeds, _authors_settings(args)))
     return 0
 
 
@@ -233,3 +233,56 @@ def cmd_check(args) -> int:
                     continue
             print(rep.summary())
     return 0
+
+
+# ------------------------------------------------- train --seeds: the summary over seeds, and the
+# authors' published run of Karakida & Osawa's numpy code (their README: exact NGD, MNIST 0 vs 1,
+# N = 100, N' = 50, 3 layers of width 4096, weight variance 2, no bias, lr 1) beside ours
+
+# (label, value) as printed in the README of the authors' numpy code
+_AUTHORS = {"train loss, step 0": 0.134341, "train loss, step 1": 0.000203484,
+            "predicted train loss, step 1": 1.3e-16, "kept L1/L0": 0.000203484 / 0.134341,
+            "train loss, step 2": 1.35e-7, "test loss, step 1": 0.00422796,
+            "predicted test loss, step 1": 0.00436911,
+            "|test - predicted| / predicted, step 1": abs(0.00422796 - 0.00436911) / 0.00436911,
+            "train accuracy, step 1": 1.0, "test accuracy, step 1": 1.0}
+_AUTHORS_SETTINGS = {"data": "mnist", "classes": (0, 1), "n_train": 100, "n_test": 50,
+                     "depth": 3, "width": 4096, "w_var": 2.0, "b_std": 0.0, "lr": 1.0,
+                     "method": "exact"}
+
+
+def _seed_rows(log) -> dict:
+    """The quantities of the authors' table for one run (MSE, exact NGD: step 1 is one step)."""
+    out = {"train loss, step 0": log.train_loss[0], "train loss, step 1": log.train_loss[1],
+           "predicted train loss, step 1": log.pred_inf_train_loss[1],
+           "kept L1/L0": log.train_loss[1] / log.train_loss[0],
+           "test loss, step 1": log.test_loss[1],
+           "predicted test loss, step 1": log.pred_inf_test_loss[1],
+           "|test - predicted| / predicted, step 1":
+               abs(log.test_loss[1] - log.pred_inf_test_loss[1]) / log.pred_inf_test_loss[1],
+           "train accuracy, step 1": log.train_acc[1], "test accuracy, step 1": log.test_acc[1]}
+    if len(log.step) > 2:
+        out["train loss, step 2"] = log.train_loss[2]
+    return {k: float(v) for k, v in out.items()}
+
+
+def _seed_summary(logs: Sequence, seeds: Sequence[int], authors: bool) -> str:
+    """Mean, standard deviation, min and max of `_seed_rows` over the runs, with the authors' values
+    beside them when `authors` (same settings; different images, same protocol)."""
+    import numpy as np
+    per = [_seed_rows(log) for log in logs]
+    keys = [k for k in _AUTHORS if all(k in r for r in per)]
+    head = (f"{logs[0].method} over {len(logs)} seeds {list(seeds)} (data draw and parameters): "
+            f"predictions from the infinite-width kernels with the network's own f_0")
+    cols = f"{'':40s} {'mean':>10} {'std':>10} {'min':>10} {'max':>10}"
+    cols += f" {'authors':>12}" if authors else ""
+    lines = [head, cols]
+    for k in keys:
+        v = np.array([r[k] for r in per])
+        line = f"{k:40s} {v.mean():10.4g} {v.std(ddof=1) if len(v) > 1 else 0.0:10.3g} " \
+               f"{v.min():10.4g} {v.max():10.4g}"
+        lines.append(line + (f" {_AUTHORS[k]:12.6g}" if authors else ""))
+    if authors:
+        lines.append("authors: Karakida & Osawa's numpy code (README), one run on their own draw "
+                     "of MNIST; ours: the bundled t10k split, disjoint draws")
+    return "\n".join(lines)

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from ntkngd import cli, figures, store
+from ntkngd import cli, commands, figures, store
 
 FAST = ["convergence", "lr_sweep", "spectra", "btd_depth", "kfac_nd"]
 
@@ -156,6 +156,30 @@ def test_cli_train_and_check(capsys):
         cli.main(["train", "--method", "newton", "--n-train", "4", "--n-test", "4"])
     assert e.value.code == 2
     assert "unknown method 'newton'" in capsys.readouterr().err
+
+
+def test_cli_train_seeds_summarizes_over_seeds(capsys):
+    """--seeds 3: one table per seed, then mean / std / min / max of each quantity over them; the
+    authors' column only for their settings (MNIST 0 vs 1, N = 100, N' = 50, width 4096, ...)."""
+    assert cli.main(["train", "--method", "exact", "--steps", "2", "--n-train", "6",
+                     "--n-test", "6", "--width", "128", "--seeds", "3", "--seed", "4"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("seed ") >= 3 and "exact over 3 seeds [4, 5, 6]" in out
+    rows = {line[:40].strip(): line[40:].split() for line in out.splitlines()
+            if line.startswith("train loss, step 1") or line.startswith("kept L1/L0")}
+    step1 = [float(line.split()[1]) for line in out.splitlines() if line.startswith("   1 ")]
+    assert len(step1) == 3              # the per-seed tables' measured train loss at step 1
+    mean, std, lo, hi = map(float, rows["train loss, step 1"])
+    # printed to 4 significant digits (std 3) from tables printed to 5: half a unit of the last
+    np.testing.assert_allclose([mean, lo, hi], [np.mean(step1), min(step1), max(step1)], rtol=6e-4)
+    np.testing.assert_allclose(std, np.std(step1, ddof=1), rtol=6e-3)
+    assert "authors" not in out
+    args = cli.parser().parse_args(
+        ["train", "--data", "mnist", "--n-train", "100", "--n-test", "50", "--width", "4096",
+         "--lr", "1", "--method", "exact", "--steps", "2"])
+    assert commands._authors_settings(args)
+    args.width = 2048
+    assert not commands._authors_settings(args)
 
 
 def test_cli_help_lists_commands(capsys):

@@ -59,6 +59,12 @@ class LossOperator(FlowOperator):
                     self.loss)
 
 
+def _operator(train, test, pattern=None, **fields) -> LossOperator:
+    """A LossOperator with its matrices as JAX arrays (test None stays None)."""
+    return LossOperator(train=jnp.asarray(train), test=None if test is None else jnp.asarray(test),
+                        pattern=pattern, **fields)
+
+
 def _full(a: np.ndarray, c: int, kron: bool) -> np.ndarray:
     """Expand an N x N factor to the sample-major (N C) x (N C) matrix K (x) I_C."""
     return np.kron(a, np.eye(c)) if kron else a
@@ -92,9 +98,8 @@ def loss_operator(m: Method, K: Kernels, damping: float, loss: Loss) -> LossOper
                   kron=kron, loss=loss)
     dtype = np.float64
     if pattern is None:
-        train = jnp.asarray(np.asarray(K.ntk_train, dtype) / n)
-        test = None if not K.has_test else jnp.asarray(np.asarray(K.ntk_test, dtype) / n)
-        return LossOperator(train=train, test=test, pattern=None, kind="gd", alpha=None, **common)
+        test = np.asarray(K.ntk_test, dtype) / n if K.has_test else None
+        return _operator(np.asarray(K.ntk_train, dtype) / n, test, kind="gd", alpha=None, **common)
     S = pattern.matrix
     in_range = patterns.ones_in_range(S)
     alpha = patterns.alpha(S) if in_range else None
@@ -102,9 +107,7 @@ def loss_operator(m: Method, K: Kernels, damping: float, loss: Loss) -> LossOper
         if not kron:
             return min_norm_operator(m, K, loss)
         op = m.operator(K, 0.0)         # minimum-norm limit (raises if 1 not in range(S))
-        return LossOperator(train=jnp.asarray(op.train),
-                            test=None if op.test is None else jnp.asarray(op.test), pattern=None,
-                            kind="pinv", alpha=alpha, notes=op.notes, **common)
+        return _operator(op.train, op.test, kind="pinv", alpha=alpha, notes=op.notes, **common)
     notes = []
     if not in_range:
         msg = ("1 is not in the range of the block pattern S: the damped update diverges as "
@@ -120,14 +123,12 @@ def loss_operator(m: Method, K: Kernels, damping: float, loss: Loss) -> LossOper
     if S.shape[0] == 1 or np.all(S == 1):     # exact NGD: one block, the total NTK
         train = _full(blocks.sum(0), c, kron)
         test = None if tblocks is None else _full(tblocks.sum(0), c, kron)
-        return LossOperator(train=jnp.asarray(train),
-                            test=None if test is None else jnp.asarray(test), pattern=None,
-                            kind="damped_exact", alpha=alpha, notes=tuple(notes), **common)
+        return _operator(train, test, kind="damped_exact", alpha=alpha, notes=tuple(notes),
+                         **common)
     train = np.stack([_full(b, c, kron) for b in blocks])
     test = None if tblocks is None else np.stack([_full(b, c, kron) for b in tblocks])
-    return LossOperator(train=jnp.asarray(train), test=None if test is None else jnp.asarray(test),
-                        pattern=jnp.asarray(S), kind="damped_pattern", alpha=alpha,
-                        notes=tuple(notes), **common)
+    return _operator(train, test, pattern=jnp.asarray(S), kind="damped_pattern", alpha=alpha,
+                     notes=tuple(notes), **common)
 
 
 def min_norm_operator(m: Method, K: Kernels, loss: Loss) -> LossOperator:
@@ -166,8 +167,6 @@ def min_norm_operator(m: Method, K: Kernels, loss: Loss) -> LossOperator:
     w = np.einsum("ai,lij,bj->lab", u, np.asarray(v), u)                  # U V'_l U^T
     train = np.einsum("lab,lbc->ac", blocks, w)
     test = None if tblocks is None else np.einsum("lab,lbc->ac", tblocks, w)
-    return LossOperator(name=m.name, kind="pinv", train=jnp.asarray(train),
-                        test=None if test is None else jnp.asarray(test), pattern=None,
-                        alpha=patterns.alpha(S), damping=0.0, out_dim=c, n_train=n,
-                        n_test=K.n_test, kron=False, loss=loss,
-                        notes=tuple(notes) + ("finite-width rho -> 0 limit (minimum-norm)",))
+    return _operator(train, test, name=m.name, kind="pinv", alpha=patterns.alpha(S), damping=0.0,
+                     out_dim=c, n_train=n, n_test=K.n_test, kron=False, loss=loss,
+                     notes=tuple(notes) + ("finite-width rho -> 0 limit (minimum-norm)",))
