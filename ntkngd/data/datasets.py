@@ -32,14 +32,11 @@ def digits(n_train: int = 100, n_test: int = 100, classes: Sequence[int] | None 
            unit_norm: bool = True, whiten: bool = False) -> Dataset:
     """scikit-learn's bundled 8x8 digits (d = 64, pixels 0..16, about 180 points per class).
 
-    The chosen classes (None: all ten) are shuffled with `seed` (None: file order); the first
-    n_train points train, the next n_test test. binary=True: +0.5 for classes[0], -0.5 for
-    classes[1]; False: one-hot over `classes`; None: binary iff two classes. Inputs are
-    `preprocess`ed. whiten=True (an option, not the paper's) first PCA-whitens with the statistics
-    of every image of `classes` outside the test split (labels unused; d becomes the number of
-    non-degenerate components, about 50 for 0-vs-1): the raw 8 x 8 digits have constant border
-    pixels and an input Gram with condition number ~1e5.
-    """
+    `classes` (None: all ten) shuffled with `seed` (None: file order); the first n_train train,
+    the next n_test test. binary=True: +-0.5 for classes[0] / [1]; False: one-hot; None: binary
+    iff two classes. Inputs `preprocess`ed; whiten=True (not the paper's) first PCA-whitens with
+    the images of `classes` outside the test split (d: the non-degenerate components, ~50 for
+    0 vs 1; raw digits have constant border pixels, input Gram condition ~1e5)."""
     from sklearn.datasets import load_digits  # lazy: sklearn is only needed here
 
     raw = load_digits()
@@ -69,13 +66,9 @@ def gaussian(n_train: int, n_test: int, dim: int, out_dim: int = 1, seed: int = 
              unit_norm: bool = True) -> Dataset:
     """Inputs with i.i.d. N(0, 1) entries, then `preprocess`ed.
 
-    teacher="linear": y = x W / r on the preprocessed inputs x, with a fixed W ~ N(0, 1)^(dim x
-    out_dim) drawn from `seed` (the same teacher for train and test) and r the root mean square
-    row norm of x (1 for unit-norm rows), so every target entry has unit variance.
-    teacher="random": every target entry is +0.5 or -0.5 independently with probability 1/2.
-    labels: for out_dim == 1 the sign of the target (+1 / -1, classes (1, -1)); otherwise the
-    argmax over outputs (classes 0..out_dim-1).
-    """
+    teacher="linear": y = x W / r on the preprocessed x, W ~ N(0, 1)^(dim x out_dim) from `seed`
+    (one teacher for both splits), r the rms row norm (unit-variance targets); "random": +-0.5
+    with probability 1/2. labels: the sign (out_dim 1, classes (1, -1)), else the argmax."""
     if teacher not in _TEACHERS:
         raise ValueError(f"unknown teacher {teacher!r}; expected one of {_TEACHERS}")
     n_train, n_test, dim, out_dim = _sizes(n_train, n_test, dim, out_dim)

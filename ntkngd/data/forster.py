@@ -51,14 +51,10 @@ def _rank(s: np.ndarray, shape: tuple, scale: float | None = None) -> int:
 
 @dataclass(frozen=True)
 class ForsterMap:
-    """Forster's transform fitted on training rows: x -> project on `basis`, then for every
-    recorded chunk C: x <- x C / ||x C||, then back to R^d (rows of unit norm).
-
-    basis: (d, r) orthonormal columns spanning the subspace the transform acts in; chunks: (r, r)
-    products of consecutive iteration steps; iterations: steps taken; isotropy_error: of the
-    transformed training rows inside the span; min_row_ratio: the smallest ratio of the shortest
-    to the longest row before a normalisation (the collapse indicator); input_rank: rank of the
-    training inputs; deflated: training rows whose private directions were removed."""
+    """Forster's transform fitted on training rows: x -> project on `basis` (d, r), then x <- x C /
+    ||x C|| for each recorded chunk C (products of iteration steps), then back to R^d.
+    isotropy_error: of the transformed training rows; min_row_ratio: shortest / longest row before
+    a normalisation (collapse indicator); deflated: rows whose private directions were removed."""
 
     basis: np.ndarray
     chunks: tuple

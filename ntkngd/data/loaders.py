@@ -143,17 +143,12 @@ def load_mnist(directory: str | None = None, n_train: int | None = 100,
                n_test: int | None = 100, classes: Sequence[int] | None = (0, 1),
                binary: bool | None = None, seed: int | None = None,
                standardize: str = "global", unit_norm: bool = True) -> Dataset:
-    """MNIST from local files: the four IDX files (.gz or raw), the two t10k test files alone, or
-    a Keras-layout mnist.npz; directory=None reads the test split bundled with ntkngd
-    (ntkngd/resources/mnist, CC BY-SA 3.0, Y. LeCun, C. Cortes, C. Burges).
-
-    `directory` holds the files (or is the path of an .npz with keys x_train, y_train, x_test,
-    y_test). Pixels are scaled to [0, 1], then `preprocess`ed (d = 784). With both splits, the
-    first n_train / n_test points (None: all) of the chosen classes (None: all ten) of each split
-    are used, or a seeded random subset if `seed` is given; with the test split alone, disjoint
-    training and test sets are drawn from it (`Dataset.source` records how). binary=None means
-    binary (+0.5 for classes[0]) iff two classes, else one-hot.
-    """
+    """MNIST from the four IDX files (.gz or raw), the two t10k files alone or a Keras mnist.npz in
+    `directory` (or that .npz's path); None: the bundled test split (ntkngd/resources/mnist,
+    CC BY-SA 3.0, Y. LeCun, C. Cortes, C. Burges). Pixels in [0, 1], then `preprocess`ed (d = 784).
+    The first n_train / n_test points (None: all) of `classes` (None: all ten) of each split, or
+    a random subset with `seed`; from the test split alone, disjoint draws (`Dataset.source`).
+    binary=None: binary (+0.5 for classes[0]) iff two classes, else one-hot."""
     arrs, src = _mnist_arrays(BUNDLED_MNIST if directory is None else os.fspath(directory))
     label = "bundled with ntkngd" if directory is None else src
     y_te = _check_labels(arrs["y_test"], f"{src} (y_test)")

@@ -147,14 +147,10 @@ def step_functions(t: np.ndarray, lr: float, continuous: bool):
 
 
 def fixed_point(op: Operator, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(g_inf, G' G^D g) for the residual g (m, k) as tau -> infinity (module docstring).
-
-    From the ordered real Schur form G = Q [[T11, T12], [0, T22]] Q^T (`Operator.schur`:
-    orthogonal, hence well conditioned where G is far from normal and its eigenvectors nearly
-    parallel), decoupled by the Sylvester equation T11 Y - Y T22 = -T12:
-    G^D = Q [[T11^-1, -T11^-1 Y], [0, 0]] Q^T,  I - G G^D = Q [[0, Y], [0, I]] Q^T.
-    The limit of the flow itself when `op.slowest_rate` > 0 (every retained mode decays);
-    otherwise a ValueError (a growing or oscillating mode: no limit)."""
+    """(g_inf, G' G^D g) for the residual g (m, k) as tau -> infinity, from the ordered real Schur
+    form G = Q [[T11, T12], [0, T22]] Q^T (`Operator.schur`: well conditioned for non-normal G)
+    and T11 Y - Y T22 = -T12: G^D = Q [[T11^-1, -T11^-1 Y], [0, 0]] Q^T, I - G G^D =
+    Q [[0, Y], [0, I]] Q^T. A ValueError unless `op.slowest_rate` > 0 (else no limit)."""
     from scipy.linalg import solve_sylvester
     if not op.slowest_rate > 0:
         raise ValueError(f"operator {op.name!r} has no t -> infinity limit: G has an eigenvalue "

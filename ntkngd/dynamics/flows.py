@@ -91,13 +91,10 @@ def _tolerance(v, name: str) -> float:
 def integrate_flow(op: Any, f0_train: Any, y_train: Any, f0_test: Any = None, *,
                    lr: float = 1.0, times: Any, rtol: float = 1e-9, atol: float = 1e-11,
                    max_steps: int = 100_000):
-    """Integrate df/dtau = -lr G(f) x(f), df'/dtau = -lr G'(f) x(f) with diffrax (Tsit5, PID).
-
-    op: an operator or its core (module docstring); times: sorted finite time points tau >= 0
-    and lr > 0, as `ntkngd.predict` checks them. Returns (t, train (T, N, C), test (T, N', C) or
-    None, number of solver steps). A failed solve (a singular system along the flow, a non-finite
-    field, max_steps reached) raises a ValueError naming the cause.
-    """
+    """Integrate df/dtau = -lr G(f) x(f), df'/dtau = -lr G'(f) x(f) with diffrax (Tsit5, PID) at
+    the sorted finite times (checked by `ntkngd.predict`): (t, train (T, N, C), test or None,
+    solver steps). A failed solve (singular system, non-finite field, max_steps) is a ValueError
+    naming the cause."""
     t = np.asarray(times, np.float64)
     notes = " ".join(getattr(op, "notes", ()) or ())
     core = _core(op)

@@ -14,16 +14,11 @@ from .loss_flow import LossOperator, loss_operator
 def operator(method: Union[str, BlockPattern, Method], kernels: Kernels,
              damping: Optional[float] = None,
              loss: Union[str, Loss] = "mse") -> Union[Operator, LossOperator]:
-    """G, G', alpha (theory and measured) and lr for `method` on `kernels`.
-
-    method: a registered name ("gd", "exact", "block_diagonal", "block_tridiagonal", "kfac",
-    "unit_wise"; aliases "bd", "btd", "ngd"), `ntkngd.block_pattern(S)` or a Method. damping
-    rho >= 0 is added to the Fisher in parameter space (F + rho I; N rho I in the dual space;
-    factored sqrt(rho) for K-FAC); None picks the method's default (unit-wise on finite-width
-    kernels: `methods.unitwise.default_damping`; 0 otherwise). loss="mse" gives the constant
-    operator (an `Operator`, the linear flow); any other loss the state-dependent G(f) (a
-    `LossOperator`, the loss flow); both members of one family (`ntkngd.dynamics.base`).
-    """
+    """G, G', alpha (theory and measured) and lr for `method` (a registered name or alias,
+    `ntkngd.block_pattern(S)` or a Method) on `kernels`. damping rho >= 0: F + rho I in parameter
+    space (N rho I in the dual; factored sqrt(rho) for K-FAC), None the method's default.
+    loss="mse": the constant `Operator` (linear flow); any other loss: the state-dependent G(f)
+    (`LossOperator`, loss flow)."""
     if getattr(kernels, "is_sharded", False):   # hook: sharded backend (ntkngd.sharded)
         from ..sharded.operators import operator as sharded_operator
         return sharded_operator(method, kernels, damping, loss)

@@ -35,12 +35,9 @@ class BlockPattern:
 def block_pattern(S, name: str = "block_pattern") -> BlockPattern:
     """A layer block pattern of the Fisher, for `operator`, `ngd_direction`, `train`, ...
 
-    S is an L x L symmetric 0/1 matrix over the network's L trainable layers: S[k, l] = 1 keeps the
-    Fisher block between layers k and l, 0 drops it; the diagonal must be 1. S = ones is exact NGD,
-    S = I block diagonal, `tridiagonal_pattern(L)` block tri-diagonal. At infinite width the
-    training-point operator is isotropic, G = alpha I with alpha = 1^T S^+ 1 (`pattern_alpha(S)`),
-    whenever the all-ones vector lies in the range of S; lr = 1/alpha then converges in one step
-    (docs/theory.md, section 2).
+    S is a symmetric 0/1 L x L matrix with unit diagonal: S[k, l] = 1 keeps the Fisher block of
+    layers k and l (ones: exact NGD, I: block diagonal). At infinite width G = alpha I with
+    alpha = 1^T S^+ 1 whenever 1 lies in range(S) (docs/theory.md, section 2).
 
     Example (L = 3; layers 1 and 2 share a block, layer 3 stands alone; alpha = 1 + 1 = 2):
         S = [[1, 1, 0], [1, 1, 0], [0, 0, 1]]

@@ -1,12 +1,9 @@
 """Shampoo (Gupta, Koren & Singer, 2018) with full-batch statistics: per layer, with the gradient
-G_l (k x M), L_l = G G^T, R_l = G^T G, eps = damping and the thin SVD G = U diag(sigma) V^T,
-    d[W_l; b_l] = (L + eps I)^(-e) G_l (R + eps I)^(-e) = U diag(sigma (sigma^2 + eps)^(-2e)) V^T
-(e = 1/4 by default: at eps = 0 the polar factor U V^T, as in Muon; e = 1/2 via
-`method(0.5, name)`), singular values with sigma^2 <= `linalg.rank_rtol` x sigma_max^2 dropped.
-G = h^T e has rank <= N S: wide layers take the SVD of the core of the thin QR factors of h^T
-and e^T. Gradient only (the same for every loss). The output change is not linear in the
-residual: no function-space operator (`operator` raises) and no infinite-width prediction;
-ntkngd.train logs the per-step alpha fit and deviation of J d from alpha H^+ r.
+G_l (k x M), eps = damping and the thin SVD G = U diag(sigma) V^T, d[W_l; b_l] =
+    (G G^T + eps I)^(-e) G (G^T G + eps I)^(-e) = U diag(sigma (sigma^2 + eps)^(-2e)) V^T
+(e = 1/4 by default: at eps = 0 the polar factor U V^T, as in Muon), sigma^2 below the dtype's
+rank cut dropped; wide layers take the SVD through thin QR factors (rank <= N S). Gradient only;
+not linear in the residual: no function-space operator (`ntkngd.train` logs the alpha fit).
 """
 from __future__ import annotations
 

@@ -1,12 +1,9 @@
 """Finite-width (empirical) per-layer kernels of any network from its features, without Jacobians.
 
-With the patches Ht_l (N, S, k) and backprops D_l (N C, S, M) of `Network.features`, the Jacobian
-row of output (n, c) w.r.t. layer l is J_l[(n, c)] = sum_s Ht_l[n, s]^T D_l[(n, c), s], so
-    Theta_l[(n, c), (n', c')] = sum_{s, s'} <Ht_l[n, s], Ht_l[n', s']> <D_l[(n, c), s], D_l[(n', c'), s']>.
-One position (dense layers): Theta_l = (D_l D_l^T) o (Q_l (x) 1 1^T), Q_l = Ht_l Ht_l^T. Several:
-the spatial-Gram form above or the per-layer J_l, whichever is cheaper. A parameter update from
-per-sample signals A_l (N, S, M) is one contraction, d[W_l; b_l] = sum_{n, s} Ht_l[n, s]^T A_l[n, s]
-(`contract`); J_l^T v_l has A_l[n, s] = sum_c v_l[(n, c)] D_l[(n, c), s] (`dual_signals`).
+From `Network.features`: Theta_l[(n, c), (n', c')] = sum_{s, s'} <Ht_l[n, s], Ht_l[n', s']>
+<D_l[(n, c), s], D_l[(n', c'), s']>; one position: (D_l D_l^T) o (Q_l (x) 1 1^T), several: that
+or J_l, whichever is cheaper. Updates are one contraction, d[W_l; b_l] = sum_{n, s}
+Ht_l[n, s]^T A_l[n, s] (`contract`); J_l^T v_l has A_l[n, s] = sum_c v_l[(n, c)] D_l[(n, c), s].
 """
 from __future__ import annotations
 
@@ -122,13 +119,9 @@ def kernels_and_outputs(net: Network, params: Any, x_train: Any,
 
 
 def empirical_kernels(net: Network, params: Any, x_train: Any, x_test: Any = None) -> Kernels:
-    """Per-layer kernels of the finite network `net` at `params` (stax params from net.init_fn).
-
-    Returns a `Kernels` with `kron_outputs=False`: blocks (L, NC, NC), fwd (L, N, N), bwd
-    (L, NC, NC), test-train versions (L, N'C, NC) / (L, N', N), and the patches Ht_l and backprops
-    D_l (train and test) from which the layer methods are built. Computed in the parameters' dtype.
-    Sample-major output index n C + c.
-    """
+    """Per-layer kernels of the finite network `net` at `params` (from net.init_fn), in the
+    parameters' dtype: a `Kernels` with `kron_outputs=False` (blocks (L, NC, NC), rows n C + c),
+    with the patches Ht_l and backprops D_l the layer methods are built from."""
     return kernels_and_outputs(net, params, x_train, x_test)[0]
 
 

@@ -1,14 +1,10 @@
 """Fully connected networks in NTK parameterization: the closed-form implementation of the
 network protocol (ntkngd.networks.base).
 
-Convention (docs/theory.md): with h_0 = x and M_0 = d,
-    u_l = (W_std / sqrt(M_{l-1})) W_l h_{l-1} + b_std b_l,   h_l = phi(u_l),   f = u_L,
-for l = 1..L, every entry of W_l, b_l drawn from N(0, 1); `b_std == 0` means no bias. Each layer
-has one position: Ht_l = [W_std h_{l-1} / sqrt(M_{l-1}), b_std] (N, 1, M_{l-1} [+1]) and
-D_l = df/du_l (N C, 1, M_l) from one forward pass with taps and C batched backward passes.
-At infinite width Theta_l = Q_l * B_l with Q_l the layer input's NNGP kernel and
-B_L = 1, B_l = W_std^2 Kdot_l B_{l+1} (Kdot_l = E[phi'(u_l) phi'(u'_l)]), read off
-neural-tangents' own kernel recursion layer by layer.
+Convention (docs/theory.md): h_0 = x, u_l = (W_std / sqrt(M_{l-1})) W_l h_{l-1} + b_std b_l,
+h_l = phi(u_l), f = u_L, entries of W_l, b_l ~ N(0, 1) (`b_std == 0`: no bias). One position per
+layer: Ht_l = [W_std h_{l-1} / sqrt(M_{l-1}), b_std], D_l = df/du_l. At infinite width
+Theta_l = Q_l * B_l, B_L = 1, B_l = W_std^2 Kdot_l B_{l+1}, from neural-tangents' recursion.
 """
 from __future__ import annotations
 

@@ -1,11 +1,8 @@
 """Per-layer kernels: the container every method consumes, and its infinite-width constructor.
 
-For a layer with one position the Jacobian rows factor as (backprop) x (layer input), so
-    Theta_l(x, x') = Q_l(x, x') * B_l(x, x')          (elementwise),
-with the forward kernel Q_l = <Ht_l(x), Ht_l(x')> and the backward kernel B_l = <D_l(x), D_l(x')>.
-At infinite width every kernel is K (x) I_C over the C outputs; the container then stores the N x N
-factor and sets `kron_outputs=True`. Finite-width (empirical) kernels keep the output index:
-matrices are (N C) x (N C), sample-major (row n * C + c), and `kron_outputs=False`.
+One position: Theta_l = Q_l * B_l (elementwise), Q_l = <Ht_l(x), Ht_l(x')>, B_l = <D_l(x), D_l(x')>.
+Infinite width stores the N x N factor of K (x) I_C (`kron_outputs=True`); finite width the
+(N C) x (N C) sample-major matrices (row n C + c).
 """
 from __future__ import annotations
 
@@ -137,15 +134,10 @@ def _layers(net: Network, x1, x2, batch_size: int) -> tuple:
 
 def analytic_kernels(net: Network, x_train: Any, x_test: Any = None,
                      batch_size: int = 0, mesh: Any = None) -> Kernels:
-    """Infinite-width per-layer kernels of `net` through neural-tangents.
-
-    Returns a `Kernels` with N x N factors (`kron_outputs=True`: each kernel is K (x) I_C).
-    Uses the dtype of JAX's default float (float64 with `jax_enable_x64`). `batch_size > 0` tiles
-    the computation with `neural_tangents.batch` over all local devices (0: no tiling). Inputs
-    whose kernels overflow (row norms ~1e77 and above in float64) raise a ValueError.
-    mesh: a `jax.sharding.Mesh` (ntkngd.sharded.make_mesh) returns `ntkngd.sharded`'s row-sharded
-    kernels instead (batch_size = rows per tile); None keeps the dense path.
-    """
+    """Infinite-width per-layer kernels of `net` through neural-tangents: N x N factors
+    (`kron_outputs=True`), in JAX's default float. batch_size > 0 tiles with neural_tangents.batch
+    over the local devices; mesh (`ntkngd.sharded.make_mesh`) gives the row-sharded kernels of
+    `ntkngd.sharded` instead (batch_size: rows per tile). Overflowing inputs raise a ValueError."""
     if mesh is not None:   # hook: sharded backend (ntkngd.sharded)
         from ..sharded.kernels import sharded_kernels
         return sharded_kernels(net, x_train, x_test, mesh, tile=batch_size)

@@ -9,18 +9,12 @@ import numpy as np
 
 @dataclass(frozen=True)
 class TrainLog:
-    """Per step t = 0..T: measured train/test loss and accuracy of the finite network, and the
-    losses predicted from the empirical kernels at initialization (`pred_emp_*`) and from the
-    infinite-width analytic kernels with the network's own f_0 (`pred_inf_*`; NaN where that method
-    has no such prediction). `alpha`: with a constant operator (MSE), the empirical operator's
-    alpha at initialization; otherwise the reference alpha of the block-pattern form (None where
-    there is none). `loss`: the loss's name.
-
-    Without a constant operator (losses other than MSE, or a method whose step is not linear in
-    the residual, such as Shampoo) these are filled too, else None: `pred_alpha`, the predicted
-    accuracies `pred_*_acc`, and per step t = 0..T-1 `alpha_fit`, `deviation` and `deviation_ref`
-    of the linearized step from alpha H^+ r (`training.observers.isotropy_fit`; for layer methods
-    the predictions are exact NGD at lr * pred_alpha, training set only); `notes`."""
+    """Per step t = 0..T: measured losses and accuracies, and the losses predicted from the
+    empirical kernels at initialization (`pred_emp_*`) and the infinite-width kernels with the
+    network's own f_0 (`pred_inf_*`, NaN where the method has none). alpha: the empirical
+    operator's (MSE) or the block-pattern form's reference (None where none). Without a constant
+    operator also `pred_alpha`, `pred_*_acc` and per step t < T `alpha_fit`, `deviation`,
+    `deviation_ref` of the linearized step from alpha H^+ r (`observers.isotropy_fit`)."""
 
     method: str
     lr: float
