@@ -15,7 +15,7 @@ TITLE = "K-FAC deviation from isotropy against N/d"
 def compute(ctx: Context) -> dict:
     p = ctx.profile
     d = p.kfac_dim
-    ns = np.unique(np.round(np.geomspace(max(2, d // 4), 4 * d, 9)).astype(int))
+    ns = np.unique(np.round(np.geomspace(max(2, d // 4), 4 * d, p.kfac_points)).astype(int))
     net = mlp(p.depth, p.width, "relu")
 
     def one(n):

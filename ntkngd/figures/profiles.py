@@ -21,6 +21,7 @@ class Profile:
     lr_fractions: tuple = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
     max_depth: int = 12       # block tri-diagonal alpha against depth
     kfac_dim: int = 20        # input dimension of the K-FAC N/d sweep
+    kfac_points: int = 9      # its values of N, geometric from d/4 to 4 d
     unit_widths: tuple = (64, 128, 256, 512, 1024)
     ce_classes: int = 3       # cross-entropy figure: classes of digits
     ce_n_train: int = 30
@@ -43,7 +44,7 @@ class Profile:
 
 PROFILES = {
     "tiny": Profile("tiny", n_train=10, n_test=10, width=64, steps=3, gap_widths=(32, 128),
-                    seeds=1, lr_fractions=(0.5, 1.0, 1.5), max_depth=6, kfac_dim=6,
+                    seeds=1, lr_fractions=(0.5, 1.0, 1.5), max_depth=6, kfac_dim=6, kfac_points=5,
                     unit_widths=(32, 128), ce_n_train=9, ce_classes=3),
     "quick": Profile("quick", n_train=40, n_test=100, width=1024, steps=8,
                      gap_widths=(64, 128, 256, 512, 1024, 2048)),
