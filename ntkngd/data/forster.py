@@ -109,8 +109,8 @@ def _right_singular(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _step(z: np.ndarray) -> tuple[np.ndarray, float, float]:
     """One iteration on unit rows z (N, r): (m, cond, error) with m = (Z^T Z)^{-1/2} scaled to
     spectral norm 1 (the scale is irrelevant), its condition number, and the isotropy error of
-    z. m comes from the SVD Z = Q R = Q U S V^T (m = V (s_min / S) V^T), so the rank test is the same
-    singular-value cut that chose the span; a rank-deficient Z is a ValueError."""
+    z. m comes from the SVD Z = Q R = Q U S V^T (m = V (s_min / S) V^T), so the rank test is the
+    same singular-value cut that chose the span; a rank-deficient Z is a ValueError."""
     n, r = z.shape
     s, vt = _right_singular(np.linalg.qr(z, mode="r"))
     rank = _rank(s, z.shape)
