@@ -18,6 +18,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from .. import _checks
 from .._lazy import LazyModule, lazy_jit
 
 jax = LazyModule("jax")
@@ -41,6 +42,16 @@ def traced(*trees) -> bool:
     operation): no host check can run."""
     return isinstance(jnp.zeros(()), jax.core.Tracer) or \
         any(isinstance(a, jax.core.Tracer) for t in trees for a in jax.tree_util.tree_leaves(t))
+
+
+def per_layer_ints(value: Any, count: int, name: str, what: str) -> tuple[int, ...]:
+    """`count` positive integers from one integer (repeated) or a sequence / array of `count`."""
+    if isinstance(value, (str, bytes)) or np.ndim(value) == 0:      # int, np.int64, 64.0, jnp.int32
+        return (_checks.positive_int(value, name),) * count
+    values = tuple(np.asarray(value).tolist()) if hasattr(value, "shape") else tuple(value)
+    if len(values) != count:
+        raise ValueError(f"{name} must be one integer or {what}, got {len(values)}")
+    return tuple(_checks.positive_int(v, name) for v in values)
 
 
 @lazy_jit

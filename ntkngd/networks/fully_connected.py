@@ -1,5 +1,4 @@
-"""Fully connected networks in NTK parameterization: the closed-form implementation of the
-network protocol (ntkngd.networks.base).
+"""Fully connected networks in NTK parameterization: the closed-form network protocol.
 
 Convention (docs/theory.md): h_0 = x, u_l = (W_std / sqrt(M_{l-1})) W_l h_{l-1} + b_std b_l,
 h_l = phi(u_l), f = u_L, entries of W_l, b_l ~ N(0, 1) (`b_std == 0`: no bias). One position per
@@ -15,23 +14,19 @@ import numpy as np
 
 from .. import _checks
 from .._lazy import LazyModule, lazy_jit
-from .base import Network, stax
+from .base import Network, per_layer_ints, stax
 
 jax = LazyModule("jax")
 jnp = LazyModule("jax.numpy")
 
 
-def _abrelu_gamma(a: float, b: float) -> float:
-    """phi(u) = a min(u, 0) + b max(u, 0): phi' is non-zero on both half-lines (1), on one (1/2), or
-    nowhere (0: phi is identically zero)."""
-    return ((a != 0.0) + (b != 0.0)) / 2.0
-
-
 # name -> (stax constructor taking the user's keyword arguments, fraction of units with a non-zero
-# derivative at a typical point, gamma in docs/theory.md's unit-wise section)
+# derivative at a typical point, gamma in docs/theory.md's unit-wise section; abrelu
+# phi = a min(u, 0) + b max(u, 0) moves on both half-lines (1), one (1/2) or none (0))
 _ACTIVATIONS: dict[str, tuple[Callable[..., Any], Callable[..., float]]] = {
     "relu": (lambda: stax.Relu(), lambda: 0.5),
-    "abrelu": (lambda a=0.0, b=1.0: stax.ABRelu(a, b), lambda a=0.0, b=1.0: _abrelu_gamma(a, b)),
+    "abrelu": (lambda a=0.0, b=1.0: stax.ABRelu(a, b),
+               lambda a=0.0, b=1.0: ((a != 0.0) + (b != 0.0)) / 2.0),
     "leaky_relu": (lambda alpha=0.01: stax.LeakyRelu(alpha), lambda alpha=0.01: 1.0 if alpha else 0.5),
     "abs": (lambda: stax.Abs(), lambda: 1.0),
     "erf": (lambda a=1.0, b=1.0, c=0.0: stax.Erf(a, b, c), lambda **_: 1.0),
@@ -78,8 +73,7 @@ class MLP(Network):
 
     @property
     def gamma(self) -> float:
-        """Fraction of hidden units with a non-zero derivative (1/2 for ReLU, 1 for erf, 0 for an
-        activation that is identically zero, e.g. abrelu with a = b = 0)."""
+        """Fraction of hidden units with phi' != 0 (ReLU 1/2, erf 1, abrelu a = b = 0: 0)."""
         return float(_ACTIVATIONS[self.activation][1](**dict(self.activation_kwargs)))
 
     def activation_layer(self):
@@ -129,9 +123,12 @@ class MLP(Network):
         return arr
 
     def first_layer_inputs(self, x):
-        """Ht_1 = [W_std x / sqrt(d), b_std 1] (the bias column only with a bias): Q_1(x, x') =
-        Ht_1 Ht_1'^T."""
-        return _augment(self, x)
+        """Ht = [W_std x / sqrt(M), b_std 1] (bias column only with a bias): Q_1 = Ht_1 Ht_1'^T.
+        Also every layer's input h as the forward pass scales it."""
+        ht = (self.W_std / float(np.sqrt(x.shape[1]))) * x   # Python float: keeps the dtype
+        if self.has_bias:
+            ht = jnp.concatenate([ht, jnp.full((x.shape[0], 1), self.b_std, x.dtype)], 1)
+        return ht
 
     @lazy_jit(static_argnums=0)
     def features(self, params: Sequence, x):
@@ -140,7 +137,7 @@ class MLP(Network):
         h, u = x, None
         dense = self.layer_params(params)
         for l, (W, b) in enumerate(dense, start=1):
-            ht = _augment(self, h)
+            ht = self.first_layer_inputs(h)
             u = ht @ (W if b is None else jnp.concatenate([W, b.reshape(1, -1)], 0))
             hts.append(ht[:, None, :])
             if l < self.depth:
@@ -156,11 +153,9 @@ class MLP(Network):
         return u, tuple(hts), tuple(d.reshape(n * c, 1, -1) for d in ds)
 
     def analytic_layers(self, x1, x2):
-        """neural-tangents' recursion tapped after every layer: Q_l is the dense layer's NNGP and,
-        with ntk := 1 going into phi, its kernel_fn returns Kdot_l (the NTK itself is never
-        needed: Theta_l = Q_l * B_l). Not jitted on purpose: XLA's fused arithmetic turns the
-        exact zero of prod - nngp^2 on the diagonal of arc-cosine kernels into round-off, whose
-        square root costs ~1e-8 relative."""
+        """neural-tangents' recursion tapped per layer: Q_l = the Dense NNGP, Kdot_l = phi's
+        kernel_fn with ntk := 1. Not jitted: XLA fusion would turn the exact zero of prod - nngp^2
+        on arc-cosine kernels' diagonal into round-off (~1e-8 relative after the square root)."""
         act = self.activation_layer()
         fwd, kdot = [], []
         k: Any = x1, x2
@@ -177,14 +172,6 @@ class MLP(Network):
         return blocks, fwd_s, bwd_s, k.nngp
 
 
-def _augment(net: MLP, h):
-    """Ht = [W_std h / sqrt(M), b_std 1]: the layer input as the forward pass scales it."""
-    ht = (net.W_std / float(np.sqrt(h.shape[1]))) * h   # Python float: keeps the dtype
-    if net.has_bias:
-        ht = jnp.concatenate([ht, jnp.full((h.shape[0], 1), net.b_std, h.dtype)], 1)
-    return ht
-
-
 @lazy_jit(static_argnums=2)
 def _stack_layers(fwd: tuple, kdot: tuple, w_var: float):
     """Theta_l = Q_l B_l, Q_l and B_l (B_L = 1, B_l = W_std^2 Kdot_l B_{l+1}) stacked on the
@@ -199,24 +186,14 @@ def _stack_layers(fwd: tuple, kdot: tuple, w_var: float):
 def mlp(depth: int, width: int | Sequence[int] = 512, activation: str = "relu",
         W_std: float = 2 ** 0.5, b_std: float = 0.0, out_dim: int = 1,
         **activation_kwargs: Any) -> MLP:
-    """An MLP with `depth` trainable layers (depth - 1 hidden layers of the given width(s)).
-
-    `width` is one width for every hidden layer or a sequence of depth - 1 widths (Python, numpy or
-    JAX integers, integral floats such as 64.0, or an array such as np.arange(...)). `activation` is one
-    of `ACTIVATIONS` (neural-tangents' elementwise layers); extra keyword arguments go to its
-    constructor (e.g. `alpha` for leaky_relu). `b_std = 0` builds a network without bias.
-    """
+    """An MLP with `depth` trainable layers; `width`: one integer (or integral float) or depth - 1
+    of them; `activation` in `ACTIVATIONS`, its keyword arguments (e.g. leaky_relu's `alpha`)
+    passed on; `b_std = 0`: no bias."""
     depth = _checks.positive_int(depth, "depth")
     out_dim = _checks.positive_int(out_dim, "out_dim")
     _checks.choice(activation, "activation", _ACTIVATIONS)
-    if isinstance(width, str) or np.ndim(width) == 0:      # int, np.int64, 64.0, jnp.int32
-        widths = (_checks.positive_int(width, "width"),) * (depth - 1)
-    else:
-        widths = tuple(np.asarray(width).tolist()) if hasattr(width, "shape") else tuple(width)
-        if len(widths) != depth - 1:
-            raise ValueError(f"width must be one integer or a list of depth - 1 = {depth - 1} "
-                             f"hidden widths, got {len(widths)} widths")
-    widths = tuple(_checks.positive_int(w, "width") for w in widths)
+    widths = per_layer_ints(width, depth - 1, "width",
+                            f"a list of depth - 1 = {depth - 1} hidden widths")
     W_std = _checks.positive(W_std, "W_std")
     b_std = _checks.non_negative(b_std, "b_std")
     try:

@@ -1,24 +1,23 @@
-"""Any neural-tangents `stax` serial stack of Dense / Conv layers, elementwise activations, pooling
-and Flatten as an implementation of the network protocol: `serial(*layers)` and `cnn(...)`.
-
-"Layer l" is the l-th trainable layer (Dense or Conv); images are NHWC. neural-tangents' own
-apply_fn does everything (any stride, padding, parameterization): patches Ht_l by one VJP per
-position (the bias column by a forward pass), backprops D_l by one VJP per output. Infinite width:
-with T_l the NTK when only layers l..L train (zero the tangent kernel just before layer l),
-Theta_l = T_l - T_{l+1} (T_{L+1} = 0), L + 1 passes of kernel_fn sharing the prefix; `fwd` is each
-layer's output NNGP averaged over diagonal positions; the blocks do not factor (no `bwd`).
+"""The network protocol for any neural-tangents stax serial stack (Dense / Conv, elementwise
+activations, pooling, Flatten; NHWC images): `serial(*layers)` and `cnn(...)`. Layer l = the l-th
+trainable layer. Patches Ht_l[n, s, :] = d u_l[n, s, o] / d [W_l; b_l][:, o] by a VJP per position
+and backprops D_l by a VJP per output, through neural-tangents' own apply_fn (any stride, padding,
+parameterization). Infinite width: Theta_l = T_l - T_{l+1}, T_l the NTK with only layers l..L
+trained (tangent kernel zeroed before layer l; T_{L+1} = 0); `fwd` holds each layer's output NNGP
+averaged over diagonal positions (Q_l for Dense); the blocks do not factor, so no `bwd`.
 """
 from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Sequence
 
 import numpy as np
 
 from .. import _checks
 from .._lazy import LazyModule, lazy_jit
-from .base import Network, stax
+from .base import Network, per_layer_ints, stax
 
 jax = LazyModule("jax")
 jnp = LazyModule("jax.numpy")
@@ -32,8 +31,7 @@ SUPPORTED = TRAINABLE + ELEMENTWISE + POOLING + ("Flatten",)
 
 
 def layer_kind(layer: Any, position: int) -> str:
-    """The neural-tangents name of a stax (init_fn, apply_fn, kernel_fn) triple; a clear error
-    for anything else or for a layer this library cannot split into per-layer blocks."""
+    """The neural-tangents name of a stax triple; a clear error for anything else or unsupported."""
     if not (isinstance(layer, tuple) and len(layer) == 3 and all(callable(f) for f in layer)):
         raise TypeError(f"layer {position} must be a neural-tangents stax layer (an (init_fn, "
                         f"apply_fn, kernel_fn) triple), got {type(layer).__name__}")
@@ -71,9 +69,8 @@ def _out_channels(layer: Any, kind: str, position: int) -> int:
 
 @dataclass(frozen=True, eq=False)
 class SerialNetwork(Network):
-    """A serial stack of stax layers split into L trainable layers (hashed by identity, so it can
-    be a static jit argument). `input_rank` is 4 (NHWC images) with a convolution or pooling,
-    None (any rank >= 2) when a Flatten precedes the first trainable layer, else 2."""
+    """Stax layers split into L trainable ones (hashed by identity: a static jit argument).
+    `input_rank`: 4 (NHWC) with conv or pooling, None (rank >= 2) after a leading Flatten, else 2."""
 
     layers: tuple
     kinds: tuple[str, ...]
@@ -102,8 +99,7 @@ class SerialNetwork(Network):
 
     def check_inputs(self, x: Any, name: str = "x", params: Any = None, like: Any = None,
                      dtype: Any = None) -> np.ndarray:
-        """Also: a size the layers accept with an (N, C) output (jax.eval_shape, cached) and,
-        with `params`, the channels their first convolution takes."""
+        """Also: a size the layers map to (N, C) (cached) and the first conv's channels."""
         arr = _checks.as_array(x, name)
         rank_ok = arr.ndim >= 2 if self.input_rank is None else arr.ndim == self.input_rank
         if not rank_ok:
@@ -149,21 +145,17 @@ class SerialNetwork(Network):
     @lazy_jit(static_argnums=0)
     def features(self, params: Sequence, x):
         """(f, Ht_l, D_l): patches by a VJP per position, backprops by a VJP per output."""
-        h, taps = x, []
-        for i, layer in enumerate(self.layers):
-            if i in self.trainable:
-                taps.append(h)
-            h = layer[1](params[i], h)
-        f = h
+        hs = _run(self.layers, params, x)             # hs[i]: the input of layer i
+        f = hs[-1]
         n, c = x.shape[0], f.shape[-1]
         hts, ds = [], []
-        for l, i in enumerate(self.trainable):
-            u = self.layers[i][1](params[i], taps[l])
-            _, vjp = jax.vjp(lambda u_, i=i: _run(self.layers[i + 1:], params[i + 1:], u_), u)
+        for i in self.trainable:
+            u = hs[i + 1]
+            _, vjp = jax.vjp(lambda u_, i=i: _run(self.layers[i + 1:], params[i + 1:], u_)[-1], u)
             eye = jnp.broadcast_to(jnp.eye(c, dtype=f.dtype)[:, None, :], (c, n, c))
             d = jax.vmap(lambda e: vjp(e)[0])(eye)                 # (C, N, *spatial, M_l)
             ds.append(jnp.moveaxis(d, 0, 1).reshape(n * c, -1, u.shape[-1]))
-            hts.append(_patches(self.layers[i], *params[i], taps[l], u.shape))
+            hts.append(_patches(self.layers[i], *params[i], hs[i], u.shape))
         return f, tuple(hts), tuple(ds)
 
     def analytic_layers(self, x1, x2):
@@ -188,10 +180,13 @@ class SerialNetwork(Network):
 _FITS: dict = {}
 
 
-def _run(layers, params, h):
+def _run(layers, params, h) -> list:
+    """[h, then every layer's output in order]."""
+    outs = [h]
     for layer, p in zip(layers, params):
         h = layer[1](p, h)
-    return h
+        outs.append(h)
+    return outs
 
 
 def _patches(layer, W, b, h, out_shape):
@@ -213,21 +208,12 @@ def _patches(layer, W, b, h, out_shape):
 
 
 def _output_shape(net: SerialNetwork, point: tuple, params) -> tuple:
-    """The output shape for one point (jax.eval_shape: no computation); a clear error where a
-    layer would leave no positions."""
+    """The output shape for one point (jax.eval_shape); a clear error where no positions remain."""
     leaves = [] if params is None else jax.tree_util.tree_leaves(params)
     x = jax.ShapeDtypeStruct((1,) + point, leaves[0].dtype if leaves else jnp.zeros(()).dtype)
     if params is None:
         params = jax.eval_shape(lambda k: net.init_fn(k, x.shape)[1], jax.random.PRNGKey(0))
-
-    def layer_outputs(ps, a):
-        outs = []
-        for layer, p in zip(net.layers, ps):
-            a = layer[1](p, a)
-            outs.append(a)
-        return outs
-
-    shapes = [tuple(o.shape) for o in jax.eval_shape(layer_outputs, params, x)]
+    shapes = [tuple(o.shape) for o in jax.eval_shape(partial(_run, net.layers), params, x)[1:]]
     for i, shape in enumerate(shapes):
         if any(d <= 0 for d in shape[1:]):
             raise ValueError(f"layer {i} ({net.kinds[i]}) would output shape (N,) + "
@@ -254,19 +240,15 @@ def _output(k, what: str):
 
 
 def _diagonal_spatial(net: SerialNetwork) -> bool:
-    """Whether neural-tangents itself would track only spatially diagonal covariances for this
-    network (its input requirement): the same choice keeps its exact diagonal formulas."""
+    """Whether neural-tangents tracks only spatially diagonal covariances here (its own choice)."""
     from neural_tangents._src.stax.requirements import Bool, get_req
     diag = (get_req(net.kernel_fn) or {}).get("diagonal_spatial")
     return bool(diag is not None and getattr(diag, "input", None) == Bool.YES)
 
 
 def serial(*layers: Any) -> SerialNetwork:
-    """A network from neural-tangents stax layers (Dense / Conv with any strides and padding,
-    elementwise activations, AvgPool / SumPool / GlobalAvgPool / GlobalSumPool, Flatten).
-
-    The output must be (N, C): after the last trainable layer only elementwise or global pooling
-    layers may follow a convolution (checked when the network is applied)."""
+    """A network from stax layers (`SUPPORTED`); the output must be (N, C): after a last
+    convolution only elementwise or global pooling layers (checked when applied)."""
     if len(layers) == 1 and isinstance(layers[0], list):
         layers = tuple(layers[0])
     kinds = tuple(layer_kind(layer, i) for i, layer in enumerate(layers))
@@ -295,13 +277,7 @@ def cnn(channels: int | Sequence[int] = 64, depth: int = 2, kernel: int = 3,
     kernel = _checks.positive_int(kernel, "kernel")
     strides = _checks.positive_int(strides, "strides")
     _checks.choice(padding, "padding", ("SAME", "VALID", "CIRCULAR"))
-    if isinstance(channels, (str, bytes)):
-        raise TypeError(f"channels must be an integer or a list of {depth} integers, got "
-                        f"{channels!r}")
-    chans = (channels,) * depth if np.ndim(channels) == 0 else tuple(np.asarray(channels).tolist())
-    if len(chans) != depth:
-        raise ValueError(f"channels must be one integer or {depth} integers, got {len(chans)}")
-    chans = tuple(_checks.positive_int(c, "channels") for c in chans)
+    chans = per_layer_ints(channels, depth, "channels", f"{depth} integers")
     layers: list = []
     for c in chans:
         layers += [stax.Conv(c, (kernel, kernel), strides=(strides, strides), padding=padding,
