@@ -110,13 +110,20 @@ def _check_writable(path: str, option: str) -> None:
         raise OSError(f"{option} {path}: cannot write figures there ({e.strerror or e})") from None
 
 
+def _requested_devices(args):
+    """--devices K, made available before JAX starts its backend (simulated CPU devices); None
+    when not given."""
+    devices = getattr(args, "devices", None)
+    if devices is not None:
+        from .sharded.mesh import request_devices
+        request_devices(devices, "--devices")
+    return devices
+
+
 def cmd_figures(args) -> int:
     """ntkngd figures: compute (or reuse) and draw the figures of one profile (--devices K: the
     figures that use a device mesh on K devices, written under <out>/devices<K> by default)."""
-    devices = getattr(args, "devices", None)
-    if devices is not None:           # before JAX starts its backend (simulated CPU devices)
-        from .sharded.mesh import request_devices
-        request_devices(devices, "--devices")
+    devices = _requested_devices(args)
     from . import figures
     _enable_x64(True)
     prof = figures.get(args.profile, data_dir=args.data_dir)
@@ -194,10 +201,7 @@ def cmd_check(args) -> int:
     """ntkngd check: isotropy report of every method (or the chosen ones); --devices K: also on
     the sharded backend's kernels over K devices."""
     _check_pattern_depth(args.pattern, args.depth)
-    devices = getattr(args, "devices", None)
-    if devices is not None:           # before JAX starts its backend (simulated CPU devices)
-        from .sharded.mesh import request_devices
-        request_devices(devices, "--devices")
+    devices = _requested_devices(args)
     _enable_x64(True)
     import jax
 
