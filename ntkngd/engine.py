@@ -4,7 +4,8 @@ Delta theta = -lr * d with the per-layer directions d[W_l; b_l] of the method's 
 system of its function-space operator, with the loss's Hessian) from the network's features, so
 that linearized J d = G(f) r (docs/theory.md). `jitted_direction` runs under jax.jit with method,
 network, loss and damping static; `ngd_direction` validates on the host once (only the structure
-when traced); `train_step` is the device-resident step `ntkngd.train` loops over.
+when traced); `train_step` is one device-resident step (direction and update in one program,
+as the benchmarks time it); `ntkngd.train` applies the direction with `apply_update`.
 """
 from __future__ import annotations
 

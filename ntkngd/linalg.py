@@ -37,6 +37,7 @@ def cholesky_symmetric(a):
     return jax.lax.linalg.cholesky(a, symmetrize_input=False)
 
 
+@lazy_jit(static_argnums=1)
 def factor_is_pd(c, rtol: float):
     """Per matrix of a Cholesky factor (batch) c: whether it is finite with condition number of
     c c^T below ~1/rtol, min |c_ii| > sqrt(rtol) max |c_ii|. A failed factorization is NaN, and an

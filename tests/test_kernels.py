@@ -130,8 +130,6 @@ def test_batched_kernels_on_two_simulated_devices():
         " float(np.abs(a.blocks_train - b.blocks_train).max()))\n")
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
                TF_CPP_MIN_LOG_LEVEL="3")
-    if os.environ.get("NTKNGD_TEST_OPTIMIZE") != "1":       # as conftest compiles the suite
-        env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -89,13 +89,13 @@ def _run_processes(tmp_path, n, n_test, processes: int, devices_each: int, extra
                    fast_compile: bool = False):
     """python -m ntkngd.sharded.run in `processes` fresh interpreters (one global mesh).
     fast_compile: without XLA's LLVM optimizations, as conftest runs the suite (tiny programs:
-    compiling dominates; NTKNGD_TEST_OPTIMIZE=1 keeps them)."""
+    compiling dominates); otherwise with them (the paper-scale runs)."""
     out = str(tmp_path / f"run_{n}_{processes}x{devices_each}.npz")
     env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", OPENBLAS_NUM_THREADS="1",
                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_each}",
                TF_CPP_MIN_LOG_LEVEL="3")
-    if fast_compile and os.environ.get("NTKNGD_TEST_OPTIMIZE") != "1":
-        env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
+    if not fast_compile:
+        env.pop("JAX_DISABLE_MOST_OPTIMIZATIONS", None)
     if processes > 1:
         env.update(JAX_COORDINATOR_ADDRESS=f"localhost:{_free_port()}",
                    JAX_NUM_PROCESSES=str(processes))

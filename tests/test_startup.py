@@ -11,8 +11,14 @@ import ntkngd
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _run(args, **kw):
+def _run(args, as_users: bool = True, **kw):
+    """python args in a fresh interpreter; as_users: with JAX's default compilation (not the
+    suite's fast one, conftest), for the tests of what users see on screen."""
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}   # no help
+    if as_users:
+        env.pop("JAX_DISABLE_MOST_OPTIMIZATIONS", None)
+        env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace(
+            "--xla_cpu_parallel_codegen_split_count=1", "").strip()
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True,
                           timeout=300, cwd=ROOT, **kw)
@@ -135,7 +141,7 @@ def test_locked_environment_runs_the_public_api_without_tensorflow():
             "pc = cnn.init_fn(jax.random.PRNGKey(0), (-1, 4, 4, 1))[1]\n"
             "ng.ngd_direction('kfac', cnn, pc, img, y[:3])\n"
             "print('ok', 'tensorflow' in sys.modules)\n")
-    out = _run(["-c", code])
+    out = _run(["-c", code], as_users=False)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split() == ["ok", "False"]
 

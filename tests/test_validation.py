@@ -193,3 +193,35 @@ def test_jit_with_closed_over_arrays_and_traced_damping():
                                        atol=1e-12 * float(np.abs(np.asarray(a)).max() + 1e-300))
     with pytest.raises(TypeError, match="damping is a traced value.*static_argnums"):
         jax.jit(lambda d: ng.ngd_direction("exact", net, params, x, y, d))(0.1)
+
+
+def test_train_checks_each_input_once(monkeypatch):
+    """`ng.train` validates at its entry only: the parameters once (one NaN pass on the device),
+    x_train and x_test once each, the two target arrays once each; the empirical and the
+    infinite-width kernels, the operators and the predictions reuse what was checked. (The
+    kernels' own finiteness is checked once per kernel set: a property of the result.) The
+    sigmoid loss takes every branch of the loop: isotropy observer, fitted lr, both operators."""
+    import jax
+    from ntkngd import _checks
+    from ntkngd.networks.base import Network
+    net = ng.mlp(3, 16)
+    r = np.random.RandomState(0)
+    x, xt = sphere_points(6, 4), sphere_points(4, 4, seed=1)
+    y, yt = (np.sign(r.randn(6, 1)) + 1) / 2, (np.sign(r.randn(4, 1)) + 1) / 2
+    params = net.init_fn(jax.random.PRNGKey(0), (-1, 4))[1]
+    calls: dict = {}
+
+    def counting(owner, name):
+        fn = getattr(owner, name)
+
+        def wrapper(*args, **kwargs):
+            calls[name] = calls.get(name, 0) + 1
+            return fn(*args, **kwargs)
+        monkeypatch.setattr(owner, name, wrapper)
+
+    counting(type(net), "check_inputs")
+    counting(Network, "check_params")
+    counting(_checks, "outputs")
+    counting(_checks, "finite_kernels")
+    ng.train("block_diagonal", net, params, (x, y, xt, yt), steps=2, loss="bce")
+    assert calls == {"check_inputs": 2, "check_params": 1, "outputs": 2, "finite_kernels": 2}

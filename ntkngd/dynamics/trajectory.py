@@ -111,6 +111,14 @@ def predict(op: FlowOperator, f0_train: Any, y_train: Any, f0_test: Any = None, 
                              "without f0_test")
         f0t = _checks.outputs(f0_test, "f0_test", op.n_test, c)
         yt = None if y_test is None else L.validate(y_test, "y_test", op.n_test, c)
+    return trajectory(op, f0, y, f0t, yt, t, lr, continuous, solver)
+
+
+def trajectory(op: FlowOperator, f0, y, f0t, yt, t, lr: float, continuous: bool = False,
+               solver: Optional[dict] = None) -> Trajectory:
+    """`predict` on arguments it has already checked: outputs and targets (N, C) (f0t, yt None:
+    no test side), sorted time points t, lr > 0 (ntkngd.train calls it on its own outputs)."""
+    L, solver = op.loss, solver or {}
     n_steps = 0
     if op.linear:
         train, test = _linear(op, f0, y, f0t, t, lr, continuous)

@@ -91,12 +91,19 @@ def prepare(net: Network, params: Any, x: Any, name: str = "x_train", like: Any 
     """(params as a checked list, x as a device array in the parameters' dtype): host checks of
     both once (check None: unless traced; under a trace only the parameters' structure is read)."""
     params = net.check_params(params)
+    return params, checked_inputs(net, params, x, name, like, check)
+
+
+def checked_inputs(net: Network, params: list, x: Any, name: str = "x_test", like: Any = None,
+                   check: Optional[bool] = None):
+    """x as a device array in the dtype of `params` (already checked), its host check once
+    (check None: unless traced)."""
     dtype = param_dtype(params)
     if check is None:
         check = not traced(params, x)
     if check:
         x = net.check_inputs(x, name, params, like, dtype=dtype)
-    return params, jnp.asarray(x, dtype)
+    return jnp.asarray(x, dtype)
 
 
 def kernels_and_outputs(net: Network, params: Any, x_train: Any,
@@ -109,7 +116,7 @@ def kernels_and_outputs(net: Network, params: Any, x_train: Any,
     f, hts, ds = net.features(params, xtr)
     hts_t = ds_t = None
     if x_test is not None:
-        _, xte = prepare(net, params, x_test, "x_test", like=xtr)
+        xte = checked_inputs(net, params, x_test, "x_test", like=xtr)
         _, hts_t, ds_t = net.features(params, xte)
     K = from_features(net, hts, ds, hts_t, ds_t, input_dim=int(xtr[0].size))
     _checks.finite_kernels({k: getattr(K, k) for k in ("blocks_train", "fwd_train", "bwd_train",

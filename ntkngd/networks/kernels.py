@@ -145,15 +145,23 @@ def analytic_kernels(net: Network, x_train: Any, x_test: Any = None,
         raise TypeError(f"net must be an ntkngd Network (ntkngd.mlp, ntkngd.serial, ntkngd.cnn), "
                         f"got {type(net).__name__}")
     batch_size = _checks.non_negative_int(batch_size, "batch_size")
+    xtr = net.check_inputs(x_train, "x_train")
+    xte = None if x_test is None else net.check_inputs(x_test, "x_test", like=xtr)
+    return analytic_of_checked(net, xtr, xte, batch_size)
+
+
+def analytic_of_checked(net: Network, x_train: Any, x_test: Any = None,
+                        batch_size: int = 0) -> Kernels:
+    """`analytic_kernels` (no mesh) of inputs already checked by `net.check_inputs`."""
     dtype = jnp.zeros(()).dtype
-    xtr = jnp.asarray(net.check_inputs(x_train, "x_train"), dtype)
+    xtr = jnp.asarray(x_train, dtype)
     blocks, fwd, bwd, nngp = _layers(net, xtr, None, batch_size)
     fields: dict[str, Any] = dict(
         blocks_train=blocks, fwd_train=fwd, bwd_train=bwd, nngp_train=nngp, out_dim=net.out_dim,
         kron_outputs=True, network=net, input_dim=int(xtr[0].size),
         first_inputs_train=net.first_layer_inputs(xtr))
     if x_test is not None:
-        xte = jnp.asarray(net.check_inputs(x_test, "x_test", like=xtr), dtype)
+        xte = jnp.asarray(x_test, dtype)
         blocks, fwd, bwd, nngp = _layers(net, xte, xtr, batch_size)
         fields.update(blocks_test=blocks, fwd_test=fwd, bwd_test=bwd, nngp_test=nngp,
                       first_inputs_test=net.first_layer_inputs(xte))

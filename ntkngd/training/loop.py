@@ -1,8 +1,8 @@
-"""`train`: T steps of any method, loss and network (one loop over `engine.train_step`, the step
-`ngd_transform` gives optax), logged beside the function-space predictions of the empirical and
-the infinite-width operators (NaN where a method has none), accuracy, and, without a constant
-operator (losses other than MSE, Shampoo), the per-step isotropy of the linearized step
-(training.observers). Inputs are validated once, at the entry.
+"""`train`: T steps of any method, loss and network (one loop over the direction `ngd_transform`
+gives optax, `engine.jitted_direction`, computed once per step), logged beside the function-space
+predictions of the empirical and the infinite-width operators (NaN where a method has none),
+accuracy, and, without a constant operator (losses other than MSE, Shampoo), the per-step
+isotropy of the linearized step (training.observers). Inputs are validated once, at the entry.
 
 lr=None: with a constant operator (MSE) the empirical operator's lr (1/alpha when isotropic,
 1/lambda_max otherwise); otherwise lr_fraction / alpha (alpha from theory, else fitted at t = 0;
@@ -24,9 +24,9 @@ from .. import _checks
 from .._checks import TheoryConditionWarning
 from ..dynamics.operators import operator
 from ..dynamics.trajectory import mse
-from ..engine import jitted_direction, train_step
+from ..engine import apply_update, jitted_direction
 from ..networks.empirical import empirical_kernels
-from ..networks.kernels import Kernels, analytic_kernels
+from ..networks.kernels import Kernels, analytic_of_checked
 from ..losses import Loss, get_loss
 from ..losses import mse as mse_loss
 from ..methods import BlockPattern, Method, get_method
@@ -68,12 +68,15 @@ def train(method: Union[str, BlockPattern, Method], net, params: Any, data: tupl
     f0, f0t = _outputs(net, params, x), _outputs(net, params, xt)
     Ka = analytic if analytic is not None else _analytic(net, data[0], data[2])
 
-    def measure(p, f) -> dict:
-        d = jitted_direction(m, net, L, rho, p, x, y)[0]
+    def direction(p):
+        return jitted_direction(m, net, L, rho, p, x, y)[0]
+
+    def measure(p, d, f) -> dict:
         return isotropy_fit(_jvp(net, p, d, x), f, ytr, alpha, L)
 
     notes: list = []
     fits: list = []
+    d = None          # the direction at the current parameters, once computed
     if fixed:
         op_emp = operator(m, K0, rho)
         lr = op_emp.lr if lr is None else lr
@@ -82,7 +85,8 @@ def train(method: Union[str, BlockPattern, Method], net, params: Any, data: tupl
         with_test = True
     else:
         alpha = reference_alpha(m, net, K0.n_train, data[0], L)
-        fits.append(measure(params, f0))
+        d = direction(params)
+        fits.append(measure(params, d, f0))
         pred_alpha = fits[0]["alpha_fit"] if alpha is None else alpha
         lr = default_lr(m, K0, K0.n_train, pred_alpha, lr_fraction) if lr is None else lr
         with warnings.catch_warnings():
@@ -112,14 +116,16 @@ def train(method: Union[str, BlockPattern, Method], net, params: Any, data: tupl
     p, f, ft, lr_j = list(params), f0, f0t, jnp.asarray(lr, dtype)
     for t in range(steps + 1):
         if t > 0:
-            p = train_step(m, net, L, rho, p, x, y, lr_j)[0]
+            p, d = _update(p, d, lr_j), None
             f, ft = _outputs(net, p, x), _outputs(net, p, xt)
             _finite_or_diverged((f, ft), t, lr, m.name)
         for k, v in (("tr", value(f, ytr)), ("te", value(ft, yte)), ("atr", acc(f, ytr)),
                      ("ate", acc(ft, yte))):
             logs[k].append(float(v))
-        if fits and 0 < t < steps:
-            fits.append(measure(p, f))
+        if t < steps:
+            d = direction(p) if d is None else d
+            if fits and t > 0:
+                fits.append(measure(p, d, f))
     arr = np.asarray
     iso = {k: arr([r[k] for r in fits]) if fits else None
            for k in ("alpha_fit", "deviation", "deviation_ref")}
@@ -142,13 +148,13 @@ def _wide(m: Method, Ka: Kernels, rho: float, L: Loss, notes: list):
 
 
 def _analytic(net, x_train, x_test) -> Kernels:
-    """Infinite-width kernels, memoized on the network object, the input bytes and JAX's default
-    float (their dtype); the last 4 kept."""
+    """Infinite-width kernels of inputs `train` has checked, memoized on the network object, the
+    input bytes and JAX's default float (their dtype); the last 4 kept."""
     key = (np.asarray(x_train).tobytes(), np.asarray(x_test).tobytes(), jnp.zeros(()).dtype)
     for n, k, K in _ANALYTIC:
         if n is net and k == key:
             return K
-    K = analytic_kernels(net, x_train, x_test)
+    K = analytic_of_checked(net, np.asarray(x_train), np.asarray(x_test))
     _ANALYTIC[:] = _ANALYTIC[-3:] + [(net, key, K)]
     return K
 
@@ -156,6 +162,9 @@ def _analytic(net, x_train, x_test) -> Kernels:
 def _outputs(net, params, x) -> np.ndarray:
     """f(x) (N, C) as float64 on the host (one jitted forward pass)."""
     return np.asarray(net.outputs(params, x), np.float64)
+
+
+_update = jax.jit(apply_update)     # params - lr d: the step optax.apply_updates takes
 
 
 @partial(jax.jit, static_argnums=0)

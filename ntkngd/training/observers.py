@@ -13,7 +13,7 @@ from typing import Any, Optional, Union
 import jax.numpy as jnp
 import numpy as np
 
-from ..dynamics.trajectory import predict
+from ..dynamics.trajectory import trajectory
 from ..networks.kernels import Kernels
 from ..losses import Loss, accuracy_or_nan, class_encoding, coded_accuracy, get_loss
 from ..methods import get_method, patterns
@@ -118,13 +118,14 @@ def accuracy_fn(L: Loss, y_train: np.ndarray, y_test: np.ndarray):
 
 def predictions(op, f0, y, f0t, yt, lr: float, steps: int) -> tuple:
     """(train loss, test loss, train accuracy, test accuracy) per step 0..steps of `predict`
-    with `op` (None: no such prediction) from the network's own outputs; NaN where missing (no
-    operator, or no test side: f0t None or op.test None)."""
+    with `op` (None: no such prediction) from the network's own outputs and the targets, both
+    (N, C) and checked by the caller; NaN where missing (no operator, or no test side: f0t None
+    or op.test None)."""
     nan = np.full(steps + 1, np.nan)
     if op is None:
         return nan, nan, nan, nan
     with_test = f0t is not None and op.test is not None
-    traj = predict(op, f0, y, f0t if with_test else None, y_test=yt if with_test else None,
-                   lr=lr, steps=steps)
+    traj = trajectory(op, f0, y, f0t if with_test else None, yt if with_test else None,
+                      np.arange(steps + 1, dtype=np.float64), lr)
     return (traj.train_loss, nan if traj.test_loss is None else traj.test_loss,
             traj.train_accuracy, nan if traj.test_accuracy is None else traj.test_accuracy)
