@@ -1,12 +1,6 @@
-"""The common base of the function-space operators and the jit core both members run on.
-
-Every operator gives, for outputs f and targets y, the changes of one step (or the velocity of the
-flow) on the training and test points:  (G(f) x, G'(f) x),  x = H(f)^+ r(f, y),  with r the loss
-residual and H its per-sample output Hessian (`ntkngd.losses`). Two members:
-  linear flow  (`linear.Operator`, MSE: H = I, G constant): closed forms in `predict`;
-  loss flow    (`loss_flow.LossOperator`, any loss: G(f) through the damped solves, or the constant
-               M H^+ of the minimum-norm limit): integrated by `flows`.
-`core()` gives both as the same equinox module, which `flows` traces under jit.
+"""The base of the function-space operators: (G(f) x, G'(f) x), x = H(f)^+ r(f, y) (r the loss
+residual, H its per-sample output Hessian), for the linear flow (`linear.Operator`, MSE: H = I, G
+constant) and the loss flow (`loss_flow.LossOperator`); `core()` is the jit module `flows` traces.
 """
 from __future__ import annotations
 
@@ -21,9 +15,8 @@ from ..losses import Loss
 
 def step_size(name: str, isotropic: bool, alpha: Callable[[], float],
               largest: Callable[[], float]) -> float:
-    """The operators' learning rate: 1/alpha() where G is (nearly) isotropic, else
-    1/lambda_max(G) = 1/largest(), the largest step that does not overshoot any mode (each
-    callable is evaluated only on its branch)."""
+    """The operators' learning rate: 1/alpha() where G is (nearly) isotropic, else 1/largest()
+    = 1/lambda_max(G) (each callable is evaluated only on its branch)."""
     if isotropic:
         return 1.0 / alpha()
     lam = largest()
@@ -80,28 +73,23 @@ class Core(eqx.Module):
         if self.kind == "gd":
             return self._linear(r)
         H = self.loss.hessian(f)
-        rf = r.reshape(-1)
         c = r.shape[-1]
-        if self.kind == "damped_exact":
-            m = self.train.shape[0]
-            a = hessian_rows(H, self.train) + self.shift * jnp.eye(m, dtype=self.train.dtype)
-            v = jnp.linalg.solve(a, rf)
-            return (self.train @ v).reshape(-1, c), \
-                None if self.test is None else (self.test @ v).reshape(-1, c)
-        L, m, _ = self.train.shape   # damped_pattern
-        hb = jax.vmap(lambda b: hessian_rows(H, b))(self.train)
-        big = jnp.einsum("ij,jab->iajb", self.pattern, hb).reshape(L * m, L * m)
+        one = self.kind == "damped_exact"   # exact NGD: one block (the total NTK), S = [[1]]
+        train = self.train[None] if one else self.train
+        test = None if self.test is None else (self.test[None] if one else self.test)
+        S = jnp.ones((1, 1), train.dtype) if one else self.pattern
+        L, m, _ = train.shape
+        hb = jax.vmap(lambda b: hessian_rows(H, b))(train)
+        big = jnp.einsum("ij,jab->iajb", S, hb).reshape(L * m, L * m)
         big = big + self.shift * jnp.eye(L * m, dtype=big.dtype)
-        v = jnp.linalg.solve(big, jnp.tile(rf, L)).reshape(L, m)
-        out = jnp.einsum("lab,lb->a", self.train, v).reshape(-1, c)
-        test = None if self.test is None else jnp.einsum("lab,lb->a", self.test, v).reshape(-1, c)
-        return out, test
+        v = jnp.linalg.solve(big, jnp.tile(r.reshape(-1), L)).reshape(L, m)
+        out = jnp.einsum("lab,lb->a", train, v).reshape(-1, c)
+        return out, None if test is None else jnp.einsum("lab,lb->a", test, v).reshape(-1, c)
 
 
 class FlowOperator:
-    """Base of the operator family: `core()` (the jit core), `op(f, r)` -> (G r, G' r or None)
-    for a residual r in range(H), `op.from_targets(f, y)` the same with r computed exactly from
-    the targets. `linear`: whether the dynamics are linear with closed forms (the MSE member)."""
+    """Base of the operator family: `core()` (the jit core), `op(f, r)` and `op.from_targets(f, y)`.
+    `linear`: whether the dynamics are linear with closed forms (the MSE member)."""
 
     linear = False
 
