@@ -1,20 +1,12 @@
-"""Closed forms of the linear flow (MSE, constant G and G'), for `ntkngd.predict`.
-
-Discrete steps (t = 0, 1, 2, ...):  g_{t+1} = (I - lr G) g_t,   f'_{t+1} = f'_t - lr G' g_t,
-so  g_t = (I - lr G)^t g_0  and  f'_t = f'_0 - G' [(I - (I - lr G)^t) G^{-1}] g_0.
-Continuous time tau (df/dtau = -lr G g):  g(tau) = exp(-lr G tau) g_0,
-f'(tau) = f'_0 - G' [(I - exp(-lr G tau)) G^{-1}] g_0.   (Both well defined for singular G.)
-Isotropic G = alpha I: g_t = (1 - lr alpha)^t g_0 and exp(-lr alpha tau) g_0.
-tau -> infinity (`fixed_point`):  g_inf = (I - G G^D) g_0,  f'_inf = f'_0 - G' G^D g_0, with G^D
-the inverse of G on its retained modes (`Operator.schur`) and zero on its numerical null space,
-whose residual the flow never moves (for symmetric G: G^D = G^+, the minimum-norm solution).
-
-Isotropic G is evaluated as a scalar and diagonal G (exactly zero off the diagonal) sample by
-sample, with one product with G' for all time points. Otherwise, discrete steps up to t_max <= m
-(and no decomposition of G cached yet) are iterated, one product with G per step and one product
-with G' for all time points together (O(t_max m^2), no eigendecomposition); continuous time and
-longer horizons decompose G once (eigh for symmetric G, eig otherwise) and then cost O(m^2) per
-time point.
+"""Closed forms of the linear flow (MSE, constant G and G') for `ntkngd.predict`, g = f(X) - Y:
+steps  g_t = (I - lr G)^t g_0,      f'_t = f'_0 - G' [(I - (I - lr G)^t) G^{-1}] g_0;
+flow   g(tau) = exp(-lr G tau) g_0,  f'(tau) = f'_0 - G' [(I - exp(-lr G tau)) G^{-1}] g_0
+(both well defined for singular G). tau -> infinity (`fixed_point`): g_inf = (I - G G^D) g_0,
+f'_inf = f'_0 - G' G^D g_0, G^D inverting G on its retained modes (`Operator.schur`), zero on its
+numerical null space (symmetric G: G^D = G^+, the minimum-norm solution).
+Isotropic G = alpha I is evaluated as a scalar, diagonal G sample by sample; discrete steps up to
+t_max <= m with no decomposition of G cached are iterated (O(t_max m^2)); otherwise G is decomposed
+once (eigh, or eig when not symmetric), then O(m^2) per time point. G' is applied once for all t.
 """
 from __future__ import annotations
 
@@ -32,8 +24,7 @@ class Propagator:
 
     def __init__(self, op: Operator, r0: np.ndarray):
         g = op.train
-        self.alpha = self.diag = None
-        self.dense = None
+        self.alpha = self.diag = self.dense = None
         if op.deviation <= ISOTROPIC_TOL:
             self.alpha = op.alpha
             self.r0 = r0
@@ -100,15 +91,11 @@ def iterate(op: Operator, r0: np.ndarray, t: np.ndarray, lr: float, want_test: b
     if not want_test:
         return train, None
     partial = np.concatenate([np.zeros_like(r[:1]), np.cumsum(r[:-1], axis=0)])[steps]
-    T, m, k = partial.shape
-    cols = np.ascontiguousarray(partial.transpose(1, 0, 2)).reshape(m, T * k)
-    dtest = lr * np.asarray(op.test @ cols).reshape(-1, T, k).transpose(1, 0, 2)
-    return train, dtest
+    return train, lr * _apply(op.test, partial)
 
 
 def iterate_cheaper(op: Operator, t: np.ndarray, continuous: bool) -> bool:
-    """Discrete steps, a non-isotropic, non-diagonal G with no decomposition cached and
-    t_max <= m."""
+    """Discrete steps, non-isotropic non-diagonal G with no decomposition cached, t_max <= m."""
     return (not continuous and op.deviation > ISOTROPIC_TOL and not op.is_diagonal
             and "eig" not in op.__dict__ and t.size > 0 and t.max() <= op.size)
 
@@ -121,9 +108,7 @@ def _apply(a: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 def _real(a):
-    if a is None or not np.iscomplexobj(a):
-        return a
-    return a.real
+    return a.real if np.iscomplexobj(a) else a
 
 
 def step_functions(t: np.ndarray, lr: float, continuous: bool):
@@ -153,14 +138,10 @@ def step_functions(t: np.ndarray, lr: float, continuous: bool):
 
 
 def fixed_point(op: Operator, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(g_inf, G' G^D g) for the residual g (m, k) as tau -> infinity (module docstring).
-
-    From the ordered real Schur form G = Q [[T11, T12], [0, T22]] Q^T (`Operator.schur`:
-    orthogonal, hence well conditioned where G is far from normal and its eigenvectors nearly
-    parallel), decoupled by the Sylvester equation T11 Y - Y T22 = -T12:
-    G^D = Q [[T11^-1, -T11^-1 Y], [0, 0]] Q^T,  I - G G^D = Q [[0, Y], [0, I]] Q^T.
-    The limit of the flow itself when `op.slowest_rate` > 0 (every retained mode decays);
-    otherwise a ValueError (a growing or oscillating mode: no limit)."""
+    """(g_inf, G' G^D g) for the residual g (m, k) as tau -> infinity, from the ordered real Schur
+    form G = Q [[T11, T12], [0, T22]] Q^T (`Operator.schur`, well conditioned for non-normal G) and
+    T11 Y - Y T22 = -T12: G^D = Q [[T11^-1, -T11^-1 Y], [0, 0]] Q^T, I - G G^D = Q [[0, Y], [0, I]]
+    Q^T. A ValueError unless `op.slowest_rate` > 0 (a growing or oscillating mode: no limit)."""
     from scipy.linalg import solve_sylvester
     if not op.slowest_rate > 0:
         raise ValueError(f"operator {op.name!r} has no t -> infinity limit: G has an eigenvalue "

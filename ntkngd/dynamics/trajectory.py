@@ -1,18 +1,14 @@
-"""`predict`: training dynamics in function space for any member of the operator family, and the
-one `Trajectory` it returns for every loss.
+"""`predict`: function-space training dynamics of any operator, one `Trajectory` for every loss.
 
-Linear flow (`Operator`, MSE, Loss = 1/(2N) sum_n ||f(x_n) - y_n||^2): closed forms
-(`closed_form`), G decomposed once, times up to t = inf (the flow's fixed point). Loss flow
-(`LossOperator`): the diffrax flow (times) or the discrete map (steps) (`flows`).
-lr scales time: one step moves f by -lr G x, and the continuous flow is df/dtau = -lr G x, so its
-state at time tau with learning rate lr equals the state at time lr * tau with lr = 1.
-
-Relation to neural-tangents: `nt.predict.gradient_descent_mse(k, y, learning_rate=eta)` integrates
-df/dt = -eta Theta (f - y) / (N C) (mean over all N C targets), so its time t at rate eta equals
-GD here (G = Theta / N) at continuous time tau = t with lr = eta / C;
-`nt.predict.gradient_descent(loss, k, y, learning_rate=eta, trace_axes=(-1,))` with the softmax
-cross-entropy loss(fx, y) = -sum(y * log_softmax(fx)) / N integrates df/dt = -eta Theta (p - y) / N,
-i.e. GD's loss flow here with lr = eta and tau = t.
+Linear flow (`Operator`, MSE, Loss = 1/(2N) sum_n ||f(x_n) - y_n||^2): closed forms (`closed_form`),
+times up to t = inf (the fixed point); loss flow (`LossOperator`): the diffrax flow (times) or the
+discrete map (steps) (`flows`). A step moves f by -lr G x and the flow is df/dtau = -lr G x, so
+lr scales time: (tau, lr) gives the state of (lr tau, 1).
+neural-tangents: `nt.predict.gradient_descent_mse(k, y, learning_rate=eta)` (df/dt = -eta Theta
+(f - y) / (N C)) at time t is GD here (G = Theta / N) at tau = t with lr = eta / C;
+`nt.predict.gradient_descent(loss, k, y, learning_rate=eta, trace_axes=(-1,))` with
+loss(fx, y) = -sum(y * log_softmax(fx)) / N (df/dt = -eta Theta (p - y) / N) is GD's softmax
+cross-entropy flow here with lr = eta, tau = t.
 """
 from __future__ import annotations
 
@@ -29,12 +25,10 @@ from .closed_form import Propagator, fixed_point, iterate, iterate_cheaper, step
 
 @dataclass(frozen=True)
 class Trajectory:
-    """Outputs, losses and accuracies at the requested time points (leading axis T), every loss.
-
-    test / test_*: None without f0_test (test losses and accuracies need y_test); accuracies NaN
-    where the targets code no classes (MSE regression targets). continuous: the flow (times)
-    rather than the discrete map (steps). method, alpha (the theory's; None where it predicts
-    none), damping: the operator's. solver_steps: diffrax steps of a loss flow (0 otherwise)."""
+    """Outputs, losses and accuracies at the time points t (leading axis T). test / test_*: None
+    without f0_test (test losses, accuracies: without y_test); accuracies NaN where the targets code
+    no classes. continuous: the flow (times), not the map (steps). method, alpha (the theory's or
+    None), damping: the operator's. solver_steps: diffrax steps of a loss flow (0 otherwise)."""
 
     t: np.ndarray
     train: np.ndarray
@@ -88,18 +82,13 @@ def _time_points(steps: Any, times: Any, continuous: bool) -> tuple[np.ndarray, 
 def predict(op: FlowOperator, f0_train: Any, y_train: Any, f0_test: Any = None, *,
             lr: Optional[float] = None, steps: Any = None, times: Any = None,
             continuous: bool = False, y_test: Any = None, **solver) -> Trajectory:
-    """Train (and test) outputs, losses and accuracies under the function-space dynamics of `op`.
-
-    op: `ntkngd.operator(...)`: an `Operator` (MSE: closed forms) or a `LossOperator` (any other
-    loss: the diffrax flow for times, the discrete map for steps; solver: rtol, atol, max_steps).
-    steps: an int T (evaluates t = 0..T) or a sequence of step indices (discrete map); times:
-    continuous times tau (np.inf: the flow's t -> infinity limit, MSE only: train f = y + (I -
-    G G^D) g, test f' = f'_0 - G' G^D g, G^D inverting G on its modes above the dtype-scaled rank
-    cut, zero on its null space: the minimum-norm fixed point; a ValueError when G has a growing
-    mode, see `Operator.slowest_rate`); continuous=True with steps evaluates the flow at those
-    times. lr defaults to op.lr (1/alpha) for an `Operator`, 1 otherwise. Outputs are (N, C)
-    arrays (a 1-D vector when C = 1 is accepted); y_test adds test losses and accuracies.
-    """
+    """Train (and test) outputs, losses and accuracies under the function-space dynamics of `op`
+    (`ntkngd.operator`: an `Operator`, MSE, in closed form, or a `LossOperator`: the diffrax flow
+    for times, the map for steps; solver: rtol, atol, max_steps). steps: an int T (t = 0..T) or
+    step indices; times: flow times tau, np.inf (MSE only) the fixed point f = y + (I - G G^D) g,
+    f' = f'_0 - G' G^D g (`closed_form.fixed_point`; ValueError for a growing mode); continuous=True
+    runs the flow at the steps. lr: op.lr (1/alpha) for an `Operator`, else 1. Outputs (N, C) (1-D
+    when C = 1); y_test adds test losses and accuracies."""
     if getattr(op, "is_sharded", False):   # hook: ntkngd.sharded (the operator predicts itself)
         return op.predict(f0_train, y_train, f0_test, lr=lr, steps=steps, times=times,
                           continuous=continuous, y_test=y_test, **solver)
