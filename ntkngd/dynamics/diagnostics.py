@@ -71,9 +71,8 @@ class IsotropyReport:
 
 
 def _constant_part(op) -> Operator:
-    """A LossOperator whose G(f) = M H(f)^+ (GD, rho -> 0 patterns) -> an Operator of M restricted
-    to range(H) (U^T M U, U = I_N (x) U_C at finite width): isotropic M means the step is
-    alpha H^+ r for every f."""
+    """LossOperator with G(f) = M H(f)^+ (GD, rho -> 0) -> Operator of M on range(H) (U^T M U,
+    U = I_N (x) U_C at finite width): isotropic M means the step is alpha H^+ r for every f."""
     if op.kind not in ("gd", "pinv"):
         raise ValueError(f"isotropy: the damped {op.loss.name} operator of {op.name!r} depends on "
                          "the outputs f through the damped solve; use damping = 0 (the "

@@ -1,4 +1,4 @@
-"""`operator(method, kernels, damping, loss)`: the function-space operator of any registered method."""
+"""`operator(method, kernels, damping, loss)`: the function-space operator of any method."""
 from __future__ import annotations
 
 from typing import Optional, Union
@@ -20,10 +20,8 @@ def operator(method: Union[str, BlockPattern, Method], kernels: Kernels,
     "unit_wise"; aliases "bd", "btd", "ngd"), `ntkngd.block_pattern(S)` or a Method. damping
     rho >= 0 is added to the Fisher in parameter space (F + rho I; N rho I in the dual space;
     factored sqrt(rho) for K-FAC); None picks the method's default (unit-wise on finite-width
-    kernels: `methods.unitwise.default_damping`; 0 otherwise). loss="mse" gives the constant
-    operator (an `Operator`, the linear flow); any other loss the state-dependent G(f) (a
-    `LossOperator`, the loss flow); both members of one family (`ntkngd.dynamics.base`).
-    """
+    kernels: `methods.unitwise.default_damping`; 0 otherwise). loss="mse": the constant `Operator`
+    (linear flow); any other loss: the state-dependent G(f), a `LossOperator` (loss flow)."""
     if getattr(kernels, "is_sharded", False):   # hook: sharded backend (ntkngd.sharded)
         from ..sharded.operators import operator as sharded_operator
         return sharded_operator(method, kernels, damping, loss)
