@@ -16,9 +16,8 @@ from ..losses import Loss
 
 def step_size(name: str, isotropic: bool, alpha: Callable[[], float],
               largest: Callable[[], float]) -> float:
-    """The operators' learning rate: 1/alpha() where G is (nearly) isotropic, else
-    1/lambda_max(G) = 1/largest(), the largest step that does not overshoot any mode (each
-    callable is evaluated only on its branch)."""
+    """The operators' learning rate: 1/alpha() where G is (nearly) isotropic, else 1/largest()
+    = 1/lambda_max(G) (each callable is evaluated only on its branch)."""
     if isotropic:
         return 1.0 / alpha()
     lam = largest()
@@ -75,28 +74,23 @@ class Core(eqx.Module):
         if self.kind == "gd":
             return self._linear(r)
         H = self.loss.hessian(f)
-        rf = r.reshape(-1)
         c = r.shape[-1]
-        if self.kind == "damped_exact":
-            m = self.train.shape[0]
-            a = hessian_rows(H, self.train) + self.shift * jnp.eye(m, dtype=self.train.dtype)
-            v = jnp.linalg.solve(a, rf)
-            return (self.train @ v).reshape(-1, c), \
-                None if self.test is None else (self.test @ v).reshape(-1, c)
-        L, m, _ = self.train.shape   # damped_pattern
-        hb = jax.vmap(lambda b: hessian_rows(H, b))(self.train)
-        big = jnp.einsum("ij,jab->iajb", self.pattern, hb).reshape(L * m, L * m)
+        one = self.kind == "damped_exact"   # exact NGD: one block (the total NTK), S = [[1]]
+        train = self.train[None] if one else self.train
+        test = None if self.test is None else (self.test[None] if one else self.test)
+        S = jnp.ones((1, 1), train.dtype) if one else self.pattern
+        L, m, _ = train.shape
+        hb = jax.vmap(lambda b: hessian_rows(H, b))(train)
+        big = jnp.einsum("ij,jab->iajb", S, hb).reshape(L * m, L * m)
         big = big + self.shift * jnp.eye(L * m, dtype=big.dtype)
-        v = jnp.linalg.solve(big, jnp.tile(rf, L)).reshape(L, m)
-        out = jnp.einsum("lab,lb->a", self.train, v).reshape(-1, c)
-        test = None if self.test is None else jnp.einsum("lab,lb->a", self.test, v).reshape(-1, c)
-        return out, test
+        v = jnp.linalg.solve(big, jnp.tile(r.reshape(-1), L)).reshape(L, m)
+        out = jnp.einsum("lab,lb->a", train, v).reshape(-1, c)
+        return out, None if test is None else jnp.einsum("lab,lb->a", test, v).reshape(-1, c)
 
 
 class FlowOperator:
-    """Base of the operator family: `core()` (the jit core), `op(f, r)` -> (G r, G' r or None)
-    for a residual r in range(H), `op.from_targets(f, y)` the same with r computed exactly from
-    the targets. `linear`: whether the dynamics are linear with closed forms (the MSE member)."""
+    """Base of the operator family: `core()` (the jit core), `op(f, r)` and `op.from_targets(f, y)`.
+    `linear`: whether the dynamics are linear with closed forms (the MSE member)."""
 
     linear = False
 

@@ -25,25 +25,21 @@ class Propagator:
     """Evaluates phi(G) r and G' psi(G) r for the step/flow functions phi, psi."""
 
     def __init__(self, op: Operator, r0: np.ndarray):
-        g = op.train
+        self.g, self.test, self.r0 = op.train, op.test, r0
         self.alpha = self.diag = None
-        self.dense = None
+        self.dense = False
         if op.deviation <= ISOTROPIC_TOL:
             self.alpha = op.alpha
-            self.r0 = r0
             self.test_r0 = None if op.test is None else op.test @ r0
             return
         if op.is_diagonal:   # eigenpairs (G_ii, e_i): every sample evolves on its own
-            self.diag, self.r0, self.test = np.diagonal(g).copy(), r0, op.test
+            self.diag = np.diagonal(op.train).copy()
             return
         lam, vecs = op.eig
-        if op.is_symmetric:
-            inv = vecs.T
-        else:
-            if np.linalg.cond(vecs) > _EIG_COND_MAX:   # defective: evaluate matrix functions
-                self.dense = (g, op.test, r0)
-                return
-            inv = np.linalg.inv(vecs)
+        self.dense = not op.is_symmetric and bool(np.linalg.cond(vecs) > _EIG_COND_MAX)
+        if self.dense:   # defective (ill-conditioned eigenvectors): evaluate matrix functions
+            return
+        inv = vecs.T if op.is_symmetric else np.linalg.inv(vecs)
         self.lam, self.vecs = lam, vecs
         self.coef = inv @ r0                             # (m, C)
         self.test_vecs = None if op.test is None else op.test @ vecs
@@ -60,7 +56,7 @@ class Propagator:
             train = _real(p)[:, :, None] * self.r0[None]
             test = _apply(self.test, _real(q)[:, :, None] * self.r0[None]) if want_test else None
             return train, test
-        if self.dense is not None:
+        if self.dense:
             return self._dense(phi, psi, want_test)
         p, q = phi(self.lam), psi(self.lam)               # (T, m)
         if not np.iscomplexobj(self.vecs):
@@ -71,38 +67,31 @@ class Propagator:
 
     def _dense(self, phi, psi, want_test):
         from scipy.linalg import funm
-        g, gt, r0 = self.dense
         trains, tests = [], []
         for k in range(phi(np.zeros(1)).shape[0]):
-            trains.append(funm(g, lambda z: phi(z)[k]) @ r0)
+            trains.append(funm(self.g, lambda z: phi(z)[k]) @ self.r0)
             if want_test:
-                tests.append(gt @ (funm(g, lambda z: psi(z)[k]) @ r0))
+                tests.append(self.test @ (funm(self.g, lambda z: psi(z)[k]) @ self.r0))
         return _real(np.stack(trains)), _real(np.stack(tests)) if want_test else None
 
 
 def iterate(op: Operator, r0: np.ndarray, t: np.ndarray, lr: float, want_test: bool):
-    """The discrete map by iteration: r_{s+1} = r_s - lr G r_s for s < t_max; the test change
-    lr G' sum_{s<t} r_s for every requested t with one product with G' (a `FactoredMatrix` G' is
-    applied by its solves, never formed)."""
+    """The discrete map by iteration, r_{s+1} = r_s - lr G r_s for s < t_max, and the test change
+    lr G' sum_{s<t} r_s for every t with one product with G' (a `FactoredMatrix` is not formed)."""
     steps = t.astype(int)
-    g = op.train
     rs = [r0]
     for _ in range(int(steps.max())):
-        rs.append(rs[-1] - lr * (g @ rs[-1]))
+        rs.append(rs[-1] - lr * (op.train @ rs[-1]))
     r = np.stack(rs)                                          # (t_max + 1, m, k)
     train = r[steps]
     if not want_test:
         return train, None
     partial = np.concatenate([np.zeros_like(r[:1]), np.cumsum(r[:-1], axis=0)])[steps]
-    T, m, k = partial.shape
-    cols = np.ascontiguousarray(partial.transpose(1, 0, 2)).reshape(m, T * k)
-    dtest = lr * np.asarray(op.test @ cols).reshape(-1, T, k).transpose(1, 0, 2)
-    return train, dtest
+    return train, lr * _apply(op.test, partial)
 
 
 def iterate_cheaper(op: Operator, t: np.ndarray, continuous: bool) -> bool:
-    """Discrete steps, a non-isotropic, non-diagonal G with no decomposition cached and
-    t_max <= m."""
+    """Discrete steps, non-isotropic non-diagonal G with no decomposition cached, t_max <= m."""
     return (not continuous and op.deviation > ISOTROPIC_TOL and not op.is_diagonal
             and "eig" not in op.__dict__ and t.size > 0 and t.max() <= op.size)
 
@@ -115,22 +104,20 @@ def _apply(a: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 def _real(a):
-    if a is None or not np.iscomplexobj(a):
-        return a
-    return a.real
+    return a.real if np.iscomplexobj(a) else a
 
 
 def step_functions(t: np.ndarray, lr: float, continuous: bool):
     """phi(lam) (T, m): residual factor; psi(lam): accumulated test factor (sum of lr phi)."""
+    tt = t[:, None]
+
     def phi(lam):
         x = lr * np.asarray(lam)[None, :]
-        tt = t[:, None]
         return np.exp(-x * tt) if continuous else np.power(1 - x + 0j, tt)
 
     def psi(lam):
         lam = np.asarray(lam)[None, :]
         x = lr * lam
-        tt = t[:, None]
         small = np.abs(x) < 1e-12
         safe = np.where(small, 1.0, lam)
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -24,19 +24,13 @@ _FAILING = {
     "infinite width (M -> infinity)": "isotropy of unit-wise NGD holds only as the width grows; "
                                       "this is the infinite-width value, not a finite network",
 }
-_DAMPING = "damping == 0"
-
-
-def _failing_phrase(condition: str) -> str:
-    return _FAILING.get(condition, f"condition not met: {condition}")
 
 
 @dataclass(frozen=True)
 class IsotropyReport:
-    """alpha: measured tr(G)/m; deviation: ||G - alpha I||_F / ||alpha I||_F; spectrum: eigenvalues
-    of G (descending); conditions: each condition of the theory -> holds?; alpha_error: relative
-    gap between measured and predicted alpha (None when theory predicts no alpha); notes: the
-    operator's remarks; damping: rho of the operator."""
+    """alpha: measured tr(G)/m; deviation: ||G - alpha I||_F / ||alpha I||_F; spectrum: G's
+    eigenvalues (descending); alpha_error: |alpha - alpha_theory| / |alpha_theory| (None without a
+    prediction); conditions: the theory's, by name -> holds; notes, damping: the operator's."""
 
     method: str
     alpha: float
@@ -58,8 +52,8 @@ class IsotropyReport:
     def failing(self) -> list[str]:
         """The theory's conditions that do not hold, in words (damping is reported separately:
         it is a choice, not a failure)."""
-        return [_failing_phrase(k) for k, v in self.conditions.items()
-                if not v and k != _DAMPING]
+        return [_FAILING.get(k, f"condition not met: {k}") for k, v in self.conditions.items()
+                if not v and k != "damping == 0"]
 
     def summary(self) -> str:
         """One headline line (alpha measured and predicted, deviation from isotropy, condition
@@ -77,9 +71,8 @@ class IsotropyReport:
 
 
 def _constant_part(op) -> Operator:
-    """A LossOperator whose G(f) = M H(f)^+ (GD, rho -> 0 patterns) -> an Operator of M restricted
-    to range(H) (U^T M U, U = I_N (x) U_C at finite width): isotropic M means the step is
-    alpha H^+ r for every f."""
+    """LossOperator with G(f) = M H(f)^+ (GD, rho -> 0) -> Operator of M on range(H) (U^T M U,
+    U = I_N (x) U_C at finite width): isotropic M means the step is alpha H^+ r for every f."""
     if op.kind not in ("gd", "pinv"):
         raise ValueError(f"isotropy: the damped {op.loss.name} operator of {op.name!r} depends on "
                          "the outputs f through the damped solve; use damping = 0 (the "
@@ -100,11 +93,8 @@ def isotropy(op) -> IsotropyReport:
     # hook: a sharded operator (ntkngd.sharded) has the same attributes (spectrum: its extremes)
     if not isinstance(op, Operator) and not getattr(op, "is_sharded", False):
         raise TypeError(f"isotropy needs an ntkngd Operator, got {type(op).__name__}")
-    spec = op.spectrum
-    err = None
-    if op.alpha_theory is not None:
-        err = abs(op.alpha - op.alpha_theory) / abs(op.alpha_theory)
-    lo = spec[-1]
-    cond = float(spec[0] / lo) if lo > 0 else float("inf")
-    return IsotropyReport(op.name, op.alpha, op.alpha_theory, err, op.deviation, spec, cond,
+    spec, theory = op.spectrum, op.alpha_theory
+    err = None if theory is None else abs(op.alpha - theory) / abs(theory)
+    cond = float(spec[0] / spec[-1]) if spec[-1] > 0 else float("inf")
+    return IsotropyReport(op.name, op.alpha, theory, err, op.deviation, spec, cond,
                           dict(op.conditions), tuple(op.notes), float(op.damping))

@@ -1,11 +1,7 @@
-"""Integrators of function-space dynamics for any member of the operator family: the flow
-df/dtau = -lr G(f) x(f) with diffrax (Tsit5, PID step-size control) and the discrete map
-f_{t+1} = f_t - lr G(f_t) x(f_t) with lax.fori_loop; both jitted, in the dtype of f0.
-
-`op` is an operator (`FlowOperator`: a `LossOperator`, or an MSE `Operator`, whose flow these
-reproduce in closed form in `ntkngd.predict`) or its `Core`; `Core.from_targets(f, y)` gives
-(G x, G' x or None) with x = H^+ r computed from the targets exactly.
-"""
+"""Integrators of the function-space dynamics of any operator (`FlowOperator`, or its `Core`): the
+flow df/dtau = -lr G(f) x(f) with diffrax (Tsit5, PID step-size control) and the discrete map
+f_{t+1} = f_t - lr G(f_t) x(f_t) with lax.fori_loop, x = H^+ r from the targets exactly
+(`Core.from_targets`); jitted, in the dtype of f0 (MSE: `predict`'s closed forms, integrated)."""
 from __future__ import annotations
 
 from typing import Any
@@ -51,8 +47,8 @@ def _flow(core, f0, ft0, y, lr, ts, rtol, atol, max_steps):
 
 @eqx.filter_jit
 def _steps(core, f0, ft0, y, lr, save_at):
-    """Iterate the map up to max(save_at) (one compilation per number of saved points), keeping
-    the states at the step indices save_at."""
+    """The map up to max(save_at), keeping the states at the steps save_at (one compilation per
+    number of saved points)."""
     def save(k, f, ft, bufs):
         hit = (save_at == k)[:, None, None]
         return jnp.where(hit, f[None], bufs[0]), jnp.where(hit, ft[None], bufs[1])
@@ -80,12 +76,9 @@ def _state(f0_train, y_train, f0_test):
 
 def _tolerance(v, name: str) -> float:
     try:
-        val = float(v)
+        return _checks.positive(v, name)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a positive finite number, got {v!r}") from None
-    if not np.isfinite(val) or val <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {v!r}")
-    return val
 
 
 def integrate_flow(op: Any, f0_train: Any, y_train: Any, f0_test: Any = None, *,
@@ -122,10 +115,8 @@ def integrate_flow(op: Any, f0_train: Any, y_train: Any, f0_test: Any = None, *,
 
 def iterate_steps(op: Any, f0_train: Any, y_train: Any, f0_test: Any = None, *,
                   lr: float = 1.0, steps: Any):
-    """The discrete map f_{t+1} = f_t - lr G(f_t) x(f_t) (and f'_{t+1} = f'_t - lr G'(f_t) x(f_t)).
-
-    steps: non-negative integer step indices, as `ntkngd.predict` checks them. Returns (t, train,
-    test)."""
+    """The discrete map f_{t+1} = f_t - lr G(f_t) x(f_t), f'_{t+1} = f'_t - lr G'(f_t) x(f_t) at
+    the step indices steps >= 0 (as `ntkngd.predict` checks them). Returns (t, train, test)."""
     core = _core(op)
     t = np.asarray(steps, int)
     f0, ft0, y = _state(f0_train, y_train, f0_test)

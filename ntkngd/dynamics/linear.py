@@ -1,11 +1,6 @@
 """The linear flow (MSE) member of the operator family: one step changes the outputs by
-
-    Delta f(X) = -lr * G g,     Delta f(X') = -lr * G' g,     g = f(X) - Y,
-
-with G (m x m) on the training points and G' (m' x m) from training to test points, m = N (infinite
-width: the full operator is G (x) I_C) or N C (finite width, sample-major). Isotropic means
-G = alpha I; then lr = 1/alpha converges in one step.
-"""
+Delta f(X) = -lr G g, Delta f(X') = -lr G' g, g = f(X) - Y, with G (m x m; m = N at infinite width,
+G (x) I_C, or N C sample-major) and G' (m' x m). Isotropic G = alpha I: lr = 1/alpha, one step."""
 from __future__ import annotations
 
 import dataclasses
@@ -22,12 +17,8 @@ LANCZOS_MIN_SIZE = 256
 
 
 class FactoredMatrix:
-    """A matrix kept as its factors: `a @ x` applies them (solves, products) without forming `a`;
-    `np.asarray(a)` (or `dense(a)`) forms it once and caches it.
-
-    Used for test operators G' = sum_l c_l Theta_l(X', X) Theta_l^{-1}: predictions need G' only on
-    a few residual vectors, so the N' x N matrix (N' solves per layer) is formed only on request.
-    """
+    """A matrix kept as its factors (e.g. G' = sum_l c_l Theta_l(X', X) Theta_l^{-1}): `a @ x`
+    applies them without forming `a`; `np.asarray(a)` (or `dense(a)`) forms it once and caches it."""
 
     def __init__(self, shape: tuple, dtype: Any, apply: Callable[[np.ndarray], np.ndarray],
                  materialize: Callable[[], np.ndarray]):
@@ -93,8 +84,8 @@ MatrixLike = Union[np.ndarray, FactoredMatrix]
 
 
 def is_diagonal(a: np.ndarray) -> bool:
-    """Whether every off-diagonal entry of the square matrix a is exactly zero: read through the
-    strided view in which row i holds the m entries between diagonal entries i and i + 1."""
+    """Whether every off-diagonal entry of the square matrix a is exactly zero (strided view: row i
+    holds the m entries between diagonal entries i and i + 1)."""
     a = np.ascontiguousarray(a)
     m = a.shape[0]
     return m < 2 or not np.any(a.reshape(-1)[1:].reshape(m - 1, m + 1)[:, :m])
@@ -141,9 +132,8 @@ class Operator(FlowOperator):
     @property
     def n_test(self) -> int:
         """N', the number of test points (0 without a test operator)."""
-        if self.test is None:
-            return 0
-        return self.test.shape[0] // (1 if self.kron_outputs else self.out_dim)
+        return 0 if self.test is None else \
+            self.test.shape[0] // (1 if self.kron_outputs else self.out_dim)
 
     def core(self) -> Core:
         """The jit core of the linear flow: (G g, G' g) with g = f - y (`ntkngd.dynamics.flows`)."""
@@ -159,19 +149,16 @@ class Operator(FlowOperator):
 
     @cached_property
     def alpha(self) -> float:
-        """Measured alpha = tr(G) / m (the best isotropic fit alpha I in Frobenius norm). For G
-        stored as c I (`is_scaled_identity`) it is c itself: summing m copies of c rounds, and
-        the deviation of c I would be that round-off instead of 0."""
+        """Measured alpha = tr(G) / m (best isotropic fit in Frobenius norm); c itself for G stored
+        as c I (`is_scaled_identity`), where summing m copies of c would round."""
         if self.is_scaled_identity:
             return float(self.train.flat[0]) if self.size else 0.0
         return float(np.trace(self.train) / self.size)
 
     @cached_property
     def is_scaled_identity(self) -> bool:
-        """Whether G is stored as c I: off-diagonal entries exactly zero and every diagonal entry
-        the same float (the pattern methods' rho -> 0 operator with positive-definite blocks is
-        set this way by construction, no arithmetic on it). Exact comparisons of stored values,
-        not of computed results."""
+        """Whether G is stored as c I (e.g. the rho -> 0 pattern operator with positive-definite
+        blocks): exact comparisons of stored values, not of computed results."""
         if not self.is_diagonal:
             return False
         diag = np.diagonal(self.train)
@@ -179,9 +166,8 @@ class Operator(FlowOperator):
 
     @cached_property
     def is_diagonal(self) -> bool:
-        """Whether every off-diagonal entry of G is exactly zero (K-FAC with a rank-deficient
-        first layer and identity factors elsewhere; alpha I). Then G's eigenpairs are its diagonal
-        and the unit vectors, and the dynamics act sample by sample."""
+        """Whether every off-diagonal entry of G is exactly zero (e.g. K-FAC with a rank-deficient
+        first layer): the dynamics then act sample by sample."""
         return is_diagonal(self.train)
 
     @cached_property
@@ -194,16 +180,14 @@ class Operator(FlowOperator):
 
     @cached_property
     def eig(self) -> tuple[np.ndarray, np.ndarray]:
-        """Eigen-decomposition (eigenvalues, eigenvectors) of G, computed once: eigh when G is
-        symmetric, eig (complex) otherwise."""
+        """(eigenvalues, eigenvectors) of G, computed once: eigh if symmetric, else eig."""
         if self.is_symmetric:
             return np.linalg.eigh(0.5 * (self.train + self.train.T))
         return np.linalg.eig(self.train)
 
     @cached_property
     def spectrum(self) -> np.ndarray:
-        """Eigenvalues of G, descending (real parts when G is not symmetric). G = alpha I exactly:
-        alpha repeated; symmetric G: eigvalsh (no eigenvectors)."""
+        """Eigenvalues of G, descending (real parts when G is not symmetric)."""
         if self.deviation == 0.0:
             return np.full(self.size, self.alpha)
         if self.is_diagonal:
@@ -214,10 +198,8 @@ class Operator(FlowOperator):
 
     @cached_property
     def schur(self) -> tuple[np.ndarray, np.ndarray, int, float]:
-        """(T, Q, k, top): the real Schur form G = Q T Q^T (float64) ordered so that its k leading
-        eigenvalues are the retained modes, those of modulus above 100 x `linalg.rank_rtol` of
-        G's dtype (1e-8 in float64: the eigenvalues of a non-normal G carry errors well above
-        eps ||G||) times the largest modulus `top`; the rest is G's numerical null space."""
+        """(T, Q, k, top): real Schur form G = Q T Q^T (float64) whose k leading eigenvalues have
+        modulus above 100 x `linalg.rank_rtol` (dtype of G) x the largest modulus `top`."""
         from scipy.linalg import schur
         from ..linalg import rank_rtol
         g = np.asarray(self.train, float)
@@ -228,9 +210,8 @@ class Operator(FlowOperator):
 
     @cached_property
     def slowest_rate(self) -> float:
-        """min Re(lambda) / max |lambda| over G's retained eigenvalues (`schur`): positive iff
-        the continuous flow has a t -> infinity limit (negative: a growing mode); inf when no
-        mode is retained (G = 0: nothing moves)."""
+        """min Re(lambda) / max |lambda| over G's retained eigenvalues (`schur`): > 0 iff the flow
+        has a t -> infinity limit; inf when no mode is retained (G = 0)."""
         t, _, k, top = self.schur
         if k == 0:
             return float("inf")
@@ -238,9 +219,8 @@ class Operator(FlowOperator):
 
     @cached_property
     def largest_eigenvalue(self) -> float:
-        """lambda_max(G) (real part for non-symmetric G). Symmetric G of side >= LANCZOS_MIN_SIZE:
-        Lanczos (ARPACK, tolerance 0 = machine precision, deterministic start vector), whose
-        cost is a few dozen products with G instead of a full eigendecomposition."""
+        """lambda_max(G) (real part for non-symmetric G); Lanczos (ARPACK, tol 0, fixed start
+        vector) for symmetric G of side >= LANCZOS_MIN_SIZE."""
         if "spectrum" in self.__dict__ or self.is_diagonal or not self.is_symmetric or \
                 self.size < LANCZOS_MIN_SIZE:
             return float(self.spectrum[0])
@@ -267,7 +247,6 @@ class Operator(FlowOperator):
 
     @cached_property
     def lr(self) -> float:
-        """Step size 1/alpha for (nearly) isotropic G; 1/lambda_max(G) otherwise (GD, K-FAC with
-        d < N, ...), the largest step that does not overshoot any mode."""
+        """Step size 1/alpha for (nearly) isotropic G; 1/lambda_max(G) otherwise."""
         return step_size(self.name, self.deviation <= 1e-6, lambda: self.alpha,
                          lambda: self.largest_eigenvalue)

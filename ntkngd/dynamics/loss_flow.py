@@ -30,8 +30,7 @@ from .base import Core, FlowOperator
 
 @dataclass(frozen=True)
 class LossOperator(FlowOperator):
-    """G(f) and G'(f) of one method for one loss; `op(f, r)` -> (G r, G' r or None),
-    `op.from_targets(f, y)` the same with r computed exactly from the targets (`FlowOperator`).
+    """G(f) and G'(f) of one method for one loss (`FlowOperator`).
 
     kind: "gd", "pinv" (rho -> 0: G x with constant matrices), "damped_exact", "damped_pattern".
     train/test: N x N factors (kron) or sample-major (N C x N C) matrices; (L, m, m) per-layer
@@ -59,15 +58,16 @@ class LossOperator(FlowOperator):
                     self.loss)
 
 
-def _operator(train, test, pattern=None, **fields) -> LossOperator:
-    """A LossOperator with its matrices as JAX arrays (test None stays None)."""
-    return LossOperator(train=jnp.asarray(train), test=None if test is None else jnp.asarray(test),
-                        pattern=pattern, **fields)
-
-
 def _full(a: np.ndarray, c: int, kron: bool) -> np.ndarray:
     """Expand an N x N factor to the sample-major (N C) x (N C) matrix K (x) I_C."""
     return np.kron(a, np.eye(c)) if kron else a
+
+
+def _make(m: Method, K: Kernels, loss: Loss, kind: str, train, test, **fields) -> LossOperator:
+    """A LossOperator of method m on K with train/test as JAX arrays (fields: the rest)."""
+    return LossOperator(name=m.name, kind=kind, train=jnp.asarray(train),
+                        test=None if test is None else jnp.asarray(test), out_dim=int(K.out_dim),
+                        n_train=K.n_train, n_test=K.n_test, loss=loss, **fields)
 
 
 def method_pattern(m: Method, loss: Loss, depth: int):
@@ -94,12 +94,12 @@ def loss_operator(m: Method, K: Kernels, damping: float, loss: Loss) -> LossOper
     loss.check_outputs(int(K.out_dim))
     pattern = method_pattern(m, loss, K.depth)
     c, kron, n = int(K.out_dim), bool(K.kron_outputs), K.n_train
-    common = dict(name=m.name, damping=damping, out_dim=c, n_train=n, n_test=K.n_test,
-                  kron=kron, loss=loss)
+    common = dict(damping=damping, kron=kron)
     dtype = np.float64
     if pattern is None:
-        test = np.asarray(K.ntk_test, dtype) / n if K.has_test else None
-        return _operator(np.asarray(K.ntk_train, dtype) / n, test, kind="gd", alpha=None, **common)
+        test = None if not K.has_test else np.asarray(K.ntk_test, dtype) / n
+        return _make(m, K, loss, "gd", np.asarray(K.ntk_train, dtype) / n, test, pattern=None,
+                     alpha=None, **common)
     S = pattern.matrix
     in_range = patterns.ones_in_range(S)
     alpha = patterns.alpha(S) if in_range else None
@@ -107,7 +107,8 @@ def loss_operator(m: Method, K: Kernels, damping: float, loss: Loss) -> LossOper
         if not kron:
             return min_norm_operator(m, K, loss)
         op = m.operator(K, 0.0)         # minimum-norm limit (raises if 1 not in range(S))
-        return _operator(op.train, op.test, kind="pinv", alpha=alpha, notes=op.notes, **common)
+        return _make(m, K, loss, "pinv", op.train, op.test, pattern=None, alpha=alpha,
+                     notes=op.notes, **common)
     notes = []
     if not in_range:
         msg = ("1 is not in the range of the block pattern S: the damped update diverges as "
@@ -123,19 +124,18 @@ def loss_operator(m: Method, K: Kernels, damping: float, loss: Loss) -> LossOper
     if S.shape[0] == 1 or np.all(S == 1):     # exact NGD: one block, the total NTK
         train = _full(blocks.sum(0), c, kron)
         test = None if tblocks is None else _full(tblocks.sum(0), c, kron)
-        return _operator(train, test, kind="damped_exact", alpha=alpha, notes=tuple(notes),
-                         **common)
+        return _make(m, K, loss, "damped_exact", train, test, pattern=None, alpha=alpha,
+                     notes=tuple(notes), **common)
     train = np.stack([_full(b, c, kron) for b in blocks])
     test = None if tblocks is None else np.stack([_full(b, c, kron) for b in tblocks])
-    return _operator(train, test, pattern=jnp.asarray(S), kind="damped_pattern", alpha=alpha,
-                     notes=tuple(notes), **common)
+    return _make(m, K, loss, "damped_pattern", train, test, pattern=jnp.asarray(S), alpha=alpha,
+                 notes=tuple(notes), **common)
 
 
 def min_norm_operator(m: Method, K: Kernels, loss: Loss) -> LossOperator:
-    """The rho -> 0 operator on finite-width kernels: G(f) r = M x with the constant matrices
-    M = sum_l Theta_l U V'_l U^T, M' = sum_l Theta_l(X', X) U V'_l U^T (module docstring). On
-    training points U^T M = alpha U^T: the finite-width linearized dynamics of every pattern equal
-    the infinite-width alpha H^+ flow up to per-sample shifts in null(H)."""
+    """The rho -> 0 operator on finite-width kernels: G(f) r = M x, M = sum_l Theta_l U V'_l U^T,
+    M' = sum_l Theta_l(X', X) U V'_l U^T, V'_l the MSE pattern duals of the projected blocks
+    U^T Theta_l U (U = I_N (x) U_C, `Loss.basis`); U^T M = alpha U^T on the training points."""
     pattern = method_pattern(m, loss, K.depth)
     c, n = int(K.out_dim), K.n_train
     if pattern is None:
@@ -167,6 +167,6 @@ def min_norm_operator(m: Method, K: Kernels, loss: Loss) -> LossOperator:
     w = np.einsum("ai,lij,bj->lab", u, np.asarray(v), u)                  # U V'_l U^T
     train = np.einsum("lab,lbc->ac", blocks, w)
     test = None if tblocks is None else np.einsum("lab,lbc->ac", tblocks, w)
-    return _operator(train, test, name=m.name, kind="pinv", alpha=patterns.alpha(S), damping=0.0,
-                     out_dim=c, n_train=n, n_test=K.n_test, kron=False, loss=loss,
-                     notes=tuple(notes) + ("finite-width rho -> 0 limit (minimum-norm)",))
+    return _make(m, K, loss, "pinv", train, test, pattern=None, alpha=patterns.alpha(S),
+                 damping=0.0, kron=False,
+                 notes=tuple(notes) + ("finite-width rho -> 0 limit (minimum-norm)",))

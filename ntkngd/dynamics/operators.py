@@ -1,4 +1,4 @@
-"""`operator(method, kernels, damping, loss)`: the function-space operator of any registered method."""
+"""`operator(method, kernels, damping, loss)`: the function-space operator of any method."""
 from __future__ import annotations
 
 from typing import Optional, Union
