@@ -6,8 +6,9 @@ so K-FAC's G is not isotropic), float64: both solve the same positive-definite s
 backward-stable factorizations of the same kernels, so they agree to about N eps cond; asserted
 to 1e-8 relative (the issue's float64 tolerance: N eps cond for cond up to 5e5; measured:
 1.3e-14 at most). The training loss at t -> infinity is round-off around 0 (the fixed points
-interpolate) and is compared absolutely, against 1e-8 x the targets' mean square. G's slowest rate: exact for the isotropic
-and diagonal methods, Lanczos for gd (lambda_max to 1e-13, lambda_min on G^{-1} to 1e-10).
+interpolate) and is compared absolutely, against 1e-8 x the targets' mean square. G's slowest
+rate: exact for the isotropic and diagonal methods, Lanczos for gd (lambda_max to 1e-13,
+lambda_min on G^{-1} to 1e-10). `ntkngd check --devices 2` runs in the same interpreter.
 """
 import json
 import os
@@ -38,22 +39,33 @@ for prep, n in (("raw", 80),):
     for devices in (None, 2):
         r = G._theory(p, ds, 1, devices)
         out[f"{prep}/{devices}"] = {k: (v if isinstance(v, str) else float(v)) for k, v in r.items()}
-print("RESULT" + json.dumps(out))
+import contextlib, io
+from ntkngd import cli
+with contextlib.redirect_stdout(io.StringIO()) as report:
+    code = cli.main(["check", "--devices", "2", "--width", "256",
+                     "--methods", "gd", "exact", "kfac", "unit_wise"])
+print("RESULT" + json.dumps({"theory": out, "check": report.getvalue(), "check_code": code}))
 """
 
 
-def _run(code: str, *args) -> subprocess.CompletedProcess:
+def _run(code: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
                JAX_PLATFORMS="cpu", OPENBLAS_NUM_THREADS="1")
     env.pop("XLA_FLAGS", None)
-    return subprocess.run([sys.executable, *(["-c", code] if code else []), *args], env=env,
+    return subprocess.run([sys.executable, "-c", code], env=env,
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
-def test_generalization_theory_on_two_devices_equals_dense():
+@pytest.fixture(scope="module")
+def two_devices() -> dict:
+    """One fresh interpreter with 2 simulated devices for both tests below (JAX starts once)."""
     proc = _run(_SCRIPT)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    res = json.loads(proc.stdout.split("RESULT", 1)[1])
+    return json.loads(proc.stdout.split("RESULT", 1)[1])
+
+
+def test_generalization_theory_on_two_devices_equals_dense(two_devices):
+    res = two_devices["theory"]
     for prep in ("raw",):
         dense, sharded = res[f"{prep}/None"], res[f"{prep}/2"]
         assert "gd/backend" not in dense
@@ -113,14 +125,12 @@ def test_cli_sets_simulated_devices_itself():
     assert "AVAILABLE 3" in proc.stdout and "MESH 3" in proc.stdout
 
 
-def test_check_devices_reports_the_dense_numbers():
+def test_check_devices_reports_the_dense_numbers(two_devices):
     """`ntkngd check --devices 2`: the sharded operators' isotropy report (alpha, deviation,
     condition number: exact for isotropic/diagonal G, Lanczos to 1e-13 / 1e-6 for gd's extremes)
     prints the dense report's digits (6 significant)."""
-    proc = _run("", "-m", "ntkngd.cli", "check", "--devices", "2", "--width", "256",
-                "--methods", "gd", "exact", "kfac", "unit_wise")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    dense, sharded = proc.stdout.split("-- infinite width, sharded over 2 devices")
+    assert two_devices["check_code"] == 0
+    dense, sharded = two_devices["check"].split("-- infinite width, sharded over 2 devices")
     dense = dense.split("-- infinite width\n", 1)[1]
     for m in ("gd", "exact", "kfac"):
         line = [ln for ln in dense.splitlines() if ln.strip().startswith(m + " ")]
