@@ -13,6 +13,7 @@ damping=None (at s = 0 nearly singular blocks give huge updates).
 from __future__ import annotations
 
 import warnings
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -92,21 +93,33 @@ def _finite_operator(K, damping: float):
             dt = jnp.asarray(K.backprops_test[l])
         step = max(1, _CHUNK_BYTES // (dtype.itemsize * m * m * s))
         for idx in (active[i:i + step] for i in range(0, len(active), step)):
-            theta = _unit_blocks(qe, d[..., idx], d[..., idx])
-            if shift > 0:
-                theta_s = theta + shift * jnp.eye(m, dtype=dtype)
-                inv = jnp.linalg.solve(theta_s, jnp.broadcast_to(jnp.eye(m, dtype=dtype),
-                                                                 theta.shape))
-                # Theta (Theta + s)^-1 = [(Theta + s)^-1 Theta]^T, solved directly: no
-                # cancellation at large s (I - s (Theta + s)^-1 loses everything at rho = 1e4)
-                train = train + jnp.swapaxes(jnp.linalg.solve(theta_s, theta), 1, 2).sum(0)
-            else:
-                inv, proj = _pinv_batch(theta)
-                train = train + proj.sum(0)
-            if test is not None:
-                theta_t = _unit_blocks(qt, dt[..., idx], d[..., idx])
-                test = test + jnp.einsum("kab,kbc->ac", theta_t, inv)
+            d_i = d[..., idx]
+            terms = _chunk_terms(qe, d_i, None if test is None else (qt, dt[..., idx]),
+                                 jnp.asarray(shift, dtype), shift > 0)
+            train = train + terms[0]
+            test = None if test is None else test + terms[1]
     return np.asarray(train), None if test is None else np.asarray(test)
+
+
+@partial(jax.jit, static_argnums=4)
+def _chunk_terms(qe, d, test_side, shift, damped: bool):
+    """One chunk of units' terms of G (sum_i Theta_i (Theta_i + s)^-1, or the range projectors
+    at s = 0) and of G' (sum_i Theta'_i (Theta_i + s)^-1, pseudo-inverse at s = 0), jitted."""
+    theta = _unit_blocks(qe, d, d)
+    if damped:
+        theta_s = theta + shift * jnp.eye(theta.shape[-1], dtype=theta.dtype)
+        inv = jnp.linalg.solve(theta_s, jnp.broadcast_to(jnp.eye(theta.shape[-1],
+                                                                 dtype=theta.dtype), theta.shape))
+        # Theta (Theta + s)^-1 = [(Theta + s)^-1 Theta]^T, solved directly: no cancellation at
+        # large s (I - s (Theta + s)^-1 loses everything at rho = 1e4)
+        train = jnp.swapaxes(jnp.linalg.solve(theta_s, theta), 1, 2).sum(0)
+    else:
+        inv, proj = _pinv_batch(theta)
+        train = proj.sum(0)
+    if test_side is None:
+        return train, None
+    qt, dt = test_side
+    return train, jnp.einsum("kab,kbc->ac", _unit_blocks(qt, dt, d), inv)
 
 
 def active_counts(K) -> np.ndarray:
