@@ -199,7 +199,8 @@ class Operator(FlowOperator):
     @cached_property
     def schur(self) -> tuple[np.ndarray, np.ndarray, int, float]:
         """(T, Q, k, top): real Schur form G = Q T Q^T (float64) whose k leading eigenvalues have
-        modulus above 100 x `linalg.rank_rtol` (dtype of G) x the largest modulus `top`."""
+        modulus above 100 x `linalg.rank_rtol` (dtype of G) x the largest modulus `top` (1e-8 in
+        float64: above the eigenvalue errors of a non-normal G; docs/theory.md, fixed point)."""
         from scipy.linalg import schur
         from ..linalg import rank_rtol
         g = np.asarray(self.train, float)
@@ -247,6 +248,7 @@ class Operator(FlowOperator):
 
     @cached_property
     def lr(self) -> float:
-        """Step size 1/alpha for (nearly) isotropic G; 1/lambda_max(G) otherwise."""
+        """Step size 1/alpha for (nearly) isotropic G; 1/lambda_max(G) otherwise, the largest step
+        that overshoots no mode."""
         return step_size(self.name, self.deviation <= 1e-6, lambda: self.alpha,
                          lambda: self.largest_eigenvalue)
