@@ -93,11 +93,10 @@ def _finite_operator(K, damping: float):
             dt = jnp.asarray(K.backprops_test[l])
         step = max(1, _CHUNK_BYTES // (dtype.itemsize * m * m * s))
         for idx in (active[i:i + step] for i in range(0, len(active), step)):
-            d_i = d[..., idx]
-            terms = _chunk_terms(qe, d_i, None if test is None else (qt, dt[..., idx]),
-                                 jnp.asarray(shift, dtype), shift > 0)
-            train = train + terms[0]
-            test = None if test is None else test + terms[1]
+            tr, te = _chunk_terms(qe, d[..., idx], None if test is None else (qt, dt[..., idx]),
+                                  jnp.asarray(shift, dtype), shift > 0)
+            train = train + tr
+            test = None if test is None else test + te
     return np.asarray(train), None if test is None else np.asarray(test)
 
 

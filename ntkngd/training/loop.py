@@ -76,7 +76,7 @@ def train(method: Union[str, BlockPattern, Method], net, params: Any, data: tupl
 
     notes: list = []
     fits: list = []
-    d = None          # the direction at the current parameters, once computed
+    d = None          # the direction at the initial parameters, once computed
     if fixed:
         op_emp = operator(m, K0, rho)
         lr = op_emp.lr if lr is None else lr
@@ -113,18 +113,23 @@ def train(method: Union[str, BlockPattern, Method], net, params: Any, data: tupl
     value = mse if L is mse_loss else (lambda f, target: float(L.value(f, target)))
     acc = accuracy_fn(L, ytr, yte)
     logs: dict[str, list] = {k: [] for k in ("tr", "te", "atr", "ate")}
-    p, f, ft, lr_j = list(params), f0, f0t, jnp.asarray(lr, dtype)
-    for t in range(steps + 1):
-        if t > 0:
-            p, d = _update(p, d, lr_j), None
-            f, ft = _outputs(net, p, x), _outputs(net, p, xt)
-            _finite_or_diverged((f, ft), t, lr, m.name)
+
+    def record(f, ft) -> None:
         for k, v in (("tr", value(f, ytr)), ("te", value(ft, yte)), ("atr", acc(f, ytr)),
                      ("ate", acc(ft, yte))):
             logs[k].append(float(v))
+
+    p, lr_j = list(params), jnp.asarray(lr, dtype)
+    record(f0, f0t)
+    d = direction(p) if d is None else d       # t = 0 (off MSE the observer already has it)
+    for t in range(1, steps + 1):
+        p = _update(p, d, lr_j)
+        f, ft = _outputs(net, p, x), _outputs(net, p, xt)
+        _finite_or_diverged((f, ft), t, lr, m.name)
+        record(f, ft)
         if t < steps:
-            d = direction(p) if d is None else d
-            if fits and t > 0:
+            d = direction(p)
+            if fits:
                 fits.append(measure(p, d, f))
     arr = np.asarray
     iso = {k: arr([r[k] for r in fits]) if fits else None
